@@ -1,0 +1,162 @@
+"""The backend contract: what stage 1 needs from a feature source.
+
+A backend turns a batch of mono float32 waveforms at its own ``sample_rate`` into hidden
+states of the requested layers, with the number of valid frames of every item, so that pooling
+and the store never see padding. Layers are numbered ``0..num_layers-1``; for transformer models
+layer 0 is the transformer's input and layer k the output of block k (see DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from embedx.errors import ConfigError
+
+if TYPE_CHECKING:  # torch is heavy; only the type checker needs it here
+    import torch
+
+
+@dataclass
+class BackendOutput:
+    """Result of one batched forward.
+
+    Attributes:
+        hidden: ``(num_layers, batch, num_frames, dim)`` states of the requested layers, in the
+            order they were requested; frames past ``lengths[i]`` are padding and undefined.
+        lengths: ``(batch,)`` int64 number of valid frames of every item.
+        heads: head name -> ``(batch, k)`` float32 outputs (logits, probabilities, A/D/V).
+    """
+
+    hidden: torch.Tensor
+    lengths: torch.Tensor
+    heads: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+class Backend(ABC):
+    """A feature source: a speech model or a signal-processing toolkit.
+
+    Subclasses set the attributes below in ``__init__`` and implement :meth:`forward`.
+
+    Attributes:
+        name: default feature-set name in the store (e.g. ``"hubert-base-ls960"``).
+        sample_rate: rate in Hz that :meth:`forward` expects.
+        num_layers: number of layers the model exposes (``num_hidden_layers + 1`` for
+            transformers; 1 for a functionals extractor).
+        dim: feature dimension of every layer.
+        frame_rate: output frames per second (``None`` for utterance-level features).
+        min_samples: fewest samples that produce one frame.
+        head_names: head name -> names of its ``k`` outputs (empty when there is no head).
+        feature_names: names of the ``dim`` features, when they have names (openSMILE).
+    """
+
+    name: str
+    sample_rate: int
+    num_layers: int
+    dim: int
+    frame_rate: float | None
+    min_samples: int = 1
+    head_names: dict[str, list[str]]
+    feature_names: list[str] | None = None
+
+    def num_frames(self, num_samples: int) -> int:
+        """Number of frames :meth:`forward` returns for an item of ``num_samples`` samples.
+
+        Args:
+            num_samples: length of the item at :attr:`sample_rate` (after any short-item padding).
+
+        Returns:
+            The number of valid frames (at least 1 when ``num_samples >= min_samples``).
+        """
+        return 1
+
+    def prepare(self, wave: np.ndarray) -> np.ndarray:
+        """Per-item preprocessing that must see the unpadded item (input normalisation).
+
+        Runs in DataLoader workers, so it must be cheap to pickle and free of model state.
+
+        Args:
+            wave: ``(num_samples,)`` float32 mono audio at :attr:`sample_rate`.
+
+        Returns:
+            The prepared ``(num_samples,)`` float32 waveform.
+        """
+        return wave
+
+    @abstractmethod
+    def forward(self, waves: Sequence[np.ndarray], layers: Sequence[int]) -> BackendOutput:
+        """Run a batch.
+
+        Args:
+            waves: prepared ``(num_samples_i,)`` float32 waveforms of one batch, each at least
+                ``min_samples`` long.
+            layers: layer numbers to return, each in ``0..num_layers-1``.
+
+        Returns:
+            The states of ``layers`` for every item, see :class:`BackendOutput`.
+        """
+
+    def metadata(self) -> dict[str, Any]:
+        """Attributes describing the source, stored with the feature set (model id, revision,
+        commit hash, architecture, normalisation, ...). Values are str, int, float or bool."""
+        return {}
+
+
+_RANGE = re.compile(r"^(-?\d*):(-?\d*)$")
+
+
+def parse_layers(spec: str | Sequence[int], num_layers: int) -> list[int]:
+    """Parse a layer specification into sorted, unique layer numbers.
+
+    Accepted forms: ``all``, ``last``, a comma list ``0,6,12``, negative indices counted from
+    the end (``-1`` is the last layer), and half-open Python-style ranges ``4:9`` (layers 4..8),
+    ``:3`` or ``10:``; forms can be combined with commas (``0,4:7,-1``).
+
+    Args:
+        spec: the specification, or a sequence of ints.
+        num_layers: number of layers the model exposes (``L + 1`` for an ``L``-block model).
+
+    Returns:
+        Sorted list of distinct layer numbers in ``0..num_layers-1``.
+
+    Raises:
+        ConfigError: when the spec is malformed, empty or out of range.
+    """
+    accepted = f"accepted: all, last, 0,6,12, -1, 4:9 (layers 0..{num_layers - 1})"
+    if isinstance(spec, str):
+        parts = [p.strip() for p in spec.split(",") if p.strip()]
+    else:
+        parts = [str(int(p)) for p in spec]
+    if not parts:
+        raise ConfigError(f"empty layer spec {spec!r}; {accepted}")
+    layers: set[int] = set()
+    for part in parts:
+        low = part.lower()
+        if low == "all":
+            layers.update(range(num_layers))
+            continue
+        if low == "last":
+            layers.add(num_layers - 1)
+            continue
+        m = _RANGE.match(part)
+        if m:
+            start = int(m.group(1)) if m.group(1) not in ("", "-") else 0
+            stop = int(m.group(2)) if m.group(2) not in ("", "-") else num_layers
+            picked = range(num_layers)[start:stop]
+            if not picked:
+                raise ConfigError(f"layer range {part!r} selects no layer; {accepted}")
+            layers.update(picked)
+            continue
+        try:
+            k = int(part)
+        except ValueError:
+            raise ConfigError(f"bad layer {part!r} in {spec!r}; {accepted}") from None
+        if not -num_layers <= k < num_layers:
+            raise ConfigError(f"layer {k} out of range in {spec!r}; {accepted}")
+        layers.add(k % num_layers)
+    return sorted(layers)
