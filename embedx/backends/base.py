@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from embedx.errors import ConfigError
+from embedx.errors import AudioError, ConfigError
 
 if TYPE_CHECKING:  # torch is heavy; only the type checker needs it here
     import torch
@@ -51,6 +51,8 @@ class Backend(ABC):
         dim: feature dimension of every layer.
         frame_rate: output frames per second (``None`` for utterance-level features).
         min_samples: fewest samples that produce one frame.
+        short: policy for items shorter than ``min_samples``: ``"pad"`` (zero-pad at the end
+            to ``min_samples``) or ``"fail"`` (record the item as failed).
         head_names: head name -> names of its ``k`` outputs (empty when there is no head).
         feature_names: names of the ``dim`` features, when they have names (openSMILE).
     """
@@ -61,6 +63,7 @@ class Backend(ABC):
     dim: int
     frame_rate: float | None
     min_samples: int = 1
+    short: str = "pad"
     head_names: dict[str, list[str]]
     feature_names: list[str] | None = None
 
@@ -87,6 +90,28 @@ class Backend(ABC):
             The prepared ``(num_samples,)`` float32 waveform.
         """
         return wave
+
+    def fit_length(self, wave: np.ndarray) -> np.ndarray:
+        """Apply the short-item policy to a prepared waveform.
+
+        Args:
+            wave: ``(num_samples,)`` prepared float32 waveform.
+
+        Returns:
+            ``wave`` itself, or zero-padded at the end to ``min_samples`` under ``short="pad"``.
+
+        Raises:
+            AudioError: the item is shorter than ``min_samples`` and ``short="fail"``.
+        """
+        n = wave.shape[0]
+        if n >= self.min_samples:
+            return wave
+        if self.short == "fail":
+            raise AudioError(
+                f"too short: {n} samples at {self.sample_rate} Hz, the model needs at least "
+                f"{self.min_samples} (use --short pad to zero-pad)"
+            )
+        return np.pad(wave, (0, self.min_samples - n))
 
     @abstractmethod
     def forward(self, waves: Sequence[np.ndarray], layers: Sequence[int]) -> BackendOutput:

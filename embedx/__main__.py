@@ -1,0 +1,3 @@
+from embedx.cli import main
+
+main()

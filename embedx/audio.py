@@ -1,0 +1,143 @@
+"""Audio decoding: any file libsndfile reads -> float32 mono at the backend's rate.
+
+Decoding uses soundfile (libsndfile: wav, flac, ogg/vorbis, opus, mp3, aiff, ...); channels are
+averaged; resampling uses torchaudio's band-limited sinc interpolation. Every problem with one
+file raises :class:`~embedx.errors.AudioError` with a one-line reason, so the extractor can
+record the item as failed and go on.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from embedx.errors import AudioError
+
+#: file endings collected when a folder is scanned (lower case, without the dot)
+AUDIO_EXTENSIONS = ("wav", "flac", "ogg", "oga", "opus", "mp3", "aif", "aiff", "au", "w64", "caf")
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """Header facts of one file.
+
+    Attributes:
+        num_samples: samples per channel.
+        sample_rate: original rate in Hz.
+        channels: channel count.
+    """
+
+    num_samples: int
+    sample_rate: int
+    channels: int
+
+    @property
+    def duration(self) -> float:
+        """Duration in seconds."""
+        return self.num_samples / self.sample_rate if self.sample_rate else float("nan")
+
+
+def _reason(exc: Exception) -> str:
+    # libsndfile messages span lines and repeat the path; keep one line
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def probe(path: str | Path) -> AudioInfo:
+    """Read a file's header without decoding it.
+
+    Args:
+        path: audio file.
+
+    Returns:
+        The file's :class:`AudioInfo`.
+
+    Raises:
+        AudioError: the file is missing, unreadable, not audio, or empty.
+    """
+    import soundfile as sf
+
+    p = Path(path)
+    if not p.exists():
+        kind = "broken symlink" if p.is_symlink() else "no such file"
+        raise AudioError(f"{kind}: {path}")
+    try:
+        info = sf.info(str(p))
+    except Exception as exc:  # libsndfile raises LibsndfileError/RuntimeError/OSError
+        raise AudioError(f"cannot read audio header: {_reason(exc)}") from None
+    if info.frames <= 0:
+        raise AudioError("file contains no samples")
+    return AudioInfo(num_samples=int(info.frames), sample_rate=int(info.samplerate),
+                     channels=int(info.channels))
+
+
+def resampled_length(num_samples: int, orig_rate: int, new_rate: int) -> int:
+    """Length of ``num_samples`` after :func:`resample` (torchaudio's rule: ceil of the ratio).
+
+    Args:
+        num_samples: input length.
+        orig_rate: input rate in Hz.
+        new_rate: output rate in Hz.
+
+    Returns:
+        The output length in samples.
+    """
+    if orig_rate == new_rate:
+        return int(num_samples)
+    g = math.gcd(orig_rate, new_rate)
+    orig, new = orig_rate // g, new_rate // g
+    return int(math.ceil(new * num_samples / orig))
+
+
+def resample(wave: np.ndarray, orig_rate: int, new_rate: int) -> np.ndarray:
+    """Resample a mono float32 signal with torchaudio.
+
+    Args:
+        wave: ``(num_samples,)`` float32.
+        orig_rate: its rate in Hz.
+        new_rate: wanted rate in Hz.
+
+    Returns:
+        ``(resampled_length(num_samples, orig_rate, new_rate),)`` float32.
+    """
+    if orig_rate == new_rate:
+        return wave
+    import torch
+    import torchaudio.functional as F
+
+    out = F.resample(torch.from_numpy(np.ascontiguousarray(wave)), orig_rate, new_rate)
+    return out.numpy().astype(np.float32, copy=False)
+
+
+def load(path: str | Path, sample_rate: int) -> np.ndarray:
+    """Decode a file to float32 mono at ``sample_rate``.
+
+    Args:
+        path: audio file.
+        sample_rate: target rate in Hz.
+
+    Returns:
+        ``(num_samples,)`` float32 mono signal.
+
+    Raises:
+        AudioError: unreadable, not audio, empty, or holding NaN/inf samples.
+    """
+    import soundfile as sf
+
+    p = Path(path)
+    if not p.exists():
+        kind = "broken symlink" if p.is_symlink() else "no such file"
+        raise AudioError(f"{kind}: {path}")
+    try:
+        data, rate = sf.read(str(p), dtype="float32", always_2d=True)  # (num_samples, channels)
+    except Exception as exc:
+        raise AudioError(f"cannot decode audio: {_reason(exc)}") from None
+    if data.shape[0] == 0:
+        raise AudioError("file contains no samples")
+    if not np.isfinite(data).all():
+        raise AudioError("audio contains NaN or infinite samples")
+    # (num_samples, channels) -> (num_samples,): the average keeps the level of a dual-mono file
+    wave = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
+    return resample(np.ascontiguousarray(wave), int(rate), sample_rate)

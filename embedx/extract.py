@@ -1,0 +1,479 @@
+"""Stage 1: items -> length-sorted batches -> backend -> pooling -> store.
+
+The run is resumable: items whose ``done`` flag is set are skipped, and a re-run with other
+settings into the same feature set is refused (unless ``overwrite``). A file that cannot be
+decoded, or a batch item the model cannot process, is recorded under ``/failed`` and the run
+goes on.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from embedx import __version__
+from embedx.audio import AudioInfo, load, probe, resampled_length
+from embedx.backends import Backend, create_backend, parse_layers
+from embedx.batching import make_batches
+from embedx.errors import AudioError, ConfigError, EmbedxError
+from embedx.manifest import build_items
+from embedx.pooling import get_pooling, parse_poolings
+
+#: storage dtypes accepted by ``--dtype``
+DTYPES = ("float32", "float16")
+#: short-item policies accepted by ``--short``
+SHORT_POLICIES = ("pad", "fail")
+#: ExtractConfig fields that define the stored values; they are stored with the feature set
+#: and a resume with any of them changed is refused
+DATA_KEYS = ("backend", "model", "revision", "name", "layers", "poolings", "frames", "dtype",
+             "precision", "short")
+
+
+@dataclass
+class ExtractConfig:
+    """Everything that controls one extraction.
+
+    The fields in :data:`DATA_KEYS` define the stored values and are saved with the feature
+    set (``ExtractConfig(**spec.config)`` rebuilds an equivalent config, e.g. for ``predict`` on
+    new audio); the others only control how the run goes.
+
+    Attributes:
+        backend: backend registry name (``"hf"``).
+        model: hub id or local directory of the model.
+        revision: hub revision (branch, tag or commit).
+        name: feature-set name in the store (default: the backend's, e.g. the model's name).
+        layers: layer spec (``all``, ``last``, ``0,6,12``, ``-1``, ``4:9``).
+        poolings: pooling names (see :mod:`embedx.pooling`).
+        frames: also store frame-level states of the chosen layers.
+        dtype: storage dtype, ``float32`` or ``float16``.
+        precision: compute precision, ``auto``, ``fp32``, ``fp16`` or ``bf16``.
+        short: policy for items shorter than the model's minimum, ``pad`` or ``fail``.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        batch_seconds: budget of padded audio seconds per batch.
+        max_batch_items: optional cap on items per batch.
+        workers: DataLoader worker processes for decoding (``None``: up to 4, leaving a core
+            for the model; 0 decodes in the main process).
+        manifest: CSV with a path column and label/group columns.
+        path_column: the manifest's path column.
+        overwrite: replace an existing feature set of the same name with other settings.
+        retry_failed: retry items recorded as failed by an earlier run.
+        progress: show a progress bar.
+    """
+
+    backend: str = "hf"
+    model: str | None = None
+    revision: str | None = None
+    name: str | None = None
+    layers: str = "all"
+    poolings: Sequence[str] = ("mean",)
+    frames: bool = False
+    dtype: str = "float32"
+    precision: str = "auto"
+    short: str = "pad"
+    device: str = "auto"
+    batch_seconds: float = 60.0
+    max_batch_items: int | None = None
+    workers: int | None = None
+    manifest: str | None = None
+    path_column: str | None = None
+    overwrite: bool = False
+    retry_failed: bool = False
+    progress: bool = True
+    backend_options: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        """Check the run-independent options.
+
+        Raises:
+            ConfigError: naming the bad value and what is accepted.
+        """
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"--dtype {self.dtype!r} not accepted; accepted: {', '.join(DTYPES)}")
+        if self.short not in SHORT_POLICIES:
+            raise ConfigError(f"--short {self.short!r} not accepted; accepted: {', '.join(SHORT_POLICIES)}")
+        if not self.batch_seconds > 0:
+            raise ConfigError(f"--batch-seconds must be positive, got {self.batch_seconds}")
+        if self.workers is not None and self.workers < 0:
+            raise ConfigError(f"--workers must be >= 0, got {self.workers}")
+        if self.name is not None and (not self.name or "/" in self.name):
+            raise ConfigError(f"feature-set name {self.name!r} must be non-empty and contain no '/'")
+        self.poolings = parse_poolings(self.poolings)
+
+    def backend_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for :func:`embedx.backends.create_backend`."""
+        kwargs: dict[str, Any] = {"device": self.device, "precision": self.precision,
+                                  "short": self.short}
+        if self.model is not None:
+            kwargs["model"] = self.model
+        if self.revision is not None:
+            kwargs["revision"] = self.revision
+        if self.name is not None:
+            kwargs["name"] = self.name
+        kwargs.update(self.backend_options)
+        return kwargs
+
+
+@dataclass
+class ExtractSummary:
+    """What one run did.
+
+    Attributes:
+        output: the store.
+        name: the feature set written.
+        num_items: items in the store.
+        processed: items written by this run.
+        failed: items that failed in this run.
+        failed_total: items recorded as failed in the store for this set.
+        done_total: items done in the store for this set.
+        audio_seconds: audio processed by this run.
+        elapsed: wall-clock seconds of the processing loop.
+        padded_fraction: share of padding in the batches.
+    """
+
+    output: Path
+    name: str
+    num_items: int
+    processed: int = 0
+    failed: int = 0
+    failed_total: int = 0
+    done_total: int = 0
+    audio_seconds: float = 0.0
+    elapsed: float = 0.0
+    padded_fraction: float = 0.0
+
+    @property
+    def nothing_to_do(self) -> bool:
+        """True when the store was already complete."""
+        return self.processed == 0 and self.failed == 0
+
+    def line(self) -> str:
+        """The one-line summary the CLI prints."""
+        if self.nothing_to_do:
+            return (f"nothing to do: {self.done_total}/{self.num_items} items of '{self.name}' already "
+                    f"in {self.output} ({self.failed_total} failed earlier; --retry-failed retries them)")
+        rate = self.processed / self.elapsed if self.elapsed > 0 else float("nan")
+        arate = self.audio_seconds / self.elapsed if self.elapsed > 0 else float("nan")
+        return (f"extracted {self.processed} items ({self.audio_seconds:.1f} s of audio) in "
+                f"{self.elapsed:.1f} s: {rate:.2f} items/s, {arate:.1f} audio-s/s; "
+                f"{self.failed} failed; '{self.name}' now {self.done_total}/{self.num_items} done "
+                f"-> {self.output}")
+
+
+def default_workers() -> int:
+    """Decoding workers: up to 4, leaving one core for the model."""
+    return max(0, min(4, (os.cpu_count() or 1) - 1))
+
+
+def probe_items(items: pd.DataFrame) -> tuple[pd.DataFrame, dict[int, str]]:
+    """Add ``duration``, ``sample_rate`` and ``num_samples`` from the files' headers.
+
+    Args:
+        items: table with a ``path`` column.
+
+    Returns:
+        The table with the three columns after ``path`` (NaN/0 for unreadable files), and
+        item index -> reason for every file whose header could not be read.
+    """
+    infos: list[AudioInfo | None] = []
+    errors: dict[int, str] = {}
+    for i, path in enumerate(items["path"]):
+        try:
+            infos.append(probe(path))
+        except AudioError as exc:
+            infos.append(None)
+            errors[i] = str(exc)
+    out = items[["id", "path"]].copy()
+    out["duration"] = np.array([x.duration if x else np.nan for x in infos], dtype=np.float32)
+    out["sample_rate"] = np.array([x.sample_rate if x else 0 for x in infos], dtype=np.int64)
+    out["num_samples"] = np.array([x.num_samples if x else 0 for x in infos], dtype=np.int64)
+    rest = items.drop(columns=["id", "path"])
+    return pd.concat([out, rest], axis=1), errors
+
+
+def _model_lengths(items: pd.DataFrame, backend: Backend) -> tuple[np.ndarray, np.ndarray]:
+    """Samples at the model's rate after the short-item policy, and frames, of every item.
+
+    Returns:
+        ``(num_items,)`` int64 model-rate lengths (0 for unreadable items) and ``(num_items,)``
+        int64 frame counts (0 for unreadable items and short items under ``short="fail"``).
+    """
+    lengths = np.zeros(len(items), dtype=np.int64)
+    frames = np.zeros(len(items), dtype=np.int64)
+    for i, (n, sr) in enumerate(zip(items["num_samples"], items["sample_rate"], strict=True)):
+        if n <= 0:
+            continue
+        m = resampled_length(int(n), int(sr), backend.sample_rate)
+        if m < backend.min_samples and backend.short == "pad":
+            m = backend.min_samples
+        lengths[i] = m
+        frames[i] = backend.num_frames(m) if m >= backend.min_samples else 0
+    return lengths, frames
+
+
+class _Decoder:
+    """Map-style dataset: item index -> (index, prepared waveform or None, error or None).
+
+    Runs in DataLoader workers, so decoding, resampling and normalisation stay off the
+    forward's critical path. Errors are returned, not raised, so one bad file never stops a run.
+    """
+
+    def __init__(self, paths: Sequence[str], expected: np.ndarray, sample_rate: int,
+                 prepare: Callable[[np.ndarray], np.ndarray],
+                 fit_length: Callable[[np.ndarray], np.ndarray]) -> None:
+        self.paths = list(paths)
+        self.expected = expected
+        self.sample_rate = sample_rate
+        self.prepare = prepare
+        self.fit_length = fit_length
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[int, np.ndarray | None, str | None]:
+        try:
+            wave = load(self.paths[index], self.sample_rate)
+            wave = self.fit_length(self.prepare(wave))
+            if wave.shape[0] != self.expected[index]:
+                # the header promised another length (some mp3 encoders); the frame layout in the
+                # store was planned from the header, so refuse rather than misplace frames
+                raise AudioError(f"decoded {wave.shape[0]} samples but the header implies "
+                                 f"{self.expected[index]}; re-encode the file as wav/flac")
+            return index, wave, None
+        except EmbedxError as exc:
+            return index, None, str(exc)
+        except Exception as exc:  # a decoder bug must not end a long run; record it instead
+            return index, None, f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+
+
+def _collate(batch: list[Any]) -> list[Any]:
+    return batch
+
+
+def _batch_loader(decoder: _Decoder, batches: list[list[int]], workers: int) -> Any:
+    import torch.utils.data
+
+    return torch.utils.data.DataLoader(
+        decoder,
+        batch_sampler=batches,
+        collate_fn=_collate,
+        num_workers=workers,
+        prefetch_factor=4 if workers > 0 else None,
+        # fork keeps the backend (and its model) out of pickling; workers only use numpy/torch CPU
+        multiprocessing_context="fork" if workers > 0 else None,
+    )
+
+
+def _forward_isolating(backend: Backend, indices: list[int], waves: list[np.ndarray],
+                       layers: list[int]) -> tuple[list[tuple[list[int], Any]], dict[int, str]]:
+    """Run a batch; on an error split it in halves so only the items that fail alone are lost.
+
+    Splitting also recovers from running out of GPU memory on a too-large batch.
+
+    Returns:
+        ``[(indices, BackendOutput), ...]`` for the parts that ran, and index -> error message
+        for the items that failed on their own.
+    """
+    try:
+        return [(indices, backend.forward(waves, layers))], {}
+    except (EmbedxError, RuntimeError, ValueError) as exc:
+        if len(indices) == 1:
+            return [], {indices[0]: " ".join(str(exc).split())[:500] or type(exc).__name__}
+        _free_accelerator_memory()
+    half = len(indices) // 2
+    ok_a, bad_a = _forward_isolating(backend, indices[:half], waves[:half], layers)
+    ok_b, bad_b = _forward_isolating(backend, indices[half:], waves[half:], layers)
+    return ok_a + ok_b, {**bad_a, **bad_b}
+
+
+def _free_accelerator_memory() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _to_store_arrays(output: Any, poolings: Sequence[str], frames: bool
+                     ) -> tuple[dict[str, np.ndarray], list[np.ndarray] | None]:
+    """Pool on the model's device and move only what is stored to the host."""
+    pooled = {
+        # (num_layers, batch, num_frames, dim) -> (num_layers, batch, dim)
+        p: get_pooling(p)(output.hidden, output.lengths).float().cpu().numpy()
+        for p in poolings
+    }
+    frame_arrays = None
+    if frames:
+        lengths = output.lengths.tolist()
+        frame_arrays = [
+            # (num_layers, num_frames, dim) -> (num_frames, num_layers, dim): the store's frame layout
+            output.hidden[:, b, :n, :].permute(1, 0, 2).float().cpu().numpy()
+            for b, n in enumerate(lengths)
+        ]
+    return pooled, frame_arrays
+
+
+def _progress(enabled: bool) -> Any:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        disable=not enabled,
+        transient=False,
+    )
+
+
+def extract(inputs: Sequence[str | Path], output: str | Path, config: ExtractConfig,
+            *, command: str | None = None, log: Callable[[str], None] | None = None) -> ExtractSummary:
+    """Run stage 1: extract one feature set from audio into an HDF5 store.
+
+    Args:
+        inputs: folders, audio files or file lists; with ``config.manifest``, at most the folder
+            its relative paths are relative to.
+        output: the HDF5 store; created, or extended/resumed when it exists.
+        config: the extraction settings.
+        command: the command line, stored in the file's attributes.
+        log: where to send progress notes (default: nowhere).
+
+    Returns:
+        The run's :class:`ExtractSummary`.
+
+    Raises:
+        EmbedxError: bad options, inputs, model or store (one clear line each). Problems of a
+            single item are recorded in the store, not raised.
+    """
+    from embedx.store import FeatureSetSpec, StoreWriter
+
+    note = log or (lambda _msg: None)
+    config.validate()
+    items = build_items(inputs, config.manifest, config.path_column)
+    items, probe_errors = probe_items(items)
+    note(f"{len(items)} items, {np.nansum(items['duration']):.1f} s of audio, "
+         f"{len(probe_errors)} unreadable")
+
+    backend = create_backend(config.backend, **config.backend_kwargs())
+    layers = parse_layers(config.layers, backend.num_layers)
+    lengths, num_frames = _model_lengths(items, backend)
+    stored_config = {k: getattr(config, k) for k in DATA_KEYS}
+    stored_config.update(
+        name=config.name or backend.name,
+        layers=",".join(map(str, layers)),
+        poolings=list(config.poolings),
+        precision=getattr(backend, "precision", config.precision),
+    )
+    spec = FeatureSetSpec(
+        name=stored_config["name"],
+        backend=config.backend,
+        layers=tuple(layers),
+        dim=backend.dim,
+        poolings=tuple(config.poolings),
+        frames=config.frames,
+        dtype=config.dtype,
+        frame_rate=backend.frame_rate,
+        heads={k: tuple(v) for k, v in backend.head_names.items()},
+        feature_names=tuple(backend.feature_names) if backend.feature_names else None,
+        attrs={**backend.metadata(), "embedx_version": __version__},
+        config=stored_config,
+    )
+
+    with StoreWriter(output, command=command) as store:
+        store.write_items(items)
+        store.create_feature_set(spec, num_frames=num_frames if config.frames else None,
+                                 overwrite=config.overwrite)
+        name = spec.name
+        done = store.done(name)
+        failed_before = store.failed(name)
+        skip = np.zeros(len(items), dtype=bool)
+        if len(failed_before):
+            if config.retry_failed:
+                store.clear_failures(name)
+            else:
+                skip[failed_before["index"].to_numpy(dtype=np.int64)] = True
+        todo = np.flatnonzero(~done & ~skip)
+        summary = ExtractSummary(output=Path(output), name=name, num_items=len(items))
+        for i in todo[np.isin(todo, list(probe_errors))]:
+            store.record_failure(name, int(i), "probe", probe_errors[int(i)])
+            summary.failed += 1
+        todo = todo[~np.isin(todo, list(probe_errors))]
+        if len(todo):
+            _run_batches(store, name, backend, layers, config, items, todo, lengths, summary, note)
+        summary.done_total = int(store.done(name).sum())
+        summary.failed_total = len(store.failed(name))
+    return summary
+
+
+def _run_batches(store: Any, name: str, backend: Backend, layers: list[int], config: ExtractConfig,
+                 items: pd.DataFrame, todo: np.ndarray, lengths: np.ndarray,
+                 summary: ExtractSummary, note: Callable[[str], None]) -> None:
+    """The processing loop of :func:`extract` over the items in ``todo``."""
+    plan = make_batches(todo, lengths[todo], int(config.batch_seconds * backend.sample_rate),
+                        config.max_batch_items)
+    summary.padded_fraction = plan.padded_fraction
+    workers = default_workers() if config.workers is None else config.workers
+    note(f"{len(todo)} items to process in {len(plan.batches)} batches "
+         f"({plan.padded_fraction:.1%} padding), {workers} decoding workers")
+    decoder = _Decoder(items["path"].tolist(), lengths, backend.sample_rate,
+                       backend.prepare, backend.fit_length)
+    durations = items["duration"].to_numpy(dtype=np.float64)
+    start = time.perf_counter()
+    with _progress(config.progress) as progress:
+        task = progress.add_task(f"extract {name}", total=len(todo), rate="")
+        for batch in _batch_loader(decoder, plan.batches, workers):
+            good = [(i, w) for i, w, err in batch if err is None]
+            for i, _w, err in batch:
+                if err is not None:
+                    store.record_failure(name, i, "decode", err)
+                    summary.failed += 1
+            parts, errors = ([], {})
+            if good:
+                parts, errors = _forward_isolating(backend, [i for i, _ in good],
+                                                   [w for _, w in good], layers)
+            for i, err in errors.items():
+                store.record_failure(name, i, "forward", err)
+                summary.failed += 1
+            for indices, out in parts:
+                pooled, frames = _to_store_arrays(out, config.poolings, config.frames)
+                store.write(name, np.asarray(indices), pooled=pooled, frames=frames,
+                            heads=out.heads or None)
+                summary.processed += len(indices)
+                summary.audio_seconds += float(np.nansum(durations[indices]))
+            elapsed = time.perf_counter() - start
+            progress.update(task, advance=len(batch), rate=(
+                f"{summary.processed / elapsed:.1f} items/s "
+                f"{summary.audio_seconds / elapsed:.1f} audio-s/s"))
+    summary.elapsed = time.perf_counter() - start
+
+
+def config_from_spec(spec_config: dict[str, Any], **overrides: Any) -> ExtractConfig:
+    """Rebuild an :class:`ExtractConfig` from a stored feature set's config.
+
+    Args:
+        spec_config: ``FeatureSetSpec.config`` of a stored feature set.
+        **overrides: run options to set (device, workers, progress, ...).
+
+    Returns:
+        A config that extracts the same features.
+    """
+    known = {k: v for k, v in spec_config.items() if k in ExtractConfig.__dataclass_fields__}
+    return ExtractConfig(**{**known, **overrides})
+
+
+__all__ = ["DATA_KEYS", "ExtractConfig", "ExtractSummary", "config_from_spec", "extract"]

@@ -1,0 +1,130 @@
+"""Mask-aware pooling of frame-level states over each item's valid frames.
+
+Every pooling takes ``hidden`` of shape ``(num_layers, batch, num_frames, dim)`` and the number
+of valid frames of every item, and returns ``(num_layers, batch, dim)``. Padding frames (at
+index ``>= lengths[i]``) never influence the result, whatever they contain.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from embedx.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
+
+PoolFn = Callable[["torch.Tensor", "torch.Tensor"], "torch.Tensor"]
+
+_POOLINGS: dict[str, PoolFn] = {}
+
+
+def register_pooling(name: str) -> Callable[[PoolFn], PoolFn]:
+    """Decorator registering a pooling function under ``name``.
+
+    Args:
+        name: registry key (what ``--pooling`` accepts).
+
+    Returns:
+        The decorator; it returns the function unchanged.
+    """
+
+    def decorate(fn: PoolFn) -> PoolFn:
+        _POOLINGS[name] = fn
+        return fn
+
+    return decorate
+
+
+def available_poolings() -> list[str]:
+    """Names of the registered poolings, in registration order."""
+    return list(_POOLINGS)
+
+
+def get_pooling(name: str) -> PoolFn:
+    """Return the pooling registered as ``name``.
+
+    Raises:
+        ConfigError: when ``name`` is unknown.
+    """
+    if name not in _POOLINGS:
+        raise ConfigError(f"unknown pooling {name!r}; accepted: {', '.join(_POOLINGS)}")
+    return _POOLINGS[name]
+
+
+def parse_poolings(spec: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """Parse ``"mean,std"`` (or a sequence) into a tuple of known pooling names, order kept.
+
+    Raises:
+        ConfigError: when the list is empty or names an unknown pooling.
+    """
+    names = [s.strip() for s in spec.split(",")] if isinstance(spec, str) else list(spec)
+    names = [n for n in names if n]
+    if not names:
+        raise ConfigError(f"no pooling given; accepted: {', '.join(_POOLINGS)}")
+    for n in names:
+        get_pooling(n)
+    return tuple(dict.fromkeys(names))
+
+
+def _mask(hidden: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """``(batch, num_frames)`` bool mask of valid frames, broadcastable as ``(1, batch, frames, 1)``."""
+    import torch
+
+    num_frames = hidden.shape[2]
+    frame_idx = torch.arange(num_frames, device=hidden.device)
+    mask = frame_idx[None, :] < lengths.to(hidden.device)[:, None]  # (batch, frames)
+    return mask[None, :, :, None]  # (batch, frames) -> (1, batch, frames, 1)
+
+
+def _counts(lengths: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+    # (batch,) -> (1, batch, 1); clamp keeps a zero-length item from dividing by zero (it stays 0)
+    return lengths.to(hidden.device, hidden.dtype).clamp(min=1)[None, :, None]
+
+
+@register_pooling("mean")
+def mean_pool(hidden: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Mean over valid frames: ``(num_layers, batch, frames, dim) -> (num_layers, batch, dim)``."""
+    mask = _mask(hidden, lengths)
+    return (hidden * mask).sum(dim=2) / _counts(lengths, hidden)
+
+
+@register_pooling("std")
+def std_pool(hidden: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Population standard deviation (ddof=0) over valid frames; 0 for a one-frame item."""
+    mask = _mask(hidden, lengths)
+    mean = mean_pool(hidden, lengths)  # (num_layers, batch, dim)
+    # two-pass variance: numerically safer than E[x^2] - E[x]^2 for large-magnitude states
+    centred = (hidden - mean[:, :, None, :]) * mask
+    return (centred.square().sum(dim=2) / _counts(lengths, hidden)).sqrt()
+
+
+@register_pooling("max")
+def max_pool(hidden: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Maximum over valid frames."""
+    mask = _mask(hidden, lengths)
+    return hidden.masked_fill(~mask, float("-inf")).amax(dim=2)
+
+
+@register_pooling("min")
+def min_pool(hidden: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Minimum over valid frames."""
+    mask = _mask(hidden, lengths)
+    return hidden.masked_fill(~mask, float("inf")).amin(dim=2)
+
+
+@register_pooling("first")
+def first_pool(hidden: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """The first frame of every item."""
+    return hidden[:, :, 0, :]
+
+
+@register_pooling("last")
+def last_pool(hidden: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """The last valid frame of every item."""
+    import torch
+
+    last = (lengths.to(hidden.device) - 1).clamp(min=0)  # (batch,)
+    batch_idx = torch.arange(hidden.shape[1], device=hidden.device)
+    return hidden[:, batch_idx, last, :]  # (num_layers, batch, frames, dim) -> (num_layers, batch, dim)
