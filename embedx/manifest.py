@@ -105,6 +105,16 @@ def from_paths(inputs: Sequence[str | Path]) -> pd.DataFrame:
     return _check_unique(items)
 
 
+def _delimiter(path: Path) -> str:
+    # csv.Sniffer guesses letters as delimiters on one-column files; only consider real ones
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        header = fh.readline()
+    for sep in ("\t", ";", "|"):
+        if sep in header and "," not in header:
+            return sep
+    return ","
+
+
 def from_manifest(
     manifest: str | Path,
     root: str | Path | None = None,
@@ -118,7 +128,7 @@ def from_manifest(
     extractor records it as failed).
 
     Args:
-        manifest: CSV file (any delimiter pandas sniffs; UTF-8).
+        manifest: CSV file, UTF-8; comma, tab, semicolon or pipe separated.
         root: folder that relative paths are relative to.
         path_column: name of the path column; default the first of
             :data:`PATH_COLUMN_CANDIDATES` present.
@@ -133,7 +143,7 @@ def from_manifest(
     if not mpath.is_file():
         raise InputError(f"manifest {str(manifest)!r} does not exist")
     try:
-        table = pd.read_csv(mpath, sep=None, engine="python", encoding="utf-8")
+        table = pd.read_csv(mpath, sep=_delimiter(mpath), encoding="utf-8")
     except Exception as exc:
         raise InputError(f"cannot read manifest {str(manifest)!r}: {' '.join(str(exc).split())}") from None
     columns = list(table.columns)

@@ -1,0 +1,35 @@
+# embedx developer entry points. `make demo` sets everything up and runs the built-in example;
+# `make test` runs the test suite (what CI runs).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DEMO ?= demo
+
+.PHONY: setup demo test lint bench clean
+
+$(BIN)/embedx: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+setup: $(BIN)/embedx
+
+demo: setup
+	rm -rf $(DEMO)
+	$(BIN)/embedx synth $(DEMO)
+	$(BIN)/embedx extract --model $(DEMO)/tiny-hubert --manifest $(DEMO)/labels.csv $(DEMO)/wavs \
+		--layers all --pooling mean,std --frames -o $(DEMO)/feats.h5
+	$(BIN)/embedx info $(DEMO)/feats.h5
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check embedx tests benchmarks
+
+bench: setup
+	$(BIN)/python benchmarks/extract_throughput.py
+
+clean:
+	rm -rf $(DEMO) .pytest_cache build *.egg-info
