@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from embedx import __version__
 from embedx.audio import AudioInfo, load, probe, resampled_length
 from embedx.backends import Backend, create_backend, parse_layers
 from embedx.batching import make_batches
@@ -390,7 +389,9 @@ def extract(inputs: Sequence[str | Path], output: str | Path, config: ExtractCon
         frame_rate=backend.frame_rate,
         heads={k: tuple(v) for k, v in backend.head_names.items()},
         feature_names=tuple(backend.feature_names) if backend.feature_names else None,
-        attrs={**backend.metadata(), "embedx_version": __version__},
+        # the spec's own fields (backend, layers, dim, ...) are stored by the store itself
+        attrs={k: v for k, v in backend.metadata().items() if k not in FeatureSetSpec.__dataclass_fields__
+               and k not in ("embedx_version", "created", "command")},
         config=stored_config,
     )
 

@@ -1,0 +1,217 @@
+"""End to end: embedx extract against a direct transformers forward of each item alone."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from embedx.audio import load
+from embedx.cli import app
+from embedx.errors import StoreError
+from embedx.extract import ExtractConfig, extract
+from embedx.store import StoreReader
+from embedx.synth import EMOTIONS, chirp, noise, utterance
+
+# lengths chosen so batches mix long and short items (and one item is shorter than 25 ms)
+SPECS = [  # (name, seconds, sample rate, channels)
+    ("a/long.wav", 2.3, 16000, 1),
+    ("a/mid.flac", 1.1, 22050, 1),
+    ("b/stereo44k.wav", 0.9, 44100, 2),
+    ("b/short.wav", 0.31, 16000, 1),
+    ("c/tiny.wav", 0.02, 16000, 1),
+    ("c/eight.wav", 0.7, 8000, 1),
+]
+
+
+@pytest.fixture
+def corpus(write_audio, tmp_path):
+    rng = np.random.default_rng(1)
+    for k, (rel, seconds, rate, channels) in enumerate(SPECS):
+        if k % 3 == 0:
+            wave = utterance(list(EMOTIONS)[k % 4], 120 + 20 * k, 1.0, seconds, rate, rng)
+        elif k % 3 == 1:
+            wave = chirp(150, 2500, seconds, rate) + noise(seconds, rate, 0.02, seed=k)
+        else:
+            wave = 0.5 * noise(seconds, rate, seed=k)
+        data = np.stack([wave, -0.5 * wave], axis=1) if channels == 2 else wave
+        write_audio(f"wavs/{rel}", data, rate)
+    return tmp_path / "wavs"
+
+
+def direct_states(model_dir, path):
+    """Hidden states of one item alone: the reference a padded batch must reproduce."""
+    from transformers import AutoModel, Wav2Vec2FeatureExtractor
+
+    fe = Wav2Vec2FeatureExtractor.from_pretrained(model_dir)
+    model = AutoModel.from_pretrained(model_dir).eval()
+    wave = load(path, 16000)
+    if fe.do_normalize:
+        wave = (wave - wave.mean()) / np.sqrt(wave.var() + 1e-7)
+    if len(wave) < 400:  # the documented short-item policy: zero-pad to the minimum
+        wave = np.pad(wave, (0, 400 - len(wave)))
+    with torch.inference_mode():
+        hs = model(torch.from_numpy(wave)[None], output_hidden_states=True).hidden_states
+    return torch.stack(hs)[:, 0].numpy()  # (num_layers, 1, frames, dim) -> (num_layers, frames, dim)
+
+
+def rel_err(a, b):
+    return float(np.abs(a - b).max() / np.abs(b).max())
+
+
+@pytest.mark.parametrize("family", ["hubert", "wav2vec2-large", "data2vec-audio"])
+def test_stored_states_equal_each_item_alone(family, tiny_model, corpus, tmp_path):
+    model_dir = tiny_model(family)
+    out = tmp_path / "f.h5"
+    config = ExtractConfig(model=str(model_dir), layers="all", poolings=("mean", "std", "last"),
+                           frames=True, precision="fp32", device="cpu", batch_seconds=5.0,
+                           workers=0, progress=False)
+    summary = extract([str(corpus)], out, config)
+    assert summary.processed == len(SPECS) and summary.failed == 0
+    with StoreReader(out) as r:
+        name = r.feature_sets()[0]
+        spec = r.spec(name)
+        items = r.items
+        assert spec.layers == tuple(range(spec.layers[-1] + 1))
+        for idx, path in enumerate(items["path"]):
+            ref = direct_states(model_dir, path)  # (num_layers, frames, dim)
+            frames = r.frames(name, idx)  # (frames, num_layers, dim)
+            assert frames.shape == (ref.shape[1], ref.shape[0], ref.shape[2])
+            assert rel_err(frames.transpose(1, 0, 2), ref) < 1e-4, items["id"][idx]
+            for layer in spec.layers:
+                assert rel_err(r.pooled(name, "mean", layer)[idx], ref[layer].mean(0)) < 1e-4
+                assert rel_err(r.pooled(name, "std", layer)[idx], ref[layer].std(0)) < 1e-4
+                assert rel_err(r.pooled(name, "last", layer)[idx], ref[layer][-1]) < 1e-4
+
+
+def test_layers_subset_pooled_only_and_metadata(tiny_model, corpus, tmp_path):
+    model_dir = tiny_model("hubert")
+    out = tmp_path / "f.h5"
+    config = ExtractConfig(model=str(model_dir), name="hub", layers="0,-1", poolings=("mean",),
+                           dtype="float16", device="cpu", workers=0, progress=False)
+    extract([str(corpus)], out, config)
+    with StoreReader(out) as r:
+        spec = r.spec("hub")
+        assert spec.layers == (0, 4) and spec.dtype == "float16" and not spec.frames
+        assert spec.config["layers"] == "0,4" and spec.config["model"] == str(model_dir)
+        assert spec.attrs["model_type"] == "hubert"
+        x = r.pooled("hub", "mean", 4)
+        assert x.shape == (len(SPECS), spec.dim) and x.dtype == np.float32
+        ref = direct_states(model_dir, r.items["path"][0])[4].mean(0)
+        assert rel_err(x[0], ref) < 2e-3  # float16 storage
+
+
+def test_resume_after_interruption_equals_uninterrupted_run(tiny_model, corpus, tmp_path, monkeypatch):
+    from embedx.backends.hf import HFBackend
+
+    model_dir = tiny_model("hubert")
+
+    def cfg():
+        return ExtractConfig(model=str(model_dir), layers="all", poolings=("mean",), frames=True,
+                             device="cpu", workers=0, progress=False, batch_seconds=1.5)
+
+    extract([str(corpus)], tmp_path / "full.h5", cfg())
+
+    calls = {"n": 0}
+    original = HFBackend.forward
+
+    def flaky(self, waves, layers):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt  # what Ctrl-C does mid-run
+        return original(self, waves, layers)
+
+    monkeypatch.setattr(HFBackend, "forward", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        extract([str(corpus)], tmp_path / "part.h5", cfg())
+    with StoreReader(tmp_path / "part.h5") as r:
+        partial = r.done(r.feature_sets()[0]).sum()
+    assert 0 < partial < len(SPECS)
+    monkeypatch.setattr(HFBackend, "forward", original)
+    summary = extract([str(corpus)], tmp_path / "part.h5", cfg())
+    assert summary.processed == len(SPECS) - partial
+
+    with StoreReader(tmp_path / "full.h5") as a, StoreReader(tmp_path / "part.h5") as b:
+        name = a.feature_sets()[0]
+        assert a.items["id"].tolist() == b.items["id"].tolist()
+        assert b.done(name).all()
+        for layer in a.spec(name).layers:
+            np.testing.assert_array_equal(a.pooled(name, "mean", layer), b.pooled(name, "mean", layer))
+        for i in range(a.num_items):
+            np.testing.assert_array_equal(a.frames(name, i), b.frames(name, i))
+
+    again = extract([str(corpus)], tmp_path / "part.h5", cfg())
+    assert again.nothing_to_do and "nothing to do" in again.line()
+
+
+def test_changed_settings_are_refused_then_overwritten(tiny_model, corpus, tmp_path):
+    model_dir = tiny_model("hubert")
+    out = tmp_path / "f.h5"
+    base = dict(model=str(model_dir), device="cpu", workers=0, progress=False)
+    extract([str(corpus)], out, ExtractConfig(layers="all", **base))
+    with pytest.raises(StoreError, match="layers"):
+        extract([str(corpus)], out, ExtractConfig(layers="0,2", **base))
+    summary = extract([str(corpus)], out, ExtractConfig(layers="0,2", overwrite=True, **base))
+    assert summary.processed == len(SPECS)
+
+
+def test_bad_files_are_recorded_and_the_run_continues(tiny_model, corpus, tmp_path):
+    (corpus / "broken.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEfmt garbage")
+    (corpus / "text.wav").write_text("not audio at all")
+    config = ExtractConfig(model=str(tiny_model("hubert")), device="cpu", workers=0, progress=False,
+                           short="fail")
+    summary = extract([str(corpus)], tmp_path / "f.h5", config)
+    # the two non-audio files, and the 20 ms item under --short fail
+    assert summary.failed == 3 and summary.processed == len(SPECS) - 1
+    with StoreReader(tmp_path / "f.h5") as r:
+        failed = r.failed()
+        assert sorted(failed["id"]) == ["broken.wav", "c/tiny.wav", "text.wav"]
+        assert "too short" in failed.set_index("id").loc["c/tiny.wav", "message"]
+        assert not r.done(r.feature_sets()[0])[r.items["id"].tolist().index("text.wav")]
+
+
+def test_cli_extract_with_manifest_then_info(tiny_model, corpus, tmp_path):
+    rows = [{"path": rel, "label": ["neutral", "happy"][k % 2], "speaker": f"s{k % 3}"}
+            for k, (rel, *_rest) in enumerate(SPECS)]
+    pd.DataFrame(rows).to_csv(tmp_path / "labels.csv", index=False)
+    out = tmp_path / "feats.h5"
+    runner = CliRunner()
+    args = ["extract", "--model", str(tiny_model("wavlm")), "--layers", "0,2", "--pooling", "mean,std",
+            "--manifest", str(tmp_path / "labels.csv"), str(corpus), "-o", str(out), "--workers", "1",
+            "--quiet"]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "extracted 6 items" in res.output
+    with StoreReader(out) as r:
+        assert r.items["label"].tolist() == [row["label"] for row in rows]
+        assert r.items["id"].tolist() == [row["path"] for row in rows]
+        assert json.loads(json.dumps(r.spec(r.feature_sets()[0]).config))["poolings"] == ["mean", "std"]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0 and "nothing to do" in res.output
+    res = runner.invoke(app, ["info", str(out)])
+    assert res.exit_code == 0 and "label" in res.output and "0, 2" in res.output.replace("(0, 2)", "0, 2")
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--layers", "99"], "layer 99 out of range"),
+    (["--pooling", "median"], "unknown pooling 'median'"),
+    (["--dtype", "int8"], "--dtype 'int8'"),
+    (["--precision", "fp8"], "fp8"),
+])
+def test_cli_errors_are_one_line(tiny_model, corpus, tmp_path, args, message):
+    res = CliRunner().invoke(app, ["extract", "--model", str(tiny_model("hubert")), str(corpus),
+                                   "-o", str(tmp_path / "f.h5"), "--quiet", *args])
+    assert res.exit_code != 0
+    assert message in res.output and "Traceback" not in res.output
+    assert len(res.output.strip().splitlines()) == 1
+
+
+def test_cli_missing_model_is_one_line(tmp_path, corpus):
+    res = CliRunner().invoke(app, ["extract", "--model", str(tmp_path / "nope"), str(corpus), "-o",
+                                   str(tmp_path / "f.h5"), "--quiet"])
+    assert res.exit_code != 0 and "cannot load model" in res.output
+    assert len(res.output.strip().splitlines()) == 1
