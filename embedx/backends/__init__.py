@@ -43,7 +43,7 @@ def available_backends() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def create_backend(name: str, **kwargs: Any) -> Backend:
+def create_backend(name: str, /, **kwargs: Any) -> Backend:
     """Create the backend registered as ``name``.
 
     Args:
