@@ -1,0 +1,766 @@
+"""Hugging Face speech SSL models (wav2vec2, HuBERT, WavLM, data2vec-audio) as a backend.
+
+The backend is *exact in padded batches*: the hidden states of an item in a zero-padded,
+masked batch equal those of the item run alone (within float rounding). Three things in the
+stock models break that, and are repaired here without forking transformers' model code
+(see DESIGN.md, "Facts about the models"):
+
+1. Group-norm feature encoders (``feat_extract_norm == "group"``: wav2vec2-base,
+   hubert-base-ls960, wavlm-base) normalise every channel of the first convolution over the
+   whole time axis, padding included. That ``GroupNorm`` is swapped for :class:`MaskedGroupNorm`,
+   which computes the statistics of every item over its valid positions only.
+2. data2vec-audio's positional embedding is a stack of convolutions; padded frames turn
+   non-zero after the first one and leak into the last valid frames. Forward hooks re-zero the
+   padded frames after every layer of that stack.
+3. The sample-level attention mask is always passed (transformers derives the frame mask from
+   it), and items shorter than the receptive field are refused, since they would silently get a
+   full frame mask.
+
+Both repairs are inert (stock behaviour) outside :meth:`HFBackend.forward`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import transformers
+from torch import nn
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    Data2VecAudioModel,
+    HubertModel,
+    Wav2Vec2FeatureExtractor,
+    Wav2Vec2Model,
+    WavLMModel,
+)
+
+from embedx.backends.base import Backend, BackendOutput
+from embedx.errors import AudioError, ConfigError, ModelError
+
+__all__ = [
+    "ATTN_IMPLEMENTATIONS",
+    "PRECISIONS",
+    "SHORT_POLICIES",
+    "SUPPORTED_MODEL_TYPES",
+    "HFBackend",
+    "MaskedGroupNorm",
+    "WavePreparer",
+    "conv_output_length",
+    "receptive_field",
+]
+
+#: model_type -> the backbone class AutoModel builds for it
+_BACKBONES: dict[str, type[nn.Module]] = {
+    "wav2vec2": Wav2Vec2Model,
+    "hubert": HubertModel,
+    "wavlm": WavLMModel,
+    "data2vec-audio": Data2VecAudioModel,
+}
+SUPPORTED_MODEL_TYPES: tuple[str, ...] = tuple(_BACKBONES)
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
+ATTN_IMPLEMENTATIONS: tuple[str, ...] = ("auto", "sdpa", "eager")
+SHORT_POLICIES: tuple[str, ...] = ("pad", "fail")
+
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+_MIXED_MASK_WARNING = "Support for mismatched key_padding_mask and attn_mask"
+_SNAPSHOT = re.compile(r"[\\/]snapshots[\\/]([0-9a-f]{40})[\\/]")
+
+
+def conv_output_length(num_samples: int, kernels: Sequence[int], strides: Sequence[int]) -> int:
+    """Output length of a stack of unpadded 1-d convolutions.
+
+    Args:
+        num_samples: input length.
+        kernels: kernel size of every layer.
+        strides: stride of every layer.
+
+    Returns:
+        ``floor((n - kernel) / stride) + 1`` applied layer by layer, 0 when the input is shorter
+        than the receptive field.
+    """
+    length = int(num_samples)
+    for kernel, stride in zip(kernels, strides, strict=True):
+        if length < kernel:
+            return 0
+        length = (length - kernel) // stride + 1
+    return length
+
+
+def receptive_field(kernels: Sequence[int], strides: Sequence[int]) -> int:
+    """Fewest input samples that give one output frame of a stack of convolutions.
+
+    Args:
+        kernels: kernel size of every layer.
+        strides: stride of every layer.
+
+    Returns:
+        The receptive field (400 for the wav2vec2 feature encoder).
+    """
+    field_ = 1
+    for kernel, stride in zip(reversed(kernels), reversed(strides), strict=True):
+        field_ = (field_ - 1) * stride + kernel
+    return field_
+
+
+@dataclass(frozen=True)
+class WavePreparer:
+    """The per-item preprocessing of a model, free of model state (cheap to pickle).
+
+    Use it in DataLoader workers instead of the backend's bound methods, which would pickle the
+    whole model under a ``spawn`` start method.
+
+    Attributes:
+        do_normalize: zero-mean unit-variance normalise every item (the checkpoint's
+            ``preprocessor_config.json``).
+        min_samples: fewest samples that give one frame.
+        short: what to do with shorter items: ``"pad"`` (zeros at the end) or ``"fail"``.
+        sample_rate: rate of the waveforms, for messages.
+    """
+
+    do_normalize: bool
+    min_samples: int
+    short: str = "pad"
+    sample_rate: int = 16000
+
+    def prepare(self, wave: np.ndarray) -> np.ndarray:
+        """Normalise one unpadded item like ``Wav2Vec2FeatureExtractor`` does.
+
+        Args:
+            wave: ``(num_samples,)`` mono audio.
+
+        Returns:
+            ``(num_samples,)`` float32: ``(x - mean) / sqrt(var + 1e-7)`` when
+            :attr:`do_normalize`, else ``x`` unchanged (as float32).
+
+        Raises:
+            AudioError: when ``wave`` is not one-dimensional.
+        """
+        x = np.asarray(wave, dtype=np.float32)
+        if x.ndim != 1:
+            raise AudioError(f"expected mono audio of shape (num_samples,), got shape {x.shape}")
+        if not self.do_normalize or x.size == 0:
+            return x
+        # the very expression of Wav2Vec2FeatureExtractor.zero_mean_unit_var_norm (no mask)
+        return (x - x.mean()) / np.sqrt(x.var() + 1e-7)
+
+    def fit_length(self, wave: np.ndarray) -> np.ndarray:
+        """Apply the short-item policy to a prepared item.
+
+        Args:
+            wave: ``(num_samples,)`` prepared audio.
+
+        Returns:
+            ``wave`` when it is at least :attr:`min_samples` long; under ``"pad"`` a shorter item
+            zero-padded at the end to :attr:`min_samples` (exactly one frame).
+
+        Raises:
+            AudioError: under ``"fail"``, when the item is shorter than :attr:`min_samples`.
+        """
+        x = np.asarray(wave, dtype=np.float32)
+        n = x.shape[0]
+        if n >= self.min_samples:
+            return x
+        if self.short == "fail":
+            raise AudioError(
+                f"item too short: {n} samples ({n / self.sample_rate:.3f} s) < the model's minimum "
+                f"of {self.min_samples} samples ({self.min_samples / self.sample_rate:.3f} s); "
+                "use short='pad' to zero-pad such items"
+            )
+        return np.pad(x, (0, self.min_samples - n))
+
+    def __call__(self, wave: np.ndarray) -> np.ndarray:
+        """:meth:`prepare`, then :meth:`fit_length`."""
+        return self.fit_length(self.prepare(wave))
+
+
+class MaskedGroupNorm(nn.GroupNorm):
+    """A ``GroupNorm`` over ``(batch, channels, time)`` whose statistics cover valid positions only.
+
+    While :attr:`valid_lengths` is set, item ``i`` is normalised over its first
+    ``valid_lengths[i]`` positions exactly as ``nn.GroupNorm`` normalises the unpadded item
+    (same kernel, same affine parameters); its padded positions are set to zero. With
+    :attr:`valid_lengths` unset it is a plain ``nn.GroupNorm``.
+
+    Args:
+        norm: the ``nn.GroupNorm`` to replace; its parameters are shared, not copied, so the
+            state dict is unchanged.
+    """
+
+    def __init__(self, norm: nn.GroupNorm) -> None:
+        super().__init__(norm.num_groups, norm.num_channels, eps=norm.eps, affine=norm.affine)
+        if norm.affine:
+            self.weight = norm.weight
+            self.bias = norm.bias
+        self.valid_lengths: list[int] | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalise ``x``.
+
+        Args:
+            x: ``(batch, channels, time)`` conv output.
+
+        Returns:
+            The normalised tensor, same shape.
+
+        Raises:
+            ValueError: when :attr:`valid_lengths` does not fit ``x``.
+        """
+        lengths = self.valid_lengths
+        num_steps = x.shape[-1]
+        if lengths is None or all(n == num_steps for n in lengths):
+            return super().forward(x)
+        if len(lengths) != x.shape[0] or not all(0 < n <= num_steps for n in lengths):
+            raise ValueError(
+                f"valid lengths {lengths} do not fit a batch of shape {tuple(x.shape)}"
+            )
+        pieces = [
+            # (1, channels, n): each item alone, as nn.GroupNorm would see it unpadded
+            nn.functional.group_norm(
+                x[i : i + 1, :, :n], self.num_groups, self.weight, self.bias, self.eps
+            )
+            for i, n in enumerate(lengths)
+        ]
+        # under autocast group_norm may return float32 for a half-precision input
+        out = torch.zeros(x.shape, dtype=pieces[0].dtype, device=x.device)
+        for i, (piece, n) in enumerate(zip(pieces, lengths, strict=True)):
+            out[i, :, :n] = piece[0]
+        return out
+
+
+class HFBackend(Backend):
+    """wav2vec2 / HuBERT / WavLM / data2vec-audio hidden states, exact in padded batches.
+
+    Layers are numbered ``0..L`` (``num_layers = L + 1``) as transformers' ``hidden_states``:
+    layer 0 is the transformer's input (feature-encoder output after projection and positional
+    convolution; for post-LN models also after the encoder's LayerNorm), layer ``k`` is the
+    output of block ``k``. For stable-layer-norm (pre-LN) models such as wav2vec2-large(-robust)
+    and the audEERING emotion checkpoints, layer ``L`` is block ``L``'s output *before* the
+    encoder's final LayerNorm, i.e. ``hidden_states[L] != last_hidden_state`` — exactly what
+    transformers 5.x returns in ``hidden_states`` (its ``capture_outputs`` runs with
+    ``tie_last_hidden_states=False`` for these models). embedx stores that; the post-LN state is
+    not exposed. For post-LN models (the base models) layer ``L`` equals ``last_hidden_state``.
+
+    The forward runs only the blocks up to the highest requested layer (at least one), which
+    leaves layers ``0..k`` bitwise unchanged.
+
+    Args:
+        model: hub id (resolved through the HF cache; offline works when it is cached) or a
+            local directory written by ``save_pretrained``.
+        revision: branch, tag or commit of a hub model.
+        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+        precision: ``"fp32"``, ``"bf16"``, ``"fp16"`` (CUDA only), run with ``torch.autocast``;
+            ``"auto"`` is fp32 on CPU and bf16 (fp16 without bf16 support) on CUDA.
+        short: items shorter than :attr:`min_samples`: ``"pad"`` with zeros to one frame, or
+            ``"fail"`` (:class:`~embedx.errors.AudioError`), see :meth:`fit_length`.
+        attn: attention implementation: ``"auto"`` (sdpa where the model has it, eager for
+            WavLM), ``"sdpa"`` or ``"eager"``.
+        name: feature-set name; defaults to the last component of ``model``.
+
+    Attributes:
+        device: the resolved ``torch.device``.
+        precision: the resolved precision (``"fp32"``, ``"bf16"`` or ``"fp16"``).
+        attn: the attention implementation the model runs with.
+        do_normalize: whether :meth:`prepare` normalises items.
+        preparer: the picklable :class:`WavePreparer` behind :meth:`prepare` and
+            :meth:`fit_length`.
+        model: the loaded backbone (``eval()`` mode, on :attr:`device`).
+        config: its transformers config.
+
+    Raises:
+        ModelError: when the model cannot be found or loaded, or is of an unsupported type.
+        ConfigError: when device, precision, attn or short is not accepted.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        revision: str | None = None,
+        device: str = "auto",
+        precision: str = "fp32",
+        short: str = "pad",
+        attn: str = "auto",
+        name: str | None = None,
+    ) -> None:
+        if short not in SHORT_POLICIES:
+            raise ConfigError(
+                f"unknown short-item policy {short!r}; accepted: {', '.join(SHORT_POLICIES)}"
+            )
+        if attn not in ATTN_IMPLEMENTATIONS:
+            raise ConfigError(
+                f"unknown attention implementation {attn!r}; accepted: {', '.join(ATTN_IMPLEMENTATIONS)}"
+            )
+        self.device = _resolve_device(device)
+        self.precision = _resolve_precision(precision, self.device)
+        self.model_id = str(model)
+        self.revision = revision
+
+        load_revision, self.commit_hash = _resolve_revision(self.model_id, revision)
+        config = _load_config(self.model_id, load_revision)
+        model_type = getattr(config, "model_type", None)
+        if model_type not in _BACKBONES:
+            raise ModelError(
+                f"model {self.model_id!r} is of model_type {model_type!r}, which the hf backend does "
+                f"not support; accepted: {', '.join(SUPPORTED_MODEL_TYPES)}"
+            )
+        self.model_type: str = model_type
+        self.attn = _resolve_attn(attn, model_type)
+
+        extractor, self.do_normalize_source = _load_extractor_dict(self.model_id, load_revision)
+        feat_extract_norm = getattr(config, "feat_extract_norm", "layer")
+        if "do_normalize" in extractor:
+            self.do_normalize = bool(extractor["do_normalize"])
+        else:
+            self.do_normalize = _default_do_normalize(model_type, feat_extract_norm)
+            self.do_normalize_source = "default"
+        self.sample_rate = int(extractor.get("sampling_rate", 16000))
+
+        self.model = _load_model(self.model_id, load_revision, config, self.attn)
+        self.model.to(self.device).eval()
+        self.config = self.model.config
+        if self.commit_hash == "":
+            self.commit_hash = _snapshot_commit(self.model_id, load_revision)
+
+        self._kernels = tuple(int(k) for k in config.conv_kernel)
+        self._strides = tuple(int(s) for s in config.conv_stride)
+        self.feat_extract_norm = str(feat_extract_norm)
+        self.do_stable_layer_norm = bool(getattr(config, "do_stable_layer_norm", False))
+        self.name = name or Path(self.model_id.rstrip("/\\")).name or self.model_id
+        self.num_layers = int(config.num_hidden_layers) + 1
+        self.dim = int(config.hidden_size)
+        self.frame_rate = self.sample_rate / float(np.prod(self._strides))
+        self.min_samples = receptive_field(self._kernels, self._strides)
+        self.head_names = {}
+        self.preparer = WavePreparer(
+            do_normalize=self.do_normalize,
+            min_samples=self.min_samples,
+            short=short,
+            sample_rate=self.sample_rate,
+        )
+        self.short = short
+
+        if self.precision != "fp32":
+            self._check_precision()
+        self._group_norms = self._install_masked_group_norm()
+        self._frame_mask: torch.Tensor | None = None
+        self._install_pos_conv_hooks()
+
+    # --- the Backend contract -------------------------------------------------------------
+
+    def num_frames(self, num_samples: int) -> int:
+        """Frames the model gives for ``num_samples`` samples (exact conv arithmetic).
+
+        Args:
+            num_samples: item length at :attr:`sample_rate`.
+
+        Returns:
+            ``floor((n - 400) / 320) + 1`` for the real geometry; 0 below :attr:`min_samples`.
+        """
+        return conv_output_length(num_samples, self._kernels, self._strides)
+
+    def prepare(self, wave: np.ndarray) -> np.ndarray:
+        """Normalise one unpadded item when the checkpoint's ``do_normalize`` says so.
+
+        Args:
+            wave: ``(num_samples,)`` mono audio at :attr:`sample_rate`.
+
+        Returns:
+            The ``(num_samples,)`` float32 item, see :meth:`WavePreparer.prepare`.
+
+        Raises:
+            AudioError: when ``wave`` is not one-dimensional.
+        """
+        return self.preparer.prepare(wave)
+
+    def fit_length(self, wave: np.ndarray) -> np.ndarray:
+        """Apply the short-item policy (after :meth:`prepare`).
+
+        Args:
+            wave: ``(num_samples,)`` prepared audio.
+
+        Returns:
+            The item, zero-padded to :attr:`min_samples` under ``short="pad"`` when shorter.
+
+        Raises:
+            AudioError: under ``short="fail"``, when the item is shorter than :attr:`min_samples`.
+        """
+        return self.preparer.fit_length(wave)
+
+    def forward(self, waves: Sequence[np.ndarray], layers: Sequence[int]) -> BackendOutput:
+        """Run a zero-padded, masked batch and return the requested layers.
+
+        Args:
+            waves: prepared ``(num_samples_i,)`` float32 waveforms, each at least
+                :attr:`min_samples` long.
+            layers: layer numbers in ``0..num_layers-1``, returned in this order.
+
+        Returns:
+            ``hidden`` of shape ``(len(layers), num_items, num_frames, dim)`` float32 on
+            :attr:`device` (``num_frames`` of the longest item) and ``lengths`` ``(num_items,)``
+            int64 valid frames per item on :attr:`device`.
+
+        Raises:
+            AudioError: when an item is not one-dimensional or shorter than :attr:`min_samples`.
+            ConfigError: when a layer is out of range.
+            ValueError: when ``waves`` is empty.
+        """
+        layer_list = self._check_layers(layers)
+        items = [np.asarray(w, dtype=np.float32) for w in waves]
+        if not items:
+            raise ValueError("forward() needs at least one waveform")
+        for i, x in enumerate(items):
+            if x.ndim != 1:
+                raise AudioError(f"item {i}: expected shape (num_samples,), got {x.shape}")
+            if x.shape[0] < self.min_samples:
+                raise AudioError(
+                    f"item {i}: {x.shape[0]} samples < the model's minimum of {self.min_samples}; "
+                    "apply fit_length() first"
+                )
+        num_items = len(items)
+        num_samples = [x.shape[0] for x in items]
+        lengths = [self.num_frames(n) for n in num_samples]
+        num_frames = max(lengths)
+
+        batch = np.zeros((num_items, max(num_samples)), dtype=np.float32)
+        mask = np.zeros((num_items, max(num_samples)), dtype=np.int64)
+        for i, x in enumerate(items):
+            batch[i, : x.shape[0]] = x
+            mask[i, : x.shape[0]] = 1
+        input_values = torch.from_numpy(batch).to(self.device)
+        attention_mask = torch.from_numpy(mask).to(self.device)
+        frame_lengths = torch.tensor(lengths, dtype=torch.int64, device=self.device)
+
+        with (
+            self._batch_state(num_samples, frame_lengths, num_frames),
+            self._capture(layer_list) as states,
+        ):
+            with torch.inference_mode(), self._autocast(), warnings.catch_warnings():
+                # WavLM's eager attention mixes a bool padding mask with a float position bias
+                warnings.filterwarnings("ignore", message=_MIXED_MASK_WARNING, category=UserWarning)
+                self.model(input_values, attention_mask=attention_mask)
+                # num_layers x (num_items, num_frames, dim) -> (num_layers, num_items, num_frames, dim)
+                hidden = torch.stack([states[k] for k in layer_list]).float()
+        if hidden.shape[2] != num_frames:
+            raise RuntimeError(
+                f"model returned {hidden.shape[2]} frames where the conv arithmetic says {num_frames}"
+            )
+        return BackendOutput(hidden=hidden, lengths=frame_lengths)
+
+    def metadata(self) -> dict[str, Any]:
+        """Describe the model for the store (str, int, float and bool values only)."""
+        return {
+            "backend": "hf",
+            "model_id": self.model_id,
+            "revision": self.revision or "",
+            "commit_hash": self.commit_hash,
+            "model_type": self.model_type,
+            "architectures": ",".join(getattr(self.config, "architectures", None) or []),
+            "feat_extract_norm": self.feat_extract_norm,
+            "do_stable_layer_norm": self.do_stable_layer_norm,
+            "last_layer_before_final_norm": self.do_stable_layer_norm,
+            "do_normalize": self.do_normalize,
+            "do_normalize_source": self.do_normalize_source,
+            "attn_implementation": self.attn,
+            "precision": self.precision,
+            "device": self.device.type,
+            "short": self.short,
+            "sample_rate": self.sample_rate,
+            "min_samples": self.min_samples,
+            "num_hidden_layers": int(self.config.num_hidden_layers),
+            "hidden_size": self.dim,
+            "transformers_version": transformers.__version__,
+            "torch_version": torch.__version__,
+        }
+
+    # --- internals --------------------------------------------------------------------------
+
+    def _check_layers(self, layers: Sequence[int]) -> list[int]:
+        layer_list = [int(k) for k in layers]
+        if not layer_list:
+            raise ConfigError("no layer requested")
+        bad = [k for k in layer_list if not 0 <= k < self.num_layers]
+        if bad:
+            raise ConfigError(f"layers {bad} out of range; accepted: 0..{self.num_layers - 1}")
+        return layer_list
+
+    def _check_precision(self) -> None:
+        """Refuse a reduced precision whose kernels are broken for this model on this device.
+
+        oneDNN's bf16 grouped conv1d in torch 2.11 on (AMX) CPUs returns garbage for fewer than
+        16 channels per group with an even kernel; the positional convolution is such a layer.
+        Its output under autocast is compared with fp32 on a fixed random input.
+
+        Raises:
+            ConfigError: when the reduced-precision output is not close to the fp32 one.
+        """
+        generator = torch.Generator().manual_seed(0)
+        # (1 item, 64 frames, dim): the positional convolution's input layout
+        x = torch.randn(1, 64, self.dim, generator=generator).to(self.device)
+        pos_conv = self.model.encoder.pos_conv_embed
+        with torch.inference_mode():
+            reference = pos_conv(x).float()
+            with self._autocast():
+                reduced = pos_conv(x).float()
+        cosine = float(
+            nn.functional.cosine_similarity(reference.flatten(), reduced.flatten(), dim=0)
+        )
+        if not cosine > 0.99:
+            raise ConfigError(
+                f"precision {self.precision!r} is broken for {self.model_id!r} on {self.device} "
+                f"(positional conv cosine {cosine:.3f} vs fp32); use precision='fp32'"
+            )
+
+    def _install_masked_group_norm(self) -> list[tuple[MaskedGroupNorm, int]]:
+        """Swap every GroupNorm of the feature encoder for a :class:`MaskedGroupNorm`.
+
+        Returns:
+            ``(module, conv layer index)`` pairs; the index gives the valid length at its input.
+        """
+        swapped = []
+        for index, conv_layer in enumerate(self.model.feature_extractor.conv_layers):
+            norm = getattr(conv_layer, "layer_norm", None)
+            if isinstance(norm, nn.GroupNorm) and not isinstance(norm, MaskedGroupNorm):
+                masked = MaskedGroupNorm(norm).to(self.device)
+                conv_layer.layer_norm = masked
+                swapped.append((masked, index))
+        return swapped
+
+    def _install_pos_conv_hooks(self) -> None:
+        """Re-zero padded frames after every layer of a stacked positional conv (data2vec-audio)."""
+        pos_layers = getattr(self.model.encoder.pos_conv_embed, "layers", None)
+        if pos_layers is None:
+            return
+
+        def rezero(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
+            frame_mask = self._frame_mask
+            if frame_mask is None:
+                return None
+            # output (num_items, dim, num_frames); mask (num_items, 1, num_frames)
+            return output.masked_fill(~frame_mask[:, None, :], 0.0)
+
+        for layer in pos_layers:
+            layer.register_forward_hook(rezero)
+
+    @contextlib.contextmanager
+    def _batch_state(
+        self, num_samples: list[int], frame_lengths: torch.Tensor, num_frames: int
+    ) -> Iterator[None]:
+        """Tell the padding repairs about the current batch, and forget it afterwards."""
+        for norm, index in self._group_norms:
+            norm.valid_lengths = [
+                conv_output_length(n, self._kernels[: index + 1], self._strides[: index + 1])
+                for n in num_samples
+            ]
+        positions = torch.arange(num_frames, device=self.device)
+        # (num_frames,) < (num_items, 1) -> (num_items, num_frames) bool, True on valid frames
+        self._frame_mask = positions[None, :] < frame_lengths[:, None]
+        try:
+            yield
+        finally:
+            for norm, _ in self._group_norms:
+                norm.valid_lengths = None
+            self._frame_mask = None
+
+    @contextlib.contextmanager
+    def _capture(self, layer_list: list[int]) -> Iterator[dict[int, torch.Tensor]]:
+        """Run only the blocks up to the highest requested layer and record the requested states.
+
+        Layer 0 is the input of block 1 and layer k the output of block k, recorded with hooks on
+        the blocks exactly as transformers' ``output_hidden_states`` does.
+        """
+        wanted = set(layer_list)
+        states: dict[int, torch.Tensor] = {}
+        encoder = self.model.encoder
+        all_blocks = encoder.layers
+        num_blocks = max(max(layer_list), 1)  # layer 0 is recorded at block 1's input
+        handles = []
+
+        def record_input(module: nn.Module, args: tuple, kwargs: dict) -> None:
+            if 0 in wanted:
+                states[0] = args[0] if args else kwargs["hidden_states"]
+
+        def record_output(k: int):
+            def hook(module: nn.Module, args: tuple, output: Any) -> None:
+                if k in wanted:
+                    # WavLM blocks return (hidden_states, position_bias)
+                    states[k] = output[0] if isinstance(output, tuple) else output
+
+            return hook
+
+        handles.append(all_blocks[0].register_forward_pre_hook(record_input, with_kwargs=True))
+        for k in range(1, num_blocks + 1):
+            handles.append(all_blocks[k - 1].register_forward_hook(record_output(k)))
+        encoder.layers = all_blocks[:num_blocks]
+        try:
+            yield states
+        finally:
+            encoder.layers = all_blocks
+            for handle in handles:
+                handle.remove()
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=_DTYPES[self.precision])
+
+
+# --- loading helpers --------------------------------------------------------------------------
+
+
+def _resolve_device(device: str) -> torch.device:
+    if not isinstance(device, str) or not _DEVICE.match(device):
+        raise ConfigError(f"unknown device {device!r}; accepted: auto, cpu, cuda, cuda:N")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise ConfigError(
+            f"device {device!r} asked for, but CUDA is not available; use cpu or auto"
+        )
+    index = int(device.partition(":")[2] or torch.cuda.current_device())
+    if index >= torch.cuda.device_count():
+        raise ConfigError(
+            f"device {device!r} does not exist; {torch.cuda.device_count()} CUDA device(s) visible"
+        )
+    return torch.device("cuda", index)
+
+
+def _resolve_precision(precision: str, device: torch.device) -> str:
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision {precision!r}; accepted: {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        if device.type == "cpu":
+            return "fp32"
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if precision == "fp16" and device.type == "cpu":
+        raise ConfigError("precision 'fp16' needs a CUDA device; on cpu use fp32 or bf16")
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ConfigError(f"device {device} does not support bf16; use fp16 or fp32")
+    return precision
+
+
+def _resolve_attn(attn: str, model_type: str) -> str:
+    supports_sdpa = bool(getattr(_BACKBONES[model_type], "_supports_sdpa", False))
+    if attn == "auto":
+        return "sdpa" if supports_sdpa else "eager"
+    if attn == "sdpa" and not supports_sdpa:
+        raise ConfigError(
+            f"model_type {model_type!r} has no sdpa attention; use attn='eager' or 'auto'"
+        )
+    return attn
+
+
+def _looks_local(model: str) -> bool:
+    return (
+        model.startswith((".", "~", os.sep, "/")) or os.path.isabs(model) or os.path.exists(model)
+    )
+
+
+def _resolve_revision(model: str, revision: str | None) -> tuple[str | None, str]:
+    """Pin ``revision`` of a hub model to a commit when possible (best effort, offline-safe).
+
+    Returns:
+        The revision to load with and the commit hash ("" when unknown).
+    """
+    if _looks_local(model):
+        return revision, ""
+    try:
+        from transformers.utils.hub import resolve_revision
+
+        resolved = resolve_revision(model, revision)
+    except Exception:  # best effort: the regular loading path reports errors
+        resolved = revision
+    commit = getattr(resolved, "resolved", None)
+    if commit is None and resolved is not None and _COMMIT.match(str(resolved)):
+        commit = str(resolved)
+    return resolved, commit or ""
+
+
+def _snapshot_commit(model: str, revision: str | None) -> str:
+    """The commit of the cached snapshot a hub model was loaded from ("" for local dirs)."""
+    if _looks_local(model):
+        return ""
+    try:
+        from transformers.utils.hub import cached_file
+
+        path = cached_file(
+            model, "config.json", revision=revision, _raise_exceptions_for_missing_entries=False
+        )
+    except Exception:  # metadata only
+        return ""
+    match = _SNAPSHOT.search(str(path or ""))
+    return match.group(1) if match else ""
+
+
+def _load_error(model: str, exc: Exception) -> ModelError:
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if _looks_local(model) and not os.path.isdir(os.path.expanduser(model)):
+        return ModelError(f"cannot load model {model!r}: no such directory")
+    return ModelError(
+        f"cannot load model {model!r}: not a model directory, and not a hub id that is in the "
+        f"Hugging Face cache or reachable (offline?): {first}"
+    )
+
+
+def _load_config(model: str, revision: str | None) -> transformers.PretrainedConfig:
+    if _looks_local(model) and not os.path.isdir(os.path.expanduser(model)):
+        raise ModelError(f"cannot load model {model!r}: no such directory")
+    try:
+        return AutoConfig.from_pretrained(os.path.expanduser(model), revision=revision)
+    except (OSError, ValueError, KeyError) as exc:
+        raise _load_error(model, exc) from exc
+
+
+def _load_extractor_dict(model: str, revision: str | None) -> tuple[dict[str, Any], str]:
+    """The checkpoint's feature-extractor settings and where they came from."""
+    try:
+        values, _ = Wav2Vec2FeatureExtractor.get_feature_extractor_dict(
+            os.path.expanduser(model), revision=revision
+        )
+    except (OSError, ValueError, json.JSONDecodeError):
+        return {}, "default"
+    return dict(values), "preprocessor_config.json"
+
+
+def _default_do_normalize(model_type: str, feat_extract_norm: str) -> bool:
+    """``do_normalize`` of a checkpoint without a preprocessor config, following the family.
+
+    HuBERT and WavLM base (group-norm) checkpoints are trained on unnormalised audio; wav2vec2
+    base and every layer-norm (large / data2vec) model on normalised audio.
+    """
+    return not (feat_extract_norm == "group" and model_type in ("hubert", "wavlm"))
+
+
+def _load_model(
+    model: str, revision: str | None, config: transformers.PretrainedConfig, attn: str
+) -> nn.Module:
+    try:
+        loaded = AutoModel.from_pretrained(
+            os.path.expanduser(model),
+            revision=revision,
+            config=config,
+            attn_implementation=attn,
+            dtype=torch.float32,
+        )
+    except (OSError, ValueError) as exc:
+        raise _load_error(model, exc) from exc
+    for needed in ("feature_extractor", "encoder"):
+        if not hasattr(loaded, needed):
+            raise ModelError(
+                f"model {model!r} ({type(loaded).__name__}) has no {needed}; not a supported backbone"
+            )
+    return loaded
