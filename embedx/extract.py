@@ -64,6 +64,9 @@ class ExtractConfig:
         overwrite: replace an existing feature set of the same name with other settings.
         retry_failed: retry items recorded as failed by an earlier run.
         progress: show a progress bar.
+        shard: ``"K/N"``: process only shard K (0-based) of N, balanced by duration, into its
+            own file (:mod:`embedx.shard`; ``embedx merge`` combines them). A run option: not
+            stored with the data, so shards and an unsharded run have the same config.
     """
 
     backend: str = "hf"
@@ -85,6 +88,7 @@ class ExtractConfig:
     overwrite: bool = False
     retry_failed: bool = False
     progress: bool = True
+    shard: str | None = None
     backend_options: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -104,6 +108,10 @@ class ExtractConfig:
         if self.name is not None and (not self.name or "/" in self.name):
             raise ConfigError(f"feature-set name {self.name!r} must be non-empty and contain no '/'")
         self.poolings = parse_poolings(self.poolings)
+        if self.shard is not None:
+            from embedx.shard import parse_shard
+
+            parse_shard(self.shard)
 
     def backend_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for :func:`embedx.backends.create_backend`."""
@@ -264,8 +272,6 @@ def _batch_loader(decoder: _Decoder, batches: list[list[int]], workers: int) -> 
         collate_fn=_collate,
         num_workers=workers,
         prefetch_factor=4 if workers > 0 else None,
-        # fork keeps the backend (and its model) out of pickling; workers only use numpy/torch CPU
-        multiprocessing_context="fork" if workers > 0 else None,
     )
 
 
@@ -365,6 +371,13 @@ def extract(inputs: Sequence[str | Path], output: str | Path, config: ExtractCon
     config.validate()
     items = build_items(inputs, config.manifest, config.path_column)
     items, probe_errors = probe_items(items)
+    shard = None
+    if config.shard:
+        from embedx.shard import take
+
+        # this process's part of the items, balanced by duration; global order kept
+        items, probe_errors, shard = take(items, probe_errors, config.shard)
+        note(f"shard {shard.label}: {len(items)} of {shard.total_items} items")
     note(f"{len(items)} items, {np.nansum(items['duration']):.1f} s of audio, "
          f"{len(probe_errors)} unreadable")
 
@@ -397,6 +410,9 @@ def extract(inputs: Sequence[str | Path], output: str | Path, config: ExtractCon
 
     with StoreWriter(output, command=command) as store:
         store.write_items(items)
+        if shard is not None:
+            store.set_shard(shard.index, shard.count, shard.indices, shard.total_items,
+                            shard.items_digest)
         store.create_feature_set(spec, num_frames=num_frames if config.frames else None,
                                  overwrite=config.overwrite)
         name = spec.name
@@ -431,8 +447,10 @@ def _run_batches(store: Any, name: str, backend: Backend, layers: list[int], con
     workers = default_workers() if config.workers is None else config.workers
     note(f"{len(todo)} items to process in {len(plan.batches)} batches "
          f"({plan.padded_fraction:.1%} padding), {workers} decoding workers")
+    # a backend may offer a small picklable preparer so workers never need the model itself
+    prep = getattr(backend, "preparer", backend)
     decoder = _Decoder(items["path"].tolist(), lengths, backend.sample_rate,
-                       backend.prepare, backend.fit_length)
+                       prep.prepare, prep.fit_length)
     durations = items["duration"].to_numpy(dtype=np.float64)
     start = time.perf_counter()
     with _progress(config.progress) as progress:

@@ -748,6 +748,11 @@ def _default_do_normalize(model_type: str, feat_extract_norm: str) -> bool:
 def _load_model(
     model: str, revision: str | None, config: transformers.PretrainedConfig, attn: str
 ) -> nn.Module:
+    from transformers.utils import logging as hf_logging
+
+    # transformers 5 draws a "Loading weights" bar on stderr; embedx shows its own progress
+    bar_was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
     try:
         loaded = AutoModel.from_pretrained(
             os.path.expanduser(model),
@@ -758,6 +763,9 @@ def _load_model(
         )
     except (OSError, ValueError) as exc:
         raise _load_error(model, exc) from exc
+    finally:
+        if bar_was_enabled:
+            hf_logging.enable_progress_bar()
     for needed in ("feature_extractor", "encoder"):
         if not hasattr(loaded, needed):
             raise ModelError(
