@@ -78,3 +78,55 @@ def make_batches(
         padded += longest * len(current)
     total = int(lengths.sum())
     return BatchPlan(batches=batches, padded_fraction=1.0 - total / padded if padded else 0.0)
+
+
+@dataclass(frozen=True)
+class ChunkSpan:
+    """One chunk of a long item.
+
+    Attributes:
+        start: first sample.
+        stop: one past the last sample.
+        first_frame: index of the chunk's first frame among the item's frames.
+        num_frames: frames the chunk yields.
+    """
+
+    start: int
+    stop: int
+    first_frame: int
+    num_frames: int
+
+
+def chunk_spans(num_samples: int, max_samples: int, hop: int, receptive: int) -> list[ChunkSpan]:
+    """Split a long item into chunks whose frames tile the item's frames exactly.
+
+    Frame ``t`` of a convolutional front end covers samples ``t*hop .. t*hop + receptive``. A
+    chunk starting at sample ``f*hop`` and ``(m-1)*hop + receptive`` samples long yields exactly
+    frames ``f .. f+m-1``, so consecutive chunks overlap by ``receptive - hop`` samples and no
+    frame is lost or doubled. The last chunk runs to the end of the item.
+
+    Args:
+        num_samples: item length (``>= receptive``).
+        max_samples: longest chunk allowed (``>= receptive``).
+        hop: samples between frames.
+        receptive: samples one frame sees.
+
+    Returns:
+        The chunks, in order; a single chunk when the item fits.
+
+    Raises:
+        ConfigError: ``max_samples`` shorter than one frame's ``receptive`` field.
+    """
+    if max_samples < receptive:
+        raise ConfigError(f"chunks of {max_samples} samples are shorter than one frame "
+                          f"({receptive} samples); raise --max-chunk-seconds")
+    total = (num_samples - receptive) // hop + 1
+    per_chunk = (max_samples - receptive) // hop + 1
+    spans = []
+    for first in range(0, total, per_chunk):
+        count = min(per_chunk, total - first)
+        start = first * hop
+        last = first + count == total
+        stop = num_samples if last else start + (count - 1) * hop + receptive
+        spans.append(ChunkSpan(start=start, stop=stop, first_frame=first, num_frames=count))
+    return spans

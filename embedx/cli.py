@@ -15,6 +15,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from embedx import __version__
 from embedx.backends import available_backends
@@ -62,7 +63,7 @@ def _one_line_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except EmbedxError as exc:
             prefix = next(p for cls, p in ERROR_PREFIXES.items() if isinstance(exc, cls))
-            console.print(f"[bold red]embedx: {prefix}:[/] {exc}", highlight=False, soft_wrap=True)
+            console.print(f"[bold red]embedx: {prefix}:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
 
     return wrapper  # type: ignore[return-value]
@@ -105,6 +106,8 @@ def extract(
     precision: Annotated[str, typer.Option(help="Compute precision: auto, fp32, fp16 (GPU), bf16.")] = "auto",
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     batch_seconds: Annotated[float, typer.Option(help="Padded audio seconds per batch.")] = 60.0,
+    max_chunk_seconds: Annotated[float, typer.Option(help="Run longer items in chunks of at most this "
+                                                     "length (0: never chunk).")] = 60.0,
     workers: Annotated[int | None, typer.Option(help="Decoding worker processes [default: up to 4].",
                                                 show_default=False)] = None,
     short: Annotated[str, typer.Option(help="Items shorter than the model's minimum (25 ms): pad or fail.")] = "pad",
@@ -114,6 +117,10 @@ def extract(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a feature set of the same name "
                                             "extracted with other settings.")] = False,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Retry items that failed before.")] = False,
+    shard: Annotated[str | None, typer.Option(help="Process only shard K/N (K = 0..N-1, e.g. $SLURM_ARRAY_TASK_ID/"
+                                              "$SLURM_ARRAY_TASK_COUNT) of the items, balanced by duration, into "
+                                              "its own file; combine the N files with embedx merge.",
+                                              show_default=False)] = None,
     strict: Annotated[bool, typer.Option("--strict", help="Exit non-zero if any item failed.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
@@ -125,8 +132,9 @@ def extract(
         backend=backend, model=model, revision=revision, name=name, layers=layers,
         poolings=pooling.split(","), frames=frames, dtype=dtype, precision=precision,
         short=short, device=device, batch_seconds=batch_seconds, workers=workers,
+        max_chunk_seconds=max_chunk_seconds or None,
         manifest=manifest, path_column=path_column, overwrite=overwrite,
-        retry_failed=retry_failed, progress=not quiet,
+        retry_failed=retry_failed, progress=not quiet, shard=shard,
     )
     if backend == "hf" and model is None:
         raise ConfigError("--model is required for the hf backend (a hub id or a local directory)")
@@ -199,4 +207,190 @@ def main() -> None:
     app()
 
 
+@app.command()
+@_one_line_errors
+def merge(
+    shards: Annotated[list[Path], typer.Argument(help="The N shard files of one extract --shard K/N split "
+                                                 "(any order), e.g. shard-*.h5.", show_default=False)],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Merged HDF5 store to create.")],
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output file.")] = False,
+) -> None:
+    """Combine extract --shard K/N files into one store, identical to an unsharded run."""
+    from embedx.store import merge as run_merge
+
+    summary = run_merge(shards, output, overwrite=overwrite, command=_command_line())
+    for note in summary.notes:
+        console.print(f"[yellow]{escape(note)}[/]", highlight=False, soft_wrap=True)
+    out.print(summary.line(), markup=False, highlight=False, soft_wrap=True)
+
+
 # --- stage 2 ---
+
+
+def _fit_choices(kind: str) -> str:
+    """Registry names for a help text (the registries import no scikit-learn)."""
+    if kind == "models":
+        from embedx.fit.models import available_models
+
+        return ", ".join(available_models())
+    if kind == "cv":
+        from embedx.fit.cv import available_splitters
+
+        return ", ".join(available_splitters())
+    from embedx.fit.metrics import available_metrics
+
+    return ", ".join(available_metrics())
+
+
+@app.command()
+@_one_line_errors
+def fit(
+    features: Annotated[Path, typer.Option("--features", "-f", help="HDF5 store written by embedx extract.")],
+    label: Annotated[str, typer.Option("--label", "-y", help="Label column (of the store's items or of --labels).")] = "label",
+    labels: Annotated[Path | None, typer.Option("--labels", help="CSV joined on id (or path) that adds/replaces "
+                                                "label, group and split columns.")] = None,
+    group: Annotated[str | None, typer.Option("--group", "-g", help="Group (speaker) column: folds become "
+                                              "speaker-independent.")] = None,
+    feature_set: Annotated[list[str] | None, typer.Option("--set", "-s", help="Feature set to probe, repeatable: "
+                                                          "NAME, NAME@LAYERS, NAME@LAYERS/POOLING (default: every set).",
+                                                          show_default=False)] = None,
+    layers: Annotated[str, typer.Option(help="Layers: all (one probe per layer), last, 9, 0,6,12, -1, 4:9.")] = "all",
+    pooling: Annotated[str | None, typer.Option(help="Pooling(s), comma list or all (default: mean, else the "
+                                                "set's first).", show_default=False)] = None,
+    concat: Annotated[bool, typer.Option("--concat", help="Fuse every selected layer/set/pooling into one "
+                                         "feature vector.")] = False,
+    models: Annotated[str | None, typer.Option("--models", "-m", help=f"Comma list or all: {_fit_choices('models')} "
+                                               "(default: logreg / ridge).", show_default=False)] = None,
+    cv: Annotated[str, typer.Option(help=f"CV scheme ({_fit_choices('cv')}) or a number of folds.")] = "auto",
+    folds: Annotated[int, typer.Option("--folds", "-k", help="Folds of k-fold schemes.")] = 5,
+    split_col: Annotated[str, typer.Option(help="Split column (train/dev/test) for --cv predefined.")] = "split",
+    task: Annotated[str, typer.Option(help="auto, classification or regression.")] = "auto",
+    metric: Annotated[str | None, typer.Option(help=f"Main metric: {_fit_choices('metrics')} (default: uar / ccc).",
+                                               show_default=False)] = None,
+    class_weight: Annotated[str, typer.Option(help="none or balanced (for imbalanced labels).")] = "none",
+    speaker_norm: Annotated[bool, typer.Option("--speaker-norm", help="Standardise features per group "
+                                               "(each speaker by its own statistics; needs --group).")] = False,
+    tune: Annotated[bool, typer.Option("--tune", help="Nested grid search inside every training fold.")] = False,
+    grid: Annotated[Path | None, typer.Option(help="YAML tuning grids (default: configs/grids.yaml).",
+                                              show_default=False)] = None,
+    inner_folds: Annotated[int, typer.Option(help="Inner folds of --tune.")] = 3,
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for CIs and comparisons (0: none).")] = 1000,
+    alpha: Annotated[float, typer.Option(help="Significance level of the comparisons (Holm-corrected).")] = 0.05,
+    seed: Annotated[int, typer.Option(help="Seed of folds, models and bootstrap.")] = 0,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Parallel workers (-1: all cores).")] = 1,
+    threads: Annotated[int | None, typer.Option(help="BLAS/OpenMP threads per worker (default: cores / jobs).",
+                                                show_default=False)] = None,
+    backend: Annotated[str, typer.Option(help="Where the fits run: loky (local processes), dask (a Dask cluster at "
+                                         "--scheduler ADDRESS, else a local one with --jobs workers; pip install "
+                                         "'embedx\\[dask]') or ray (pip install 'embedx\\[ray]').")] = "loky",
+    scheduler: Annotated[str | None, typer.Option(help="Cluster address for --backend dask (tcp://host:8786) or ray "
+                                                  "(ray://host:10001) \\[default: a local cluster].",
+                                                  show_default=False)] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Results folder.")] = Path("results"),
+    save_model: Annotated[bool, typer.Option("--save-model/--no-save-model",
+                                             help="Refit the best configuration and save model.joblib.")] = True,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Cross-validate classifiers on stored features: every layer × model, with statistics and a report."""
+    from embedx.fit.data import load_dataset
+    from embedx.fit.study import StudySettings, load_grids, run_study
+    from embedx.report import write_report
+
+    if cv.strip().isdigit():
+        folds, cv = int(cv), "auto"
+    if class_weight not in ("none", "balanced"):
+        raise ConfigError(f"--class-weight {class_weight!r} not accepted; accepted: none, balanced")
+    dataset = load_dataset(
+        features, label=label, sets=feature_set, layers=layers, pooling=pooling, concat=concat,
+        group=group, labels_csv=labels, split_col=split_col if cv == "predefined" else None,
+        task=task,
+    )
+    settings = StudySettings(
+        models=models, scheme=cv, n_splits=folds, seed=seed, metric=metric,
+        class_weight=None if class_weight == "none" else class_weight, speaker_norm=speaker_norm,
+        tune=tune, grids=load_grids(grid) if tune and grid is not None else None,
+        inner_folds=inner_folds, n_boot=bootstrap, alpha=alpha, jobs=jobs, threads=threads,
+        backend=backend, scheduler=scheduler, refit=save_model,
+    )
+    if not quiet and dataset.skipped:
+        console.print("[yellow]skipped " + escape(", ".join(f"{v} {k}" for k, v in dataset.skipped.items()))
+                      + "[/]", highlight=False)
+    result = run_study(dataset, settings, progress=not quiet,
+                       log=None if quiet else lambda m: console.print(f"[dim]{escape(m)}[/]", highlight=False))
+    written = write_report(result, output, command=_command_line(), save_model=save_model)
+    _print_fit_summary(result)
+    out.print(f"wrote {len(written)} files to {output}/ (report.md, summary.csv, results.csv, ...)",
+              markup=False, highlight=False, soft_wrap=True)
+
+
+def _print_fit_summary(result: Any, top: int = 8) -> None:
+    """The first rows of a study's ranking as a table."""
+    from rich.table import Table
+
+    m = result.metric
+    table = Table(title=f"{m} ({result.folds.scheme} CV, {result.folds.n_splits} folds)", title_justify="left")
+    for col in ("rank", "features", "model", f"{m} mean ± std", "95% CI", "worse than best?"):
+        table.add_column(col)
+    for _, r in result.summary.head(top).iterrows():
+        worse = "best" if r["rank"] == 1 else ("yes" if r["worse_than_best"] else "no")
+        table.add_row(str(r["rank"]), escape(str(r["config"])), escape(str(r["model"])),
+                      f"{r[f'{m}_mean']:.3f} ± {r[f'{m}_std']:.3f}",
+                      f"{r['ci_low']:.3f}–{r['ci_high']:.3f}", worse)
+    out.print(table)
+    if result.holdout is not None:
+        out.print("held-out test: " + ", ".join(f"{k} {v:.3f}" for k, v in result.holdout.items()
+                                                if k != "n_test"), highlight=False)
+
+
+@app.command()
+@_one_line_errors
+def predict(
+    model: Annotated[Path, typer.Argument(help="model.joblib written by embedx fit.")],
+    inputs: Annotated[list[str], typer.Argument(help="An HDF5 store with the model's feature set(s), or audio "
+                                                "folders/files/lists (extracted with the stored config).")],
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="CSV to write (default: print a table).",
+                                                show_default=False)] = None,
+    group: Annotated[str | None, typer.Option("--group", "-g", help="Group column for a speaker-normalised "
+                                              "model (default: the training one).", show_default=False)] = None,
+    labels: Annotated[Path | None, typer.Option("--labels", help="CSV joined on id/path supplying the group column.")] = None,
+    manifest: Annotated[str | None, typer.Option(help="Audio only: CSV with a path column (and a group column).")] = None,
+    device: Annotated[str | None, typer.Option(help="Audio only: device for the extraction (auto, cpu, cuda:N).",
+                                               show_default=False)] = None,
+    keep_features: Annotated[Path | None, typer.Option(help="Audio only: folder to keep the extracted store in.",
+                                                       show_default=False)] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Apply a saved model to a feature store or to new audio."""
+    from embedx.fit.predict import load_model, predict_audio, predict_store
+
+    bundle = load_model(model)
+    first = Path(inputs[0])
+    if len(inputs) == 1 and first.is_file() and first.suffix.lower() in (".h5", ".hdf5"):
+        table, skipped = predict_store(bundle, first, group=group, labels_csv=labels)
+    else:
+        overrides: dict[str, Any] = {"progress": not quiet}
+        if device is not None:
+            overrides["device"] = device
+        if manifest is not None:
+            overrides["manifest"] = manifest
+        table, skipped = predict_audio(
+            bundle, inputs, workdir=keep_features, overrides=overrides, group=group,
+            labels_csv=labels, log=None if quiet else lambda m: console.print(f"[dim]{escape(m)}[/]"),
+        )
+    if skipped:
+        console.print(f"[yellow]{skipped} items without features (not done/failed) were not predicted[/]")
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        table.to_csv(output, index=False)
+        out.print(f"wrote {len(table)} predictions to {output}", markup=False, highlight=False, soft_wrap=True)
+        return
+    from rich.table import Table
+
+    shown = Table()
+    for col in table.columns:
+        shown.add_column(str(col))
+    for row in table.head(50).itertuples(index=False):
+        shown.add_row(*[f"{v:.3f}" if isinstance(v, float) else escape(str(v)) for v in row])
+    out.print(shown)
+    if len(table) > 50:
+        out.print(f"... {len(table) - 50} more rows; use -o predictions.csv for all", highlight=False)

@@ -20,10 +20,10 @@ import pandas as pd
 
 from embedx.audio import AudioInfo, load, probe, resampled_length
 from embedx.backends import Backend, create_backend, parse_layers
-from embedx.batching import make_batches
+from embedx.batching import chunk_spans, make_batches
 from embedx.errors import AudioError, ConfigError, EmbedxError
 from embedx.manifest import build_items
-from embedx.pooling import get_pooling, parse_poolings
+from embedx.pooling import chunk_poolings, combine_chunks, get_pooling, parse_poolings
 
 #: storage dtypes accepted by ``--dtype``
 DTYPES = ("float32", "float16")
@@ -32,7 +32,7 @@ SHORT_POLICIES = ("pad", "fail")
 #: ExtractConfig fields that define the stored values; they are stored with the feature set
 #: and a resume with any of them changed is refused
 DATA_KEYS = ("backend", "model", "revision", "name", "layers", "poolings", "frames", "dtype",
-             "precision", "short")
+             "precision", "short", "max_chunk_seconds")
 
 
 @dataclass
@@ -56,6 +56,10 @@ class ExtractConfig:
         short: policy for items shorter than the model's minimum, ``pad`` or ``fail``.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         batch_seconds: budget of padded audio seconds per batch.
+        max_chunk_seconds: items longer than this run in chunks of at most this length whose
+            frames tile the item exactly; pooled values are combined over the chunks
+            (``None``: never chunk). Chunking bounds memory but gives every chunk its own
+            attention context, so it is part of the stored config.
         max_batch_items: optional cap on items per batch.
         workers: DataLoader worker processes for decoding (``None``: up to 4, leaving a core
             for the model; 0 decodes in the main process).
@@ -81,6 +85,7 @@ class ExtractConfig:
     short: str = "pad"
     device: str = "auto"
     batch_seconds: float = 60.0
+    max_chunk_seconds: float | None = 60.0
     max_batch_items: int | None = None
     workers: int | None = None
     manifest: str | None = None
@@ -103,6 +108,8 @@ class ExtractConfig:
             raise ConfigError(f"--short {self.short!r} not accepted; accepted: {', '.join(SHORT_POLICIES)}")
         if not self.batch_seconds > 0:
             raise ConfigError(f"--batch-seconds must be positive, got {self.batch_seconds}")
+        if self.max_chunk_seconds is not None and not self.max_chunk_seconds > 0:
+            raise ConfigError(f"--max-chunk-seconds must be positive, got {self.max_chunk_seconds}")
         if self.workers is not None and self.workers < 0:
             raise ConfigError(f"--workers must be >= 0, got {self.workers}")
         if self.name is not None and (not self.name or "/" in self.name):
@@ -441,44 +448,116 @@ def _run_batches(store: Any, name: str, backend: Backend, layers: list[int], con
                  items: pd.DataFrame, todo: np.ndarray, lengths: np.ndarray,
                  summary: ExtractSummary, note: Callable[[str], None]) -> None:
     """The processing loop of :func:`extract` over the items in ``todo``."""
-    plan = make_batches(todo, lengths[todo], int(config.batch_seconds * backend.sample_rate),
-                        config.max_batch_items)
+    budget = int(config.batch_seconds * backend.sample_rate)
+    max_chunk = _max_chunk_samples(config, backend)
+    is_long = lengths[todo] > max_chunk if max_chunk else np.zeros(len(todo), dtype=bool)
+    plan = make_batches(todo[~is_long], lengths[todo[~is_long]], budget, config.max_batch_items)
+    # long items come first and alone: the decoder hands over the whole prepared item, the
+    # loop runs its chunks; failing early on them beats failing after hours
+    long_first = sorted(todo[is_long].tolist(), key=lambda i: -lengths[i])
+    batches = [[i] for i in long_first] + plan.batches
     summary.padded_fraction = plan.padded_fraction
     workers = default_workers() if config.workers is None else config.workers
-    note(f"{len(todo)} items to process in {len(plan.batches)} batches "
-         f"({plan.padded_fraction:.1%} padding), {workers} decoding workers")
+    note(f"{len(todo)} items to process in {len(batches)} batches "
+         f"({plan.padded_fraction:.1%} padding, {len(long_first)} long items in chunks), "
+         f"{workers} decoding workers")
     # a backend may offer a small picklable preparer so workers never need the model itself
     prep = getattr(backend, "preparer", backend)
     decoder = _Decoder(items["path"].tolist(), lengths, backend.sample_rate,
                        prep.prepare, prep.fit_length)
     durations = items["duration"].to_numpy(dtype=np.float64)
+    long_set = set(long_first)
+    if long_set:
+        chunk_poolings(tuple(config.poolings))  # refuse poolings that cannot combine, up front
     start = time.perf_counter()
     with _progress(config.progress) as progress:
         task = progress.add_task(f"extract {name}", total=len(todo), rate="")
-        for batch in _batch_loader(decoder, plan.batches, workers):
+        for batch in _batch_loader(decoder, batches, workers):
             good = [(i, w) for i, w, err in batch if err is None]
             for i, _w, err in batch:
                 if err is not None:
                     store.record_failure(name, i, "decode", err)
                     summary.failed += 1
-            parts, errors = ([], {})
-            if good:
-                parts, errors = _forward_isolating(backend, [i for i, _ in good],
-                                                   [w for _, w in good], layers)
+            if len(good) == 1 and good[0][0] in long_set:
+                written, errors = _run_long(store, name, backend, layers, config, *good[0], budget)
+            else:
+                written, errors = _run_short(store, name, backend, layers, config, good)
             for i, err in errors.items():
                 store.record_failure(name, i, "forward", err)
                 summary.failed += 1
-            for indices, out in parts:
-                pooled, frames = _to_store_arrays(out, config.poolings, config.frames)
-                store.write(name, np.asarray(indices), pooled=pooled, frames=frames,
-                            heads=out.heads or None)
-                summary.processed += len(indices)
-                summary.audio_seconds += float(np.nansum(durations[indices]))
+            summary.processed += len(written)
+            summary.audio_seconds += float(np.nansum(durations[written]))
             elapsed = time.perf_counter() - start
             progress.update(task, advance=len(batch), rate=(
                 f"{summary.processed / elapsed:.1f} items/s "
                 f"{summary.audio_seconds / elapsed:.1f} audio-s/s"))
     summary.elapsed = time.perf_counter() - start
+
+
+def _max_chunk_samples(config: ExtractConfig, backend: Backend) -> int | None:
+    """Longest item (in samples) run in one piece; ``None`` when items are never chunked."""
+    if config.max_chunk_seconds is None or backend.hop_samples is None:
+        return None
+    return int(config.max_chunk_seconds * backend.sample_rate)
+
+
+def _run_short(store: Any, name: str, backend: Backend, layers: list[int], config: ExtractConfig,
+               good: list[tuple[int, np.ndarray]]) -> tuple[list[int], dict[int, str]]:
+    """Run one batch of items that fit in one piece and write them."""
+    if not good:
+        return [], {}
+    parts, errors = _forward_isolating(backend, [i for i, _ in good], [w for _, w in good], layers)
+    written: list[int] = []
+    for indices, out in parts:
+        pooled, frames = _to_store_arrays(out, config.poolings, config.frames)
+        store.write(name, np.asarray(indices), pooled=pooled, frames=frames, heads=out.heads or None)
+        written.extend(indices)
+    return written, errors
+
+
+def _run_long(store: Any, name: str, backend: Backend, layers: list[int], config: ExtractConfig,
+              index: int, wave: np.ndarray, budget: int) -> tuple[list[int], dict[int, str]]:
+    """Run one long item in chunks, combine its pooled values, stream its frames to the store.
+
+    Memory is bounded by the chunk size: frames go to the store chunk by chunk, and only the
+    per-chunk pooled values are kept. Head outputs are the frame-weighted mean over chunks.
+    """
+    spans = chunk_spans(wave.shape[0], _max_chunk_samples(config, backend) or wave.shape[0],
+                        backend.hop_samples or 1, backend.min_samples)
+    wanted = chunk_poolings(tuple(config.poolings))
+    per_batch = max(1, budget // max(s.stop - s.start for s in spans))
+    parts: dict[str, list[np.ndarray]] = {p: [] for p in wanted}
+    heads: dict[str, list[np.ndarray]] = {}
+    counts: list[int] = []
+    for b in range(0, len(spans), per_batch):
+        group = spans[b:b + per_batch]
+        try:
+            out = backend.forward([wave[s.start:s.stop] for s in group], layers)
+        except (EmbedxError, RuntimeError, ValueError) as exc:
+            return [], {index: f"chunk {b + 1}/{len(spans)}: " + " ".join(str(exc).split())[:500]}
+        pooled, frames = _to_store_arrays(out, wanted, config.frames)
+        if out.lengths.tolist() != [s.num_frames for s in group]:
+            raise RuntimeError(f"chunk frames {out.lengths.tolist()} differ from the plan "
+                               f"{[s.num_frames for s in group]}")  # a backend bug, not bad input
+        for p in wanted:
+            parts[p].extend(pooled[p].transpose(1, 0, 2))  # (num_layers, chunks, dim) -> chunks x (num_layers, dim)
+        for h, y in (out.heads or {}).items():
+            heads.setdefault(h, []).extend(y)
+        counts.extend(s.num_frames for s in group)
+        if frames is not None:
+            for s, rows in zip(group, frames, strict=True):
+                store.write_frame_rows(name, index, s.first_frame, rows)
+    weights = np.asarray(counts, dtype=np.float64)
+    combined = combine_chunks({p: np.stack(v) for p, v in parts.items()}, weights,
+                              tuple(config.poolings))
+    store.write(
+        name, np.asarray([index]),
+        pooled={p: v[:, None, :] for p, v in combined.items()},  # (num_layers, dim) -> (num_layers, 1, dim)
+        heads={h: (np.stack(v) * (weights / weights.sum())[:, None]).sum(0, keepdims=True)
+               for h, v in heads.items()} or None,
+        frames_written=config.frames,
+    )
+    return [index], {}
 
 
 def config_from_spec(spec_config: dict[str, Any], **overrides: Any) -> ExtractConfig:

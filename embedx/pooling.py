@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from embedx.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -128,3 +130,101 @@ def last_pool(hidden: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     last = (lengths.to(hidden.device) - 1).clamp(min=0)  # (batch,)
     batch_idx = torch.arange(hidden.shape[1], device=hidden.device)
     return hidden[:, batch_idx, last, :]  # (num_layers, batch, frames, dim) -> (num_layers, batch, dim)
+
+
+# --- combining chunks --------------------------------------------------------------------------
+# A long item is run in chunks (``--max-chunk-seconds``); its pooled value is combined from the
+# chunks' pooled values, weighted by their frame counts. For mean, std, max, min, first and last
+# the combination equals pooling the stitched frames at once (up to float rounding).
+
+CombineFn = Callable[[dict[str, "np.ndarray"], "np.ndarray"], "np.ndarray"]
+_COMBINE: dict[str, tuple[tuple[str, ...], CombineFn]] = {}
+
+
+def register_combine(name: str, needs: tuple[str, ...] = ()) -> Callable[[CombineFn], CombineFn]:
+    """Decorator registering how chunk results of pooling ``name`` combine.
+
+    Args:
+        name: the pooling.
+        needs: other poolings whose chunk values the combination also needs (std needs mean).
+
+    Returns:
+        The decorator; the function takes ``parts`` (pooling -> ``(num_chunks, num_layers, dim)``)
+        and ``counts`` (``(num_chunks,)`` frames per chunk) and returns ``(num_layers, dim)``.
+    """
+
+    def decorate(fn: CombineFn) -> CombineFn:
+        _COMBINE[name] = (needs, fn)
+        return fn
+
+    return decorate
+
+
+def chunk_poolings(poolings: tuple[str, ...]) -> tuple[str, ...]:
+    """The poolings to compute per chunk so that ``poolings`` can be combined.
+
+    Raises:
+        ConfigError: a pooling has no registered combination.
+    """
+    out = list(poolings)
+    for p in poolings:
+        if p not in _COMBINE:
+            raise ConfigError(f"pooling {p!r} cannot be combined over chunks of a long item; "
+                              f"poolings that can: {', '.join(_COMBINE)} (or raise --max-chunk-seconds)")
+        out.extend(n for n in _COMBINE[p][0] if n not in out)
+    return tuple(out)
+
+
+def combine_chunks(parts: dict[str, np.ndarray], counts: np.ndarray,
+                   poolings: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Combine per-chunk pooled values into the item's pooled values.
+
+    Args:
+        parts: pooling -> ``(num_chunks, num_layers, dim)`` per-chunk values, for every pooling
+            in :func:`chunk_poolings` of ``poolings``.
+        counts: ``(num_chunks,)`` valid frames of every chunk.
+        poolings: the poolings wanted.
+
+    Returns:
+        pooling -> ``(num_layers, dim)`` float32.
+    """
+    counts = np.asarray(counts, dtype=np.float64)
+    return {p: _COMBINE[p][1](parts, counts).astype(np.float32) for p in poolings}
+
+
+def _weights(counts: np.ndarray) -> np.ndarray:
+    return (counts / counts.sum())[:, None, None]  # (num_chunks,) -> (num_chunks, 1, 1)
+
+
+@register_combine("mean")
+def _combine_mean(parts: dict[str, np.ndarray], counts: np.ndarray) -> np.ndarray:
+    return (parts["mean"].astype(np.float64) * _weights(counts)).sum(axis=0)
+
+
+@register_combine("std", needs=("mean",))
+def _combine_std(parts: dict[str, np.ndarray], counts: np.ndarray) -> np.ndarray:
+    # pooled variance: within-chunk variance plus the spread of the chunk means (exact, ddof=0)
+    means = parts["mean"].astype(np.float64)
+    mean = (means * _weights(counts)).sum(axis=0)
+    var = (_weights(counts) * (parts["std"].astype(np.float64) ** 2 + (means - mean) ** 2)).sum(axis=0)
+    return np.sqrt(var)
+
+
+@register_combine("max")
+def _combine_max(parts: dict[str, np.ndarray], counts: np.ndarray) -> np.ndarray:
+    return parts["max"].max(axis=0)
+
+
+@register_combine("min")
+def _combine_min(parts: dict[str, np.ndarray], counts: np.ndarray) -> np.ndarray:
+    return parts["min"].min(axis=0)
+
+
+@register_combine("first")
+def _combine_first(parts: dict[str, np.ndarray], counts: np.ndarray) -> np.ndarray:
+    return parts["first"][0]
+
+
+@register_combine("last")
+def _combine_last(parts: dict[str, np.ndarray], counts: np.ndarray) -> np.ndarray:
+    return parts["last"][-1]

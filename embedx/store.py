@@ -18,6 +18,13 @@ This module is the only one that touches h5py. It implements schema version 1 of
 /failed/<column>        set, index, id, path, stage, message (resizable, one row per failure)
 ```
 
+A shard file (``embedx extract --shard K/N``) holds only its items, in global order, and says
+which part of which item list it is: root attrs ``shard_index`` (K), ``shard_count`` (N),
+``shard_total_items`` and ``shard_items_digest`` (SHA-256 of the full id list joined by
+newlines), and ``/shard/indices`` ``(num_items,)`` int64, the global position of every item.
+:func:`merge` combines the N shard files into one store equal to an unsharded run; a merged
+file has a root attr (or, when long, a root dataset) ``merged_from`` and no shard attrs.
+
 Conventions a reader of the raw file should know:
 
 * Item columns keep their kind: bool, int64, float64 (NaN for missing) or utf-8 strings. A
@@ -67,8 +74,11 @@ from embedx.errors import StoreError
 __all__ = [
     "SCHEMA_VERSION",
     "FeatureSetSpec",
+    "MergeSummary",
+    "ShardInfo",
     "StoreReader",
     "StoreWriter",
+    "merge",
 ]
 
 #: version of the layout above; a reader refuses files with a higher one
@@ -457,6 +467,46 @@ def _str_array(values: Sequence[str]) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------
+# shards
+# ---------------------------------------------------------------------------------------------
+
+#: root attrs of a shard file, in :class:`ShardInfo` field order
+_SHARD_ATTRS = ("shard_index", "shard_count", "shard_total_items", "shard_items_digest")
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    """Which part of which item list a shard file holds (see :mod:`embedx.shard`).
+
+    Attributes:
+        index: K, 0-based.
+        count: N, the number of shards.
+        total_items: items of the full, unsharded list.
+        items_digest: SHA-256 (hex) of the full list's ids joined by newlines.
+        indices: ``(num_items,)`` int64 global position of each of the file's items, increasing.
+    """
+
+    index: int
+    count: int
+    total_items: int
+    items_digest: str
+    indices: np.ndarray = field(repr=False, compare=False)
+
+    @property
+    def label(self) -> str:
+        """``"K/N"``."""
+        return f"{self.index}/{self.count}"
+
+    def same(self, other: ShardInfo) -> bool:
+        """Whether both describe the same shard (fields and indices)."""
+        return (
+            (self.index, self.count, self.total_items, self.items_digest)
+            == (other.index, other.count, other.total_items, other.items_digest)
+            and np.array_equal(self.indices, other.indices)
+        )
+
+
+# ---------------------------------------------------------------------------------------------
 # shared reading
 # ---------------------------------------------------------------------------------------------
 
@@ -506,6 +556,38 @@ class _StoreBase:
         """Names of the feature sets in the store, sorted."""
         features = self._file.get("features")
         return sorted(features) if features is not None else []
+
+    @property
+    def shard(self) -> ShardInfo | None:
+        """The shard this file holds (``extract --shard K/N``), ``None`` for a whole store.
+
+        Raises:
+            StoreError: the shard metadata is incomplete (a damaged file).
+        """
+        a = self._file.attrs
+        if "shard_index" not in a:
+            return None
+        missing = [k for k in _SHARD_ATTRS if k not in a]
+        if missing or "shard/indices" not in self._file:
+            what = ", ".join(missing + ([] if "shard/indices" in self._file else ["/shard/indices"]))
+            raise StoreError(f"{self.path} has incomplete shard metadata (missing {what})")
+        return ShardInfo(
+            index=int(a["shard_index"]),
+            count=int(a["shard_count"]),
+            total_items=int(a["shard_total_items"]),
+            items_digest=str(_attr(a["shard_items_digest"])),
+            indices=self._file["shard/indices"][()].astype(np.int64),
+        )
+
+    @property
+    def merged_from(self) -> list[str] | None:
+        """The shard files a merged store was made of, ``None`` for a store not merged."""
+        f = self._file
+        if "merged_from" in f.attrs:
+            return [str(x) for x in _attr(f.attrs["merged_from"])]
+        if "merged_from" in f:
+            return f["merged_from"].asstr()[()].tolist()
+        return None
 
     def spec(self, name: str) -> FeatureSetSpec:
         """Read a feature set's spec back.
@@ -847,6 +929,80 @@ class StoreWriter(_StoreBase):
                 f"{stored[i]!r} in file, {requested[i]!r} requested"
             )
 
+    # -- shards -----------------------------------------------------------------------------
+
+    def set_shard(
+        self, k: int, n: int, indices: np.ndarray, total_items: int, items_digest: str
+    ) -> None:
+        """Record that this file holds shard ``k`` of ``n`` of an item list.
+
+        Call it after :meth:`write_items` with the shard's items (in global order). It is
+        idempotent: a resumed shard run records the same values again.
+
+        Args:
+            k: shard index, 0-based.
+            n: number of shards.
+            indices: ``(num_items,)`` increasing global positions of the file's items.
+            total_items: items of the full, unsharded list.
+            items_digest: SHA-256 hex of the full list's ids joined by newlines
+                (:func:`embedx.shard.items_digest`).
+
+        Raises:
+            StoreError: invalid values, items not written yet, or the file already holds
+                another shard (other K, N, item list or indices).
+        """
+        ints = (k, n, total_items)
+        if any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) for v in ints):
+            raise StoreError(f"shard k, n and total_items must be integers, got {ints!r}")
+        k, n, total_items = (int(v) for v in ints)
+        if not (n >= 1 and 0 <= k < n):
+            raise StoreError(f"invalid shard {k}/{n}; expected K/N with 0 <= K < N")
+        if not (
+            isinstance(items_digest, str)
+            and len(items_digest) == 64
+            and all(c in "0123456789abcdef" for c in items_digest)
+        ):
+            raise StoreError(f"items_digest must be 64 lowercase hex digits, got {items_digest!r}")
+        m = self.num_items
+        if m == 0:
+            raise StoreError(f"{self.path} has no items yet; call write_items before set_shard")
+        idx = np.asarray(indices)
+        if idx.shape != (m,) or not (np.issubdtype(idx.dtype, np.integer) or m == 0):
+            raise StoreError(
+                f"shard indices must be {m} integers (one per stored item), got shape "
+                f"{idx.shape} of {idx.dtype}"
+            )
+        idx = idx.astype(np.int64)
+        if (np.diff(idx) <= 0).any() or idx[0] < 0 or idx[-1] >= total_items:
+            raise StoreError(
+                f"shard indices must increase strictly within 0..{total_items - 1}, "
+                f"got {int(idx.min())}..{int(idx.max())} (not increasing, or out of range)"
+            )
+        new = ShardInfo(k, n, total_items, items_digest, idx)
+        old = self.shard
+        if old is not None:
+            if old.same(new):
+                return
+            if old.items_digest != new.items_digest or old.total_items != new.total_items:
+                why = (
+                    f"an item list of {old.total_items} items (digest {old.items_digest[:12]}) "
+                    f"vs this run's {new.total_items} items (digest {new.items_digest[:12]})"
+                )
+            else:
+                why = f"shard {old.label} vs this run's shard {new.label}"
+            raise StoreError(
+                f"{self.path} already holds another shard: {why}; write each shard to its own file"
+            )
+        f = self._file
+        g = f.require_group("shard")
+        if "indices" in g:
+            del g["indices"]
+        g.create_dataset("indices", data=idx)
+        for key, value in zip(_SHARD_ATTRS, (k, n, total_items), strict=False):
+            f.attrs[key] = np.int64(value)
+        f.attrs["shard_items_digest"] = items_digest
+        f.flush()
+
     # -- feature sets -----------------------------------------------------------------------
 
     def create_feature_set(
@@ -942,8 +1098,19 @@ class StoreWriter(_StoreBase):
         return counts
 
     def _create_set(
-        self, g: h5py.Group, spec: FeatureSetSpec, n: int, counts: np.ndarray | None
+        self,
+        g: h5py.Group,
+        spec: FeatureSetSpec,
+        n: int,
+        counts: np.ndarray | None,
+        *,
+        fill: bool = True,
     ) -> None:
+        """Write a new set's attrs and create its datasets.
+
+        ``fill=False`` (for :func:`merge`, which writes every row) allocates the pooled
+        datasets without writing their NaN fill value first; the fill value is still recorded.
+        """
         a = g.attrs
         a["backend"] = spec.backend
         a["layers"] = np.array(spec.layers, dtype=np.int64)
@@ -977,6 +1144,8 @@ class StoreWriter(_StoreBase):
             # shows at once and a row not yet written can never pass for data.
             dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
             dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+            if not fill:
+                dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
             pooled.create_dataset(
                 p,
                 shape=(num_layers, n, spec.dim),  # (num_layers, num_items, dim)
@@ -1025,10 +1194,12 @@ class StoreWriter(_StoreBase):
         pooled: Mapping[str, np.ndarray] | None = None,
         frames: Sequence[np.ndarray] | None = None,
         heads: Mapping[str, np.ndarray] | None = None,
+        frames_written: bool = False,
     ) -> None:
         """Write one batch and mark its items done.
 
-        Every pooling, the frames (when the set has them) and every head must be given, so
+        Every pooling, the frames (when the set has them, unless already written piecewise with
+        :meth:`write_frame_rows` and ``frames_written=True``) and every head must be given, so
         that ``done`` means complete. Data are written and flushed first; only then ``done`` is
         set and flushed. Failures recorded earlier for these items are dropped.
 
@@ -1039,6 +1210,7 @@ class StoreWriter(_StoreBase):
             frames: per item of ``indices``, a ``(num_frames_i, num_layers, dim)`` array whose
                 length matches the set's frame offsets.
             heads: head -> ``(batch, k)`` array.
+            frames_written: the items' frames were written with :meth:`write_frame_rows`.
 
         Raises:
             StoreError: unknown set, bad indices, missing/unknown poolings or heads, or arrays
@@ -1077,7 +1249,7 @@ class StoreWriter(_StoreBase):
             raise StoreError(
                 f"feature set {name!r} stores heads {sorted(spec.heads)}; write got {sorted(heads)}"
             )
-        if spec.frames != (frames is not None):
+        if spec.frames != (frames is not None) and not (spec.frames and frames_written):
             raise StoreError(
                 f"feature set {name!r} "
                 + (
@@ -1148,6 +1320,41 @@ class StoreWriter(_StoreBase):
         stale = [int(i) for i in sidx if (name, int(i)) in keys]
         if stale:
             self.clear_failures(name, stale)
+
+    def write_frame_rows(self, name: str, index: int, start: int, rows: np.ndarray) -> None:
+        """Write part of one item's frames (long items arrive chunk by chunk).
+
+        The item is not marked done; call :meth:`write` with ``frames_written=True`` once all
+        its rows are written.
+
+        Args:
+            name: feature-set name.
+            index: item index.
+            start: first frame of the item that ``rows`` holds.
+            rows: ``(num_rows, num_layers, dim)`` frames ``start .. start + num_rows`` of the item.
+
+        Raises:
+            StoreError: the set has no frames, or the rows fall outside the item's frames.
+        """
+        g = self._group(name)
+        spec = self._spec_cached(name)
+        if not spec.frames:
+            raise StoreError(f"feature set {name!r} stores no frames")
+        if name not in self._offsets:
+            self._offsets[name] = self.frame_offsets(name)
+        offsets = self._offsets[name]
+        rows = np.asarray(rows)
+        want = int(offsets[index + 1] - offsets[index])
+        if rows.ndim != 3 or rows.shape[1:] != (len(spec.layers), spec.dim) or not (
+            0 <= start and start + rows.shape[0] <= want
+        ):
+            raise StoreError(
+                f"frame rows {start}..{start + rows.shape[0]} of shape {rows.shape} do not fit item "
+                f"{self._id(index)!r} with {want} frames of (num_layers, dim) = "
+                f"{(len(spec.layers), spec.dim)}"
+            )
+        a = int(offsets[index]) + start
+        g["frames/data"][a : a + rows.shape[0]] = rows.astype(np.dtype(spec.dtype), copy=False)
 
     # -- failures ---------------------------------------------------------------------------
 
@@ -1235,6 +1442,30 @@ class StoreWriter(_StoreBase):
                 ds[...] = values
         self._file.flush()
         self._failed_keys = set(zip(keep["set"].tolist(), keep["index"].tolist(), strict=True))
+
+    def _append_failures(self, rows: pd.DataFrame) -> None:
+        """Append failure rows (columns :data:`FAILED_COLUMNS`) in one write, for :func:`merge`.
+
+        The caller guarantees at most one row per (set, index).
+        """
+        if rows.empty:
+            return
+        g = self._file.require_group("failed")
+        if "set" not in g:
+            for c in FAILED_COLUMNS:
+                g.create_dataset(
+                    c,
+                    shape=(0,),
+                    maxshape=(None,),
+                    chunks=(1024,),
+                    dtype=np.int64 if c == "index" else _STR,
+                )
+        start = int(g["set"].shape[0])
+        for c in FAILED_COLUMNS:
+            g[c].resize((start + len(rows),))
+            g[c][start:] = rows[c].to_numpy(dtype=np.int64 if c == "index" else object)
+        self._file.flush()
+        self._failed_keys = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1394,7 +1625,8 @@ class StoreReader(_StoreBase):
             feature_sets (name -> dict: backend, model, revision, attrs, layers, dim, poolings,
             frames, total_frames, dtype, frame_rate, heads, num_feature_names, done, failed,
             created, command). ``model`` is the ``model_id`` (or ``model``) attr and ``revision``
-            the ``revision`` (or ``commit``) attr, None when absent.
+            the ``revision`` (or ``commit``) attr, None when absent. A shard file adds ``shard``
+            (``"K/N (m of M items)"``) and a merged file ``merged_from`` (the shard files).
         """
         a = self.attrs
         items = self.items
@@ -1436,14 +1668,479 @@ class StoreReader(_StoreBase):
                 "created": _attr(g.attrs.get("created", "")),
                 "command": _attr(g.attrs.get("command", "")),
             }
-        return {
+        out: dict[str, Any] = {
             "path": str(self.path),
             "size_bytes": self.path.stat().st_size,
             "schema_version": a.get("schema_version"),
             "embedx_version": a.get("embedx_version"),
             "created": a.get("created"),
             "command": a.get("command"),
-            "num_items": self.num_items,
-            "columns": columns,
-            "feature_sets": sets,
         }
+        shard = self.shard
+        if shard is not None:
+            out["shard"] = f"{shard.label} ({self.num_items} of {shard.total_items} items)"
+        merged = self.merged_from
+        if merged is not None:
+            out["merged_from"] = merged
+        out.update(num_items=self.num_items, columns=columns, feature_sets=sets)
+        return out
+
+
+# ---------------------------------------------------------------------------------------------
+# merging shards
+# ---------------------------------------------------------------------------------------------
+
+#: most bytes of one block :func:`merge` holds in memory while copying a dataset
+MERGE_BLOCK_BYTES = 64 << 20
+#: feature-set attrs that name the model: shards that disagree on them hold other models' data
+_IDENTITY_ATTRS = ("model_id", "model", "revision", "commit", "commit_hash")
+
+
+@dataclass
+class MergeSummary:
+    """What :func:`merge` did.
+
+    Attributes:
+        output: the merged store.
+        inputs: the shard files, as given.
+        num_items: items of the merged store.
+        feature_sets: names of the merged feature sets.
+        failed: failure rows carried over (all sets).
+        seconds: wall-clock time of the merge.
+        size_bytes: size of the merged file.
+        notes: differences between shards that do not change the data (library versions,
+            device); the merged file keeps shard 0's values.
+    """
+
+    output: Path
+    inputs: list[Path]
+    num_items: int
+    feature_sets: list[str]
+    failed: int
+    seconds: float
+    size_bytes: int
+    notes: list[str] = field(default_factory=list)
+
+    def line(self) -> str:
+        """The one-line summary the CLI prints."""
+        sets = ", ".join(self.feature_sets) or "none"
+        return (
+            f"merged {len(self.inputs)} shards into {self.output}: {self.num_items} items, "
+            f"{len(self.feature_sets)} feature set(s) ({sets}), {self.failed} failed, "
+            f"{self.size_bytes / 2**20:.1f} MiB in {self.seconds:.1f} s"
+        )
+
+
+@dataclass
+class _Shard:
+    path: Path
+    reader: StoreReader
+    info: ShardInfo
+
+    @property
+    def where(self) -> str:
+        return f"shard {self.info.label} ({self.path})"
+
+
+def _open_shard(path: Path, stack: Any) -> _Shard:
+    reader = stack.enter_context(StoreReader(path))
+    info = reader.shard
+    if info is None:
+        what = "a merged store" if reader.merged_from is not None else "a whole store"
+        raise StoreError(
+            f"{path} is not a shard file ({what}, no shard_index attr); merge combines the "
+            "files written by `embedx extract --shard K/N`"
+        )
+    if len(info.indices) != reader.num_items:
+        raise StoreError(
+            f"{path} is damaged: {reader.num_items} items but {len(info.indices)} shard indices"
+        )
+    return _Shard(path, reader, info)
+
+
+def _check_split(shards: list[_Shard]) -> list[_Shard]:
+    """Same N and item list everywhere, every K exactly once; returns the shards by K."""
+    first = shards[0]
+    for s in shards[1:]:
+        if s.info.count != first.info.count:
+            raise StoreError(
+                f"the files are shards of different splits: {first.path} is shard "
+                f"{first.info.label} but {s.path} is shard {s.info.label}; merge the N files of "
+                "one --shard K/N run"
+            )
+        if (s.info.total_items, s.info.items_digest) != (
+            first.info.total_items,
+            first.info.items_digest,
+        ):
+            raise StoreError(
+                f"{s.where} was split from another item list than {first.where}: "
+                f"{s.info.total_items} items (digest {s.info.items_digest[:12]}) vs "
+                f"{first.info.total_items} items (digest {first.info.items_digest[:12]}); "
+                "extract every shard from the same inputs"
+            )
+    n = first.info.count
+    by_k: dict[int, list[_Shard]] = {}
+    for s in shards:
+        by_k.setdefault(s.info.index, []).append(s)
+    for k in sorted(by_k):
+        if len(by_k[k]) > 1:
+            files = ", ".join(str(s.path) for s in by_k[k])
+            raise StoreError(f"shard {k}/{n} is given {len(by_k[k])} times: {files}; give each once")
+    missing = [k for k in range(n) if k not in by_k]
+    if missing:
+        names = ", ".join(f"{k}/{n}" for k in missing[:10]) + (" ..." if len(missing) > 10 else "")
+        given = ", ".join(f"{k}/{n} {by_k[k][0].path}" for k in sorted(by_k)[:10])
+        raise StoreError(
+            f"shard{'s' if len(missing) > 1 else ''} {names} missing ({len(missing)} of {n}; "
+            f"given: {given}{' ...' if len(by_k) > 10 else ''}); extract "
+            f"{'them' if len(missing) > 1 else 'it'} first"
+        )
+    return [by_k[k][0] for k in range(n)]
+
+
+def _merged_items(shards: list[_Shard]) -> tuple[list[str], dict[str, np.ndarray]]:
+    """Item columns in global order, checked against the item list's digest."""
+    from embedx.shard import items_digest
+
+    first = shards[0]
+    total = first.info.total_items
+    owner = np.full(total, -1, dtype=np.int64)
+    for s in shards:
+        idx = s.info.indices
+        if len(idx) and (idx.min() < 0 or idx.max() >= total):
+            raise StoreError(f"{s.where} is damaged: shard indices outside 0..{total - 1}")
+        clash = idx[owner[idx] >= 0]
+        if len(clash):
+            i = int(clash[0])
+            raise StoreError(
+                f"item {i} is in {shards[int(owner[i])].where} and in {s.where}; "
+                "the files do not come from one split"
+            )
+        owner[idx] = s.info.index
+    if (owner < 0).any():
+        raise StoreError(
+            f"{int((owner < 0).sum())} items are in no shard (first: item "
+            f"{int(np.flatnonzero(owner < 0)[0])}); the shard files do not cover their item list"
+        )
+    cols = list(_attr(first.reader._file["items"].attrs["columns"]))
+    for s in shards[1:]:
+        other = list(_attr(s.reader._file["items"].attrs["columns"]))
+        if other != cols:
+            raise StoreError(
+                f"item columns differ: {first.where} has {cols}, {s.where} has {other}; "
+                "extract every shard with the same manifest"
+            )
+    columns: dict[str, np.ndarray] = {}
+    for c in cols:
+        parts = []
+        for s in shards:
+            ds = s.reader._file["items"][c]
+            is_str = h5py.check_string_dtype(ds.dtype) is not None
+            parts.append(ds.asstr()[()].astype(object) if is_str else ds[()])
+        kinds = {p.dtype == object for p in parts}
+        if len(kinds) > 1:
+            raise StoreError(
+                f"item column {c!r} holds text in some shards and numbers in others; "
+                "extract every shard with the same manifest"
+            )
+        # a column with missing values in one shard only is float64 there (NaN), int64 or bool
+        # elsewhere: promote, as the unsharded run stored it
+        dtype = np.dtype(object) if kinds == {True} else np.result_type(*parts)
+        column = np.empty(total, dtype=dtype)
+        for s, part in zip(shards, parts, strict=True):
+            column[s.info.indices] = part
+        columns[c] = column
+    if items_digest(columns["id"].tolist()) != first.info.items_digest:
+        raise StoreError(
+            "the shards' item ids in global order do not match the item list they were split "
+            f"from (digest {first.info.items_digest[:12]}); the shard files are damaged"
+        )
+    return cols, columns
+
+
+def _merged_sets(shards: list[_Shard]) -> tuple[dict[str, FeatureSetSpec], list[str]]:
+    """Specs of the feature sets (equal in every shard, every item done or failed) and notes."""
+    first = shards[0]
+    names = first.reader.feature_sets()
+    for s in shards[1:]:
+        other = s.reader.feature_sets()
+        if other != names:
+            name = sorted(set(names) ^ set(other))[0]
+            has, lacks = (first, s) if name in names else (s, first)
+            raise StoreError(
+                f"feature set {name!r} is in {has.where} but not in {lacks.where}; "
+                "extract it into every shard"
+            )
+    specs: dict[str, FeatureSetSpec] = {}
+    notes: list[str] = []
+    for name in names:
+        spec = first.reader.spec(name)
+        specs[name] = spec
+        for s in shards[1:]:
+            other = s.reader.spec(name)
+            diffs = spec.differences(other)
+            if diffs:
+                a, b = f"shard {first.info.label}", f"shard {s.info.label}"
+                lines = [
+                    d.replace(": stored ", f": {a} ", 1).replace(" vs requested ", f" vs {b} ", 1)
+                    for d in diffs
+                ]
+                raise StoreError(
+                    f"feature set {name!r} was extracted with other settings in {s.where} than in "
+                    f"{first.where}: " + "; ".join(lines)
+                )
+            for key in sorted(set(spec.attrs) | set(other.attrs)):
+                x, y = spec.attrs.get(key), other.attrs.get(key)
+                if x == y:
+                    continue
+                if key in _IDENTITY_ATTRS:
+                    raise StoreError(
+                        f"feature set {name!r}: {key} is {x!r} in {first.where} but {y!r} in "
+                        f"{s.where}; the shards hold features of different models"
+                    )
+                notes.append(
+                    f"feature set {name!r}: attr {key} is {x!r} in shard {first.info.label} but "
+                    f"{y!r} in shard {s.info.label}; the merged file keeps {x!r}"
+                )
+        for s in shards:
+            pending = ~s.reader.done(name)
+            pending[s.reader.failed(name)["index"].to_numpy(dtype=np.int64)] = False
+            count = int(pending.sum())
+            if count:
+                raise StoreError(
+                    f"{s.where} has {count} items neither done nor failed in feature set "
+                    f"{name!r}; finish it first (re-run the same command)"
+                )
+    return specs, notes
+
+
+def _merge_rows(
+    dst: h5py.Dataset,
+    sources: list[h5py.Dataset],
+    parts: list[np.ndarray],
+    n: int,
+    row_bytes: int,
+    lead: tuple[int, ...] = (),
+) -> None:
+    """Copy rows (axis ``len(lead)``) of the shards' datasets into global order, block by block.
+
+    ``sources[k][(*lead, j)]`` is the row of global item ``parts[k][j]``. A block of global
+    rows ``[a, b)`` takes a contiguous slice of every shard (its indices are increasing), so
+    each read is one contiguous read and each write one contiguous write.
+    """
+    rows = max(1, MERGE_BLOCK_BYTES // max(1, row_bytes))
+    for a in range(0, n, rows):
+        b = min(n, a + rows)
+        buf = None
+        for src, idx in zip(sources, parts, strict=True):
+            lo, hi = (int(x) for x in np.searchsorted(idx, [a, b]))
+            if hi > lo:
+                block = src[(*lead, slice(lo, hi))]  # (hi - lo, *row shape)
+                if buf is None:
+                    buf = np.empty((b - a, *block.shape[1:]), dtype=block.dtype)
+                buf[idx[lo:hi] - a] = block
+        dst[(*lead, slice(a, b))] = buf  # (b - a, *row shape)
+
+
+def _merge_frames(
+    dst: h5py.Dataset,
+    sources: list[h5py.Dataset],
+    parts: list[np.ndarray],
+    part_offsets: list[np.ndarray],
+    offsets: np.ndarray,
+    row_bytes: int,
+) -> None:
+    """Copy the shards' frames/data into global item order, a block of items at a time.
+
+    Item ``i`` owns rows ``offsets[i]:offsets[i + 1]`` of ``dst``; item ``parts[k][j]`` owns
+    rows ``part_offsets[k][j]:part_offsets[k][j + 1]`` of ``sources[k]``.
+    """
+    n = len(offsets) - 1
+    budget = max(1, MERGE_BLOCK_BYTES // max(1, row_bytes))  # frame rows per block
+    a = 0
+    while a < n:
+        b = int(np.searchsorted(offsets, offsets[a] + budget, side="right")) - 1
+        b = min(n, max(b, a + 1))
+        base, stop = int(offsets[a]), int(offsets[b])
+        if stop > base:
+            buf = None
+            for src, idx, off in zip(sources, parts, part_offsets, strict=True):
+                lo, hi = (int(x) for x in np.searchsorted(idx, [a, b]))
+                s0, s1 = int(off[lo]), int(off[hi])
+                if s1 <= s0:
+                    continue
+                block = src[s0:s1]  # (frames of the shard's items in [a, b), num_layers, dim)
+                if buf is None:
+                    buf = np.empty((stop - base, *block.shape[1:]), dtype=block.dtype)
+                # source row r of shard item j goes to offsets[idx[j]] - base + (r - off[j])
+                delta = offsets[idx[lo:hi]] - base - off[lo:hi]
+                dest = np.arange(s0, s1) + np.repeat(delta, np.diff(off[lo : hi + 1]))
+                buf[dest] = block
+            dst[base:stop] = buf  # (frames of items [a, b), num_layers, dim)
+        a = b
+
+
+def _write_merged(
+    w: StoreWriter,
+    shards: list[_Shard],
+    cols: list[str],
+    columns: dict[str, np.ndarray],
+    specs: dict[str, FeatureSetSpec],
+    failed: pd.DataFrame,
+    merged_from: list[str],
+) -> None:
+    f = w._file
+    listing = _str_array(merged_from)
+    if sum(len(x.encode("utf-8")) + 16 for x in merged_from) <= _MAX_ATTR_BYTES:
+        f.attrs["merged_from"] = listing
+    else:  # too many or too long names for an attr in the earliest file format
+        f.create_dataset("merged_from", data=listing)
+    g = f.create_group("items")
+    for c in cols:
+        w._create_item_column(g, c, columns[c])
+    g.attrs["columns"] = _str_array(cols)
+    f.flush()
+
+    n = len(columns["id"])
+    parts = [s.info.indices for s in shards]
+    features = f.create_group("features")
+    for name, spec in specs.items():
+        src = [s.reader._group(name) for s in shards]
+        counts = None
+        part_offsets: list[np.ndarray] = []
+        if spec.frames:
+            counts = np.zeros(n, dtype=np.int64)
+            for s, idx in zip(shards, parts, strict=True):
+                off = s.reader.frame_offsets(name)
+                part_offsets.append(off)
+                counts[idx] = np.diff(off)
+        g = features.create_group(name)
+        w._create_set(g, spec, n, counts, fill=False)
+        for key in ("created", "command", "embedx_version"):  # of the run that extracted it
+            if key in src[0].attrs:
+                g.attrs[key] = src[0].attrs[key]
+        itemsize = np.dtype(spec.dtype).itemsize
+        for p in spec.poolings:
+            for axis in range(len(spec.layers)):
+                _merge_rows(
+                    g["pooled"][p],
+                    [x["pooled"][p] for x in src],
+                    parts,
+                    n,
+                    spec.dim * itemsize,
+                    lead=(axis,),
+                )
+        for h, names in spec.heads.items():
+            _merge_rows(g["heads"][h], [x["heads"][h] for x in src], parts, n, 4 * len(names))
+        if spec.frames and counts is not None and counts.sum() > 0:
+            _merge_frames(
+                g["frames/data"],
+                [x["frames/data"] for x in src],
+                parts,
+                part_offsets,
+                g["frames/offsets"][()].astype(np.int64),
+                len(spec.layers) * spec.dim * itemsize,
+            )
+        done = np.zeros(n, dtype=bool)
+        for x, idx in zip(src, parts, strict=True):
+            done[idx] = x["done"][()].astype(bool)
+        f.flush()
+        g["done"][...] = done
+        f.flush()
+    w._append_failures(failed)
+
+
+def merge(
+    inputs: Sequence[str | os.PathLike[str]],
+    output: str | os.PathLike[str],
+    *,
+    overwrite: bool = False,
+    command: str | None = None,
+) -> MergeSummary:
+    """Combine the shard files of one ``extract --shard K/N`` split into one store.
+
+    Checks first, writes second: every input must be a shard of the same N and item list
+    (digest), each K present once, every feature set present in every shard with the same
+    spec, the same model (model id, revision, commit) and every item done or recorded failed.
+    Then the items are written in global order with all columns, every feature set's pooled,
+    frames (offsets recomputed in global order), heads and done are copied block by block
+    (at most :data:`MERGE_BLOCK_BYTES` per block in memory), and the failures are carried
+    over with global indices. The result equals an unsharded run (same items, values bit for
+    bit, failures, specs); its root attrs name the inputs (``merged_from``) and carry no shard
+    attrs. It is written to a hidden temporary file next to ``output`` and renamed, so a failed
+    merge leaves no half-written store.
+
+    Args:
+        inputs: the shard files (any order).
+        output: the merged store to create.
+        overwrite: replace an existing ``output``.
+        command: the command line, recorded in the root attrs.
+
+    Returns:
+        A :class:`MergeSummary`.
+
+    Raises:
+        StoreError: no inputs, a file given twice, the output among the inputs or existing
+            (without ``overwrite``), or a check above failing (the message names the shard,
+            file, set or difference).
+    """
+    from contextlib import ExitStack
+    from time import perf_counter
+
+    start = perf_counter()
+    paths = [Path(p) for p in inputs]
+    if not paths:
+        raise StoreError(
+            "no shard files to merge; give the N files written by `embedx extract --shard K/N`"
+        )
+    seen: dict[Path, Path] = {}
+    for p in paths:
+        key = p.resolve()
+        if key in seen:
+            raise StoreError(f"{p} is given twice (as {seen[key]} and {p}); give each shard once")
+        seen[key] = p
+    out = Path(output)
+    if out.resolve() in seen:
+        raise StoreError(f"output {out} is one of the shard files; merge into a new file")
+    if out.is_dir():
+        raise StoreError(f"output {out} is a directory, expected a file name")
+    if out.exists() and not overwrite:
+        raise StoreError(f"{out} exists; use --overwrite to replace it")
+    if not out.parent.is_dir():
+        raise StoreError(f"cannot create {out}: directory {out.parent} does not exist")
+
+    with ExitStack() as stack:
+        shards = _check_split([_open_shard(p, stack) for p in paths])
+        cols, columns = _merged_items(shards)
+        specs, notes = _merged_sets(shards)
+        failures = []
+        for s in shards:
+            df = s.reader.failed()
+            df["index"] = s.info.indices[df["index"].to_numpy(dtype=np.int64)]
+            failures.append(df)
+        order = {name: i for i, name in enumerate(specs)}
+        failed = pd.concat(failures, ignore_index=True)
+        failed = (
+            failed.assign(_set=failed["set"].map(order).fillna(len(order)))
+            .sort_values(["_set", "set", "index"], kind="stable")
+            .drop(columns="_set")
+            .reset_index(drop=True)
+        )
+        tmp = out.with_name(f".{out.name}.merging-{os.getpid()}")
+        try:
+            with StoreWriter(tmp, command=command) as w:
+                _write_merged(w, shards, cols, columns, specs, failed, [str(p) for p in paths])
+            os.replace(tmp, out)
+        finally:
+            tmp.unlink(missing_ok=True)
+            Path(f"{tmp}.lock").unlink(missing_ok=True)
+    return MergeSummary(
+        output=out,
+        inputs=paths,
+        num_items=len(columns["id"]),
+        feature_sets=list(specs),
+        failed=len(failed),
+        seconds=perf_counter() - start,
+        size_bytes=out.stat().st_size,
+        notes=notes,
+    )

@@ -35,3 +35,26 @@ def test_constructed_padding_fraction():
 def test_bad_budget():
     with pytest.raises(ConfigError, match="positive"):
         make_batches(np.arange(2), np.array([1, 2]), max_samples=0)
+
+
+@pytest.mark.parametrize("n", [400, 401, 719, 720, 16000, 16399, 16400, 48000, 123457])
+def test_chunk_spans_tile_the_frames_exactly(n):
+    from embedx.batching import chunk_spans
+
+    frames = (n - 400) // 320 + 1
+    spans = chunk_spans(n, 16000, hop=320, receptive=400)
+    assert sum(s.num_frames for s in spans) == frames
+    assert spans[0].start == 0 and spans[-1].stop == n
+    expect_first = 0
+    for s in spans:
+        assert s.first_frame == expect_first and s.start == s.first_frame * 320
+        assert s.stop - s.start <= 16000
+        assert (s.stop - s.start - 400) // 320 + 1 == s.num_frames  # the chunk yields its frames
+        expect_first += s.num_frames
+
+
+def test_chunk_shorter_than_a_frame_is_refused():
+    from embedx.batching import chunk_spans
+
+    with pytest.raises(ConfigError, match="shorter than one frame"):
+        chunk_spans(16000, 300, hop=320, receptive=400)

@@ -43,8 +43,11 @@ def corpus(write_audio, tmp_path):
     return tmp_path / "wavs"
 
 
-def direct_states(model_dir, path):
-    """Hidden states of one item alone: the reference a padded batch must reproduce."""
+def direct_states(model_dir, path, span=None):
+    """Hidden states of one item alone: the reference a padded batch must reproduce.
+
+    With ``span=(start, stop)``, of that chunk of the (normalised) item alone.
+    """
     from transformers import AutoModel, Wav2Vec2FeatureExtractor
 
     fe = Wav2Vec2FeatureExtractor.from_pretrained(model_dir)
@@ -52,6 +55,8 @@ def direct_states(model_dir, path):
     wave = load(path, 16000)
     if fe.do_normalize:
         wave = (wave - wave.mean()) / np.sqrt(wave.var() + 1e-7)
+    if span is not None:
+        wave = wave[span[0]:span[1]]
     if len(wave) < 400:  # the documented short-item policy: zero-pad to the minimum
         wave = np.pad(wave, (0, 400 - len(wave)))
     with torch.inference_mode():
@@ -215,3 +220,36 @@ def test_cli_missing_model_is_one_line(tmp_path, corpus):
                                    str(tmp_path / "f.h5"), "--quiet"])
     assert res.exit_code != 0 and "cannot load model" in res.output
     assert len(res.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("family", ["hubert", "wav2vec2-large"])
+def test_long_items_run_in_chunks_that_tile_the_frames(family, tiny_model, write_audio, tmp_path):
+    from embedx.batching import chunk_spans
+
+    rng = np.random.default_rng(3)
+    long_path = write_audio("w/long.wav", utterance("happy", 150, 1.0, 3.3, 16000, rng))
+    write_audio("w/short.wav", chirp(200, 900, 0.6, 16000))
+    model_dir = tiny_model(family)
+    names = ("mean", "std", "max", "min", "first", "last")
+    config = ExtractConfig(model=str(model_dir), poolings=names, frames=True, max_chunk_seconds=1.0,
+                           batch_seconds=2.5, device="cpu", workers=0, progress=False)
+    summary = extract([str(tmp_path / "w")], tmp_path / "f.h5", config)
+    assert summary.processed == 2
+    n = 52800  # 3.3 s at 16 kHz
+    spans = chunk_spans(n, 16000, hop=320, receptive=400)
+    assert len(spans) == 4
+    # every chunk alone, stitched in order: the reference for the stored frames
+    ref = np.concatenate([direct_states(model_dir, long_path, (s.start, s.stop)) for s in spans], axis=1)
+    assert ref.shape[1] == (n - 400) // 320 + 1
+    with StoreReader(tmp_path / "f.h5") as r:
+        name = r.feature_sets()[0]
+        idx = r.items["id"].tolist().index("long.wav")
+        frames = r.frames(name, idx).transpose(1, 0, 2)  # (frames, layers, dim) -> (layers, frames, dim)
+        assert frames.shape == ref.shape
+        assert rel_err(frames, ref) < 1e-4
+        reductions = {"mean": lambda x: x.mean(0), "std": lambda x: x.std(0), "max": lambda x: x.max(0),
+                      "min": lambda x: x.min(0), "first": lambda x: x[0], "last": lambda x: x[-1]}
+        for layer in r.spec(name).layers:
+            for p, fn in reductions.items():
+                assert rel_err(r.pooled(name, p, layer)[idx], fn(ref[layer])) < 1e-4, (p, layer)
+        assert r.spec(name).config["max_chunk_seconds"] == 1.0

@@ -49,3 +49,22 @@ def test_parse_poolings():
         parse_poolings("mean,median")
     with pytest.raises(ConfigError):
         parse_poolings("")
+
+
+def test_chunk_combination_equals_pooling_the_stitched_frames():
+    from embedx.pooling import chunk_poolings, combine_chunks
+
+    torch.manual_seed(1)
+    frames = torch.randn(3, 1, 23, 5) * 4 + 2  # (num_layers, 1 item, frames, dim)
+    cuts = [0, 7, 15, 23]
+    names = ("mean", "std", "max", "min", "first", "last")
+    wanted = chunk_poolings(names)
+    parts = {p: [] for p in wanted}
+    for a, b in zip(cuts[:-1], cuts[1:], strict=True):
+        chunk = frames[:, :, a:b]
+        for p in wanted:
+            parts[p].append(get_pooling(p)(chunk, torch.tensor([b - a]))[:, 0].numpy())
+    got = combine_chunks({p: np.stack(v) for p, v in parts.items()}, np.diff(cuts), names)
+    for p in names:
+        whole = get_pooling(p)(frames, torch.tensor([23]))[:, 0].numpy()
+        np.testing.assert_allclose(got[p], whole, rtol=1e-5, atol=1e-5)

@@ -51,6 +51,9 @@ class Backend(ABC):
         dim: feature dimension of every layer.
         frame_rate: output frames per second (``None`` for utterance-level features).
         min_samples: fewest samples that produce one frame.
+        hop_samples: samples between frames when frame ``t`` covers samples
+            ``t * hop_samples .. t * hop_samples + min_samples`` (convolutional front ends);
+            ``None`` when frames are not laid out that way. Long items are chunked only when set.
         short: policy for items shorter than ``min_samples``: ``"pad"`` (zero-pad at the end
             to ``min_samples``) or ``"fail"`` (record the item as failed).
         head_names: head name -> names of its ``k`` outputs (empty when there is no head).
@@ -63,6 +66,7 @@ class Backend(ABC):
     dim: int
     frame_rate: float | None
     min_samples: int = 1
+    hop_samples: int | None = None
     short: str = "pad"
     head_names: dict[str, list[str]]
     feature_names: list[str] | None = None

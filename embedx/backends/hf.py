@@ -343,6 +343,7 @@ class HFBackend(Backend):
         self.dim = int(config.hidden_size)
         self.frame_rate = self.sample_rate / float(np.prod(self._strides))
         self.min_samples = receptive_field(self._kernels, self._strides)
+        self.hop_samples = int(np.prod(self._strides))
         self.head_names = {}
         self.preparer = WavePreparer(
             do_normalize=self.do_normalize,
