@@ -1,0 +1,198 @@
+"""Nothing lost: kill -9 and resume, every bad input recorded, a second writer refused."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+from typer.testing import CliRunner
+
+from embedx.cli import app
+from embedx.errors import StoreError
+from embedx.extract import ExtractConfig, extract
+from embedx.store import StoreReader, StoreWriter
+from embedx.synth import EMOTIONS, chirp, noise, tone, utterance
+
+
+def _corpus(folder, num_items, seed=0):
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(num_items):
+        seconds = float(rng.uniform(0.3, 1.6))
+        wave = utterance(list(EMOTIONS)[i % 4], 110 + 7 * i, 1.0, seconds, 16000, rng)
+        sf.write(folder / f"u{i:03d}.wav", wave, 16000)
+    return folder
+
+
+def _assert_same_store(a_path, b_path):
+    with StoreReader(a_path) as a, StoreReader(b_path) as b:
+        assert a.items["id"].tolist() == b.items["id"].tolist()
+        for name in a.feature_sets():
+            assert b.done(name).all() and a.done(name).all()
+            for p in a.spec(name).poolings:
+                for layer in a.spec(name).layers:
+                    np.testing.assert_array_equal(a.pooled(name, p, layer), b.pooled(name, p, layer))
+            np.testing.assert_array_equal(a.frame_offsets(name), b.frame_offsets(name))
+            for i in range(a.num_items):
+                np.testing.assert_array_equal(a.frames(name, i), b.frames(name, i))
+
+
+def test_kill_9_at_several_points_then_resume_equals_uninterrupted_run(tiny_model, tmp_path):
+    wavs = _corpus(tmp_path / "wavs", 24)
+    model = str(tiny_model("hubert"))
+    args = ["extract", "--model", model, str(wavs), "--pooling", "mean,std", "--frames",
+            "--batch-seconds", "1", "--workers", "0", "--quiet"]
+    full = tmp_path / "full.h5"
+    res = CliRunner().invoke(app, [*args, "-o", str(full)])
+    assert res.exit_code == 0, res.output
+
+    part = tmp_path / "part.h5"
+    cmd = [sys.executable, "-m", "embedx", *args, "-o", str(part)]
+    seen_partial = 0
+    for delay in (0.0, 0.4, 1.0, 2.0, 3.0):
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        # wait until this run is writing (the file grows), then kill it without warning
+        start_size = part.stat().st_size if part.exists() else 0
+        while proc.poll() is None and time.monotonic() < deadline:
+            if part.exists() and part.stat().st_size > start_size:
+                break
+            time.sleep(0.02)
+        time.sleep(delay)
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        # whatever moment it died at, the file opens (or holds nothing yet) and is consistent
+        try:
+            with StoreReader(part) as r:
+                done = int(r.done(r.feature_sets()[0]).sum()) if r.feature_sets() else 0
+                for i in np.flatnonzero(r.done(r.feature_sets()[0])) if done else []:
+                    assert np.isfinite(r.frames(r.feature_sets()[0], int(i))).all()
+        except StoreError as exc:  # killed before the item table was complete
+            assert "items" in str(exc) or "no such" in str(exc), exc
+            done = 0
+        if 0 < done < 24:
+            seen_partial += 1
+        if done == 24 or seen_partial == 2:
+            break
+    assert seen_partial >= 1, "no kill landed mid-run; the test did not test anything"
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    _assert_same_store(full, part)
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert "nothing to do" in res.stdout
+
+
+def _bad_inputs(root):
+    """Every kind of input a real corpus throws at the extractor, and whether it should work."""
+    rng = np.random.default_rng(7)
+    expect = {}
+
+    def write(rel, data, rate, subtype=None, ok=True):
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(path, data, rate, subtype=subtype)
+        expect[rel] = ok
+
+    for bits in ("PCM_U8", "PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE"):
+        write(f"enc/{bits}.wav", tone(300, 0.4, 16000), 16000, bits)
+    for ch in (1, 2, 3, 6, 8):
+        write(f"ch/{ch}.wav", np.tile(chirp(100, 900, 0.4, 16000)[:, None], (1, ch)), 16000)
+    for rate in (8000, 11025, 22050, 32000, 44100, 48000, 96000):
+        write(f"rate/{rate}.flac", tone(200, 0.4, rate), rate, "PCM_24")
+    write("silence.wav", np.zeros(16000, dtype=np.float32), 16000)
+    write("very short 10ms.wav", tone(300, 0.01, 16000), 16000)  # padded to 25 ms (--short pad)
+    write("spaces and ümlauts/ça marche.wav", noise(0.5, 16000), 16000)
+    write("nan.wav", np.array([0.1, np.nan] * 4000, dtype=np.float32), 16000, "FLOAT", ok=False)
+    write("inf.wav", np.array([0.1, np.inf] * 4000, dtype=np.float32), 16000, "FLOAT", ok=False)
+    (root / "empty.wav").write_bytes(b"")
+    expect["empty.wav"] = False
+    (root / "text.wav").write_text("hello, I am not audio")
+    expect["text.wav"] = False
+    full = root / "silence.wav"
+    (root / "truncated.wav").write_bytes(full.read_bytes()[:1001])  # header promises more
+    expect["truncated.wav"] = True  # libsndfile reads the samples that are there
+    (root / "header_only.wav").write_bytes(full.read_bytes()[:44])
+    expect["header_only.wav"] = False
+    flac = (root / "rate" / "8000.flac").read_bytes()
+    (root / "cut.flac").write_bytes(flac[: len(flac) // 2])
+    expect["cut.flac"] = False
+    (root / "broken_link.wav").symlink_to(root / "nowhere.wav")
+    expect["broken_link.wav"] = False
+    (root / "folder.wav").mkdir()  # a directory with an audio name is not scanned as a file
+    # property-style: random garbage behind a valid-looking RIFF header, random cuts of good files
+    for k in range(8):
+        junk = b"RIFF" + rng.integers(0, 256, int(rng.integers(0, 3000)), dtype=np.uint8).tobytes()
+        (root / f"junk{k}.wav").write_bytes(junk)
+        expect[f"junk{k}.wav"] = None  # either outcome is fine, as long as it is clean
+    return expect
+
+
+def test_bad_inputs_are_processed_or_recorded_with_one_line_reasons(tiny_model, tmp_path):
+    root = tmp_path / "bad"
+    expect = _bad_inputs(root)
+    out = tmp_path / "f.h5"
+    res = CliRunner().invoke(app, ["extract", "--model", str(tiny_model("hubert")), str(root), "-o", str(out),
+                                   "--workers", "1", "--quiet", "--strict"])
+    assert res.exit_code == 1  # --strict: failures make the exit code non-zero
+    with StoreReader(out) as r:
+        name = r.feature_sets()[0]
+        ids = r.items["id"].tolist()
+        done = dict(zip(ids, r.done(name), strict=True))
+        failed = r.failed(name).set_index("id")
+        assert sorted(ids) == sorted(expect)
+        for rel, ok in expect.items():
+            assert done[rel] != (rel in failed.index), rel  # exactly one of done / failed
+            if ok is not None:
+                assert done[rel] == ok, (rel, failed["message"].get(rel))
+            if rel in failed.index:
+                msg = failed.loc[rel, "message"]
+                assert msg and "\n" not in msg and len(msg) < 600
+        assert np.isfinite(r.pooled(name, "mean", 0)[r.done(name)]).all()
+    n_failed = int((~pd.Series(done)).sum())
+    assert f"{n_failed} failed" in res.output
+
+
+def test_manifest_row_pointing_nowhere_is_recorded(tiny_model, tmp_path):
+    wavs = _corpus(tmp_path / "wavs", 3)
+    pd.DataFrame({"path": ["u000.wav", "gone.wav", "u002.wav"], "label": ["a", "b", "a"]}).to_csv(
+        tmp_path / "m.csv", index=False)
+    config = ExtractConfig(model=str(tiny_model("hubert")), manifest=str(tmp_path / "m.csv"), workers=0,
+                           progress=False)
+    summary = extract([str(wavs)], tmp_path / "f.h5", config)
+    assert (summary.processed, summary.failed) == (2, 1)
+    with StoreReader(tmp_path / "f.h5") as r:
+        row = r.failed().iloc[0]
+        assert row["id"] == "gone.wav" and row["stage"] == "probe" and "no such file" in row["message"]
+        # the item keeps its place: ids of every feature set line up with the manifest
+        assert r.items["id"].tolist() == ["u000.wav", "gone.wav", "u002.wav"]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their permissions")
+def test_unreadable_file_is_recorded(tiny_model, tmp_path):
+    wavs = _corpus(tmp_path / "wavs", 2)
+    (wavs / "u001.wav").chmod(0)
+    summary = extract([str(wavs)], tmp_path / "f.h5",
+                      ExtractConfig(model=str(tiny_model("hubert")), workers=0, progress=False))
+    assert summary.failed == 1
+
+
+def test_second_writer_gets_a_clear_error(tiny_model, tmp_path):
+    wavs = _corpus(tmp_path / "wavs", 2)
+    out = tmp_path / "f.h5"
+    with StoreWriter(out):  # another process (or this one) is writing the file
+        res = CliRunner().invoke(app, ["extract", "--model", str(tiny_model("hubert")), str(wavs), "-o",
+                                       str(out), "--quiet"])
+    assert res.exit_code != 0
+    assert "another embedx process" in res.output and len(res.output.strip().splitlines()) == 1
+    # and the file is intact: the next run works
+    res = CliRunner().invoke(app, ["extract", "--model", str(tiny_model("hubert")), str(wavs), "-o", str(out),
+                                   "--quiet", "--workers", "0"])
+    assert res.exit_code == 0, res.output
