@@ -211,24 +211,26 @@ def probe_items(items: pd.DataFrame) -> tuple[pd.DataFrame, dict[int, str]]:
     return pd.concat([out, rest], axis=1), errors
 
 
-def _model_lengths(items: pd.DataFrame, backend: Backend) -> tuple[np.ndarray, np.ndarray]:
-    """Samples at the model's rate after the short-item policy, and frames, of every item.
+def _model_lengths(items: pd.DataFrame, backend: Backend) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Lengths at the model's rate, before and after the short-item policy, and frame counts.
 
     Returns:
-        ``(num_items,)`` int64 model-rate lengths (0 for unreadable items) and ``(num_items,)``
-        int64 frame counts (0 for unreadable items and short items under ``short="fail"``).
+        Three ``(num_items,)`` int64 arrays: samples after decoding and resampling, samples
+        after the short-item policy (what batching plans with), and frames (0 for unreadable
+        items and for short items under ``short="fail"``).
     """
-    lengths = np.zeros(len(items), dtype=np.int64)
+    decoded = np.zeros(len(items), dtype=np.int64)
+    padded = np.zeros(len(items), dtype=np.int64)
     frames = np.zeros(len(items), dtype=np.int64)
     for i, (n, sr) in enumerate(zip(items["num_samples"], items["sample_rate"], strict=True)):
         if n <= 0:
             continue
-        m = resampled_length(int(n), int(sr), backend.sample_rate)
+        decoded[i] = m = resampled_length(int(n), int(sr), backend.sample_rate)
         if m < backend.min_samples and backend.short == "pad":
             m = backend.min_samples
-        lengths[i] = m
+        padded[i] = m
         frames[i] = backend.num_frames(m) if m >= backend.min_samples else 0
-    return lengths, frames
+    return decoded, padded, frames
 
 
 class _Decoder:
@@ -253,13 +255,13 @@ class _Decoder:
     def __getitem__(self, index: int) -> tuple[int, np.ndarray | None, str | None]:
         try:
             wave = load(self.paths[index], self.sample_rate)
-            wave = self.fit_length(self.prepare(wave))
             if wave.shape[0] != self.expected[index]:
                 # the header promised another length (some mp3 encoders); the frame layout in the
                 # store was planned from the header, so refuse rather than misplace frames
                 raise AudioError(f"decoded {wave.shape[0]} samples but the header implies "
                                  f"{self.expected[index]}; re-encode the file as wav/flac")
-            return index, wave, None
+            # prepare may be heavy (a CPU-bound backend computes its features here, in workers)
+            return index, self.fit_length(self.prepare(wave)), None
         except EmbedxError as exc:
             return index, None, str(exc)
         except Exception as exc:  # a decoder bug must not end a long run; record it instead
@@ -390,7 +392,7 @@ def extract(inputs: Sequence[str | Path], output: str | Path, config: ExtractCon
 
     backend = create_backend(config.backend, **config.backend_kwargs())
     layers = parse_layers(config.layers, backend.num_layers)
-    lengths, num_frames = _model_lengths(items, backend)
+    decoded, lengths, num_frames = _model_lengths(items, backend)
     stored_config = {k: getattr(config, k) for k in DATA_KEYS}
     stored_config.update(
         name=config.name or backend.name,
@@ -438,16 +440,21 @@ def extract(inputs: Sequence[str | Path], output: str | Path, config: ExtractCon
             summary.failed += 1
         todo = todo[~np.isin(todo, list(probe_errors))]
         if len(todo):
-            _run_batches(store, name, backend, layers, config, items, todo, lengths, summary, note)
+            _run_batches(store, name, backend, layers, config, items, todo, decoded, lengths,
+                         summary, note)
         summary.done_total = int(store.done(name).sum())
         summary.failed_total = len(store.failed(name))
     return summary
 
 
 def _run_batches(store: Any, name: str, backend: Backend, layers: list[int], config: ExtractConfig,
-                 items: pd.DataFrame, todo: np.ndarray, lengths: np.ndarray,
+                 items: pd.DataFrame, todo: np.ndarray, decoded: np.ndarray, lengths: np.ndarray,
                  summary: ExtractSummary, note: Callable[[str], None]) -> None:
-    """The processing loop of :func:`extract` over the items in ``todo``."""
+    """The processing loop of :func:`extract` over the items in ``todo``.
+
+    ``decoded`` are the items' lengths as decoded at the model's rate, ``lengths`` after the
+    short-item policy (what the batches are planned with).
+    """
     budget = int(config.batch_seconds * backend.sample_rate)
     max_chunk = _max_chunk_samples(config, backend)
     is_long = lengths[todo] > max_chunk if max_chunk else np.zeros(len(todo), dtype=bool)
@@ -463,7 +470,7 @@ def _run_batches(store: Any, name: str, backend: Backend, layers: list[int], con
          f"{workers} decoding workers")
     # a backend may offer a small picklable preparer so workers never need the model itself
     prep = getattr(backend, "preparer", backend)
-    decoder = _Decoder(items["path"].tolist(), lengths, backend.sample_rate,
+    decoder = _Decoder(items["path"].tolist(), decoded, backend.sample_rate,
                        prep.prepare, prep.fit_length)
     durations = items["duration"].to_numpy(dtype=np.float64)
     long_set = set(long_first)
