@@ -1691,7 +1691,7 @@ class StoreReader(_StoreBase):
 # ---------------------------------------------------------------------------------------------
 
 #: most bytes of one block :func:`merge` holds in memory while copying a dataset
-MERGE_BLOCK_BYTES = 64 << 20
+MERGE_BLOCK_BYTES = 16 << 20
 #: feature-set attrs that name the model: shards that disagree on them hold other models' data
 _IDENTITY_ATTRS = ("model_id", "model", "revision", "commit", "commit_hash")
 
@@ -1756,6 +1756,23 @@ def _open_shard(path: Path, stack: Any) -> _Shard:
             f"{path} is damaged: {reader.num_items} items but {len(info.indices)} shard indices"
         )
     return _Shard(path, reader, info)
+
+
+def _ensure_open_files(count: int) -> None:
+    """Make room for ``count`` files open at once (a merge holds every shard open)."""
+    import resource
+
+    needed = count + 64  # the output, the interpreter's own files, libraries
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    if hard == resource.RLIM_INFINITY or hard >= needed:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+        return
+    raise StoreError(
+        f"merging {count} shard files needs about {needed} open files but the hard limit is "
+        f"{hard} (ulimit -Hn); raise it (ulimit -n {needed} as root or in limits.conf)"
+    )
 
 
 def _check_split(shards: list[_Shard]) -> list[_Shard]:
@@ -2109,6 +2126,7 @@ def merge(
     if not out.parent.is_dir():
         raise StoreError(f"cannot create {out}: directory {out.parent} does not exist")
 
+    _ensure_open_files(len(paths))
     with ExitStack() as stack:
         shards = _check_split([_open_shard(p, stack) for p in paths])
         cols, columns = _merged_items(shards)
