@@ -36,6 +36,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # help texts are plain text: "[default: ...]" and "embedx[dask]" must print as written
+    rich_markup_mode=None,
 )
 console = Console(stderr=True)
 out = Console()
