@@ -97,7 +97,15 @@ def extract(
              "the folder its relative paths are relative to.", show_default=False)] = None,
     output: Annotated[Path, typer.Option("--output", "-o", help="HDF5 store to create or extend.")] = Path("features.h5"),
     model: Annotated[str | None, typer.Option("--model", "-m", help="Hub id or local directory of a "
-                                              "wav2vec2 / HuBERT / WavLM / data2vec-audio model.")] = None,
+                                              "wav2vec2 / HuBERT / WavLM / data2vec-audio model (also "
+                                              "*ForSequenceClassification and audEERING emotion checkpoints, "
+                                              "whose head outputs are stored too) or a Whisper model (encoder).")] = None,
+    opensmile: Annotated[str | None, typer.Option("--opensmile", help="openSMILE feature set instead of a model: "
+                                                  "egemaps, gemaps, compare, emobase (or an opensmile FeatureSet "
+                                                  "name such as IS09).", show_default=False)] = None,
+    opensmile_level: Annotated[str | None, typer.Option(help="openSMILE level: functionals (one vector per item) "
+                                                        "or lld (low-level descriptors, 100 frames/s) "
+                                                        "\\[default: functionals].", show_default=False)] = None,
     backend: Annotated[str, typer.Option(help=f"Feature source: {', '.join(available_backends())}.")] = "hf",
     revision: Annotated[str | None, typer.Option(help="Hub revision (branch, tag or commit).")] = None,
     name: Annotated[str | None, typer.Option(help="Feature-set name in the store [default: the model's name].")] = None,
@@ -130,16 +138,26 @@ def extract(
     from embedx.extract import ExtractConfig
     from embedx.extract import extract as run_extract
 
+    backend_options: dict[str, str] = {}
+    if opensmile is not None or opensmile_level is not None or backend == "opensmile":
+        if backend not in ("hf", "opensmile"):
+            raise ConfigError(f"--opensmile selects the opensmile backend; it cannot be combined with --backend {backend}")
+        if model is not None:
+            raise ConfigError("--opensmile and --model are exclusive: run embedx extract once per feature source "
+                              "with the same -o file to store both")
+        backend = "opensmile"
+        backend_options = {"feature_set": opensmile or "egemaps", "level": opensmile_level or "functionals"}
     config = ExtractConfig(
         backend=backend, model=model, revision=revision, name=name, layers=layers,
         poolings=pooling.split(","), frames=frames, dtype=dtype, precision=precision,
         short=short, device=device, batch_seconds=batch_seconds, workers=workers,
         max_chunk_seconds=max_chunk_seconds or None,
         manifest=manifest, path_column=path_column, overwrite=overwrite,
-        retry_failed=retry_failed, progress=not quiet, shard=shard,
+        retry_failed=retry_failed, progress=not quiet, shard=shard, backend_options=backend_options,
     )
     if backend == "hf" and model is None:
-        raise ConfigError("--model is required for the hf backend (a hub id or a local directory)")
+        raise ConfigError("--model is required for the hf backend (a hub id or a local directory); "
+                          "or extract openSMILE features with --opensmile egemaps")
     summary = run_extract(inputs or [], output, config, command=_command_line(),
                           log=None if quiet else lambda m: console.print(f"[dim]{m}[/]"))
     out.print(summary.line(), highlight=False, soft_wrap=True)
@@ -154,12 +172,13 @@ def extract(
 def info(
     store: Annotated[Path, typer.Argument(help="An HDF5 store written by embedx extract.")],
     failed: Annotated[bool, typer.Option("--failed", help="List every failed item with its reason.")] = False,
+    attrs: Annotated[bool, typer.Option("--attrs", help="Show every stored attribute of each feature set.")] = False,
 ) -> None:
     """Summarise a store: items, their columns, every feature set and its settings."""
     from embedx.store import StoreReader
 
     with StoreReader(store) as reader:
-        _print_summary(reader.summary())
+        _print_summary(reader.summary(), all_attrs=attrs)
         if failed:
             table = reader.failed()
             if table.empty:
@@ -186,21 +205,53 @@ def synth(
               f"tiny model {example.model_dir}", highlight=False, soft_wrap=True)
 
 
-def _print_summary(summary: dict[str, Any]) -> None:
-    """Print :meth:`StoreReader.summary` as a few readable blocks."""
+#: attrs of a feature set worth a line in `embedx info` (the rest: `--attrs`)
+_INFO_ATTRS = ("model_type", "commit_hash", "precision", "device", "do_normalize", "head",
+               "feature_set", "level", "opensmile_version", "transformers_version")
+
+
+def _print_summary(summary: dict[str, Any], all_attrs: bool = False) -> None:
+    """Print :meth:`StoreReader.summary` as a header, an item-column table and one table per set."""
+    from rich.markup import escape
     from rich.table import Table
 
-    sets = summary.get("feature_sets", {})
-    head = {k: v for k, v in summary.items() if k not in ("feature_sets", "columns")}
-    for key, value in head.items():
-        out.print(f"[bold]{key}[/]: {value}", highlight=False, soft_wrap=True)
-    columns = summary.get("columns")
-    if columns:
-        out.print(f"[bold]item columns[/]: {columns}", highlight=False, soft_wrap=True)
-    for set_name, fs in (sets.items() if isinstance(sets, dict) else enumerate(sets)):
-        table = Table(title=f"feature set {set_name}", show_header=False, title_justify="left")
-        for key, value in fs.items():
-            table.add_row(str(key), str(value))
+    size = summary.get("size_bytes") or 0
+    out.print(f"[bold]{escape(str(summary.get('path')))}[/]  {size / 2**20:.1f} MiB, schema "
+              f"{summary.get('schema_version')}, embedx {summary.get('embedx_version')}, "
+              f"created {summary.get('created')}", highlight=False, soft_wrap=True)
+    for key in ("command", "shard", "merged_from"):
+        if summary.get(key):
+            out.print(f"{key}: {escape(str(summary[key]))}", highlight=False, soft_wrap=True)
+
+    items = Table(title=f"{summary.get('num_items')} items", title_justify="left")
+    for col in ("column", "dtype", "unique", "missing", "values"):
+        items.add_column(col)
+    for c in summary.get("columns") or []:
+        counts = c.get("counts")
+        values = ", ".join(f"{k} ({v})" for k, v in counts.items()) if counts else ""
+        items.add_row(c["name"], c["dtype"], str(c.get("num_unique", "")), str(c.get("num_missing", "")),
+                      escape(values))
+    out.print(items)
+
+    for set_name, fs in (summary.get("feature_sets") or {}).items():
+        table = Table(title=f"feature set '{set_name}'", show_header=False, title_justify="left")
+        layers = fs["layers"]
+        span = f"{layers[0]}..{layers[-1]}" if layers == list(range(layers[0], layers[-1] + 1)) else layers
+        rows = {
+            "source": f"{fs['backend']}: {fs.get('model') or ''}"
+                      + (f" @ {fs['revision']}" if fs.get("revision") else ""),
+            "layers": f"{span} ({len(layers)} layers) x {fs['dim']} dims",
+            "pooled": ", ".join(fs["poolings"]) or "-",
+            "frames": f"{fs['total_frames']} frames at {fs['frame_rate']} Hz" if fs["frames"] else "no",
+            "dtype": fs["dtype"],
+            "heads": "; ".join(f"{h}: {', '.join(v)}" for h, v in fs["heads"].items()) or "-",
+            "done": f"{fs['done']} / {summary.get('num_items')}, {fs['failed']} failed",
+        }
+        attrs = fs.get("attrs") or {}
+        shown = attrs if all_attrs else {k: attrs[k] for k in _INFO_ATTRS if attrs.get(k) not in (None, "")}
+        rows.update({k: str(v) for k, v in shown.items()})
+        for key, value in rows.items():
+            table.add_row(key, escape(str(value)))
         out.print(table)
 
 
@@ -280,7 +331,7 @@ def fit(
     alpha: Annotated[float, typer.Option(help="Significance level of the comparisons (Holm-corrected).")] = 0.05,
     seed: Annotated[int, typer.Option(help="Seed of folds, models and bootstrap.")] = 0,
     jobs: Annotated[int, typer.Option("--jobs", "-j", help="Parallel workers (-1: all cores).")] = 1,
-    threads: Annotated[int | None, typer.Option(help="BLAS/OpenMP threads per worker (default: cores / jobs).",
+    threads: Annotated[int | None, typer.Option(help="BLAS/OpenMP threads per fit (default: 1; use --jobs to parallelise).",
                                                 show_default=False)] = None,
     backend: Annotated[str, typer.Option(help="Where the fits run: loky (local processes), dask (a Dask cluster at "
                                          "--scheduler ADDRESS, else a local one with --jobs workers; pip install "
