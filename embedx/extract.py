@@ -32,7 +32,7 @@ SHORT_POLICIES = ("pad", "fail")
 #: ExtractConfig fields that define the stored values; they are stored with the feature set
 #: and a resume with any of them changed is refused
 DATA_KEYS = ("backend", "model", "revision", "name", "layers", "poolings", "frames", "dtype",
-             "precision", "short", "max_chunk_seconds")
+             "precision", "short", "max_chunk_seconds", "backend_options")
 
 
 @dataclass
@@ -71,6 +71,8 @@ class ExtractConfig:
         shard: ``"K/N"``: process only shard K (0-based) of N, balanced by duration, into its
             own file (:mod:`embedx.shard`; ``embedx merge`` combines them). A run option: not
             stored with the data, so shards and an unsharded run have the same config.
+        backend_options: further keyword arguments of the backend (opensmile: ``feature_set``
+            and ``level``); stored, as the backend resolved them, when not empty.
     """
 
     backend: str = "hf"
@@ -392,8 +394,18 @@ def extract(inputs: Sequence[str | Path], output: str | Path, config: ExtractCon
 
     backend = create_backend(config.backend, **config.backend_kwargs())
     layers = parse_layers(config.layers, backend.num_layers)
+    if config.frames and backend.frame_rate is None:
+        raise ConfigError(f"--frames needs frame-level features, but '{backend.name}' has one vector "
+                          "per item (openSMILE functionals); use --opensmile-level lld for frames")
     decoded, lengths, num_frames = _model_lengths(items, backend)
     stored_config = {k: getattr(config, k) for k in DATA_KEYS}
+    # the backend's resolved options (e.g. opensmile 'egemaps' -> 'eGeMAPSv02'); stored only
+    # when there are any, so stores written before the key existed still resume
+    options = dict(getattr(backend, "options", None) or config.backend_options)
+    if options:
+        stored_config["backend_options"] = options
+    else:
+        del stored_config["backend_options"]
     stored_config.update(
         name=config.name or backend.name,
         layers=",".join(map(str, layers)),
@@ -503,9 +515,14 @@ def _run_batches(store: Any, name: str, backend: Backend, layers: list[int], con
 
 def _max_chunk_samples(config: ExtractConfig, backend: Backend) -> int | None:
     """Longest item (in samples) run in one piece; ``None`` when items are never chunked."""
-    if config.max_chunk_seconds is None or backend.hop_samples is None:
+    if backend.hop_samples is None:
         return None
-    return int(config.max_chunk_seconds * backend.sample_rate)
+    # a backend with a fixed input window (Whisper: 30 s) runs longer items in chunks anyway
+    limit = getattr(backend, "max_samples", None)
+    if config.max_chunk_seconds is None:
+        return limit
+    wanted = int(config.max_chunk_seconds * backend.sample_rate)
+    return min(wanted, limit) if limit else wanted
 
 
 def _run_short(store: Any, name: str, backend: Backend, layers: list[int], config: ExtractConfig,

@@ -253,3 +253,78 @@ def test_long_items_run_in_chunks_that_tile_the_frames(family, tiny_model, write
             for p, fn in reductions.items():
                 assert rel_err(r.pooled(name, p, layer)[idx], fn(ref[layer])) < 1e-4, (p, layer)
         assert r.spec(name).config["max_chunk_seconds"] == 1.0
+
+
+# --- several feature sources in one store (issue #4) --------------------------------------------
+
+
+def test_several_feature_sets_in_one_file_then_fusion(tiny_model, corpus, tmp_path):
+    rows = [{"path": rel, "label": ["neutral", "happy"][k % 2]} for k, (rel, *_rest) in enumerate(SPECS)]
+    pd.DataFrame(rows).to_csv(tmp_path / "labels.csv", index=False)
+    out = tmp_path / "feats.h5"
+    runner = CliRunner()
+    common = ["--manifest", str(tmp_path / "labels.csv"), str(corpus), "-o", str(out), "--workers", "0",
+              "--quiet"]
+    res = runner.invoke(app, ["extract", "--model", str(tiny_model("hubert")), "--name", "hub",
+                              "--layers", "0,2", *common])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["extract", "--opensmile", "egemaps", *common])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["extract", "--opensmile", "egemaps", "--opensmile-level", "lld", "--frames",
+                              "--pooling", "mean,std", *common])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["extract", "--opensmile", "eGeMAPSv02", *common])  # same set, resumed
+    assert res.exit_code == 0 and "nothing to do" in res.output
+
+    res = runner.invoke(app, ["info", str(out)])
+    assert res.exit_code == 0
+    for set_name in ("hub", "egemaps", "egemaps-lld"):
+        assert f"feature set '{set_name}'" in res.output
+    with StoreReader(out) as r:
+        assert r.feature_sets() == ["egemaps", "egemaps-lld", "hub"]
+        assert all(r.done(s).all() for s in r.feature_sets())
+        egemaps = r.spec("egemaps")
+        assert egemaps.backend == "opensmile" and len(egemaps.feature_names) == 88
+        assert egemaps.config["backend_options"] == {"feature_set": "eGeMAPSv02", "level": "functionals"}
+        assert "backend_options" not in r.spec("hub").config
+        assert r.spec("egemaps-lld").frames and r.spec("egemaps-lld").frame_rate == 100.0
+        rebuilt = ExtractConfig(**r.spec("egemaps-lld").config)
+        assert rebuilt.backend_options == {"feature_set": "eGeMAPSv02", "level": "lld"}
+
+    # stage 2 fuses a model layer with eGeMAPS
+    from embedx.fit.data import load_dataset
+
+    data = load_dataset(out, label="label", sets=["hub@2", "egemaps"], concat=True)
+    assert [c.name for c in data.configs] == ["hub@2/mean+egemaps@0/mean"]
+    assert data.X["hub@2/mean+egemaps@0/mean"].shape == (len(SPECS), 32 + 88)
+
+
+def test_other_items_into_the_same_file_are_refused_naming_the_difference(tiny_model, corpus, tmp_path,
+                                                                          write_audio):
+    out = tmp_path / "f.h5"
+    base = dict(device="cpu", workers=0, progress=False)
+    extract([str(corpus)], out, ExtractConfig(model=str(tiny_model("hubert")), **base))
+    write_audio("other/x.wav", chirp(200, 900, 0.5, 16000))
+    opensmile = dict(backend="opensmile", backend_options={"feature_set": "egemaps"}, **base)
+    with pytest.raises(StoreError, match=r"holds 6 items but 1 were requested"):
+        extract([str(tmp_path / "other")], out, ExtractConfig(**opensmile))
+    runner = CliRunner()
+    res = runner.invoke(app, ["extract", "--opensmile", "egemaps", str(corpus / "a"), str(corpus / "c"),
+                              str(corpus / "b"), "-o", str(out), "--quiet"])
+    assert res.exit_code != 0 and "Traceback" not in res.output
+    assert "items differ" in res.output and "first at row" in res.output
+    with StoreReader(out) as r:
+        assert r.feature_sets() == [r.feature_sets()[0]]  # nothing was added
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--opensmile", "mfcc"], "unknown openSMILE feature set 'mfcc'"),
+    (["--opensmile", "egemaps", "--opensmile-level", "deltas"], "unknown openSMILE level 'deltas'"),
+    (["--opensmile", "egemaps", "--frames"], "--frames needs frame-level features"),
+    (["--opensmile", "egemaps", "--model", "x"], "--opensmile and --model are exclusive"),
+])
+def test_cli_opensmile_errors_are_one_line(corpus, tmp_path, args, message):
+    res = CliRunner().invoke(app, ["extract", str(corpus), "-o", str(tmp_path / "f.h5"), "--quiet", *args])
+    assert res.exit_code != 0
+    assert message in res.output and "Traceback" not in res.output
+    assert len(res.output.strip().splitlines()) == 1

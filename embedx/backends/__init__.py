@@ -23,8 +23,10 @@ __all__ = [
 ]
 
 _REGISTRY: dict[str, str | Callable[..., Backend]] = {
-    "hf": "embedx.backends.hf:HFBackend",
+    # HFBackend, or WhisperBackend when the checkpoint's model_type is whisper
+    "hf": "embedx.backends.hf:load_hf_backend",
     "opensmile": "embedx.backends.opensmile:OpenSmileBackend",
+    "whisper": "embedx.backends.whisper:WhisperBackend",
 }
 
 

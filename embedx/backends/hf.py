@@ -17,6 +17,27 @@ stock models break that, and are repaired here without forking transformers' mod
    full frame mask.
 
 Both repairs are inert (stock behaviour) outside :meth:`HFBackend.forward`.
+
+Checkpoints with an utterance-level head also give the head's outputs (``BackendOutput.heads``),
+computed for every item from its valid frames exactly as the model computes them for the item
+alone (:class:`UtteranceHead`):
+
+- ``*ForSequenceClassification`` (e.g. ``superb/hubert-large-superb-er``): ``projector`` ->
+  mean over the item's frames -> ``classifier`` on ``last_hidden_state`` (or on the softmax-
+  weighted sum of all hidden states with ``use_weighted_layer_sum``); heads ``logits`` and
+  ``probs`` (softmax; sigmoid for multi-label models; none for regression), named from
+  ``id2label``.
+- audEERING emotion checkpoints (``audeering/wav2vec2-large-robust-12-ft-emotion-msp-dim``: a
+  ``Wav2Vec2Model`` under ``wav2vec2.*`` plus ``classifier.dense`` / ``classifier.out_proj``;
+  its config says ``Wav2Vec2ForSpeechClassification``, a class transformers does not have):
+  mean of ``last_hidden_state`` (after the final LayerNorm) -> dense -> tanh -> out_proj; head
+  ``logits`` named arousal, dominance, valence. No ``trust_remote_code``: the backbone loads as
+  a ``Wav2Vec2Model`` and the four head tensors are read from the checkpoint file.
+
+A head needs the whole forward, so early stopping is off for such checkpoints.
+
+:func:`load_hf_backend` (the ``hf`` registry entry) hands Whisper checkpoints to
+:class:`embedx.backends.whisper.WhisperBackend`.
 """
 
 from __future__ import annotations
@@ -55,8 +76,10 @@ __all__ = [
     "SUPPORTED_MODEL_TYPES",
     "HFBackend",
     "MaskedGroupNorm",
+    "UtteranceHead",
     "WavePreparer",
     "conv_output_length",
+    "load_hf_backend",
     "receptive_field",
 ]
 
@@ -240,6 +263,121 @@ class MaskedGroupNorm(nn.GroupNorm):
         return out
 
 
+#: checkpoint keys of the heads embedx computes (everything else belongs to the backbone)
+_HEAD_PREFIXES = ("projector.", "classifier.", "layer_weights")
+_SEQUENCE_KEYS = ("projector.weight", "projector.bias", "classifier.weight", "classifier.bias")
+_REGRESSION_KEYS = (
+    "classifier.dense.weight",
+    "classifier.dense.bias",
+    "classifier.out_proj.weight",
+    "classifier.out_proj.bias",
+)
+#: architectures known to carry no utterance-level head (their checkpoints are not searched)
+_HEADLESS = frozenset(cls.__name__ for cls in _BACKBONES.values())
+_HEADLESS_SUFFIXES = (
+    "ForPreTraining",
+    "ForCTC",
+    "ForMaskedLM",
+    "ForXVector",
+    "ForAudioFrameClassification",
+)
+
+
+class UtteranceHead(nn.Module):
+    """An utterance-level head on the backbone's frames, evaluated per item on its valid frames.
+
+    Two layouts, recognised from the checkpoint's keys:
+
+    - ``"sequence-classification"`` (transformers' ``*ForSequenceClassification``):
+      ``classifier(mean_t(projector(x_t)))`` with ``x`` = ``last_hidden_state``, or the
+      softmax(``layer_weights``)-weighted sum of all hidden states when
+      ``use_weighted_layer_sum``. Heads ``logits`` and, unless the problem is a regression,
+      ``probs`` (softmax; sigmoid for multi-label).
+    - ``"regression"`` (audEERING emotion models): ``out_proj(tanh(dense(mean_t(x_t))))`` with
+      ``x`` = ``last_hidden_state``. Head ``logits`` (arousal, dominance, valence).
+
+    Args:
+        kind: ``"sequence-classification"`` or ``"regression"``.
+        tensors: the head's checkpoint tensors (keys as in the checkpoint).
+        labels: names of the outputs (from ``id2label``).
+        problem_type: the config's ``problem_type`` (``None``, ``single_label_classification``,
+            ``multi_label_classification`` or ``regression``).
+
+    Attributes:
+        weighted: whether the head reads the weighted sum of all hidden states.
+        names: head name -> output names, the backend's ``head_names``.
+    """
+
+    def __init__(
+        self, kind: str, tensors: dict[str, torch.Tensor], labels: list[str], problem_type: str | None
+    ) -> None:
+        super().__init__()
+        self.kind = kind
+        self.problem_type = problem_type
+        self.weighted = kind == "sequence-classification" and "layer_weights" in tensors
+
+        def linear(prefix: str) -> nn.Linear:
+            weight, bias = tensors[f"{prefix}.weight"], tensors[f"{prefix}.bias"]
+            layer = nn.Linear(weight.shape[1], weight.shape[0])
+            layer.weight.data.copy_(weight.float())
+            layer.bias.data.copy_(bias.float())
+            return layer
+
+        if kind == "sequence-classification":
+            self.projector = linear("projector")
+            self.classifier = linear("classifier")
+            if self.weighted:
+                self.layer_weights = nn.Parameter(tensors["layer_weights"].float().clone())
+            num_outputs = self.classifier.out_features
+        else:
+            self.dense = linear("classifier.dense")
+            self.out_proj = linear("classifier.out_proj")
+            num_outputs = self.out_proj.out_features
+        if len(labels) != num_outputs:
+            labels = [f"output_{i}" for i in range(num_outputs)]
+        self.names: dict[str, list[str]] = {"logits": list(labels)}
+        if kind == "sequence-classification" and problem_type != "regression":
+            self.names["probs"] = list(labels)
+
+    def forward(
+        self, states: dict[int, torch.Tensor], last: torch.Tensor, lengths: Sequence[int]
+    ) -> dict[str, np.ndarray]:
+        """Evaluate the head for every item of a batch.
+
+        Args:
+            states: layer -> ``(num_items, num_frames, dim)`` hidden states (all layers when
+                :attr:`weighted`).
+            last: ``(num_items, num_frames, dim)`` backbone ``last_hidden_state``.
+            lengths: valid frames of every item.
+
+        Returns:
+            Head name -> ``(num_items, k)`` float32.
+        """
+        if self.weighted:
+            # num_layers x (num_items, num_frames, dim) -> (num_layers, num_items, num_frames, dim)
+            stacked = torch.stack([states[k] for k in range(self.layer_weights.shape[0])]).float()
+            weights = nn.functional.softmax(self.layer_weights, dim=-1)
+            x = (stacked * weights.view(-1, 1, 1, 1)).sum(dim=0)
+        else:
+            x = last.float()
+        rows = []
+        for i, n in enumerate(lengths):
+            if self.kind == "sequence-classification":
+                # (n, dim) -> (n, proj) -> (proj,) -> (k,)
+                rows.append(self.classifier(self.projector(x[i, :n]).mean(dim=0)))
+            else:
+                # (n, dim) -> (dim,) -> (k,)
+                rows.append(self.out_proj(torch.tanh(self.dense(x[i, :n].mean(dim=0)))))
+        logits = torch.stack(rows)  # (num_items, k)
+        out = {"logits": logits}
+        if "probs" in self.names:
+            if self.problem_type == "multi_label_classification":
+                out["probs"] = torch.sigmoid(logits)
+            else:
+                out["probs"] = nn.functional.softmax(logits, dim=-1)
+        return {k: v.float().cpu().numpy() for k, v in out.items()}
+
+
 class HFBackend(Backend):
     """wav2vec2 / HuBERT / WavLM / data2vec-audio hidden states, exact in padded batches.
 
@@ -254,7 +392,8 @@ class HFBackend(Backend):
     not exposed. For post-LN models (the base models) layer ``L`` equals ``last_hidden_state``.
 
     The forward runs only the blocks up to the highest requested layer (at least one), which
-    leaves layers ``0..k`` bitwise unchanged.
+    leaves layers ``0..k`` bitwise unchanged; checkpoints with a head (see the module docstring)
+    always run all blocks, since the head reads the final state.
 
     Args:
         model: hub id (resolved through the HF cache; offline works when it is cached) or a
@@ -278,6 +417,8 @@ class HFBackend(Backend):
             :meth:`fit_length`.
         model: the loaded backbone (``eval()`` mode, on :attr:`device`).
         config: its transformers config.
+        head: the checkpoint's :class:`UtteranceHead`, or ``None``; with a head every forward
+            runs all blocks and returns the head's outputs in ``BackendOutput.heads``.
 
     Raises:
         ModelError: when the model cannot be found or loaded, or is of an unsupported type.
@@ -314,7 +455,7 @@ class HFBackend(Backend):
         if model_type not in _BACKBONES:
             raise ModelError(
                 f"model {self.model_id!r} is of model_type {model_type!r}, which the hf backend does "
-                f"not support; accepted: {', '.join(SUPPORTED_MODEL_TYPES)}"
+                f"not support; accepted: {', '.join(SUPPORTED_MODEL_TYPES)}, whisper"
             )
         self.model_type: str = model_type
         self.attn = _resolve_attn(attn, model_type)
@@ -344,7 +485,10 @@ class HFBackend(Backend):
         self.frame_rate = self.sample_rate / float(np.prod(self._strides))
         self.min_samples = receptive_field(self._kernels, self._strides)
         self.hop_samples = int(np.prod(self._strides))
-        self.head_names = {}
+        self.head = _load_head(self.model_id, load_revision, config)
+        if self.head is not None:
+            self.head.to(self.device).eval()
+        self.head_names = dict(self.head.names) if self.head is not None else {}
         self.preparer = WavePreparer(
             do_normalize=self.do_normalize,
             min_samples=self.min_samples,
@@ -444,21 +588,32 @@ class HFBackend(Backend):
         attention_mask = torch.from_numpy(mask).to(self.device)
         frame_lengths = torch.tensor(lengths, dtype=torch.int64, device=self.device)
 
+        head = self.head
+        wanted = set(layer_list)
+        num_blocks = max(max(layer_list), 1)  # layer 0 is recorded at block 1's input
+        if head is not None:
+            num_blocks = self.num_layers - 1  # the head reads the final state: no early stop
+            if head.weighted:
+                wanted.update(range(self.num_layers))
+        heads: dict[str, np.ndarray] = {}
         with (
             self._batch_state(num_samples, frame_lengths, num_frames),
-            self._capture(layer_list) as states,
+            self._capture(wanted, num_blocks) as states,
+            torch.inference_mode(),
         ):
-            with torch.inference_mode(), self._autocast(), warnings.catch_warnings():
+            with self._autocast(), warnings.catch_warnings():
                 # WavLM's eager attention mixes a bool padding mask with a float position bias
                 warnings.filterwarnings("ignore", message=_MIXED_MASK_WARNING, category=UserWarning)
-                self.model(input_values, attention_mask=attention_mask)
-                # num_layers x (num_items, num_frames, dim) -> (num_layers, num_items, num_frames, dim)
-                hidden = torch.stack([states[k] for k in layer_list]).float()
+                output = self.model(input_values, attention_mask=attention_mask)
+            # num_layers x (num_items, num_frames, dim) -> (num_layers, num_items, num_frames, dim)
+            hidden = torch.stack([states[k] for k in layer_list]).float()
+            if head is not None:  # in float32, outside autocast, each item on its valid frames
+                heads = head(states, output.last_hidden_state, lengths)
         if hidden.shape[2] != num_frames:
             raise RuntimeError(
                 f"model returned {hidden.shape[2]} frames where the conv arithmetic says {num_frames}"
             )
-        return BackendOutput(hidden=hidden, lengths=frame_lengths)
+        return BackendOutput(hidden=hidden, lengths=frame_lengths, heads=heads)
 
     def metadata(self) -> dict[str, Any]:
         """Describe the model for the store (str, int, float and bool values only)."""
@@ -475,6 +630,7 @@ class HFBackend(Backend):
             "do_normalize": self.do_normalize,
             "do_normalize_source": self.do_normalize_source,
             "attn_implementation": self.attn,
+            "head": self.head.kind if self.head is not None else "",
             "precision": self.precision,
             "device": self.device.type,
             "short": self.short,
@@ -576,17 +732,15 @@ class HFBackend(Backend):
             self._frame_mask = None
 
     @contextlib.contextmanager
-    def _capture(self, layer_list: list[int]) -> Iterator[dict[int, torch.Tensor]]:
-        """Run only the blocks up to the highest requested layer and record the requested states.
+    def _capture(self, wanted: set[int], num_blocks: int) -> Iterator[dict[int, torch.Tensor]]:
+        """Run only the first ``num_blocks`` blocks and record the states of the layers ``wanted``.
 
         Layer 0 is the input of block 1 and layer k the output of block k, recorded with hooks on
         the blocks exactly as transformers' ``output_hidden_states`` does.
         """
-        wanted = set(layer_list)
         states: dict[int, torch.Tensor] = {}
         encoder = self.model.encoder
         all_blocks = encoder.layers
-        num_blocks = max(max(layer_list), 1)  # layer 0 is recorded at block 1's input
         handles = []
 
         def record_input(module: nn.Module, args: tuple, kwargs: dict) -> None:
@@ -744,6 +898,113 @@ def _default_do_normalize(model_type: str, feat_extract_norm: str) -> bool:
     base and every layer-norm (large / data2vec) model on normalised audio.
     """
     return not (feat_extract_norm == "group" and model_type in ("hubert", "wavlm"))
+
+
+def _checkpoint_file(model: str, filename: str, revision: str | None) -> str | None:
+    """Local path of one file of a checkpoint (a directory, or a hub id in the HF cache)."""
+    from transformers.utils.hub import cached_file
+
+    try:
+        return cached_file(
+            os.path.expanduser(model),
+            filename,
+            revision=revision,
+            _raise_exceptions_for_missing_entries=False,
+            _raise_exceptions_for_connection_errors=False,
+        )
+    except (OSError, ValueError):
+        return None
+
+
+def _read_tensors(path: str) -> dict[str, torch.Tensor]:
+    """The head tensors (keys starting with :data:`_HEAD_PREFIXES`) of one weights file."""
+    if path.endswith(".safetensors"):
+        from safetensors import safe_open
+
+        with safe_open(path, framework="pt") as weights:
+            return {k: weights.get_tensor(k) for k in weights.keys() if k.startswith(_HEAD_PREFIXES)}
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return {k: v for k, v in state.items() if k.startswith(_HEAD_PREFIXES)}
+
+
+def _head_tensors(model: str, revision: str | None) -> dict[str, torch.Tensor]:
+    """Head tensors of a checkpoint: safetensors or pytorch_model.bin, single file or sharded."""
+    for single, index in (
+        ("model.safetensors", "model.safetensors.index.json"),
+        ("pytorch_model.bin", "pytorch_model.bin.index.json"),
+    ):
+        path = _checkpoint_file(model, single, revision)
+        if path:
+            return _read_tensors(path)
+        index_path = _checkpoint_file(model, index, revision)
+        if index_path:
+            weight_map = json.loads(Path(index_path).read_text())["weight_map"]
+            shards = sorted({f for k, f in weight_map.items() if k.startswith(_HEAD_PREFIXES)})
+            tensors: dict[str, torch.Tensor] = {}
+            for shard in shards:
+                shard_path = _checkpoint_file(model, shard, revision)
+                if shard_path:
+                    tensors.update(_read_tensors(shard_path))
+            return tensors
+    return {}
+
+
+def _load_head(
+    model: str, revision: str | None, config: transformers.PretrainedConfig
+) -> UtteranceHead | None:
+    """The checkpoint's utterance-level head, or ``None`` when it has none embedx computes.
+
+    Raises:
+        ModelError: the config names a ``*ForSequenceClassification`` architecture but the
+            checkpoint lacks its head weights.
+    """
+    architectures = list(getattr(config, "architectures", None) or [])
+    if architectures and all(
+        a in _HEADLESS or a.endswith(_HEADLESS_SUFFIXES) for a in architectures
+    ):
+        return None
+    tensors = _head_tensors(model, revision)
+    id2label = getattr(config, "id2label", None) or {}
+    labels = [str(id2label[k]) for k in sorted(id2label, key=int)]
+    problem_type = getattr(config, "problem_type", None)
+    if all(k in tensors for k in _REGRESSION_KEYS):
+        return UtteranceHead("regression", tensors, labels, problem_type)
+    if all(k in tensors for k in _SEQUENCE_KEYS):
+        if getattr(config, "use_weighted_layer_sum", False) and "layer_weights" not in tensors:
+            raise ModelError(
+                f"model {model!r} has use_weighted_layer_sum but no layer_weights in its checkpoint"
+            )
+        if not getattr(config, "use_weighted_layer_sum", False):
+            tensors.pop("layer_weights", None)
+        return UtteranceHead("sequence-classification", tensors, labels, problem_type)
+    if any(a.endswith("ForSequenceClassification") for a in architectures):
+        raise ModelError(
+            f"model {model!r} is a {architectures[0]} but its checkpoint has no "
+            f"{', '.join(_SEQUENCE_KEYS)}; accepted: a complete save_pretrained checkpoint"
+        )
+    return None
+
+
+def load_hf_backend(model: str, **kwargs: Any) -> Backend:
+    """The ``hf`` registry entry: a :class:`HFBackend`, or a Whisper backend for Whisper models.
+
+    Args:
+        model: hub id or local directory.
+        **kwargs: the backend's options (device, precision, short, ...).
+
+    Returns:
+        :class:`embedx.backends.whisper.WhisperBackend` when the checkpoint's ``model_type`` is
+        ``whisper``, else :class:`HFBackend`.
+
+    Raises:
+        ModelError: when the config cannot be loaded or the model is not supported.
+    """
+    config = _load_config(str(model), kwargs.get("revision"))
+    if getattr(config, "model_type", None) == "whisper":
+        from embedx.backends.whisper import WhisperBackend
+
+        return WhisperBackend(model, **kwargs)
+    return HFBackend(model, **kwargs)
 
 
 def _load_model(

@@ -6,6 +6,19 @@ The models are small (hidden size 32, 4 blocks) but keep the real feature encode
 strides, so their frame arithmetic (400-sample receptive field, 320-sample hop) is that of the
 real checkpoints, and the normalisation layout (group-norm vs. layer-norm feature encoder,
 stable layer norm) of the family they imitate.
+
+Besides the backbones (:data:`TINY_FAMILIES`) there are checkpoints with heads and a Whisper
+model (:data:`ALL_TINY_FAMILIES`):
+
+- ``emotion``: saved like ``audeering/wav2vec2-large-robust-12-ft-emotion-msp-dim`` — a
+  stable-layer-norm ``Wav2Vec2Model`` under ``wav2vec2.*`` plus ``classifier.dense`` /
+  ``classifier.out_proj`` (3 outputs), config ``architectures`` ``Wav2Vec2ForSpeechClassification``,
+  ``problem_type`` regression, ``id2label`` arousal / dominance / valence.
+- ``seqclass``: a ``HubertForSequenceClassification`` like ``superb/hubert-large-superb-er``
+  (layer-norm, stable layer norm) with 4 labels neu / hap / ang / sad.
+- ``whisper``: a ``WhisperForConditionalGeneration`` like ``openai/whisper-*`` (80 mel bins, the
+  real 1500 encoder positions = 30 s; d_model 32, 2 encoder blocks) and its
+  ``WhisperFeatureExtractor``.
 """
 
 from __future__ import annotations
@@ -15,23 +28,35 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 from transformers import (
     Data2VecAudioConfig,
     Data2VecAudioModel,
     HubertConfig,
+    HubertForSequenceClassification,
     HubertModel,
     PretrainedConfig,
     PreTrainedModel,
     Wav2Vec2Config,
     Wav2Vec2FeatureExtractor,
     Wav2Vec2Model,
+    Wav2Vec2PreTrainedModel,
     WavLMConfig,
     WavLMModel,
+    WhisperConfig,
+    WhisperFeatureExtractor,
+    WhisperForConditionalGeneration,
 )
 
 from embedx.errors import ConfigError
 
-__all__ = ["TINY_FAMILIES", "save_tiny_model"]
+__all__ = [
+    "ALL_TINY_FAMILIES",
+    "HEAD_FAMILIES",
+    "TINY_FAMILIES",
+    "Wav2Vec2ForSpeechClassification",
+    "save_tiny_model",
+]
 
 #: real feature-encoder geometry (every wav2vec2-style checkpoint at 16 kHz)
 _CONV_KERNEL = (10, 3, 3, 3, 3, 2, 2)
@@ -111,8 +136,99 @@ _FAMILIES: dict[str, tuple[type[PretrainedConfig], type[PreTrainedModel], dict, 
     ),
 }
 
-#: names accepted by :func:`save_tiny_model`
+#: the backbone families (wav2vec2-style models without a head)
 TINY_FAMILIES: tuple[str, ...] = tuple(_FAMILIES)
+
+
+class _RegressionHead(nn.Module):
+    """The audEERING emotion head: dense (hidden -> hidden), tanh, out_proj (hidden -> labels)."""
+
+    def __init__(self, config: Wav2Vec2Config) -> None:
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dropout = nn.Dropout(config.final_dropout)
+        self.out_proj = nn.Linear(config.hidden_size, config.num_labels)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        x = self.dropout(features)
+        x = torch.tanh(self.dense(x))
+        return self.out_proj(self.dropout(x))
+
+
+class Wav2Vec2ForSpeechClassification(Wav2Vec2PreTrainedModel):
+    """The layout of the audEERING emotion checkpoints (their model card's ``EmotionModel``).
+
+    Used to *write* tiny checkpoints with the same keys (``wav2vec2.*``, ``classifier.dense.*``,
+    ``classifier.out_proj.*``) and ``architectures`` as the real ones; embedx itself never needs
+    this class to read them.
+    """
+
+    def __init__(self, config: Wav2Vec2Config) -> None:
+        super().__init__(config)
+        self.wav2vec2 = Wav2Vec2Model(config)
+        self.classifier = _RegressionHead(config)
+        self.post_init()
+
+    def forward(self, input_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pooled last hidden state and the head's outputs, as the model card's class."""
+        pooled = self.wav2vec2(input_values)[0].mean(dim=1)
+        return pooled, self.classifier(pooled)
+
+
+_LARGE = {"feat_extract_norm": "layer", "do_stable_layer_norm": True, "conv_bias": True,
+          "num_conv_pos_embeddings": 16}
+# family -> (config class, model class, config values, feature-extractor values)
+_HEAD_FAMILIES: dict[str, tuple[type[PretrainedConfig], type[PreTrainedModel], dict, dict]] = {
+    "emotion": (
+        Wav2Vec2Config,
+        Wav2Vec2ForSpeechClassification,
+        {
+            **_LARGE,
+            "num_labels": 3,
+            "id2label": {0: "arousal", 1: "dominance", 2: "valence"},
+            "label2id": {"arousal": 0, "dominance": 1, "valence": 2},
+            "problem_type": "regression",
+            "finetuning_task": "wav2vec2_reg",
+            "final_dropout": 0.1,
+        },
+        {"do_normalize": True, "return_attention_mask": True},
+    ),
+    "seqclass": (
+        HubertConfig,
+        HubertForSequenceClassification,
+        {
+            **_LARGE,
+            "num_labels": 4,
+            "id2label": {0: "neu", 1: "hap", 2: "ang", 3: "sad"},
+            "label2id": {"neu": 0, "hap": 1, "ang": 2, "sad": 3},
+            "classifier_proj_size": 16,
+        },
+        {"do_normalize": True, "return_attention_mask": True},
+    ),
+}
+_WHISPER: dict[str, Any] = {
+    "vocab_size": 64,
+    "num_mel_bins": 80,
+    "d_model": 32,
+    "encoder_layers": 2,
+    "encoder_attention_heads": 4,
+    "encoder_ffn_dim": 64,
+    "decoder_layers": 1,
+    "decoder_attention_heads": 4,
+    "decoder_ffn_dim": 64,
+    "max_source_positions": 1500,
+    "max_target_positions": 32,
+    "pad_token_id": 1,
+    "bos_token_id": 2,
+    "eos_token_id": 3,
+    "decoder_start_token_id": 2,
+    "suppress_tokens": None,
+    "begin_suppress_tokens": None,
+}
+#: families whose checkpoints carry an utterance-level head
+HEAD_FAMILIES: tuple[str, ...] = tuple(_HEAD_FAMILIES)
+#: every name accepted by :func:`save_tiny_model`
+ALL_TINY_FAMILIES: tuple[str, ...] = (*TINY_FAMILIES, *HEAD_FAMILIES, "whisper")
 
 
 def save_tiny_model(
@@ -126,7 +242,7 @@ def save_tiny_model(
     """Build a tiny random-weight model of ``family`` and save it like a hub checkpoint.
 
     Args:
-        family: one of :data:`TINY_FAMILIES`.
+        family: one of :data:`ALL_TINY_FAMILIES`.
         path: directory to write ``config.json``, ``model.safetensors`` and
             ``preprocessor_config.json`` to (created if missing).
         seed: seed of the weight initialisation; the same seed gives the same weights.
@@ -140,20 +256,27 @@ def save_tiny_model(
     Raises:
         ConfigError: when ``family`` is unknown.
     """
-    if family not in _FAMILIES:
+    if family not in ALL_TINY_FAMILIES:
         raise ConfigError(
-            f"unknown tiny model family {family!r}; accepted: {', '.join(TINY_FAMILIES)}"
+            f"unknown tiny model family {family!r}; accepted: {', '.join(ALL_TINY_FAMILIES)}"
         )
-    config_cls, model_cls, family_values, extractor_values = _FAMILIES[family]
+    out = Path(path)
+    out.mkdir(parents=True, exist_ok=True)
+    if family == "whisper":
+        config = WhisperConfig(**{**_WHISPER, **overrides})
+        torch.manual_seed(seed)
+        WhisperForConditionalGeneration(config).eval().save_pretrained(out)
+        WhisperFeatureExtractor(feature_size=config.num_mel_bins, sampling_rate=16000).save_pretrained(out)
+        return out
+    config_cls, model_cls, family_values, extractor_values = (
+        _FAMILIES[family] if family in _FAMILIES else _HEAD_FAMILIES[family]
+    )
     values = {**_SMALL, **family_values, **overrides}
     config = config_cls(**values)
     config.architectures = [model_cls.__name__]
 
     torch.manual_seed(seed)
     model = model_cls(config).eval()
-
-    out = Path(path)
-    out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     extractor_values = dict(extractor_values)
     if do_normalize is not None:
