@@ -105,7 +105,7 @@ def extract(
                                                   "name such as IS09).", show_default=False)] = None,
     opensmile_level: Annotated[str | None, typer.Option(help="openSMILE level: functionals (one vector per item) "
                                                         "or lld (low-level descriptors, 100 frames/s) "
-                                                        "\\[default: functionals].", show_default=False)] = None,
+                                                        "[default: functionals].", show_default=False)] = None,
     backend: Annotated[str, typer.Option(help=f"Feature source: {', '.join(available_backends())}.")] = "hf",
     revision: Annotated[str | None, typer.Option(help="Hub revision (branch, tag or commit).")] = None,
     name: Annotated[str | None, typer.Option(help="Feature-set name in the store [default: the model's name].")] = None,
@@ -335,9 +335,9 @@ def fit(
                                                 show_default=False)] = None,
     backend: Annotated[str, typer.Option(help="Where the fits run: loky (local processes), dask (a Dask cluster at "
                                          "--scheduler ADDRESS, else a local one with --jobs workers; pip install "
-                                         "'embedx\\[dask]') or ray (pip install 'embedx\\[ray]').")] = "loky",
+                                         "'embedx[dask]') or ray (pip install 'embedx[ray]').")] = "loky",
     scheduler: Annotated[str | None, typer.Option(help="Cluster address for --backend dask (tcp://host:8786) or ray "
-                                                  "(ray://host:10001) \\[default: a local cluster].",
+                                                  "(ray://host:10001) [default: a local cluster].",
                                                   show_default=False)] = None,
     output: Annotated[Path, typer.Option("--output", "-o", help="Results folder.")] = Path("results"),
     save_model: Annotated[bool, typer.Option("--save-model/--no-save-model",
@@ -383,7 +383,7 @@ def _print_fit_summary(result: Any, top: int = 8) -> None:
     m = result.metric
     table = Table(title=f"{m} ({result.folds.scheme} CV, {result.folds.n_splits} folds)", title_justify="left")
     for col in ("rank", "features", "model", f"{m} mean ± std", "95% CI", "worse than best?"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for _, r in result.summary.head(top).iterrows():
         worse = "best" if r["rank"] == 1 else ("yes" if r["worse_than_best"] else "no")
         table.add_row(str(r["rank"]), escape(str(r["config"])), escape(str(r["model"])),

@@ -1007,15 +1007,35 @@ def load_hf_backend(model: str, **kwargs: Any) -> Backend:
     return HFBackend(model, **kwargs)
 
 
-def _load_model(
-    model: str, revision: str | None, config: transformers.PretrainedConfig, attn: str
-) -> nn.Module:
+@contextlib.contextmanager
+def quiet_loading(model: str) -> Iterator[None]:
+    """Load weights without transformers' progress bar; turn load failures into ModelError.
+
+    transformers 5 draws a "Loading weights" bar on stderr; embedx shows its own progress.
+
+    Args:
+        model: the hub id or directory being loaded (named in the error).
+
+    Raises:
+        ModelError: when loading raises OSError or ValueError.
+    """
     from transformers.utils import logging as hf_logging
 
-    # transformers 5 draws a "Loading weights" bar on stderr; embedx shows its own progress
     bar_was_enabled = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
+        yield
+    except (OSError, ValueError) as exc:
+        raise _load_error(model, exc) from exc
+    finally:
+        if bar_was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+def _load_model(
+    model: str, revision: str | None, config: transformers.PretrainedConfig, attn: str
+) -> nn.Module:
+    with quiet_loading(model):
         loaded = AutoModel.from_pretrained(
             os.path.expanduser(model),
             revision=revision,
@@ -1023,11 +1043,6 @@ def _load_model(
             attn_implementation=attn,
             dtype=torch.float32,
         )
-    except (OSError, ValueError) as exc:
-        raise _load_error(model, exc) from exc
-    finally:
-        if bar_was_enabled:
-            hf_logging.enable_progress_bar()
     for needed in ("feature_extractor", "encoder"):
         if not hasattr(loaded, needed):
             raise ModelError(

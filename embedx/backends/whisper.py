@@ -44,11 +44,11 @@ from embedx.backends.hf import (
     SHORT_POLICIES,
     WavePreparer,
     _load_config,
-    _load_error,
     _resolve_device,
     _resolve_precision,
     _resolve_revision,
     _snapshot_commit,
+    quiet_loading,
 )
 from embedx.batching import chunk_spans
 from embedx.errors import AudioError, ConfigError, ModelError
@@ -333,11 +333,7 @@ def _load_extractor(
 def _load_encoder(
     model: str, revision: str | None, config: transformers.PretrainedConfig, attn: str
 ) -> nn.Module:
-    from transformers.utils import logging as hf_logging
-
-    bar_was_enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
+    with quiet_loading(model):
         loaded = WhisperModel.from_pretrained(
             os.path.expanduser(model),
             revision=revision,
@@ -345,9 +341,4 @@ def _load_encoder(
             attn_implementation=attn,
             dtype=torch.float32,
         )
-    except (OSError, ValueError) as exc:
-        raise _load_error(model, exc) from exc
-    finally:
-        if bar_was_enabled:
-            hf_logging.enable_progress_bar()
     return loaded.get_encoder()
