@@ -92,6 +92,7 @@ def _root(
 @app.command()
 @_one_line_errors
 def extract(
+    ctx: typer.Context,
     inputs: Annotated[list[str] | None, typer.Argument(
         help="Audio folders (recursive), files, or .txt/.lst lists of paths. With --manifest: "
              "the folder its relative paths are relative to.", show_default=False)] = None,
@@ -133,31 +134,17 @@ def extract(
                                               show_default=False)] = None,
     strict: Annotated[bool, typer.Option("--strict", help="Exit non-zero if any item failed.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    preset: Annotated[Path | None, typer.Option("--config", help="YAML preset of extraction settings (see "
+                                                "configs/); options typed on the command line override it.",
+                                                show_default=False)] = None,
 ) -> None:
     """Extract hidden states (all layers in one pass, pooled and/or frame-level) into HDF5."""
-    from embedx.extract import ExtractConfig
+    from embedx.extract import config_from_options
     from embedx.extract import extract as run_extract
 
-    backend_options: dict[str, str] = {}
-    if opensmile is not None or opensmile_level is not None or backend == "opensmile":
-        if backend not in ("hf", "opensmile"):
-            raise ConfigError(f"--opensmile selects the opensmile backend; it cannot be combined with --backend {backend}")
-        if model is not None:
-            raise ConfigError("--opensmile and --model are exclusive: run embedx extract once per feature source "
-                              "with the same -o file to store both")
-        backend = "opensmile"
-        backend_options = {"feature_set": opensmile or "egemaps", "level": opensmile_level or "functionals"}
-    config = ExtractConfig(
-        backend=backend, model=model, revision=revision, name=name, layers=layers,
-        poolings=pooling.split(","), frames=frames, dtype=dtype, precision=precision,
-        short=short, device=device, batch_seconds=batch_seconds, workers=workers,
-        max_chunk_seconds=max_chunk_seconds or None,
-        manifest=manifest, path_column=path_column, overwrite=overwrite,
-        retry_failed=retry_failed, progress=not quiet, shard=shard, backend_options=backend_options,
-    )
-    if backend == "hf" and model is None:
-        raise ConfigError("--model is required for the hf backend (a hub id or a local directory); "
-                          "or extract openSMILE features with --opensmile egemaps")
+    # by name: typer ships its own copy of click, whose ParameterSource is another enum
+    given = {p for p in ctx.params if getattr(ctx.get_parameter_source(p), "name", "") == "COMMANDLINE"}
+    config = config_from_options(ctx.params, given=given, preset=preset)
     summary = run_extract(inputs or [], output, config, command=_command_line(),
                           log=None if quiet else lambda m: console.print(f"[dim]{m}[/]"))
     out.print(summary.line(), highlight=False, soft_wrap=True)

@@ -584,6 +584,89 @@ def _run_long(store: Any, name: str, backend: Backend, layers: list[int], config
     return [index], {}
 
 
+#: CLI option -> ExtractConfig field, for :func:`config_from_options`
+CLI_FIELDS = {
+    "backend": "backend", "model": "model", "revision": "revision", "name": "name",
+    "layers": "layers", "pooling": "poolings", "frames": "frames", "dtype": "dtype",
+    "precision": "precision", "short": "short", "device": "device",
+    "batch_seconds": "batch_seconds", "max_chunk_seconds": "max_chunk_seconds",
+    "workers": "workers", "manifest": "manifest", "path_column": "path_column",
+    "overwrite": "overwrite", "retry_failed": "retry_failed", "shard": "shard",
+}
+
+
+def load_preset(path: str | Path) -> dict[str, Any]:
+    """Read a YAML preset of extraction settings (keys: :class:`ExtractConfig` fields).
+
+    Args:
+        path: the YAML file.
+
+    Returns:
+        The settings, keyed by field name.
+
+    Raises:
+        ConfigError: unreadable file, not a mapping, or an unknown key.
+    """
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read preset {str(path)!r}: {' '.join(str(exc).split())}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"preset {str(path)!r} must be a mapping of settings, got {type(data).__name__}")
+    fields = ExtractConfig.__dataclass_fields__
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"unknown setting(s) {', '.join(unknown)} in preset {str(path)!r}; "
+                          f"accepted: {', '.join(f for f in fields if f != 'progress')}")
+    return data
+
+
+def config_from_options(options: dict[str, Any], given: set[str] | None = None,
+                        preset: str | Path | None = None) -> ExtractConfig:
+    """Build the config of ``embedx extract`` from its options and an optional YAML preset.
+
+    A preset fills every setting whose option was not typed on the command line; typed options
+    win. ``--opensmile SET`` / ``--opensmile-level`` select the openSMILE backend.
+
+    Args:
+        options: CLI parameter name -> value (typer's ``ctx.params``).
+        given: the parameters typed on the command line (default: all of ``options``).
+        preset: YAML preset (see :func:`load_preset`).
+
+    Returns:
+        The :class:`ExtractConfig`.
+
+    Raises:
+        ConfigError: conflicting or missing options, or a bad preset.
+    """
+    given = set(options) if given is None else given
+    values: dict[str, Any] = load_preset(preset) if preset is not None else {}
+    for param, field_name in CLI_FIELDS.items():
+        if param in options and (param in given or field_name not in values):
+            values[field_name] = options[param]
+    if isinstance(values.get("poolings"), str):
+        values["poolings"] = values["poolings"].split(",")
+    values["max_chunk_seconds"] = values.get("max_chunk_seconds") or None  # 0 = never chunk
+    feature_set, level = options.get("opensmile"), options.get("opensmile_level")
+    if feature_set is not None or level is not None or values.get("backend") == "opensmile":
+        if values.get("backend", "hf") not in ("hf", "opensmile"):
+            raise ConfigError(f"--opensmile selects the opensmile backend; it cannot be combined with "
+                              f"--backend {values['backend']}")
+        if values.get("model") is not None:
+            raise ConfigError("--opensmile and --model are exclusive: run embedx extract once per feature "
+                              "source with the same -o file to store both")
+        stored = dict(values.get("backend_options") or {})
+        values["backend"] = "opensmile"
+        values["backend_options"] = {"feature_set": feature_set or stored.get("feature_set", "egemaps"),
+                                     "level": level or stored.get("level", "functionals")}
+    if values.get("backend", "hf") == "hf" and not values.get("model"):
+        raise ConfigError("--model is required for the hf backend (a hub id or a local directory); "
+                          "or extract openSMILE features with --opensmile egemaps")
+    return ExtractConfig(**values, progress=not options.get("quiet", False))
+
+
 def config_from_spec(spec_config: dict[str, Any], **overrides: Any) -> ExtractConfig:
     """Rebuild an :class:`ExtractConfig` from a stored feature set's config.
 

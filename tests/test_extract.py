@@ -328,3 +328,30 @@ def test_cli_opensmile_errors_are_one_line(corpus, tmp_path, args, message):
     assert res.exit_code != 0
     assert message in res.output and "Traceback" not in res.output
     assert len(res.output.strip().splitlines()) == 1
+
+
+def test_preset_fills_untyped_options_and_typed_options_win(tiny_model, corpus, tmp_path):
+    model_dir = tiny_model("hubert")
+    preset = tmp_path / "p.yaml"
+    preset.write_text(f"model: {model_dir}\nlayers: '0,1'\npoolings: [mean, max]\ndtype: float16\n")
+    out = tmp_path / "f.h5"
+    res = CliRunner().invoke(app, ["extract", "--config", str(preset), "--layers", "2", str(corpus), "-o", str(out),
+                                   "--quiet", "--workers", "0"])
+    assert res.exit_code == 0, res.output
+    with StoreReader(out) as r:
+        spec = r.spec(r.feature_sets()[0])
+        assert spec.layers == (2,) and spec.poolings == ("mean", "max") and spec.dtype == "float16"
+    preset.write_text("model: x\nlayer: all\n")
+    res = CliRunner().invoke(app, ["extract", "--config", str(preset), str(corpus), "-o", str(out), "--quiet"])
+    assert res.exit_code != 0 and "unknown setting(s) layer" in res.output and "accepted:" in res.output
+
+
+def test_shipped_presets_are_valid():
+    from importlib.resources import files
+
+    from embedx.extract import ExtractConfig, load_preset
+
+    presets = [p for p in files("embedx.configs").iterdir() if p.name.endswith(".yaml") and p.name != "grids.yaml"]
+    assert len(presets) >= 4
+    for p in presets:
+        ExtractConfig(**load_preset(str(p))).validate()

@@ -1,0 +1,1 @@
+"""YAML presets shipped with embedx (extraction presets and tuning grids)."""
