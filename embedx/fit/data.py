@@ -1,0 +1,542 @@
+"""Stage-2 data: feature matrices, labels, groups and split from an embedx store.
+
+A *block* is one stored matrix: (feature set, layer, pooling) -> ``(num_items, dim)``. A
+*feature configuration* is what one probe is trained on: one block, or several blocks
+concatenated (``--concat``: e.g. HuBERT layer 9 + eGeMAPS).
+
+Feature selection, per ``--set`` value::
+
+    NAME                 every layer of --layers, the pooling(s) of --pooling
+    NAME@LAYERS          this set's own layer spec (all, last, 9, 0,6,12, -1, 4:9)
+    NAME@LAYERS/POOLING  and its own pooling(s), comma-separated
+    NAME/POOLING         its own pooling(s), the global layers
+
+Without ``--pooling`` a set uses ``mean`` when stored, else its first stored pooling. Layer
+numbers are model layer numbers (``spec.layers``); ``all`` means every stored layer, ``-1`` the
+last stored one.
+
+Only items that are ``done`` in every used feature set and have a label are used; how many
+were skipped, and why, is kept in :attr:`Dataset.skipped`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from embedx.errors import ConfigError, DataError, StoreError
+
+__all__ = [
+    "Block",
+    "Dataset",
+    "FeatureConfig",
+    "TASKS",
+    "detect_task",
+    "encode_labels",
+    "join_labels",
+    "load_dataset",
+    "read_block",
+    "resolve_layers",
+    "select_features",
+]
+
+TASKS = ("auto", "classification", "regression")
+#: a numeric label with more distinct values than this is a regression target under auto
+REGRESSION_MIN_UNIQUE = 20
+
+
+@dataclass(frozen=True)
+class Block:
+    """One stored feature matrix.
+
+    Attributes:
+        feature_set: feature-set name.
+        layer: model layer number.
+        pooling: pooling name.
+    """
+
+    feature_set: str
+    layer: int
+    pooling: str
+
+    @property
+    def label(self) -> str:
+        """``set@layer/pooling``, the syntax ``--set`` accepts."""
+        return f"{self.feature_set}@{self.layer}/{self.pooling}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-dict form (for JSON and model bundles)."""
+        return {"feature_set": self.feature_set, "layer": self.layer, "pooling": self.pooling}
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """The features one probe is trained on: one block or a concatenation.
+
+    Attributes:
+        blocks: the blocks, concatenated along the feature axis in this order.
+    """
+
+    blocks: tuple[Block, ...]
+
+    @property
+    def name(self) -> str:
+        """Unique readable name: the block labels joined with ``+``."""
+        return "+".join(b.label for b in self.blocks)
+
+    @property
+    def concat(self) -> bool:
+        """Whether this configuration fuses several blocks."""
+        return len(self.blocks) > 1
+
+    @property
+    def feature_set(self) -> str:
+        """The feature set, or the sets joined with ``+`` for a fusion."""
+        return "+".join(dict.fromkeys(b.feature_set for b in self.blocks))
+
+    @property
+    def layer(self) -> int | None:
+        """The layer of a single block (``None`` for a fusion)."""
+        return None if self.concat else self.blocks[0].layer
+
+    @property
+    def pooling(self) -> str:
+        """The pooling, or the poolings joined with ``+`` for a fusion."""
+        return "+".join(dict.fromkeys(b.pooling for b in self.blocks))
+
+
+@dataclass
+class Dataset:
+    """Everything a study needs, for the items it uses.
+
+    Attributes:
+        configs: feature configurations, in study order.
+        X: configuration name -> ``(num_items, dim)`` float32 features.
+        y: ``(num_items,)`` int64 class codes (classification) or float64 targets.
+        task: ``classification`` or ``regression``.
+        classes: class names (classification), code k is ``classes[k]``.
+        groups: ``(num_items,)`` group of every item, or ``None``.
+        split: ``(num_items,)`` split values (train/dev/test), or ``None``.
+        ids: ``(num_items,)`` item ids; paths: their source paths.
+        rows: ``(num_items,)`` row of every item in the store.
+        label: label column name; group: group column; split_col: split column.
+        store: path of the store.
+        specs: feature-set name -> its stored spec (as returned by the reader).
+        skipped: reason -> number of store items not used.
+    """
+
+    configs: list[FeatureConfig]
+    X: dict[str, np.ndarray]
+    y: np.ndarray
+    task: str
+    classes: list[str] | None
+    groups: np.ndarray | None
+    split: np.ndarray | None
+    ids: np.ndarray
+    paths: np.ndarray
+    rows: np.ndarray
+    label: str
+    group: str | None = None
+    split_col: str | None = None
+    store: str = ""
+    specs: dict[str, Any] = field(default_factory=dict)
+    skipped: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def num_items(self) -> int:
+        """Number of items used."""
+        return len(self.y)
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes (0 for regression)."""
+        return len(self.classes) if self.classes else 0
+
+    def counts(self) -> dict[str, int]:
+        """Items per class (classification)."""
+        if not self.classes:
+            return {}
+        return {c: int(n) for c, n in zip(self.classes, np.bincount(self.y, minlength=len(self.classes)), strict=True)}
+
+
+# ------------------------------------------------------------------------------ selection
+
+
+def resolve_layers(text: str, stored: Sequence[int], set_name: str = "") -> list[int]:
+    """Resolve a layer spec against a feature set's stored layers.
+
+    Args:
+        text: ``all``, ``last``, a comma list (``0,6,12``), negative numbers (``-1`` = last
+            stored layer) or half-open ranges (``4:9``: the stored layers among 4..8) of model
+            layer numbers.
+        stored: the set's stored layer numbers (``spec.layers``).
+        set_name: for messages.
+
+    Returns:
+        Sorted stored layer numbers.
+
+    Raises:
+        StoreError: a requested layer is not stored (the message lists the stored ones).
+        ConfigError: a malformed spec.
+    """
+    from embedx.backends.base import parse_layers
+
+    stored = [int(x) for x in stored]
+    text = str(text).strip()
+    if text.lower() == "all":
+        return sorted(stored)
+    if text.lower() == "last":
+        return [max(stored)]
+    wanted: list[int] = []
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        try:
+            value = int(part)
+        except ValueError:
+            picked = [k for k in parse_layers(part, max(stored) + 1) if k in stored]
+            if not picked:
+                raise StoreError(
+                    f"layer range {part!r} selects no stored layer of feature set {set_name!r}; "
+                    f"stored layers: {', '.join(map(str, stored))}"
+                ) from None
+            wanted.extend(picked)  # a range selects the stored layers inside it
+            continue
+        if value < 0:
+            if -value > len(stored):
+                raise StoreError(
+                    f"layer {value} out of range for feature set {set_name!r}; "
+                    f"stored layers: {', '.join(map(str, stored))}"
+                )
+            value = sorted(stored)[value]
+        wanted.append(value)
+    if not wanted:
+        raise ConfigError(f"empty layer spec {text!r}; accepted: all, last, 0,6,12, -1, 4:9")
+    missing = [k for k in wanted if k not in stored]
+    if missing:
+        raise StoreError(
+            f"feature set {set_name!r} has no layer {missing[0]}; stored layers: "
+            f"{', '.join(map(str, stored))}"
+        )
+    return sorted(set(wanted))
+
+
+def _parse_set(text: str, available: list[str]) -> tuple[str, str | None, str | None]:
+    """Split ``NAME[@LAYERS][/POOLING]`` -> (name, layers or None, poolings or None)."""
+    if text in available:
+        return text, None, None
+    rest, slash, pooling = text.partition("/")
+    name, at, layers = rest.partition("@")
+    if name not in available:
+        raise StoreError(
+            f"the store has no feature set {name!r}; available: {', '.join(available) or 'none'}"
+        )
+    return name, (layers if at else None), (pooling if slash else None)
+
+
+def select_features(
+    reader: Any,
+    sets: Sequence[str] | None = None,
+    layers: str = "all",
+    pooling: str | None = None,
+    concat: bool = False,
+) -> list[FeatureConfig]:
+    """Turn the feature options into feature configurations.
+
+    Args:
+        reader: an open :class:`embedx.store.StoreReader`.
+        sets: ``--set`` values (``NAME[@LAYERS][/POOLING]``); ``None`` or empty: every set.
+        layers: global layer spec.
+        pooling: global pooling(s), comma-separated; ``None``: ``mean`` or the first stored.
+        concat: fuse every selected block into one configuration.
+
+    Returns:
+        The configurations: one per block, or one fusion of all blocks.
+
+    Raises:
+        StoreError: a feature set, layer or pooling not in the store.
+    """
+    available = reader.feature_sets()
+    if not available:
+        raise StoreError(f"{reader.path} has no feature sets; run embedx extract first")
+    blocks: list[Block] = []
+    for text in sets or available:
+        name, set_layers, set_pooling = _parse_set(str(text).strip(), available)
+        spec = reader.spec(name)
+        if not spec.poolings:
+            raise StoreError(f"feature set {name!r} has no pooled features (frames only)")
+        chosen = set_pooling or pooling
+        if chosen is None:
+            poolings = ["mean"] if "mean" in spec.poolings else [spec.poolings[0]]
+        else:
+            poolings = [p.strip() for p in chosen.split(",") if p.strip()]
+            if poolings == ["all"]:
+                poolings = list(spec.poolings)
+        for p in poolings:
+            if p not in spec.poolings:
+                raise StoreError(
+                    f"feature set {name!r} has no pooling {p!r}; stored: {', '.join(spec.poolings)}"
+                )
+        for layer in resolve_layers(set_layers or layers, spec.layers, name):
+            for p in poolings:
+                blocks.append(Block(name, layer, p))
+    blocks = list(dict.fromkeys(blocks))
+    if concat:
+        return [FeatureConfig(tuple(blocks))]
+    return [FeatureConfig((b,)) for b in blocks]
+
+
+def read_block(reader: Any, block: Block, rows: np.ndarray) -> np.ndarray:
+    """Read one block for some store rows.
+
+    Args:
+        reader: an open store reader.
+        block: what to read.
+        rows: ``(num_items,)`` store rows.
+
+    Returns:
+        ``(num_items, dim)`` float32.
+    """
+    return np.ascontiguousarray(reader.pooled(block.feature_set, block.pooling, block.layer)[rows])
+
+
+def check_finite(X: np.ndarray, what: str, ids: np.ndarray) -> None:
+    """Raise if ``X`` holds NaN or inf.
+
+    Raises:
+        DataError: naming the block, the number of bad items and the first id.
+    """
+    bad = ~np.isfinite(X).all(axis=1)
+    if bad.any():
+        first = ids[np.flatnonzero(bad)[0]]
+        raise DataError(
+            f"features {what} hold NaN/inf values for {int(bad.sum())} item(s), first {first!r}; "
+            "re-extract those items or drop them from the store"
+        )
+
+
+# --------------------------------------------------------------------------------- labels
+
+
+def join_labels(items: pd.DataFrame, labels_csv: str | Path | None) -> pd.DataFrame:
+    """Add the columns of a labels CSV to the store's items.
+
+    The CSV is joined on ``id`` when it has an ``id`` column, else on ``path`` (or, when no
+    path matches, its paths against the ids, which are relative paths); its columns replace
+    item columns of the same name. Items absent from the CSV get missing values.
+
+    Args:
+        items: the store's items.
+        labels_csv: path of the CSV, or ``None``.
+
+    Returns:
+        The items, same rows in the same order.
+
+    Raises:
+        DataError: unreadable CSV, no id/path column, or duplicate keys.
+    """
+    if labels_csv is None:
+        return items
+    path = Path(labels_csv)
+    try:
+        table = pd.read_csv(path)
+    except FileNotFoundError:
+        raise DataError(f"labels file {str(path)!r} does not exist") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot read labels file {str(path)!r}: {str(exc).splitlines()[0]}") from None
+    key = "id" if "id" in table.columns else "path" if "path" in table.columns else None
+    if key is None:
+        raise DataError(
+            f"labels file {str(path)!r} needs an 'id' or 'path' column to join on; "
+            f"columns: {', '.join(map(str, table.columns))}"
+        )
+    table[key] = table[key].astype(str)
+    dup = table[key][table[key].duplicated()]
+    if len(dup):
+        raise DataError(f"labels file {str(path)!r} has duplicate {key} {dup.iloc[0]!r}")
+    table = table.set_index(key)
+    keys = items[key].astype(str)
+    if key == "path" and not keys.isin(table.index).any():
+        keys = items["id"].astype(str)  # a CSV of relative paths matches the ids
+    joined = items.drop(columns=[c for c in table.columns if c in items.columns])
+    for c in table.columns:
+        joined[c] = table[c].reindex(keys).to_numpy()
+    if len(table.columns) and not keys.isin(table.index).any():
+        raise DataError(
+            f"no item of the store matches the {key} column of {str(path)!r} "
+            f"(first store {key}: {keys.iloc[0]!r}, first CSV {key}: {table.index[0]!r})"
+        )
+    return joined
+
+
+def _column(items: pd.DataFrame, name: str, what: str) -> pd.Series:
+    if name not in items.columns:
+        raise DataError(
+            f"unknown {what} column {name!r}; available: {', '.join(map(str, items.columns))}"
+        )
+    return items[name]
+
+
+def detect_task(values: pd.Series, task: str = "auto") -> str:
+    """Decide classification vs regression.
+
+    Auto: numeric labels with more than :data:`REGRESSION_MIN_UNIQUE` distinct values are a
+    regression target; everything else is classification.
+
+    Raises:
+        ConfigError: unknown task name.
+        DataError: regression asked for a non-numeric label.
+    """
+    if task not in TASKS:
+        raise ConfigError(f"unknown task {task!r}; accepted: {', '.join(TASKS)}")
+    numeric = pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(values.dtype)
+    if task == "auto":
+        return "regression" if numeric and values.nunique() > REGRESSION_MIN_UNIQUE else "classification"
+    if task == "regression" and not numeric:
+        raise DataError(
+            f"label column {values.name!r} is not numeric (e.g. {values.iloc[0]!r}); "
+            "regression needs numbers"
+        )
+    return task
+
+
+def encode_labels(values: pd.Series, task: str) -> tuple[np.ndarray, list[str] | None]:
+    """Encode labels.
+
+    Args:
+        values: labels of the used items (no missing values).
+        task: ``classification`` or ``regression``.
+
+    Returns:
+        ``(y, classes)``: int64 codes and sorted class names, or float64 targets and ``None``.
+
+    Raises:
+        DataError: a single class.
+    """
+    if task == "regression":
+        return values.to_numpy(dtype=np.float64), None
+    uniques = sorted(values.unique().tolist(), key=lambda v: (str(type(v)), v))
+    if len(uniques) < 2:
+        only = repr(str(uniques[0])) if uniques else "none"
+        raise DataError(
+            f"label column {values.name!r} has a single class ({only}) among {len(values)} items; "
+            "classification needs at least 2 classes"
+        )
+    lookup = {v: k for k, v in enumerate(uniques)}
+    y = np.array([lookup[v] for v in values.tolist()], dtype=np.int64)
+    names = [_name(v) for v in uniques]
+    return y, names
+
+
+def _name(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+# ---------------------------------------------------------------------------------- load
+
+
+def load_dataset(
+    path: str | Path,
+    *,
+    label: str = "label",
+    sets: Sequence[str] | None = None,
+    layers: str = "all",
+    pooling: str | None = None,
+    concat: bool = False,
+    group: str | None = None,
+    labels_csv: str | Path | None = None,
+    split_col: str | None = None,
+    task: str = "auto",
+) -> Dataset:
+    """Read a study's data from a store.
+
+    Args:
+        path: the HDF5 store.
+        label: label column (of the store's items or of ``labels_csv``).
+        sets: ``--set`` values (see :func:`select_features`); ``None``: every set.
+        layers: layer spec.
+        pooling: pooling(s).
+        concat: fuse all selected blocks into one configuration.
+        group: group (speaker) column, or ``None``.
+        labels_csv: CSV joined on id/path whose columns add to/replace the items' columns.
+        split_col: split column (train/dev/test), or ``None``.
+        task: ``auto``, ``classification`` or ``regression``.
+
+    Returns:
+        The :class:`Dataset`.
+
+    Raises:
+        StoreError: unreadable store, unknown set/layer/pooling.
+        DataError: unknown column, a single class, NaN/inf features, no usable item.
+    """
+    from embedx.store import StoreReader
+
+    with StoreReader(path) as reader:
+        configs = select_features(reader, sets, layers, pooling, concat)
+        items = join_labels(reader.items, labels_csv)
+        labels = _column(items, label, "label")
+        groups = _column(items, group, "group") if group else None
+        split = _column(items, split_col, "split") if split_col else None
+        used_sets = sorted({b.feature_set for c in configs for b in c.blocks})
+        done = np.ones(len(items), dtype=bool)
+        for name in used_sets:
+            done &= reader.done(name)
+        has_label = labels.notna().to_numpy()
+        if labels.dtype == object:
+            has_label &= labels.astype(str).str.strip().ne("").to_numpy()
+        keep = done & has_label
+        if groups is not None:
+            keep &= groups.notna().to_numpy()
+        if split is not None:
+            keep &= split.notna().to_numpy()
+        skipped = {
+            "not extracted (not done)": int((~done).sum()),
+            "no label": int((done & ~has_label).sum()),
+        }
+        if groups is not None:
+            skipped["no group"] = int((done & has_label & groups.isna().to_numpy()).sum())
+        if split is not None:
+            skipped["no split"] = int((done & has_label & split.isna().to_numpy()).sum())
+        skipped = {k: v for k, v in skipped.items() if v}
+        rows = np.flatnonzero(keep)
+        if len(rows) < 2:
+            why = "; ".join(f"{v} {k}" for k, v in skipped.items()) or "empty store"
+            raise DataError(f"only {len(rows)} usable item(s) of {len(items)} ({why})")
+        used = items.iloc[rows]
+        resolved = detect_task(used[label], task)
+        y, classes = encode_labels(used[label], resolved)
+        ids = used["id"].astype(str).to_numpy()
+        X: dict[str, np.ndarray] = {}
+        cache: dict[Block, np.ndarray] = {}
+        for config in configs:
+            parts = []
+            for block in config.blocks:
+                if block not in cache:
+                    cache[block] = read_block(reader, block, rows)  # (num_items, dim)
+                    check_finite(cache[block], block.label, ids)
+                parts.append(cache[block])
+            X[config.name] = parts[0] if len(parts) == 1 else np.hstack(parts)
+        specs = {name: reader.spec(name) for name in used_sets}
+    return Dataset(
+        configs=configs,
+        X=X,
+        y=y,
+        task=resolved,
+        classes=classes,
+        groups=None if groups is None else used[group].astype(str).to_numpy(),
+        split=None if split is None else used[split_col].astype(str).to_numpy(),
+        ids=ids,
+        paths=used["path"].astype(str).to_numpy(),
+        rows=rows,
+        label=label,
+        group=group,
+        split_col=split_col,
+        store=str(path),
+        specs=specs,
+        skipped=skipped,
+    )

@@ -1,0 +1,793 @@
+"""The study: every feature configuration × model × fold, run with joblib.
+
+Honest-results rules this module enforces:
+
+* The folds are computed once (seeded) and shared by every configuration and model, so their
+  per-fold scores are paired.
+* Everything learned is learned inside the training part of a fold: the estimator is cloned
+  per fold; scaling is a Pipeline step; tuning (``tune=True``) is a nested
+  :class:`~sklearn.model_selection.GridSearchCV` on the training part only (grouped when the
+  outer folds are grouped), so no hyper-parameter is ever selected on a test fold.
+* Speaker normalisation (``speaker_norm=True``) standardises every item's features with the
+  mean and standard deviation of its own group's items *in the same part of the fold*: training
+  items with their group's training items, test items with their group's test items. It uses
+  features only, never labels, so normalising a test speaker by its own statistics is
+  legitimate (and is what a deployed system can do with a new speaker's unlabelled speech).
+* The best configuration is the one with the best mean main metric over the folds. Its score is
+  therefore optimistic (it was picked among many); the report says so, and with a predefined
+  train/dev/test split it is picked on dev and scored once on test.
+
+Parallelism: tasks (configuration × model × fold) run as joblib tasks with ``n_jobs=jobs``
+workers. Each task limits BLAS/OpenMP threads with threadpoolctl, and threaded estimators
+(LightGBM, random forest) get the same thread count: 1 unless ``threads`` says otherwise, so
+``jobs`` workers use ``jobs`` cores and never oversubscribe them (see :func:`_threads`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from embedx.errors import ConfigError
+from embedx.fit import metrics as M
+from embedx.fit.cv import Folds, inner_cv, make_folds
+from embedx.fit.data import Dataset
+from embedx.fit.models import build_model, get_model, parse_models
+from embedx.fit.stats import (
+    bootstrap_replicates,
+    corrected_ttest,
+    holm,
+    paired_bootstrap,
+    percentile_ci,
+    wilcoxon,
+)
+
+__all__ = [
+    "BACKENDS",
+    "StudyResult",
+    "StudySettings",
+    "fit_final",
+    "group_standardize",
+    "load_grids",
+    "run_study",
+]
+
+#: fewest distinct groups in the test parts for a cluster (group) bootstrap
+MIN_CLUSTERS = 5
+#: joblib backends the runner accepts
+BACKENDS = ("loky", "threading", "multiprocessing", "sequential", "dask", "ray")
+
+
+@dataclass
+class StudySettings:
+    """Options of a study (everything except the data).
+
+    Attributes:
+        models: model names (``None``: the task's default).
+        scheme: CV scheme name (see :func:`embedx.fit.cv.available_splitters`).
+        n_splits: folds of k-fold schemes.
+        seed: seed of the folds, the models and the bootstrap.
+        metric: main metric (``None``: UAR for classification, CCC for regression).
+        class_weight: ``None`` or ``"balanced"``.
+        speaker_norm: standardise features per group (needs groups).
+        tune: nested grid search inside every training part.
+        grids: model name -> parameter grid (``None``: ``configs/grids.yaml``).
+        inner_folds: folds of the nested tuning CV.
+        n_boot: bootstrap resamples.
+        alpha: significance level of the comparisons (after Holm correction).
+        jobs: joblib workers (``-1``: all cores).
+        threads: BLAS/OpenMP threads per task (``None``: 1; parallelism comes from ``jobs``).
+        backend: joblib backend name (``loky``, ``dask``, ``ray``, ...).
+        scheduler: address of a dask scheduler / ray cluster (``None``: a local one); see
+            :mod:`embedx.fit.engines`.
+        refit: refit the best configuration on all data.
+    """
+
+    models: list[str] | None = None
+    scheme: str = "auto"
+    n_splits: int = 5
+    seed: int = 0
+    metric: str | None = None
+    class_weight: str | None = None
+    speaker_norm: bool = False
+    tune: bool = False
+    grids: dict[str, dict[str, list[Any]]] | None = None
+    inner_folds: int = 3
+    n_boot: int = 1000
+    alpha: float = 0.05
+    jobs: int = 1
+    threads: int | None = None
+    backend: str = "loky"
+    scheduler: str | None = None
+    refit: bool = True
+
+
+@dataclass
+class StudyResult:
+    """What a study produced.
+
+    Attributes:
+        results: tidy table, one row per (configuration, model, fold).
+        summary: one row per (configuration, model), ranked by the main metric.
+        folds: the shared folds.
+        metric: main metric name; greater_is_better its direction.
+        best: ``(configuration name, model)`` of the best row.
+        predictions: ``(configuration name, model)`` -> ``(num_items,)`` out-of-fold predictions
+            (NaN / -1 for items never in a test part).
+        confusions: ``(configuration name, model)`` -> ``(num_classes, num_classes)`` summed
+            over folds (classification).
+        holdout: metrics of the best configuration on a held-out test part, or ``None``.
+        final: the refitted best model bundle (see :func:`fit_final`), or ``None``.
+        settings: the settings, as a plain dict.
+        dataset: the data the study ran on.
+        notes: remarks for the report.
+        seconds: wall-clock time of the grid.
+        grids: model -> the tuning grid used (``tune``), else ``None``.
+    """
+
+    results: pd.DataFrame
+    summary: pd.DataFrame
+    folds: Folds
+    metric: str
+    greater_is_better: bool
+    best: tuple[str, str]
+    predictions: dict[tuple[str, str], np.ndarray]
+    confusions: dict[tuple[str, str], np.ndarray]
+    holdout: dict[str, float] | None
+    final: dict[str, Any] | None
+    settings: dict[str, Any]
+    dataset: Dataset
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    grids: dict[str, dict[str, list[Any]] | None] | None = None
+
+
+# ------------------------------------------------------------------------- preprocessing
+
+
+def group_standardize(X: np.ndarray, groups: np.ndarray, eps: float = 1e-8) -> np.ndarray:
+    """Standardise every group's rows with that group's own mean and std (ddof=0).
+
+    Uses features only. A feature that is constant within a group becomes 0 for that group.
+
+    Args:
+        X: ``(num_items, dim)`` features.
+        groups: ``(num_items,)`` group of every row.
+        eps: stds at or below this count as zero.
+
+    Returns:
+        ``(num_items, dim)`` float32 standardised features.
+    """
+    out = np.empty(X.shape, dtype=np.float32)
+    _, codes = np.unique(np.asarray(groups), return_inverse=True)
+    for g in range(int(codes.max()) + 1 if len(codes) else 0):
+        rows = codes == g
+        part = X[rows].astype(np.float64)  # (group_items, dim)
+        mean = part.mean(axis=0)
+        std = part.std(axis=0)
+        out[rows] = (part - mean) / np.where(std > eps, std, 1.0)
+    return out
+
+
+# ---------------------------------------------------------------------------------- grids
+
+
+def _packaged(name: str):
+    """A file of the packaged ``embedx.configs`` (the repository's ``configs/`` in a checkout)."""
+    from importlib.resources import files
+
+    try:
+        return files("embedx.configs").joinpath(name)
+    except ModuleNotFoundError:  # editable install: configs/ has no __init__.py
+        import embedx
+
+        return Path(embedx.__file__).resolve().parent.parent / "configs" / name
+
+
+def load_grids(path: str | os.PathLike[str] | None = None) -> dict[str, dict[str, list[Any]]]:
+    """Tuning grids: model name -> {parameter: values}.
+
+    Args:
+        path: a YAML file; ``None`` reads ``grids.yaml`` of the packaged ``embedx.configs``.
+
+    Returns:
+        The grids.
+
+    Raises:
+        ConfigError: unreadable or malformed file.
+    """
+    import yaml
+
+    try:
+        if path is None:
+            text = _packaged("grids.yaml").read_text(encoding="utf-8")
+        else:
+            with open(path, encoding="utf-8") as fh:
+                text = fh.read()
+        data = yaml.safe_load(text) or {}
+    except (OSError, ModuleNotFoundError) as exc:
+        raise ConfigError(f"cannot read tuning grids {str(path or 'grids.yaml')!r}: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"tuning grids {str(path)!r} are not valid YAML: {str(exc).splitlines()[0]}") from None
+    grids = data.get("grids", data) if isinstance(data, dict) else None
+    if not isinstance(grids, dict) or not all(
+        isinstance(g, dict) and all(isinstance(v, list) and v for v in g.values())
+        for g in grids.values()
+    ):
+        raise ConfigError(
+            f"tuning grids {str(path or 'grids.yaml')!r} must map model names to "
+            "{parameter: [values, ...]}"
+        )
+    return grids
+
+
+# ------------------------------------------------------------------------------ one task
+
+
+def _threads(settings: StudySettings) -> int:
+    """BLAS/OpenMP threads per task: ``--threads``, else 1.
+
+    The grid has many small independent fits, so parallelism comes from joblib workers
+    (``--jobs``). Threads inside one small fit gain little and lose a lot when cores are shared:
+    on 2 cores (2,000 × 768, 13 layers × logreg/svm/lgbm × 5 folds) one worker with 2 threads
+    took 836 s, with 1 thread 247 s, and 2 single-threaded workers 140 s.
+    """
+    return settings.threads or 1
+
+
+def _main_scorer(metric_name: str, task: str):
+    from sklearn.metrics import make_scorer
+
+    metric = M.get_metric(metric_name, task)
+    return make_scorer(metric.func, greater_is_better=metric.greater_is_better)
+
+
+def _estimator(
+    model: str,
+    task: str,
+    *,
+    seed: int,
+    class_weight: str | None,
+    threads: int,
+    grid: Mapping[str, list[Any]] | None,
+    inner: Any,
+    metric: str,
+):
+    pipe = build_model(model, task, seed=seed, class_weight=class_weight, n_jobs=threads)
+    if grid is None:
+        return pipe
+    from sklearn.model_selection import GridSearchCV
+
+    return GridSearchCV(
+        pipe,
+        {f"model__{k}": list(v) for k, v in grid.items()},
+        scoring=_main_scorer(metric, task),
+        cv=inner,
+        n_jobs=1,
+        refit=True,
+        error_score=np.nan,  # a candidate that cannot fit (e.g. k > items) is never chosen
+    )
+
+
+def _fit(est, X, y, groups, grouped_inner: bool):
+    if groups is not None and grouped_inner and hasattr(est, "param_grid"):
+        est.fit(X, y, groups=groups)
+    else:
+        est.fit(X, y)
+    return est
+
+
+def _best_params(est) -> dict[str, Any] | None:
+    if not hasattr(est, "best_params_"):
+        return None
+    return {k.removeprefix("model__"): _plain(v) for k, v in est.best_params_.items()}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+def _run_task(
+    X: np.ndarray,
+    y: np.ndarray,
+    groups: np.ndarray | None,
+    train: np.ndarray,
+    test: np.ndarray,
+    *,
+    key: tuple[int, int, int],
+    model: str,
+    task: str,
+    num_classes: int,
+    seed: int,
+    class_weight: str | None,
+    threads: int,
+    speaker_norm: bool,
+    grid: Mapping[str, list[Any]] | None,
+    inner: Any,
+    grouped_inner: bool,
+    metric: str,
+) -> dict[str, Any]:
+    """Fit on ``train``, predict ``test``; returns scores and predictions (runs in a worker)."""
+    from threadpoolctl import threadpool_limits
+
+    start = time.perf_counter()
+    with threadpool_limits(limits=threads), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        Xtr, Xte = X[train], X[test]  # (n_train, dim), (n_test, dim)
+        if speaker_norm:
+            Xtr = group_standardize(Xtr, groups[train])
+            Xte = group_standardize(Xte, groups[test])
+        est = _estimator(model, task, seed=seed, class_weight=class_weight, threads=threads,
+                         grid=grid, inner=inner, metric=metric)
+        gtr = None if groups is None else groups[train]
+        _fit(est, Xtr, y[train], gtr, grouped_inner)
+        fit_seconds = time.perf_counter() - start
+        pred = est.predict(Xte)
+    messages = sorted({str(w.message).splitlines()[0] for w in caught
+                       if not issubclass(w.category, DeprecationWarning)})
+    scores = {m.name: m.func(y[test], pred) for m in M.metrics_for(task)}
+    out: dict[str, Any] = {
+        "key": key,
+        "scores": scores,
+        "pred": np.asarray(pred),
+        "fit_seconds": fit_seconds,
+        "seconds": time.perf_counter() - start,
+        "params": _best_params(est),
+        "warning": messages[0][:200] if messages else "",
+    }
+    if task == M.CLASSIFICATION:
+        out["recall"] = M.per_class_recall(y[test], pred, num_classes)
+        out["confusion"] = M.confusion(y[test], pred, num_classes)
+    return out
+
+
+# ---------------------------------------------------------------------------------- runner
+
+
+def _validate(dataset: Dataset, settings: StudySettings) -> tuple[list[str], str]:
+    task = dataset.task
+    models = parse_models(settings.models, task)
+    metric = settings.metric or M.default_metric(task)
+    M.get_metric(metric, task)
+    if settings.speaker_norm and dataset.groups is None:
+        raise ConfigError("--speaker-norm needs a group column; give --group COLUMN")
+    if settings.backend not in BACKENDS:
+        raise ConfigError(f"unknown joblib backend {settings.backend!r}; accepted: {', '.join(BACKENDS)}")
+    if settings.threads is not None and settings.threads < 1:
+        raise ConfigError(f"--threads must be at least 1; got {settings.threads}")
+    if settings.jobs == 0:
+        raise ConfigError("--jobs must be a positive number or -1 (all cores); got 0")
+    if settings.n_boot < 0:
+        raise ConfigError(f"--bootstrap must be >= 0; got {settings.n_boot}")
+    if not 0 < settings.alpha < 1:
+        raise ConfigError(f"--alpha must be in (0, 1); got {settings.alpha}")
+    if settings.tune and settings.inner_folds < 2:
+        raise ConfigError(f"--inner-folds must be at least 2; got {settings.inner_folds}")
+    return models, metric
+
+
+def _grids_for(models: list[str], settings: StudySettings) -> dict[str, dict[str, list[Any]] | None]:
+    if not settings.tune:
+        return dict.fromkeys(models)
+    grids = settings.grids if settings.grids is not None else load_grids()
+    out = {}
+    for name in models:
+        if name not in grids:
+            raise ConfigError(
+                f"--tune: no tuning grid for model {name!r}; grids exist for: "
+                f"{', '.join(sorted(grids)) or 'none'} (add one to the grids file)"
+            )
+        out[name] = grids[name]
+    return out
+
+
+def _progress(enabled: bool):
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        disable=not enabled,
+        transient=False,
+    )
+
+
+def run_study(
+    dataset: Dataset,
+    settings: StudySettings | None = None,
+    *,
+    progress: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> StudyResult:
+    """Run every configuration × model × fold, then summarise, compare and refit.
+
+    Args:
+        dataset: the data (see :func:`embedx.fit.data.load_dataset`).
+        settings: the options; defaults when ``None``.
+        progress: show a rich progress bar.
+        log: where to send notes.
+
+    Returns:
+        The :class:`StudyResult`.
+
+    Raises:
+        ConfigError: bad option (model, metric, scheme, backend, grid).
+        DataError: folds that cannot be built (too few items/groups, a class missing).
+    """
+    from joblib import Parallel, delayed
+
+    from embedx.fit.engines import check_engine, engine
+
+    settings = settings or StudySettings()
+    note = log or (lambda _m: None)
+    models, metric = _validate(dataset, settings)
+    grids = _grids_for(models, settings)
+    task = dataset.task
+    folds = make_folds(
+        dataset.y,
+        scheme=settings.scheme,
+        n_splits=settings.n_splits,
+        seed=settings.seed,
+        groups=dataset.groups,
+        split=dataset.split,
+        task=task,
+        num_classes=dataset.num_classes or None,
+        class_names=dataset.classes,
+    )
+    grouped_inner = dataset.groups is not None and folds.scheme != "stratified"
+    inner = (
+        inner_cv(folds.scheme, settings.inner_folds, settings.seed, task, dataset.groups is not None)
+        if settings.tune
+        else None
+    )
+    threads = _threads(settings)
+    check_engine(settings.backend, settings.scheduler)
+    configs = dataset.configs
+    tasks = [
+        (ci, mi, fi)
+        for ci in range(len(configs))
+        for mi in range(len(models))
+        for fi in range(folds.n_splits)
+    ]
+    cores = os.cpu_count() or 1
+    note(
+        f"{len(configs)} feature configuration(s) × {len(models)} model(s) × {folds.n_splits} "
+        f"fold(s) = {len(tasks)} fits on {dataset.num_items} items ({folds.scheme} CV, "
+        f"{settings.jobs} job(s), {threads} thread(s) each"
+        + (f"; --jobs -1 would use all {cores} cores)" if settings.jobs == 1 and cores > 1 else ")")
+    )
+
+    def jobs():
+        for ci, mi, fi in tasks:
+            train, test = folds.splits[fi]
+            yield delayed(_run_task)(
+                dataset.X[configs[ci].name], dataset.y, dataset.groups, train, test,
+                key=(ci, mi, fi), model=models[mi], task=task,
+                num_classes=dataset.num_classes, seed=settings.seed,
+                class_weight=settings.class_weight, threads=threads,
+                speaker_norm=settings.speaker_norm, grid=grids[models[mi]], inner=inner,
+                grouped_inner=grouped_inner, metric=metric,
+            )
+
+    start = time.perf_counter()
+    outputs = []
+    with _progress(progress) as bar, engine(settings.backend, settings.jobs, settings.scheduler) as return_as:
+        handle = bar.add_task("fit", total=len(tasks))
+        for out in Parallel(return_as=return_as)(jobs()):
+            outputs.append(out)
+            bar.advance(handle)
+    seconds = time.perf_counter() - start
+    outputs.sort(key=lambda o: o["key"])
+    result = _assemble(dataset, settings, folds, models, metric, outputs, seconds)
+    result.grids = grids if settings.tune else None
+    if settings.refit:
+        result.final, result.holdout = fit_final(result, threads=_threads(settings))
+    note(f"{len(tasks)} fits in {seconds:.1f} s")
+    return result
+
+
+def _assemble(
+    dataset: Dataset,
+    settings: StudySettings,
+    folds: Folds,
+    models: list[str],
+    metric: str,
+    outputs: list[dict[str, Any]],
+    seconds: float,
+) -> StudyResult:
+    task = dataset.task
+    configs = dataset.configs
+    main = M.get_metric(metric, task)
+    names = [m.name for m in M.metrics_for(task)]
+    rows = []
+    preds: dict[tuple[str, str], np.ndarray] = {}
+    confusions: dict[tuple[str, str], np.ndarray] = {}
+    for out in outputs:
+        ci, mi, fi = out["key"]
+        config, model = configs[ci], models[mi]
+        train, test = folds.splits[fi]
+        key = (config.name, model)
+        if key not in preds:
+            preds[key] = (
+                np.full(dataset.num_items, -1, dtype=np.int64)
+                if task == M.CLASSIFICATION
+                else np.full(dataset.num_items, np.nan)
+            )
+            if task == M.CLASSIFICATION:
+                confusions[key] = np.zeros((dataset.num_classes,) * 2, dtype=np.int64)
+        preds[key][test] = out["pred"]
+        row: dict[str, Any] = {
+            "config": config.name,
+            "feature_set": config.feature_set,
+            "layer": config.layer if config.layer is not None else pd.NA,
+            "pooling": config.pooling,
+            "concat": config.concat,
+            "model": model,
+            "fold": fi,
+            "n_train": len(train),
+            "n_test": len(test),
+        }
+        row.update(out["scores"])
+        if task == M.CLASSIFICATION:
+            confusions[key] += out["confusion"]
+            for cls, rec in zip(dataset.classes, out["recall"], strict=True):
+                row[f"recall_{cls}"] = rec
+        row["fit_seconds"] = out["fit_seconds"]
+        row["params"] = json.dumps(out["params"], sort_keys=True) if out["params"] is not None else ""
+        row["warning"] = out["warning"]
+        rows.append(row)
+    results = pd.DataFrame(rows)
+    results["layer"] = results["layer"].astype("Int64")
+
+    # --- summary: one row per (config, model)
+    tested = np.zeros(dataset.num_items, dtype=bool)
+    for _, test in folds.splits:
+        tested[test] = True
+    y_t = dataset.y[tested]
+    g_t = None if dataset.groups is None else dataset.groups[tested]
+    boot_notes = []
+    if g_t is not None and len(np.unique(g_t)) < MIN_CLUSTERS:
+        boot_notes.append(
+            f"only {len(np.unique(g_t))} group(s) in the test parts, too few to resample groups: "
+            "the bootstrap resamples items, so CIs and p-values ignore within-speaker correlation "
+            "and are too narrow"
+        )
+        g_t = None
+    keys = [(c.name, m) for c in configs for m in models]
+    pooled = {k: main.func(y_t, preds[k][tested]) for k in keys}
+    reps = (
+        bootstrap_replicates(
+            y_t, {k: preds[k][tested] for k in keys}, main,
+            num_classes=dataset.num_classes or None, groups=g_t,
+            n_boot=settings.n_boot, seed=settings.seed,
+        )
+        if settings.n_boot > 0
+        else {}
+    )
+    summary_rows = []
+    for config in configs:
+        for model in models:
+            key = (config.name, model)
+            part = results[(results["config"] == config.name) & (results["model"] == model)]
+            srow: dict[str, Any] = {
+                "config": config.name,
+                "feature_set": config.feature_set,
+                "layer": config.layer if config.layer is not None else pd.NA,
+                "pooling": config.pooling,
+                "concat": config.concat,
+                "model": model,
+                "n_folds": len(part),
+            }
+            for name in names:
+                srow[f"{name}_mean"] = float(part[name].mean())
+                srow[f"{name}_std"] = float(part[name].std(ddof=1)) if len(part) > 1 else float("nan")
+            srow[f"{metric}_pooled"] = float(pooled[key])
+            low, high = percentile_ci(reps[key]) if reps else (float("nan"), float("nan"))
+            srow["ci_low"], srow["ci_high"] = low, high
+            srow["fit_seconds"] = float(part["fit_seconds"].sum())
+            srow["fold_scores"] = [float(v) for v in part[metric]]
+            summary_rows.append(srow)
+    summary = pd.DataFrame(summary_rows)
+    summary["layer"] = summary["layer"].astype("Int64")
+    sign = -1.0 if not main.greater_is_better else 1.0
+    order = np.lexsort((np.arange(len(summary)), -sign * summary[f"{metric}_mean"].to_numpy()))
+    summary = summary.iloc[order].reset_index(drop=True)
+    summary.insert(0, "rank", np.arange(1, len(summary) + 1))
+    best = (summary.loc[0, "config"], summary.loc[0, "model"])
+
+    # --- paired comparisons against the best
+    ratio = float(np.mean([len(te) / len(tr) for tr, te in folds.splits]))
+    best_scores = np.asarray(summary.loc[0, "fold_scores"])
+    diffs, t_p, w_p, b_low, b_high, b_p = [], [], [], [], [], []
+    for _, srow in summary.iterrows():
+        key = (srow["config"], srow["model"])
+        scores = np.asarray(srow["fold_scores"])
+        diffs.append(float(np.mean(best_scores - scores)))
+        if key == best:
+            t_p.append(np.nan), w_p.append(np.nan), b_low.append(np.nan), b_high.append(np.nan)
+            b_p.append(np.nan)
+            continue
+        t_p.append(corrected_ttest(best_scores, scores, ratio)[1])
+        w_p.append(wilcoxon(best_scores, scores))
+        if reps:
+            lo, hi, p = paired_bootstrap(
+                reps[best], reps[key], observed=pooled[best] - pooled[key]
+            )
+        else:
+            lo, hi, p = np.nan, np.nan, np.nan
+        b_low.append(lo), b_high.append(hi), b_p.append(p)
+    summary["diff_to_best"] = diffs
+    summary["diff_ci_low"] = b_low
+    summary["diff_ci_high"] = b_high
+    summary["p_bootstrap"] = b_p
+    summary["p_holm"] = holm(np.asarray(b_p, dtype=np.float64))
+    summary["p_ttest_corrected"] = t_p
+    summary["p_wilcoxon"] = w_p
+    summary["worse_than_best"] = summary["p_holm"] < settings.alpha
+
+    notes = list(folds.notes)
+    if settings.class_weight == "balanced" and task == M.CLASSIFICATION:
+        unweighted = [m for m in models if not get_model(m, task).class_weight]
+        if unweighted:
+            notes.append(f"--class-weight balanced does not apply to {', '.join(unweighted)} "
+                         "(no class weights)")
+    notes.extend(boot_notes)
+    if len(keys) > 1 and folds.holdout is not None:
+        notes.append(
+            f"the best configuration was chosen on the dev part among {len(keys)} configurations; "
+            "its held-out test score is the unbiased number"
+        )
+    elif len(keys) > 1:
+        notes.append(
+            f"the best configuration was chosen by its cross-validated {metric} among "
+            f"{len(keys)} configurations, so its score is optimistic; fix the configuration in "
+            "advance, or use a train/dev/test split, for an unbiased number"
+        )
+    warned = results[results["warning"] != ""]
+    if len(warned):
+        notes.append(
+            f"{len(warned)} of {len(results)} fits warned, e.g. {warned['warning'].iloc[0]!r} "
+            "(see the warning column of results.csv)"
+        )
+    if dataset.skipped:
+        notes.append(
+            "items not used: " + ", ".join(f"{v} {k}" for k, v in dataset.skipped.items())
+        )
+    settings_dict = asdict(settings)
+    settings_dict.update(models=models, metric=metric, scheme=folds.scheme,
+                         n_folds=folds.n_splits, task=task)
+    settings_dict["grids"] = None if settings.grids is None else "custom"
+    return StudyResult(
+        results=results,
+        summary=summary,
+        folds=folds,
+        metric=metric,
+        greater_is_better=main.greater_is_better,
+        best=best,
+        predictions=preds,
+        confusions=confusions,
+        holdout=None,
+        final=None,
+        settings=settings_dict,
+        dataset=dataset,
+        notes=notes,
+        seconds=seconds,
+    )
+
+
+# ------------------------------------------------------------------------------------ refit
+
+
+def fit_final(result: StudyResult, *, threads: int = 1) -> tuple[dict[str, Any], dict[str, float] | None]:
+    """Refit the best configuration and bundle it for :mod:`embedx.fit.predict`.
+
+    With a held-out test part (predefined train/dev/test split) the model is fitted on
+    train + dev, scored once on test, and that model is the one bundled. Otherwise it is fitted
+    on every item of the study. With tuning, the grid search runs on the fitting items only.
+
+    Args:
+        result: a finished study.
+        threads: BLAS / estimator threads.
+
+    Returns:
+        ``(bundle, holdout_scores)``; ``holdout_scores`` is ``None`` without a held-out part.
+    """
+    from threadpoolctl import threadpool_limits
+
+    from embedx import __version__
+    from embedx.fit.predict import FORMAT, FORMAT_VERSION
+
+    dataset, settings = result.dataset, result.settings
+    config_name, model = result.best
+    config = next(c for c in dataset.configs if c.name == config_name)
+    X, y, groups = dataset.X[config_name], dataset.y, dataset.groups
+    train = np.arange(dataset.num_items)
+    test = None
+    if result.folds.holdout is not None:
+        train, test = result.folds.holdout
+    task = dataset.task
+    grid = result.grids.get(model) if result.grids else None
+    inner = (
+        inner_cv(result.folds.scheme, settings["inner_folds"], settings["seed"], task, groups is not None)
+        if grid is not None
+        else None
+    )
+    grouped_inner = groups is not None and result.folds.scheme != "stratified"
+    holdout = None
+    with threadpool_limits(limits=threads), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        Xtr = X[train]
+        if settings["speaker_norm"]:
+            Xtr = group_standardize(Xtr, groups[train])
+        est = _estimator(model, task, seed=settings["seed"], class_weight=settings["class_weight"],
+                         threads=threads, grid=grid, inner=inner, metric=result.metric)
+        _fit(est, Xtr, y[train], None if groups is None else groups[train], grouped_inner)
+        if test is not None:
+            Xte = X[test]
+            if settings["speaker_norm"]:
+                Xte = group_standardize(Xte, groups[test])
+            pred = est.predict(Xte)
+            holdout = {m.name: m.func(y[test], pred) for m in M.metrics_for(task)}
+            holdout["n_test"] = len(test)
+    params = _best_params(est)
+    pipeline = est.best_estimator_ if hasattr(est, "best_estimator_") else est
+    bundle = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "embedx_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "pipeline": pipeline,
+        "task": task,
+        "classes": dataset.classes,
+        "label": dataset.label,
+        "model": model,
+        "params": params,
+        "blocks": [b.to_dict() for b in config.blocks],
+        "config": config.name,
+        "concat": config.concat,
+        "feature_sets": {
+            name: {
+                "backend": spec.backend,
+                "dim": spec.dim,
+                "layers": list(spec.layers),
+                "poolings": list(spec.poolings),
+                "config": dict(spec.config),
+                "attrs": dict(spec.attrs),
+            }
+            for name, spec in dataset.specs.items()
+            if name in {b.feature_set for b in config.blocks}
+        },
+        "speaker_norm": bool(settings["speaker_norm"]),
+        "group": dataset.group,
+        "metric": result.metric,
+        "cv_score": float(result.summary.loc[0, f"{result.metric}_mean"]),
+        "trained_on": int(len(train)),
+        "store": dataset.store,
+    }
+    return bundle, holdout
+

@@ -1,0 +1,116 @@
+"""`embedx fit` / `embedx predict` end to end, and their one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from embedx.cli import app
+
+from .conftest import LAYERS, planted, write_store
+
+OUTPUTS = ("results.csv", "summary.csv", "summary.json", "layer_curve.png", "confusion_best.png",
+           "report.md", "model.joblib", "predictions_best.csv")
+
+
+def test_fit_writes_every_output_and_predict_reads_the_model(toy_store, tmp_path):
+    path = toy_store()
+    out = tmp_path / "results"
+    res = CliRunner().invoke(app, ["fit", "--features", str(path), "--label", "label", "--group", "speaker",
+                                   "--models", "logreg,svm", "--bootstrap", "100", "--threads", "1",
+                                   "-o", str(out), "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert "toy@3/mean" in res.output
+    for name in OUTPUTS:
+        assert (out / name).stat().st_size > 0, name
+    results = pd.read_csv(out / "results.csv")
+    assert len(results) == 5 * 2 * 5 and {"fold", "uar", "recall_c0"} <= set(results.columns)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["best"]["config"] == "toy@3/mean" and summary["folds"]["scheme"] == "group"
+    assert len(summary["configurations"]) == 10
+    assert len(pd.read_csv(out / "summary.csv")) == 10
+    report = (out / "report.md").read_text()
+    assert "## Ranking" in report and "toy@3/mean" in report and "layer_curve.png" in report
+
+    preds = tmp_path / "preds.csv"
+    res = CliRunner().invoke(app, ["predict", str(out / "model.joblib"), str(path), "-o", str(preds)])
+    assert res.exit_code == 0, res.output
+    table = pd.read_csv(preds)
+    assert len(table) == 120 and (table["prediction"] == [f"c{i % 3}" for i in range(120)]).mean() > 0.95
+    res = CliRunner().invoke(app, ["predict", str(out / "model.joblib"), str(path)])
+    assert res.exit_code == 0 and "u000" in res.output and "prob_c0" in res.output
+
+
+def test_fit_cv_number_concat_and_regression(toy_store, tmp_path):
+    path = toy_store()
+    out = tmp_path / "r"
+    res = CliRunner().invoke(app, ["fit", "-f", str(path), "--label", "arousal", "--cv", "3", "--set", "toy@2,3",
+                                   "--concat", "--bootstrap", "50", "--threads", "1", "-o", str(out), "-q"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["settings"]["task"] == "regression" and summary["folds"]["n_splits"] == 3
+    assert summary["best"]["config"] == "toy@2/mean+toy@3/mean" and summary["metric"] == "ccc"
+    assert (out / "scatter_best.png").exists() and not (out / "layer_curve.png").exists()
+
+
+def _one_line_error(args, message):
+    res = CliRunner().invoke(app, ["fit", *args, "--quiet"])
+    assert res.exit_code not in (0, 1), res.output  # 2: an embedx error, not a crash
+    assert message in res.output, res.output
+    assert "Traceback" not in res.output
+    assert len(res.output.strip().splitlines()) == 1, res.output
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--label", "emotion"], "unknown label column 'emotion'; available: id, path"),
+    (["--group", "spk"], "unknown group column 'spk'"),
+    (["--set", "hubert"], "no feature set 'hubert'; available: toy"),
+    (["--layers", "7"], "has no layer 7; stored layers: 0, 1, 2, 3, 4"),
+    (["--pooling", "max"], "has no pooling 'max'; stored: mean"),
+    (["--models", "xgb"], "unknown classification model 'xgb'"),
+    (["--cv", "kfold"], "unknown CV scheme 'kfold'"),
+    (["--speaker-norm"], "--speaker-norm needs a group column"),
+    (["--folds", "50"], "use fewer --folds"),
+])
+def test_fit_errors_are_one_line(toy_store, tmp_path, args, message):
+    _one_line_error(["-f", str(toy_store()), "-o", str(tmp_path / "o"), *args], message)
+
+
+def test_data_errors_are_one_line(tmp_path):
+    items, pooled = planted()
+    single = items.assign(label="same")
+    path = write_store(tmp_path / "single.h5", single, {"toy": (pooled, LAYERS)})
+    _one_line_error(["-f", str(path), "-o", str(tmp_path / "o")], "single class ('same')")
+    pooled = pooled.copy()
+    pooled[1, 3] = np.nan
+    path = write_store(tmp_path / "nan.h5", items, {"toy": (pooled, LAYERS)})
+    _one_line_error(["-f", str(path), "-o", str(tmp_path / "o")], "toy@1/mean hold NaN/inf values")
+    # one speaker holds every 'c2' item: a speaker-independent fold cannot train on c2
+    items = items.copy()
+    items.loc[items["label"] == "c2", "speaker"] = "s99"
+    path = write_store(tmp_path / "fold.h5", items, {"toy": (pooled[[0]], (0,))})
+    _one_line_error(["-f", str(path), "-g", "speaker", "--cv", "logo", "-o", str(tmp_path / "o")],
+                    "has no training item of class 'c2'")
+    _one_line_error(["-f", str(tmp_path / "absent.h5"), "-o", str(tmp_path / "o")], "absent.h5")
+
+
+def test_predict_errors_are_one_line(tmp_path):
+    res = CliRunner().invoke(app, ["predict", str(tmp_path / "none.joblib"), str(tmp_path / "x.h5")])
+    assert res.exit_code == 2 and "does not exist" in res.output
+    assert len(res.output.strip().splitlines()) == 1
+
+
+def test_fit_tune_with_a_grid_file(toy_store, tmp_path):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("logreg:\n  C: [0.01, 1.0]\n")
+    out = tmp_path / "t"
+    res = CliRunner().invoke(app, ["fit", "-f", str(toy_store()), "--layers", "3", "--tune", "--grid", str(grid),
+                                   "--inner-folds", "2", "--bootstrap", "0", "--threads", "1", "-o", str(out), "-q"])
+    assert res.exit_code == 0, res.output
+    params = pd.read_csv(out / "results.csv")["params"].map(json.loads)
+    assert all(p["C"] in (0.01, 1.0) for p in params)
+    assert "nested grid search" in (out / "report.md").read_text()
