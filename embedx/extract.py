@@ -117,6 +117,10 @@ class ExtractConfig:
         if self.name is not None and (not self.name or "/" in self.name):
             raise ConfigError(f"feature-set name {self.name!r} must be non-empty and contain no '/'")
         self.poolings = parse_poolings(self.poolings)
+        if self.model and Path(self.model).expanduser().is_dir():
+            # a local model is stored by absolute path, so `predict` on new audio and resumes
+            # from another working directory find it again
+            self.model = str(Path(self.model).expanduser().resolve())
         if self.shard is not None:
             from embedx.shard import parse_shard
 
