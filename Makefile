@@ -21,6 +21,10 @@ demo: setup
 	$(BIN)/embedx extract --model $(DEMO)/tiny-hubert --manifest $(DEMO)/labels.csv $(DEMO)/wavs \
 		--layers all --pooling mean,std --frames -o $(DEMO)/feats.h5
 	$(BIN)/embedx info $(DEMO)/feats.h5
+	$(BIN)/embedx fit --features $(DEMO)/feats.h5 --label label --group speaker --models logreg,svm \
+		-o $(DEMO)/results
+	$(BIN)/embedx predict $(DEMO)/results/model.joblib $(DEMO)/wavs/spk00 -o $(DEMO)/predictions.csv
+	@echo "report: $(DEMO)/results/report.md (plots and tables in $(DEMO)/results/)"
 
 test: setup
 	$(BIN)/python -m pytest -q

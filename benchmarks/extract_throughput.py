@@ -81,7 +81,7 @@ def bare_forward(paths: list[Path], model_dir: Path, device: str) -> float:
 
 
 def embedx_extract(paths: list[Path], model_dir: Path, out: Path, device: str, precision: str,
-                   batch_seconds: float) -> float:
+                   batch_seconds: float | None) -> float:
     from embedx.extract import ExtractConfig, extract
 
     config = ExtractConfig(model=str(model_dir), layers="all", poolings=("mean",), device=device,
@@ -97,7 +97,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--precision", default="fp32")
-    parser.add_argument("--batch-seconds", type=float, default=60.0)
+    parser.add_argument("--batch-seconds", type=float, default=None, help="default: embedx's per-device default")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -116,7 +116,8 @@ def extract(
     dtype: Annotated[str, typer.Option(help="Storage dtype: float32 or float16.")] = "float32",
     precision: Annotated[str, typer.Option(help="Compute precision: auto, fp32, fp16 (GPU), bf16.")] = "auto",
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
-    batch_seconds: Annotated[float, typer.Option(help="Padded audio seconds per batch.")] = 60.0,
+    batch_seconds: Annotated[float | None, typer.Option(help="Padded audio seconds per batch [default: 60 on a "
+                                                        "GPU, 8 on the CPU].", show_default=False)] = None,
     max_chunk_seconds: Annotated[float, typer.Option(help="Run longer items in chunks of at most this "
                                                      "length (0: never chunk).")] = 60.0,
     workers: Annotated[int | None, typer.Option(help="Decoding worker processes [default: up to 4].",

@@ -50,6 +50,7 @@ from embedx.fit.stats import (
     percentile_ci,
     wilcoxon,
 )
+from embedx.progress import progress_bar
 
 __all__ = [
     "BACKENDS",
@@ -394,29 +395,6 @@ def _grids_for(models: list[str], settings: StudySettings) -> dict[str, dict[str
     return out
 
 
-def _progress(enabled: bool):
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        disable=not enabled,
-        transient=False,
-    )
-
-
 def run_study(
     dataset: Dataset,
     settings: StudySettings | None = None,
@@ -496,7 +474,7 @@ def run_study(
 
     start = time.perf_counter()
     outputs = []
-    with _progress(progress) as bar, engine(settings.backend, settings.jobs, settings.scheduler) as return_as:
+    with progress_bar(progress) as bar, engine(settings.backend, settings.jobs, settings.scheduler) as return_as:
         handle = bar.add_task("fit", total=len(tasks))
         for out in Parallel(return_as=return_as)(jobs()):
             outputs.append(out)
