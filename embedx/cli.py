@@ -353,9 +353,9 @@ def fit(
         inner_folds=inner_folds, n_boot=bootstrap, alpha=alpha, jobs=jobs, threads=threads,
         backend=backend, scheduler=scheduler, refit=save_model,
     )
-    if not quiet and dataset.skipped:
-        console.print("[yellow]skipped " + escape(", ".join(f"{v} {k}" for k, v in dataset.skipped.items()))
-                      + "[/]", highlight=False)
+    if dataset.skipped:  # dropped data is never quiet
+        console.print("[yellow]skipped items: " + escape(", ".join(f"{v} {k}" for k, v in dataset.skipped.items()))
+                      + "[/]", highlight=False, soft_wrap=True)
     result = run_study(dataset, settings, progress=not quiet,
                        log=None if quiet else lambda m: console.print(f"[dim]{escape(m)}[/]", highlight=False))
     written = write_report(result, output, command=_command_line(), save_model=save_model)

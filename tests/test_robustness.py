@@ -44,45 +44,54 @@ def _assert_same_store(a_path, b_path):
                 np.testing.assert_array_equal(a.frames(name, i), b.frames(name, i))
 
 
+def _done_count(path):
+    """Items done so far, read without taking HDF5's file lock (the writer holds the file)."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r", locking=False) as f:
+            sets = list(f.get("features", {}))
+            return int(f[f"features/{sets[0]}/done"][:].sum()) if sets else 0
+    except (OSError, KeyError, ValueError):  # not created yet, or caught mid-write: ask again
+        return -1
+
+
 def test_kill_9_at_several_points_then_resume_equals_uninterrupted_run(tiny_model, tmp_path):
-    wavs = _corpus(tmp_path / "wavs", 24)
+    num_items = 32
+    wavs = _corpus(tmp_path / "wavs", num_items)
     model = str(tiny_model("hubert"))
     args = ["extract", "--model", model, str(wavs), "--pooling", "mean,std", "--frames",
-            "--batch-seconds", "1", "--workers", "0", "--quiet"]
+            "--batch-seconds", "0.5", "--workers", "0", "--quiet"]
     full = tmp_path / "full.h5"
     res = CliRunner().invoke(app, [*args, "-o", str(full)])
     assert res.exit_code == 0, res.output
 
     part = tmp_path / "part.h5"
     cmd = [sys.executable, "-m", "embedx", *args, "-o", str(part)]
-    seen_partial = 0
-    for delay in (0.0, 0.4, 1.0, 2.0, 3.0):
+    partial_kills = 0
+    # kill -9 right after the file appears, then once a few items and once most items are done
+    for target in (0, 4, 20):
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 120
-        # wait until this run is writing (the file grows), then kill it without warning
-        start_size = part.stat().st_size if part.exists() else 0
         while proc.poll() is None and time.monotonic() < deadline:
-            if part.exists() and part.stat().st_size > start_size:
+            if part.exists() and _done_count(part) >= target:
                 break
-            time.sleep(0.02)
-        time.sleep(delay)
+            time.sleep(0.005)
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
-        # whatever moment it died at, the file opens (or holds nothing yet) and is consistent
+        # whatever moment it died at, the file opens (or holds no item table yet) and is consistent
         try:
             with StoreReader(part) as r:
-                done = int(r.done(r.feature_sets()[0]).sum()) if r.feature_sets() else 0
-                for i in np.flatnonzero(r.done(r.feature_sets()[0])) if done else []:
-                    assert np.isfinite(r.frames(r.feature_sets()[0], int(i))).all()
+                sets = r.feature_sets()
+                done = int(r.done(sets[0]).sum()) if sets else 0
+                for i in np.flatnonzero(r.done(sets[0])) if sets else []:
+                    assert np.isfinite(r.frames(sets[0], int(i))).all()
         except StoreError as exc:  # killed before the item table was complete
             assert "items" in str(exc) or "no such" in str(exc), exc
             done = 0
-        if 0 < done < 24:
-            seen_partial += 1
-        if done == 24 or seen_partial == 2:
-            break
-    assert seen_partial >= 1, "no kill landed mid-run; the test did not test anything"
+        partial_kills += 0 < done < num_items
+    assert partial_kills >= 1, "no kill landed mid-run; the test did not test anything"
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     _assert_same_store(full, part)
@@ -196,3 +205,68 @@ def test_second_writer_gets_a_clear_error(tiny_model, tmp_path):
     res = CliRunner().invoke(app, ["extract", "--model", str(tiny_model("hubert")), str(wavs), "-o", str(out),
                                    "--quiet", "--workers", "0"])
     assert res.exit_code == 0, res.output
+
+
+@pytest.fixture
+def labelled_store(tiny_model, tmp_path):
+    wavs = _corpus(tmp_path / "wavs", 16)
+    rows = [{"path": f"u{i:03d}.wav", "label": ["hap", "sad"][i % 2], "speaker": f"s{i % 4}",
+             "arousal": 0.1 * i} for i in range(16)]
+    pd.DataFrame(rows).to_csv(tmp_path / "m.csv", index=False)
+    out = tmp_path / "feats.h5"
+    extract([str(wavs)], out, ExtractConfig(model=str(tiny_model("hubert")), manifest=str(tmp_path / "m.csv"),
+                                            layers="0,4", workers=0, progress=False))
+    return out
+
+
+def _fit(*args):
+    return CliRunner().invoke(app, ["fit", *args, "--quiet", "--bootstrap", "0", "--no-save-model"])
+
+
+def _one_line_error(res, *needles):
+    assert res.exit_code not in (0, None), res.output
+    assert "Traceback" not in res.output and len(res.output.strip().splitlines()) == 1, res.output
+    for needle in needles:
+        assert needle in res.output, res.output
+
+
+def test_stage2_on_a_truncated_store_is_one_line(labelled_store, tmp_path):
+    cut = tmp_path / "cut.h5"
+    data = labelled_store.read_bytes()
+    cut.write_bytes(data[: len(data) // 3])
+    _one_line_error(_fit("-f", str(cut), "-o", str(tmp_path / "r")), "cut.h5")
+    res = CliRunner().invoke(app, ["predict", str(tmp_path / "nope.joblib"), str(cut)])
+    _one_line_error(res)
+
+
+def test_stage2_on_a_newer_schema_is_one_line(labelled_store, tmp_path):
+    import shutil
+
+    import h5py
+
+    newer = tmp_path / "newer.h5"
+    shutil.copy(labelled_store, newer)
+    with h5py.File(newer, "a") as f:
+        f.attrs["schema_version"] = 99
+    _one_line_error(_fit("-f", str(newer), "-o", str(tmp_path / "r")), "99")
+
+
+def test_labels_file_with_missing_ids_and_wrong_types(labelled_store, tmp_path):
+    # half the ids are missing: those items are skipped, and the run says so
+    pd.DataFrame({"id": [f"u{i:03d}.wav" for i in range(0, 16, 2)] + [f"u{i:03d}.wav" for i in range(1, 8, 2)],
+                  "emotion": ["hap"] * 8 + ["sad"] * 4}).to_csv(tmp_path / "l.csv", index=False)
+    res = _fit("-f", str(labelled_store), "--labels", str(tmp_path / "l.csv"), "-y", "emotion",
+               "--cv", "3", "-o", str(tmp_path / "r"))
+    assert res.exit_code == 0, res.output
+    assert "4 no label" in res.output.replace("\n", " ")
+    # no id matches at all
+    pd.DataFrame({"id": ["x.wav", "y.wav"], "emotion": ["a", "b"]}).to_csv(tmp_path / "none.csv", index=False)
+    _one_line_error(_fit("-f", str(labelled_store), "--labels", str(tmp_path / "none.csv"), "-y", "emotion",
+                         "-o", str(tmp_path / "r")), "no item of the store matches")
+    # strings where a regression needs numbers
+    pd.DataFrame({"id": [f"u{i:03d}.wav" for i in range(16)],
+                  "arousal": ["high", "low"] * 8}).to_csv(tmp_path / "t.csv", index=False)
+    _one_line_error(_fit("-f", str(labelled_store), "--labels", str(tmp_path / "t.csv"), "-y", "arousal",
+                         "--task", "regression", "-o", str(tmp_path / "r")), "not numeric", "'high'")
+    _one_line_error(_fit("-f", str(labelled_store), "-y", "valence", "-o", str(tmp_path / "r")),
+                    "unknown label column 'valence'")

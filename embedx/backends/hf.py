@@ -733,43 +733,66 @@ class HFBackend(Backend):
 
     @contextlib.contextmanager
     def _capture(self, wanted: set[int], num_blocks: int) -> Iterator[dict[int, torch.Tensor]]:
-        """Run only the first ``num_blocks`` blocks and record the states of the layers ``wanted``.
-
-        Layer 0 is the input of block 1 and layer k the output of block k, recorded with hooks on
-        the blocks exactly as transformers' ``output_hidden_states`` does.
-        """
-        states: dict[int, torch.Tensor] = {}
-        encoder = self.model.encoder
-        all_blocks = encoder.layers
-        handles = []
-
-        def record_input(module: nn.Module, args: tuple, kwargs: dict) -> None:
-            if 0 in wanted:
-                states[0] = args[0] if args else kwargs["hidden_states"]
-
-        def record_output(k: int):
-            def hook(module: nn.Module, args: tuple, output: Any) -> None:
-                if k in wanted:
-                    # WavLM blocks return (hidden_states, position_bias)
-                    states[k] = output[0] if isinstance(output, tuple) else output
-
-            return hook
-
-        handles.append(all_blocks[0].register_forward_pre_hook(record_input, with_kwargs=True))
-        for k in range(1, num_blocks + 1):
-            handles.append(all_blocks[k - 1].register_forward_hook(record_output(k)))
-        encoder.layers = all_blocks[:num_blocks]
-        try:
+        """Run only the first ``num_blocks`` blocks and record the states of the layers ``wanted``."""
+        with capture_layers(self.model.encoder, wanted, num_blocks) as states:
             yield states
-        finally:
-            encoder.layers = all_blocks
-            for handle in handles:
-                handle.remove()
 
     def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.precision == "fp32":
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=_DTYPES[self.precision])
+        return autocast(self.precision, self.device)
+
+
+@contextlib.contextmanager
+def capture_layers(
+    container: nn.Module, wanted: set[int], num_blocks: int, max_block: int | None = None
+) -> Iterator[dict[int, torch.Tensor]]:
+    """Run only the first ``num_blocks`` of ``container.layers`` and record hidden states.
+
+    Layer 0 is the input of block 1 and layer k the output of block k, recorded with hooks on
+    the blocks exactly where transformers' ``output_hidden_states`` records them (its own hooks
+    are installed once, on first use, so they would miss blocks cut off by an early stop).
+
+    Args:
+        container: the module holding the blocks in ``.layers`` (an encoder).
+        wanted: layer numbers to record.
+        num_blocks: blocks to run (the highest wanted layer, or all for a head).
+        max_block: record block outputs only up to this block (Whisper takes its last layer
+            from the encoder's output instead); default: all that run.
+
+    Yields:
+        Layer number -> ``(batch, num_frames, dim)`` state, filled while the model runs.
+    """
+    states: dict[int, torch.Tensor] = {}
+    all_blocks = container.layers
+    last = num_blocks if max_block is None else min(num_blocks, max_block)
+
+    def record_input(module: nn.Module, args: tuple, kwargs: dict) -> None:
+        if 0 in wanted:
+            states[0] = args[0] if args else kwargs["hidden_states"]
+
+    def record_output(k: int):
+        def hook(module: nn.Module, args: tuple, output: Any) -> None:
+            if k in wanted:
+                # WavLM blocks return (hidden_states, position_bias)
+                states[k] = output[0] if isinstance(output, tuple) else output
+
+        return hook
+
+    handles = [all_blocks[0].register_forward_pre_hook(record_input, with_kwargs=True)]
+    handles += [all_blocks[k - 1].register_forward_hook(record_output(k)) for k in range(1, last + 1)]
+    container.layers = all_blocks[:num_blocks]
+    try:
+        yield states
+    finally:
+        container.layers = all_blocks
+        for handle in handles:
+            handle.remove()
+
+
+def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` for ``bf16``/``fp16``; nothing for ``fp32``."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=_DTYPES[precision])
 
 
 # --- loading helpers --------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,14 +48,14 @@ from embedx.backends.hf import (
     _resolve_precision,
     _resolve_revision,
     _snapshot_commit,
+    autocast,
+    capture_layers,
     quiet_loading,
 )
 from embedx.batching import chunk_spans
 from embedx.errors import AudioError, ConfigError, ModelError
 
 __all__ = ["WhisperBackend"]
-
-_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class WhisperBackend(Backend):
@@ -281,40 +281,13 @@ class WhisperBackend(Backend):
             # num_layers x (windows, frames, dim) -> (num_layers, windows, frames, dim)
             return torch.stack([states[k] for k in layer_list]).float()
 
-    @contextlib.contextmanager
-    def _capture(self, wanted: set[int], num_blocks: int) -> Iterator[dict[int, torch.Tensor]]:
+    def _capture(self, wanted: set[int], num_blocks: int) -> contextlib.AbstractContextManager:
         """Run the first ``num_blocks`` blocks and record layer 0 and the outputs of blocks
         ``1..L-1`` that are ``wanted`` (layer ``L`` is the encoder's output)."""
-        states: dict[int, torch.Tensor] = {}
-        all_blocks = self.model.layers
-        handles = []
-
-        def record_input(module: nn.Module, args: tuple, kwargs: dict) -> None:
-            if 0 in wanted:
-                states[0] = args[0] if args else kwargs["hidden_states"]
-
-        def record_output(k: int):
-            def hook(module: nn.Module, args: tuple, output: Any) -> None:
-                if k in wanted:
-                    states[k] = output[0] if isinstance(output, tuple) else output
-
-            return hook
-
-        handles.append(all_blocks[0].register_forward_pre_hook(record_input, with_kwargs=True))
-        for k in range(1, min(num_blocks + 1, len(all_blocks))):
-            handles.append(all_blocks[k - 1].register_forward_hook(record_output(k)))
-        self.model.layers = all_blocks[:num_blocks]
-        try:
-            yield states
-        finally:
-            self.model.layers = all_blocks
-            for handle in handles:
-                handle.remove()
+        return capture_layers(self.model, wanted, num_blocks, max_block=len(self.model.layers) - 1)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.precision == "fp32":
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=_DTYPES[self.precision])
+        return autocast(self.precision, self.device)
 
 
 def _load_extractor(

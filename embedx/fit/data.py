@@ -414,10 +414,18 @@ def encode_labels(values: pd.Series, task: str) -> tuple[np.ndarray, list[str] |
         ``(y, classes)``: int64 codes and sorted class names, or float64 targets and ``None``.
 
     Raises:
-        DataError: a single class.
+        DataError: a single class, or non-numeric / non-finite regression targets.
     """
     if task == "regression":
-        return values.to_numpy(dtype=np.float64), None
+        numeric = pd.to_numeric(values, errors="coerce")
+        bad = numeric.isna() | ~np.isfinite(numeric.to_numpy(dtype=np.float64, na_value=np.nan))
+        if bad.any():
+            first = values[bad.to_numpy()].iloc[0]
+            raise DataError(
+                f"label column {values.name!r} is not numeric for regression: {int(bad.sum())} "
+                f"value(s) like {first!r}; use --task classification or fix the labels"
+            )
+        return numeric.to_numpy(dtype=np.float64), None
     uniques = sorted(values.unique().tolist(), key=lambda v: (str(type(v)), v))
     if len(uniques) < 2:
         only = repr(str(uniques[0])) if uniques else "none"
