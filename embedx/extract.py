@@ -466,8 +466,8 @@ def _run_batches(store: Any, name: str, backend: Backend, layers: list[int], con
     note(f"{len(todo)} items to process in {len(batches)} batches "
          f"({plan.padded_fraction:.1%} padding, {len(long_first)} long items in chunks), "
          f"{workers} decoding workers")
-    # a backend may offer a small picklable preparer so workers never need the model itself
-    prep = getattr(backend, "preparer", backend)
+    # a backend's small picklable preparer, so workers never need the model itself
+    prep = backend.preparer or backend
     decoder = _Decoder(items["path"].tolist(), decoded, backend.sample_rate,
                        prep.prepare, prep.fit_length)
     durations = items["duration"].to_numpy(dtype=np.float64)

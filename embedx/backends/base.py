@@ -58,6 +58,8 @@ class Backend(ABC):
             to ``min_samples``) or ``"fail"`` (record the item as failed).
         head_names: head name -> names of its ``k`` outputs (empty when there is no head).
         feature_names: names of the ``dim`` features, when they have names (openSMILE).
+        preparer: optional picklable object with ``prepare``/``fit_length`` that the DataLoader
+            workers run (see :meth:`prepare`).
     """
 
     name: str
@@ -70,6 +72,7 @@ class Backend(ABC):
     short: str = "pad"
     head_names: dict[str, list[str]]
     feature_names: list[str] | None = None
+    preparer: Any = None
 
     def num_frames(self, num_samples: int) -> int:
         """Number of frames :meth:`forward` returns for an item of ``num_samples`` samples.
@@ -85,15 +88,17 @@ class Backend(ABC):
     def prepare(self, wave: np.ndarray) -> np.ndarray:
         """Per-item preprocessing that must see the unpadded item (input normalisation).
 
-        Runs in DataLoader workers, so it must be cheap to pickle and free of model state.
+        Runs in DataLoader workers. A backend with per-item work sets :attr:`preparer`, a small
+        picklable object (no model) whose ``prepare``/``fit_length`` this delegates to, so
+        workers never need the model itself.
 
         Args:
             wave: ``(num_samples,)`` float32 mono audio at :attr:`sample_rate`.
 
         Returns:
-            The prepared ``(num_samples,)`` float32 waveform.
+            The prepared item (a waveform, or a backend's per-item features).
         """
-        return wave
+        return wave if self.preparer is None else self.preparer.prepare(wave)
 
     def fit_length(self, wave: np.ndarray) -> np.ndarray:
         """Apply the short-item policy to a prepared waveform.
@@ -107,15 +112,9 @@ class Backend(ABC):
         Raises:
             AudioError: the item is shorter than ``min_samples`` and ``short="fail"``.
         """
-        n = wave.shape[0]
-        if n >= self.min_samples:
-            return wave
-        if self.short == "fail":
-            raise AudioError(
-                f"too short: {n} samples at {self.sample_rate} Hz, the model needs at least "
-                f"{self.min_samples} (use --short pad to zero-pad)"
-            )
-        return np.pad(wave, (0, self.min_samples - n))
+        if self.preparer is not None:
+            return self.preparer.fit_length(wave)
+        return apply_short_policy(wave, self.min_samples, self.short, self.sample_rate)
 
     @abstractmethod
     def forward(self, waves: Sequence[np.ndarray], layers: Sequence[int]) -> BackendOutput:
@@ -134,6 +133,33 @@ class Backend(ABC):
         """Attributes describing the source, stored with the feature set (model id, revision,
         commit hash, architecture, normalisation, ...). Values are str, int, float or bool."""
         return {}
+
+
+def apply_short_policy(wave: np.ndarray, min_samples: int, short: str, sample_rate: int) -> np.ndarray:
+    """Zero-pad an item shorter than ``min_samples`` at the end, or refuse it.
+
+    Args:
+        wave: ``(num_samples,)`` prepared audio.
+        min_samples: the backend's minimum (one frame).
+        short: ``"pad"`` or ``"fail"``.
+        sample_rate: rate of ``wave``, for the message.
+
+    Returns:
+        ``wave`` as float32, zero-padded to ``min_samples`` when shorter under ``"pad"``.
+
+    Raises:
+        AudioError: under ``"fail"``, when the item is shorter than ``min_samples``.
+    """
+    x = np.asarray(wave, dtype=np.float32)
+    n = x.shape[0]
+    if n >= min_samples:
+        return x
+    if short == "fail":
+        raise AudioError(
+            f"item too short: {n} samples ({n / sample_rate:.3f} s) < the model's minimum of "
+            f"{min_samples} samples ({min_samples / sample_rate:.3f} s); use --short pad to zero-pad"
+        )
+    return np.pad(x, (0, min_samples - n))
 
 
 _RANGE = re.compile(r"^(-?\d*):(-?\d*)$")

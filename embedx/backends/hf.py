@@ -66,7 +66,7 @@ from transformers import (
     WavLMModel,
 )
 
-from embedx.backends.base import Backend, BackendOutput
+from embedx.backends.base import Backend, BackendOutput, apply_short_policy
 from embedx.errors import AudioError, ConfigError, ModelError
 
 __all__ = [
@@ -192,17 +192,7 @@ class WavePreparer:
         Raises:
             AudioError: under ``"fail"``, when the item is shorter than :attr:`min_samples`.
         """
-        x = np.asarray(wave, dtype=np.float32)
-        n = x.shape[0]
-        if n >= self.min_samples:
-            return x
-        if self.short == "fail":
-            raise AudioError(
-                f"item too short: {n} samples ({n / self.sample_rate:.3f} s) < the model's minimum "
-                f"of {self.min_samples} samples ({self.min_samples / self.sample_rate:.3f} s); "
-                "use short='pad' to zero-pad such items"
-            )
-        return np.pad(x, (0, self.min_samples - n))
+        return apply_short_policy(wave, self.min_samples, self.short, self.sample_rate)
 
     def __call__(self, wave: np.ndarray) -> np.ndarray:
         """:meth:`prepare`, then :meth:`fit_length`."""
@@ -515,34 +505,6 @@ class HFBackend(Backend):
             ``floor((n - 400) / 320) + 1`` for the real geometry; 0 below :attr:`min_samples`.
         """
         return conv_output_length(num_samples, self._kernels, self._strides)
-
-    def prepare(self, wave: np.ndarray) -> np.ndarray:
-        """Normalise one unpadded item when the checkpoint's ``do_normalize`` says so.
-
-        Args:
-            wave: ``(num_samples,)`` mono audio at :attr:`sample_rate`.
-
-        Returns:
-            The ``(num_samples,)`` float32 item, see :meth:`WavePreparer.prepare`.
-
-        Raises:
-            AudioError: when ``wave`` is not one-dimensional.
-        """
-        return self.preparer.prepare(wave)
-
-    def fit_length(self, wave: np.ndarray) -> np.ndarray:
-        """Apply the short-item policy (after :meth:`prepare`).
-
-        Args:
-            wave: ``(num_samples,)`` prepared audio.
-
-        Returns:
-            The item, zero-padded to :attr:`min_samples` under ``short="pad"`` when shorter.
-
-        Raises:
-            AudioError: under ``short="fail"``, when the item is shorter than :attr:`min_samples`.
-        """
-        return self.preparer.fit_length(wave)
 
     def forward(self, waves: Sequence[np.ndarray], layers: Sequence[int]) -> BackendOutput:
         """Run a zero-padded, masked batch and return the requested layers.

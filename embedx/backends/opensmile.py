@@ -290,14 +290,6 @@ class OpenSmileBackend(Backend):
         """
         return self.preparer.num_frames(num_samples)
 
-    def prepare(self, wave: np.ndarray) -> np.ndarray:
-        """Compute one item's features, see :meth:`SmilePreparer.prepare`."""
-        return self.preparer.prepare(wave)
-
-    def fit_length(self, wave: np.ndarray) -> np.ndarray:
-        """Pass :meth:`prepare`'s features through (the short policy ran in :meth:`prepare`)."""
-        return self.preparer.fit_length(wave)
-
     def forward(self, waves: Sequence[np.ndarray], layers: Sequence[int]) -> BackendOutput:
         """Pad the items' feature matrices into one batch.
 

@@ -166,14 +166,6 @@ class WhisperBackend(Backend):
         """
         return int(num_samples) // self.hop_samples
 
-    def prepare(self, wave: np.ndarray) -> np.ndarray:
-        """Check and cast one item (Whisper normalises nothing per item)."""
-        return self.preparer.prepare(wave)
-
-    def fit_length(self, wave: np.ndarray) -> np.ndarray:
-        """Apply the short-item policy (zero-pad to 320 samples, or fail)."""
-        return self.preparer.fit_length(wave)
-
     def forward(self, waves: Sequence[np.ndarray], layers: Sequence[int]) -> BackendOutput:
         """Run every item as its own zero-padded 30-s window and keep its valid frames.
 
