@@ -1385,16 +1385,7 @@ class StoreWriter(_StoreBase):
             raise StoreError(f"failure index {index!r} is not an item index (0..{n - 1})")
         index = int(index)
         f = self._file
-        g = f.require_group("failed")
-        if "set" not in g:
-            for c in FAILED_COLUMNS:
-                g.create_dataset(
-                    c,
-                    shape=(0,),
-                    maxshape=(None,),
-                    chunks=(1024,),
-                    dtype=np.int64 if c == "index" else _STR,
-                )
+        g = self._failed_group()
         keys = self._failure_keys()
         row = {
             "set": name,
@@ -1443,13 +1434,8 @@ class StoreWriter(_StoreBase):
         self._file.flush()
         self._failed_keys = set(zip(keep["set"].tolist(), keep["index"].tolist(), strict=True))
 
-    def _append_failures(self, rows: pd.DataFrame) -> None:
-        """Append failure rows (columns :data:`FAILED_COLUMNS`) in one write, for :func:`merge`.
-
-        The caller guarantees at most one row per (set, index).
-        """
-        if rows.empty:
-            return
+    def _failed_group(self) -> h5py.Group:
+        """``/failed``, created with its empty resizable columns on first use."""
         g = self._file.require_group("failed")
         if "set" not in g:
             for c in FAILED_COLUMNS:
@@ -1460,6 +1446,16 @@ class StoreWriter(_StoreBase):
                     chunks=(1024,),
                     dtype=np.int64 if c == "index" else _STR,
                 )
+        return g
+
+    def _append_failures(self, rows: pd.DataFrame) -> None:
+        """Append failure rows (columns :data:`FAILED_COLUMNS`) in one write, for :func:`merge`.
+
+        The caller guarantees at most one row per (set, index).
+        """
+        if rows.empty:
+            return
+        g = self._failed_group()
         start = int(g["set"].shape[0])
         for c in FAILED_COLUMNS:
             g[c].resize((start + len(rows),))

@@ -395,6 +395,18 @@ def _grids_for(models: list[str], settings: StudySettings) -> dict[str, dict[str
     return out
 
 
+def _config_columns(config: Any, model: str) -> dict[str, Any]:
+    """The columns that name a (feature configuration, model) pair in results and summary."""
+    return {
+        "config": config.name,
+        "feature_set": config.feature_set,
+        "layer": config.layer if config.layer is not None else pd.NA,
+        "pooling": config.pooling,
+        "concat": config.concat,
+        "model": model,
+    }
+
+
 def run_study(
     dataset: Dataset,
     settings: StudySettings | None = None,
@@ -520,12 +532,7 @@ def _assemble(
                 confusions[key] = np.zeros((dataset.num_classes,) * 2, dtype=np.int64)
         preds[key][test] = out["pred"]
         row: dict[str, Any] = {
-            "config": config.name,
-            "feature_set": config.feature_set,
-            "layer": config.layer if config.layer is not None else pd.NA,
-            "pooling": config.pooling,
-            "concat": config.concat,
-            "model": model,
+            **_config_columns(config, model),
             "fold": fi,
             "n_train": len(train),
             "n_test": len(test),
@@ -573,12 +580,7 @@ def _assemble(
             key = (config.name, model)
             part = results[(results["config"] == config.name) & (results["model"] == model)]
             srow: dict[str, Any] = {
-                "config": config.name,
-                "feature_set": config.feature_set,
-                "layer": config.layer if config.layer is not None else pd.NA,
-                "pooling": config.pooling,
-                "concat": config.concat,
-                "model": model,
+                **_config_columns(config, model),
                 "n_folds": len(part),
             }
             for name in names:
