@@ -426,21 +426,7 @@ class HFBackend(Backend):
         attn: str = "auto",
         name: str | None = None,
     ) -> None:
-        if short not in SHORT_POLICIES:
-            raise ConfigError(
-                f"unknown short-item policy {short!r}; accepted: {', '.join(SHORT_POLICIES)}"
-            )
-        if attn not in ATTN_IMPLEMENTATIONS:
-            raise ConfigError(
-                f"unknown attention implementation {attn!r}; accepted: {', '.join(ATTN_IMPLEMENTATIONS)}"
-            )
-        self.device = _resolve_device(device)
-        self.precision = _resolve_precision(precision, self.device)
-        self.model_id = str(model)
-        self.revision = revision
-
-        load_revision, self.commit_hash = _resolve_revision(self.model_id, revision)
-        config = _load_config(self.model_id, load_revision)
+        load_revision, config = open_checkpoint(self, model, revision, device, precision, short, attn)
         model_type = getattr(config, "model_type", None)
         if model_type not in _BACKBONES:
             raise ModelError(
@@ -990,6 +976,44 @@ def load_hf_backend(model: str, **kwargs: Any) -> Backend:
 
         return WhisperBackend(model, **kwargs)
     return HFBackend(model, **kwargs)
+
+
+def open_checkpoint(
+    backend: Backend, model: str, revision: str | None, device: str, precision: str, short: str,
+    attn: str,
+) -> tuple[str | None, transformers.PretrainedConfig]:
+    """Validate the common options, resolve device/precision/revision, and load the config.
+
+    Sets ``device``, ``precision``, ``model_id``, ``revision`` and ``commit_hash`` on ``backend``.
+
+    Args:
+        backend: the backend being built.
+        model: hub id or local directory.
+        revision: hub revision, or ``None``.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        precision: one of :data:`PRECISIONS`.
+        short: one of :data:`SHORT_POLICIES`.
+        attn: one of :data:`ATTN_IMPLEMENTATIONS`.
+
+    Returns:
+        The revision to load files at (a commit when one could be resolved) and the config.
+
+    Raises:
+        ConfigError: a bad short policy, attention implementation, device or precision.
+        ModelError: the config cannot be loaded.
+    """
+    if short not in SHORT_POLICIES:
+        raise ConfigError(f"unknown short-item policy {short!r}; accepted: {', '.join(SHORT_POLICIES)}")
+    if attn not in ATTN_IMPLEMENTATIONS:
+        raise ConfigError(
+            f"unknown attention implementation {attn!r}; accepted: {', '.join(ATTN_IMPLEMENTATIONS)}"
+        )
+    backend.device = _resolve_device(device)
+    backend.precision = _resolve_precision(precision, backend.device)
+    backend.model_id = str(model)
+    backend.revision = revision
+    load_revision, backend.commit_hash = _resolve_revision(backend.model_id, revision)
+    return load_revision, _load_config(backend.model_id, load_revision)
 
 
 @contextlib.contextmanager

@@ -40,16 +40,11 @@ from transformers import WhisperFeatureExtractor, WhisperModel
 
 from embedx.backends.base import Backend, BackendOutput
 from embedx.backends.hf import (
-    ATTN_IMPLEMENTATIONS,
-    SHORT_POLICIES,
     WavePreparer,
-    _load_config,
-    _resolve_device,
-    _resolve_precision,
-    _resolve_revision,
     _snapshot_commit,
     autocast,
     capture_layers,
+    open_checkpoint,
     quiet_loading,
 )
 from embedx.batching import chunk_spans
@@ -98,25 +93,11 @@ class WhisperBackend(Backend):
         name: str | None = None,
         max_windows: int = 16,
     ) -> None:
-        if short not in SHORT_POLICIES:
-            raise ConfigError(
-                f"unknown short-item policy {short!r}; accepted: {', '.join(SHORT_POLICIES)}"
-            )
-        if attn not in ATTN_IMPLEMENTATIONS:
-            raise ConfigError(
-                f"unknown attention implementation {attn!r}; accepted: {', '.join(ATTN_IMPLEMENTATIONS)}"
-            )
         if not isinstance(max_windows, int) or max_windows < 1:
             raise ConfigError(f"max_windows must be a positive integer, got {max_windows!r}")
-        self.device = _resolve_device(device)
-        self.precision = _resolve_precision(precision, self.device)
-        self.model_id = str(model)
-        self.revision = revision
+        load_revision, config = open_checkpoint(self, model, revision, device, precision, short, attn)
         self.attn = "sdpa" if attn == "auto" else attn
         self.max_windows = max_windows
-
-        load_revision, self.commit_hash = _resolve_revision(self.model_id, revision)
-        config = _load_config(self.model_id, load_revision)
         if getattr(config, "model_type", None) != "whisper":
             raise ModelError(
                 f"model {self.model_id!r} is of model_type {getattr(config, 'model_type', None)!r}; "
