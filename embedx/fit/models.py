@@ -216,20 +216,21 @@ def _rf_clf(seed, class_weight, n_jobs):
     )
 
 
+#: LightGBM settings shared by the classifier and the regressor
+_LGBM_DEFAULTS = dict(
+    n_estimators=100,
+    learning_rate=0.1,
+    num_leaves=15,
+    max_bin=63,  # dense embeddings need few bins; 4x faster than 255 at 768 dims
+    colsample_bytree=0.3,
+    verbose=-1,
+)
+
+
 def _lgbm_clf(seed, class_weight, n_jobs):
     from lightgbm import LGBMClassifier
 
-    return LGBMClassifier(
-        n_estimators=100,
-        learning_rate=0.1,
-        num_leaves=15,
-        max_bin=63,  # dense embeddings need few bins; 4x faster than 255 at 768 dims
-        colsample_bytree=0.3,
-        class_weight=class_weight,
-        random_state=seed,
-        n_jobs=n_jobs,
-        verbose=-1,
-    )
+    return LGBMClassifier(**_LGBM_DEFAULTS, class_weight=class_weight, random_state=seed, n_jobs=n_jobs)
 
 
 def _mlp_clf(seed, class_weight, n_jobs):
@@ -271,16 +272,7 @@ def _rf_reg(seed, n_jobs):
 def _lgbm_reg(seed, n_jobs):
     from lightgbm import LGBMRegressor
 
-    return LGBMRegressor(
-        n_estimators=100,
-        learning_rate=0.1,
-        num_leaves=15,
-        max_bin=63,  # dense embeddings need few bins; 4x faster than 255 at 768 dims
-        colsample_bytree=0.3,
-        random_state=seed,
-        n_jobs=n_jobs,
-        verbose=-1,
-    )
+    return LGBMRegressor(**_LGBM_DEFAULTS, random_state=seed, n_jobs=n_jobs)
 
 
 def _mlp_reg(seed, n_jobs):
