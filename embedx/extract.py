@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from embedx.audio import AudioInfo, load, probe, resampled_length
+from embedx.audio import RESAMPLER, AudioInfo, load, probe, resampled_length
 from embedx.backends import Backend, create_backend, parse_layers
 from embedx.batching import chunk_spans, make_batches
 from embedx.errors import AudioError, ConfigError, EmbedxError
@@ -36,7 +36,7 @@ SHORT_POLICIES = ("pad", "fail")
 #: ExtractConfig fields that define the stored values; they are stored with the feature set
 #: and a resume with any of them changed is refused
 DATA_KEYS = ("backend", "model", "revision", "name", "layers", "poolings", "frames", "dtype",
-             "precision", "short", "max_chunk_seconds", "backend_options")
+             "precision", "short", "max_chunk_seconds", "resampler", "backend_options")
 
 
 @dataclass
@@ -78,6 +78,9 @@ class ExtractConfig:
             stored with the data, so shards and an unsharded run have the same config.
         backend_options: further keyword arguments of the backend (opensmile: ``feature_set``
             and ``level``); stored, as the backend resolved them, when not empty.
+        resampler: the resampler (:data:`embedx.audio.RESAMPLER`, the only one available). It
+            is stored because it defines the values of every item not at the model's rate: a
+            resume of a store written with another resampler is refused.
     """
 
     backend: str = "hf"
@@ -102,6 +105,7 @@ class ExtractConfig:
     progress: bool = True
     shard: str | None = None
     backend_options: dict[str, Any] = field(default_factory=dict)
+    resampler: str = RESAMPLER
 
     def validate(self) -> None:
         """Check the run-independent options.
@@ -109,6 +113,8 @@ class ExtractConfig:
         Raises:
             ConfigError: naming the bad value and what is accepted.
         """
+        if self.resampler != RESAMPLER:
+            raise ConfigError(f"resampler {self.resampler!r} is not available; accepted: {RESAMPLER}")
         if self.dtype not in DTYPES:
             raise ConfigError(f"--dtype {self.dtype!r} not accepted; accepted: {', '.join(DTYPES)}")
         if self.short not in SHORT_POLICIES:

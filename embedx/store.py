@@ -118,10 +118,8 @@ _MAX_ATTR_BYTES = 16 * 1024
 
 
 def _embedx_version() -> str:
-    try:
-        from embedx import __version__
-    except ImportError:  # package being assembled; fall back to the pyproject version
-        return "0.1.0"
+    from embedx import __version__
+
     return str(__version__)
 
 
