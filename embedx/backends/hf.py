@@ -67,6 +67,7 @@ from transformers import (
 )
 
 from embedx.backends.base import Backend, BackendOutput, apply_short_policy
+from embedx.backends.hub import locate
 from embedx.errors import AudioError, ConfigError, ModelError
 
 __all__ = [
@@ -97,9 +98,7 @@ SHORT_POLICIES: tuple[str, ...] = ("pad", "fail")
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
-_COMMIT = re.compile(r"^[0-9a-f]{40}$")
 _MIXED_MASK_WARNING = "Support for mismatched key_padding_mask and attn_mask"
-_SNAPSHOT = re.compile(r"[\\/]snapshots[\\/]([0-9a-f]{40})[\\/]")
 
 
 def conv_output_length(num_samples: int, kernels: Sequence[int], strides: Sequence[int]) -> int:
@@ -426,7 +425,7 @@ class HFBackend(Backend):
         attn: str = "auto",
         name: str | None = None,
     ) -> None:
-        load_revision, config = open_checkpoint(self, model, revision, device, precision, short, attn)
+        path, config = open_checkpoint(self, model, revision, device, precision, short, attn)
         model_type = getattr(config, "model_type", None)
         if model_type not in _BACKBONES:
             raise ModelError(
@@ -436,7 +435,7 @@ class HFBackend(Backend):
         self.model_type: str = model_type
         self.attn = _resolve_attn(attn, model_type)
 
-        extractor, self.do_normalize_source = _load_extractor_dict(self.model_id, load_revision)
+        extractor, self.do_normalize_source = _load_extractor_dict(path)
         feat_extract_norm = getattr(config, "feat_extract_norm", "layer")
         if "do_normalize" in extractor:
             self.do_normalize = bool(extractor["do_normalize"])
@@ -445,11 +444,9 @@ class HFBackend(Backend):
             self.do_normalize_source = "default"
         self.sample_rate = int(extractor.get("sampling_rate", 16000))
 
-        self.model = _load_model(self.model_id, load_revision, config, self.attn)
+        self.model = _load_model(path, self.model_id, config, self.attn)
         self.model.to(self.device).eval()
         self.config = self.model.config
-        if self.commit_hash == "":
-            self.commit_hash = _snapshot_commit(self.model_id, load_revision)
 
         self._kernels = tuple(int(k) for k in config.conv_kernel)
         self._strides = tuple(int(s) for s in config.conv_stride)
@@ -461,7 +458,7 @@ class HFBackend(Backend):
         self.frame_rate = self.sample_rate / float(np.prod(self._strides))
         self.min_samples = receptive_field(self._kernels, self._strides)
         self.hop_samples = int(np.prod(self._strides))
-        self.head = _load_head(self.model_id, load_revision, config)
+        self.head = _load_head(path, self.model_id, config)
         if self.head is not None:
             self.head.to(self.device).eval()
         self.head_names = dict(self.head.names) if self.head is not None else {}
@@ -790,73 +787,23 @@ def _resolve_attn(attn: str, model_type: str) -> str:
     return attn
 
 
-def _looks_local(model: str) -> bool:
-    return (
-        model.startswith((".", "~", os.sep, "/")) or os.path.isabs(model) or os.path.exists(model)
-    )
-
-
-def _resolve_revision(model: str, revision: str | None) -> tuple[str | None, str]:
-    """Pin ``revision`` of a hub model to a commit when possible (best effort, offline-safe).
-
-    Returns:
-        The revision to load with and the commit hash ("" when unknown).
-    """
-    if _looks_local(model):
-        return revision, ""
-    try:
-        from transformers.utils.hub import resolve_revision
-
-        resolved = resolve_revision(model, revision)
-    except Exception:  # best effort: the regular loading path reports errors
-        resolved = revision
-    commit = getattr(resolved, "resolved", None)
-    if commit is None and resolved is not None and _COMMIT.match(str(resolved)):
-        commit = str(resolved)
-    return resolved, commit or ""
-
-
-def _snapshot_commit(model: str, revision: str | None) -> str:
-    """The commit of the cached snapshot a hub model was loaded from ("" for local dirs)."""
-    if _looks_local(model):
-        return ""
-    try:
-        from transformers.utils.hub import cached_file
-
-        path = cached_file(
-            model, "config.json", revision=revision, _raise_exceptions_for_missing_entries=False
-        )
-    except Exception:  # metadata only
-        return ""
-    match = _SNAPSHOT.search(str(path or ""))
-    return match.group(1) if match else ""
-
-
 def _load_error(model: str, exc: Exception) -> ModelError:
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    if _looks_local(model) and not os.path.isdir(os.path.expanduser(model)):
-        return ModelError(f"cannot load model {model!r}: no such directory")
-    return ModelError(
-        f"cannot load model {model!r}: not a model directory, and not a hub id that is in the "
-        f"Hugging Face cache or reachable (offline?): {first}"
-    )
+    first = " ".join(str(exc).strip().splitlines()[0].split()) if str(exc).strip() else type(exc).__name__
+    return ModelError(f"{model!r}: its checkpoint files cannot be read: {first}")
 
 
-def _load_config(model: str, revision: str | None) -> transformers.PretrainedConfig:
-    if _looks_local(model) and not os.path.isdir(os.path.expanduser(model)):
-        raise ModelError(f"cannot load model {model!r}: no such directory")
+def _load_config(path: str, model: str) -> transformers.PretrainedConfig:
+    """The config of the checkpoint in directory ``path`` (``model``: its name for messages)."""
     try:
-        return AutoConfig.from_pretrained(os.path.expanduser(model), revision=revision)
+        return AutoConfig.from_pretrained(path)
     except (OSError, ValueError, KeyError) as exc:
         raise _load_error(model, exc) from exc
 
 
-def _load_extractor_dict(model: str, revision: str | None) -> tuple[dict[str, Any], str]:
+def _load_extractor_dict(path: str) -> tuple[dict[str, Any], str]:
     """The checkpoint's feature-extractor settings and where they came from."""
     try:
-        values, _ = Wav2Vec2FeatureExtractor.get_feature_extractor_dict(
-            os.path.expanduser(model), revision=revision
-        )
+        values, _ = Wav2Vec2FeatureExtractor.get_feature_extractor_dict(path)
     except (OSError, ValueError, json.JSONDecodeError):
         return {}, "default"
     return dict(values), "preprocessor_config.json"
@@ -871,20 +818,10 @@ def _default_do_normalize(model_type: str, feat_extract_norm: str) -> bool:
     return not (feat_extract_norm == "group" and model_type in ("hubert", "wavlm"))
 
 
-def _checkpoint_file(model: str, filename: str, revision: str | None) -> str | None:
-    """Local path of one file of a checkpoint (a directory, or a hub id in the HF cache)."""
-    from transformers.utils.hub import cached_file
-
-    try:
-        return cached_file(
-            os.path.expanduser(model),
-            filename,
-            revision=revision,
-            _raise_exceptions_for_missing_entries=False,
-            _raise_exceptions_for_connection_errors=False,
-        )
-    except (OSError, ValueError):
-        return None
+def _checkpoint_file(path: str, filename: str) -> str | None:
+    """Path of one file of the checkpoint in directory ``path``, or ``None`` when it has none."""
+    candidate = os.path.join(path, filename)
+    return candidate if os.path.isfile(candidate) else None
 
 
 def _read_tensors(path: str) -> dict[str, torch.Tensor]:
@@ -898,22 +835,22 @@ def _read_tensors(path: str) -> dict[str, torch.Tensor]:
     return {k: v for k, v in state.items() if k.startswith(_HEAD_PREFIXES)}
 
 
-def _head_tensors(model: str, revision: str | None) -> dict[str, torch.Tensor]:
+def _head_tensors(path: str) -> dict[str, torch.Tensor]:
     """Head tensors of a checkpoint: safetensors or pytorch_model.bin, single file or sharded."""
     for single, index in (
         ("model.safetensors", "model.safetensors.index.json"),
         ("pytorch_model.bin", "pytorch_model.bin.index.json"),
     ):
-        path = _checkpoint_file(model, single, revision)
-        if path:
-            return _read_tensors(path)
-        index_path = _checkpoint_file(model, index, revision)
+        single_path = _checkpoint_file(path, single)
+        if single_path:
+            return _read_tensors(single_path)
+        index_path = _checkpoint_file(path, index)
         if index_path:
             weight_map = json.loads(Path(index_path).read_text())["weight_map"]
             shards = sorted({f for k, f in weight_map.items() if k.startswith(_HEAD_PREFIXES)})
             tensors: dict[str, torch.Tensor] = {}
             for shard in shards:
-                shard_path = _checkpoint_file(model, shard, revision)
+                shard_path = _checkpoint_file(path, shard)
                 if shard_path:
                     tensors.update(_read_tensors(shard_path))
             return tensors
@@ -921,7 +858,7 @@ def _head_tensors(model: str, revision: str | None) -> dict[str, torch.Tensor]:
 
 
 def _load_head(
-    model: str, revision: str | None, config: transformers.PretrainedConfig
+    path: str, model: str, config: transformers.PretrainedConfig
 ) -> UtteranceHead | None:
     """The checkpoint's utterance-level head, or ``None`` when it has none embedx computes.
 
@@ -934,7 +871,7 @@ def _load_head(
         a in _HEADLESS or a.endswith(_HEADLESS_SUFFIXES) for a in architectures
     ):
         return None
-    tensors = _head_tensors(model, revision)
+    tensors = _head_tensors(path)
     id2label = getattr(config, "id2label", None) or {}
     labels = [str(id2label[k]) for k in sorted(id2label, key=int)]
     problem_type = getattr(config, "problem_type", None)
@@ -970,7 +907,8 @@ def load_hf_backend(model: str, **kwargs: Any) -> Backend:
     Raises:
         ModelError: when the config cannot be loaded or the model is not supported.
     """
-    config = _load_config(str(model), kwargs.get("revision"))
+    checkpoint = locate(str(model), kwargs.get("revision"))
+    config = _load_config(checkpoint.path, str(model))
     if getattr(config, "model_type", None) == "whisper":
         from embedx.backends.whisper import WhisperBackend
 
@@ -981,8 +919,8 @@ def load_hf_backend(model: str, **kwargs: Any) -> Backend:
 def open_checkpoint(
     backend: Backend, model: str, revision: str | None, device: str, precision: str, short: str,
     attn: str,
-) -> tuple[str | None, transformers.PretrainedConfig]:
-    """Validate the common options, resolve device/precision/revision, and load the config.
+) -> tuple[str, transformers.PretrainedConfig]:
+    """Validate the common options, resolve device/precision, locate the checkpoint, load its config.
 
     Sets ``device``, ``precision``, ``model_id``, ``revision`` and ``commit_hash`` on ``backend``.
 
@@ -996,11 +934,12 @@ def open_checkpoint(
         attn: one of :data:`ATTN_IMPLEMENTATIONS`.
 
     Returns:
-        The revision to load files at (a commit when one could be resolved) and the config.
+        The local directory holding the checkpoint's files (see
+        :func:`embedx.backends.hub.locate`) and its config.
 
     Raises:
         ConfigError: a bad short policy, attention implementation, device or precision.
-        ModelError: the config cannot be loaded.
+        ModelError: the checkpoint cannot be located or its config cannot be loaded.
     """
     if short not in SHORT_POLICIES:
         raise ConfigError(f"unknown short-item policy {short!r}; accepted: {', '.join(SHORT_POLICIES)}")
@@ -1012,8 +951,9 @@ def open_checkpoint(
     backend.precision = _resolve_precision(precision, backend.device)
     backend.model_id = str(model)
     backend.revision = revision
-    load_revision, backend.commit_hash = _resolve_revision(backend.model_id, revision)
-    return load_revision, _load_config(backend.model_id, load_revision)
+    checkpoint = locate(backend.model_id, revision)
+    backend.commit_hash = checkpoint.commit
+    return checkpoint.path, _load_config(checkpoint.path, backend.model_id)
 
 
 @contextlib.contextmanager
@@ -1042,12 +982,11 @@ def quiet_loading(model: str) -> Iterator[None]:
 
 
 def _load_model(
-    model: str, revision: str | None, config: transformers.PretrainedConfig, attn: str
+    path: str, model: str, config: transformers.PretrainedConfig, attn: str
 ) -> nn.Module:
     with quiet_loading(model):
         loaded = AutoModel.from_pretrained(
-            os.path.expanduser(model),
-            revision=revision,
+            path,
             config=config,
             attn_implementation=attn,
             dtype=torch.float32,

@@ -27,7 +27,6 @@ transformers 5.x returns it so for Whisper (unlike stable-layer-norm wav2vec2 mo
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -41,7 +40,6 @@ from transformers import WhisperFeatureExtractor, WhisperModel
 from embedx.backends.base import Backend, BackendOutput
 from embedx.backends.hf import (
     WavePreparer,
-    _snapshot_commit,
     autocast,
     capture_layers,
     open_checkpoint,
@@ -95,7 +93,7 @@ class WhisperBackend(Backend):
     ) -> None:
         if not isinstance(max_windows, int) or max_windows < 1:
             raise ConfigError(f"max_windows must be a positive integer, got {max_windows!r}")
-        load_revision, config = open_checkpoint(self, model, revision, device, precision, short, attn)
+        path, config = open_checkpoint(self, model, revision, device, precision, short, attn)
         self.attn = "sdpa" if attn == "auto" else attn
         self.max_windows = max_windows
         if getattr(config, "model_type", None) != "whisper":
@@ -104,13 +102,11 @@ class WhisperBackend(Backend):
                 "the whisper backend accepts: whisper"
             )
         self.extractor, self.extractor_source = _load_extractor(
-            self.model_id, load_revision, int(config.num_mel_bins)
+            path, int(config.num_mel_bins)
         )
-        self.model = _load_encoder(self.model_id, load_revision, config, self.attn)
+        self.model = _load_encoder(path, self.model_id, config, self.attn)
         self.model.to(self.device).eval()
         self.config = config
-        if self.commit_hash == "":
-            self.commit_hash = _snapshot_commit(self.model_id, load_revision)
 
         stride = int(self.model.conv1.stride[0]) * int(self.model.conv2.stride[0])
         window_frames = int(config.max_source_positions) * stride  # mel frames the encoder takes
@@ -263,13 +259,11 @@ class WhisperBackend(Backend):
         return autocast(self.precision, self.device)
 
 
-def _load_extractor(
-    model: str, revision: str | None, num_mel_bins: int
-) -> tuple[WhisperFeatureExtractor, str]:
+def _load_extractor(path: str, num_mel_bins: int) -> tuple[WhisperFeatureExtractor, str]:
     """The checkpoint's feature extractor, or Whisper's defaults when it has none."""
     try:
         return (
-            WhisperFeatureExtractor.from_pretrained(os.path.expanduser(model), revision=revision),
+            WhisperFeatureExtractor.from_pretrained(path),
             "preprocessor_config.json",
         )
     except (OSError, ValueError):
@@ -277,12 +271,11 @@ def _load_extractor(
 
 
 def _load_encoder(
-    model: str, revision: str | None, config: transformers.PretrainedConfig, attn: str
+    path: str, model: str, config: transformers.PretrainedConfig, attn: str
 ) -> nn.Module:
     with quiet_loading(model):
         loaded = WhisperModel.from_pretrained(
-            os.path.expanduser(model),
-            revision=revision,
+            path,
             config=config,
             attn_implementation=attn,
             dtype=torch.float32,

@@ -342,10 +342,10 @@ def test_attributes_metadata_and_registry(tiny, backends):
 
 
 def test_load_errors(tmp_path):
-    with pytest.raises(ModelError, match="no such directory"):
+    with pytest.raises(ModelError, match="no such model directory"):
         HFBackend(str(tmp_path / "missing"), device="cpu")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ModelError, match="cannot load model"):
+    with pytest.raises(ModelError, match="not a model directory"):
         HFBackend(str(tmp_path / "empty"), device="cpu")
     bert = tmp_path / "bert"
     BertModel(
@@ -424,7 +424,7 @@ def test_hub_id_loads_offline_from_the_cache_with_its_commit(tiny, tmp_path):
         "try:\n"
         "    HFBackend('fake-org/absent', device='cpu')\n"
         "except ModelError as exc:\n"
-        "    print('ModelError', len(str(exc).splitlines()), 'offline' in str(exc))\n"
+        "    print('ModelError', len(str(exc).splitlines()), 'HF_HUB_OFFLINE=1' in str(exc))\n"
     )
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub")}
     root = os.path.dirname(os.path.dirname(embedx.__file__))  # so the child imports this embedx
@@ -436,3 +436,42 @@ def test_hub_id_loads_offline_from_the_cache_with_its_commit(tiny, tmp_path):
     lines = done.stdout.splitlines()
     assert lines[-2] == f"tiny-hubert {commit} fake-org/tiny-hubert"
     assert lines[-1] == "ModelError 1 True"
+
+
+def test_unreachable_hub_is_one_line_or_the_cache(tiny, tmp_path):
+    """Hub down (connection refused), not offline mode: a cached model loads with its commit;
+    an uncached one fails fast in one line that names HF_HUB_OFFLINE=1 and a local directory,
+    without huggingface_hub's retry chatter."""
+    commit = "fedcba9876543210fedcba9876543210fedcba98"
+    repo = tmp_path / "hub" / "models--fake-org--tiny-hubert"
+    shutil.copytree(tiny["hubert"], repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    script = (
+        "import time\n"
+        "from embedx.backends import create_backend\n"
+        "from embedx.errors import ModelError\n"
+        "b = create_backend('hf', model='fake-org/tiny-hubert', device='cpu')\n"
+        "print(b.metadata()['commit_hash'])\n"
+        "t = time.perf_counter()\n"
+        "try:\n"
+        "    create_backend('hf', model='fake-org/absent', device='cpu')\n"
+        "except ModelError as exc:\n"
+        "    print(time.perf_counter() - t)\n"
+        "    print(exc)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    # port 9 (discard) on loopback: nothing listens, so every request is refused at once
+    env.update(HF_ENDPOINT="http://127.0.0.1:9", HF_HUB_CACHE=str(tmp_path / "hub"))
+    root = os.path.dirname(os.path.dirname(embedx.__file__))
+    env["PYTHONPATH"] = os.pathsep.join([root, env.get("PYTHONPATH", "")])
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    cached_commit, seconds, message = done.stdout.splitlines()[-3:]
+    assert cached_commit == commit
+    assert float(seconds) < 5  # one request, no retries with back-off
+    assert "fake-org/absent" in message and "HF_HUB_OFFLINE=1" in message
+    assert "local model directory" in message and "cannot reach the Hugging Face hub" in message
+    assert "Retry" not in done.stderr and "Retry" not in done.stdout
