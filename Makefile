@@ -16,16 +16,16 @@ $(BIN)/embedx: pyproject.toml
 
 setup: $(BIN)/embedx
 
+# the README's commands as a user types them, inside the example folder
 demo: setup
 	rm -rf $(DEMO)
 	$(BIN)/embedx synth $(DEMO)
-	$(BIN)/embedx extract --model $(DEMO)/tiny-hubert --manifest $(DEMO)/labels.csv $(DEMO)/wavs \
-		--layers all --pooling mean,std --frames -o $(DEMO)/feats.h5
-	$(BIN)/embedx info $(DEMO)/feats.h5
-	$(BIN)/embedx fit --features $(DEMO)/feats.h5 --label label --group speaker --models logreg,svm \
-		-o $(DEMO)/results
-	$(BIN)/embedx predict $(DEMO)/results/model.joblib $(DEMO)/wavs/spk00 -o $(DEMO)/predictions.csv
+	cd $(DEMO) && $(abspath $(BIN))/embedx extract --model tiny-hubert wavs/ --pooling mean,std --frames
+	cd $(DEMO) && $(abspath $(BIN))/embedx info feats.h5
+	cd $(DEMO) && $(abspath $(BIN))/embedx fit --features feats.h5 --models logreg,svm
+	cd $(DEMO) && $(abspath $(BIN))/embedx predict results/model.joblib wavs/spk00 -o predictions.csv
 	@echo "report: $(DEMO)/results/report.md (plots and tables in $(DEMO)/results/)"
+	@echo "to use embedx yourself: source $(VENV)/bin/activate"
 
 test: setup
 	$(BIN)/python -m pytest -q

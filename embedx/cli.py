@@ -29,6 +29,7 @@ from embedx.errors import (
     StoreError,
 )
 from embedx.pooling import available_poolings
+from embedx.text import plural
 
 app = typer.Typer(
     name="embedx",
@@ -96,7 +97,7 @@ def extract(
     inputs: Annotated[list[str] | None, typer.Argument(
         help="Audio folders (recursive), files, or .txt/.lst lists of paths. With --manifest: "
              "the folder its relative paths are relative to.", show_default=False)] = None,
-    output: Annotated[Path, typer.Option("--output", "-o", help="HDF5 store to create or extend.")] = Path("features.h5"),
+    output: Annotated[Path, typer.Option("--output", "-o", help="HDF5 store to create or extend.")] = Path("feats.h5"),
     model: Annotated[str | None, typer.Option("--model", "-m", help="Hub id or local directory of a "
                                               "wav2vec2 / HuBERT / WavLM / data2vec-audio model (also "
                                               "*ForSequenceClassification and audEERING emotion checkpoints, "
@@ -123,7 +124,9 @@ def extract(
     workers: Annotated[int | None, typer.Option(help="Decoding worker processes [default: up to 4].",
                                                 show_default=False)] = None,
     short: Annotated[str, typer.Option(help="Items shorter than the model's minimum (25 ms): pad or fail.")] = "pad",
-    manifest: Annotated[str | None, typer.Option(help="CSV with a path column and any label/speaker/split columns.")] = None,
+    manifest: Annotated[str | None, typer.Option(help="CSV with a path column and any label/speaker/split columns "
+                                                 "[default: labels.csv in the input folder, when it has one].",
+                                                 show_default=False)] = None,
     path_column: Annotated[str | None, typer.Option(help="The manifest's path column [default: path/file/...].",
                                                     show_default=False)] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a feature set of the same name "
@@ -150,7 +153,8 @@ def extract(
                           log=None if quiet else lambda m: console.print(f"[dim]{m}[/]"))
     out.print(summary.line(), highlight=False, soft_wrap=True)
     if summary.failed:
-        console.print(f"[yellow]{summary.failed} items failed; `embedx info {output} --failed` lists them[/]")
+        console.print(f"[yellow]{plural(summary.failed, 'item')} failed; `embedx info {output} --failed` "
+                      "lists them[/]")
     if strict and summary.failed_total:
         raise typer.Exit(1)
 
@@ -189,7 +193,7 @@ def synth(
     from embedx.synth import make_example
 
     example = make_example(folder, num_items=items, num_speakers=speakers, seed=seed)
-    out.print(f"wrote {example.num_items} items to {example.audio_dir}, manifest {example.manifest}, "
+    out.print(f"wrote {plural(example.num_items, 'item')} to {example.audio_dir}, manifest {example.manifest}, "
               f"tiny model {example.model_dir}", highlight=False, soft_wrap=True)
 
 
@@ -286,12 +290,15 @@ def _fit_choices(kind: str) -> str:
 @app.command()
 @_one_line_errors
 def fit(
-    features: Annotated[Path, typer.Option("--features", "-f", help="HDF5 store written by embedx extract.")],
+    features: Annotated[Path, typer.Option("--features", "-f", help="HDF5 store written by embedx extract.")] = Path("feats.h5"),
     label: Annotated[str, typer.Option("--label", "-y", help="Label column (of the store's items or of --labels).")] = "label",
     labels: Annotated[Path | None, typer.Option("--labels", help="CSV joined on id (or path) that adds/replaces "
                                                 "label, group and split columns.")] = None,
     group: Annotated[str | None, typer.Option("--group", "-g", help="Group (speaker) column: folds become "
-                                              "speaker-independent.")] = None,
+                                              "speaker-independent [default: a speaker, speaker_id or spk "
+                                              "column when the items have one].", show_default=False)] = None,
+    no_group: Annotated[bool, typer.Option("--no-group", help="Ungrouped folds even when the items have a "
+                                           "speaker column (items of one speaker may then be in train and test).")] = False,
     feature_set: Annotated[list[str] | None, typer.Option("--set", "-s", help="Feature set to probe, repeatable: "
                                                           "NAME, NAME@LAYERS, NAME@LAYERS/POOLING (default: every set).",
                                                           show_default=False)] = None,
@@ -328,39 +335,29 @@ def fit(
                                                   "(ray://host:10001) [default: a local cluster].",
                                                   show_default=False)] = None,
     output: Annotated[Path, typer.Option("--output", "-o", help="Results folder.")] = Path("results"),
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace another study's results in the "
+                                            "results folder.")] = False,
     save_model: Annotated[bool, typer.Option("--save-model/--no-save-model",
                                              help="Refit the best configuration and save model.joblib.")] = True,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Cross-validate classifiers on stored features: every layer × model, with statistics and a report."""
-    from embedx.fit.data import load_dataset
-    from embedx.fit.study import StudySettings, load_grids, run_study
-    from embedx.report import write_report
+    from embedx.api import fit as run_fit
 
-    if cv.strip().isdigit():
-        folds, cv = int(cv), "auto"
-    if class_weight not in ("none", "balanced"):
-        raise ConfigError(f"--class-weight {class_weight!r} not accepted; accepted: none, balanced")
-    dataset = load_dataset(
-        features, label=label, sets=feature_set, layers=layers, pooling=pooling, concat=concat,
-        group=group, labels_csv=labels, split_col=split_col if cv == "predefined" else None,
-        task=task,
+    if no_group and group is not None:
+        raise ConfigError(f"--group {group} and --no-group contradict each other; give one")
+    fitted = run_fit(
+        features, output=output, overwrite=overwrite, label=label, labels=labels,
+        group=None if no_group else (group or "auto"), sets=feature_set, layers=layers,
+        pooling=pooling, concat=concat, models=models, cv=cv, folds=folds, split_col=split_col,
+        task=task, metric=metric, class_weight=class_weight, speaker_norm=speaker_norm, tune=tune,
+        grid=grid, inner_folds=inner_folds, bootstrap=bootstrap, alpha=alpha, seed=seed, jobs=jobs,
+        threads=threads, backend=backend, scheduler=scheduler, save_model=save_model,
+        progress=not quiet, command=_command_line(),
+        log=lambda m: console.print(f"[dim]{escape(m)}[/]", highlight=False, soft_wrap=True),
     )
-    settings = StudySettings(
-        models=models, scheme=cv, n_splits=folds, seed=seed, metric=metric,
-        class_weight=None if class_weight == "none" else class_weight, speaker_norm=speaker_norm,
-        tune=tune, grids=load_grids(grid) if tune and grid is not None else None,
-        inner_folds=inner_folds, n_boot=bootstrap, alpha=alpha, jobs=jobs, threads=threads,
-        backend=backend, scheduler=scheduler, refit=save_model,
-    )
-    if dataset.skipped:  # dropped data is never quiet
-        console.print("[yellow]skipped items: " + escape(", ".join(f"{v} {k}" for k, v in dataset.skipped.items()))
-                      + "[/]", highlight=False, soft_wrap=True)
-    result = run_study(dataset, settings, progress=not quiet,
-                       log=None if quiet else lambda m: console.print(f"[dim]{escape(m)}[/]", highlight=False))
-    written = write_report(result, output, command=_command_line(), save_model=save_model)
-    _print_fit_summary(result)
-    out.print(f"wrote {len(written)} files to {output}/ (report.md, summary.csv, results.csv, ...)",
+    _print_fit_summary(fitted.study)
+    out.print(f"wrote {len(fitted.files)} files to {output}/ (report.md, summary.csv, results.csv, ...)",
               markup=False, highlight=False, soft_wrap=True)
 
 
@@ -419,7 +416,8 @@ def predict(
             labels_csv=labels, log=None if quiet else lambda m: console.print(f"[dim]{escape(m)}[/]"),
         )
     if skipped:
-        console.print(f"[yellow]{skipped} items without features (not done/failed) were not predicted[/]")
+        console.print(f"[yellow]{plural(skipped, 'item')} without features (not done/failed) "
+                      f"{'was' if skipped == 1 else 'were'} not predicted[/]")
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
         table.to_csv(output, index=False)

@@ -22,9 +22,10 @@ from embedx.audio import RESAMPLER, AudioInfo, load, probe, resampled_length
 from embedx.backends import Backend, create_backend, parse_layers
 from embedx.batching import chunk_spans, make_batches
 from embedx.errors import AudioError, ConfigError, EmbedxError
-from embedx.manifest import build_items
+from embedx.manifest import build_items, find_manifest
 from embedx.pooling import chunk_poolings, combine_chunks, get_pooling, parse_poolings
 from embedx.progress import progress_bar
+from embedx.text import plural
 
 #: storage dtypes accepted by ``--dtype``
 DTYPES = ("float32", "float16")
@@ -128,6 +129,7 @@ class ExtractConfig:
         if self.name is not None and (not self.name or "/" in self.name):
             raise ConfigError(f"feature-set name {self.name!r} must be non-empty and contain no '/'")
         self.poolings = parse_poolings(self.poolings)
+        parse_layers(self.layers, None)  # the form now; the range once the model is known
         if self.model and Path(self.model).expanduser().is_dir():
             # a local model is stored by absolute path, so `predict` on new audio and resumes
             # from another working directory find it again
@@ -187,11 +189,11 @@ class ExtractSummary:
     def line(self) -> str:
         """The one-line summary the CLI prints."""
         if self.nothing_to_do:
-            return (f"nothing to do: {self.done_total}/{self.num_items} items of '{self.name}' already "
+            return (f"nothing to do: {self.done_total}/{plural(self.num_items, 'item')} of '{self.name}' already "
                     f"in {self.output} ({self.failed_total} failed earlier; --retry-failed retries them)")
         rate = self.processed / self.elapsed if self.elapsed > 0 else float("nan")
         arate = self.audio_seconds / self.elapsed if self.elapsed > 0 else float("nan")
-        return (f"extracted {self.processed} items ({self.audio_seconds:.1f} s of audio) in "
+        return (f"extracted {plural(self.processed, 'item')} ({self.audio_seconds:.1f} s of audio) in "
                 f"{self.elapsed:.1f} s: {rate:.2f} items/s, {arate:.1f} audio-s/s; "
                 f"{self.failed} failed; '{self.name}' now {self.done_total}/{self.num_items} done "
                 f"-> {self.output}")
@@ -368,11 +370,16 @@ def extract(inputs: Sequence[str | Path], output: str | Path, config: ExtractCon
         EmbedxError: bad options, inputs, model or store (one clear line each). Problems of a
             single item are recorded in the store, not raised.
     """
-    from embedx.store import FeatureSetSpec, StoreWriter
+    from embedx.store import FeatureSetSpec, StoreWriter, check_store_path
 
     note = log or (lambda _msg: None)
     config.validate()
-    items = build_items(inputs, config.manifest, config.path_column)
+    check_store_path(output)  # a typo in -o must not cost a model download
+    manifest = config.manifest
+    if manifest is None and (manifest := find_manifest(inputs)) is not None:
+        note(f"items and their columns from {manifest} (found in the input folder; --manifest "
+             "names another CSV)")
+    items = build_items(inputs, manifest, config.path_column)
     items, probe_errors = probe_items(items)
     shard = None
     if config.shard:
@@ -380,8 +387,8 @@ def extract(inputs: Sequence[str | Path], output: str | Path, config: ExtractCon
 
         # this process's part of the items, balanced by duration; global order kept
         items, probe_errors, shard = take(items, probe_errors, config.shard)
-        note(f"shard {shard.label}: {len(items)} of {shard.total_items} items")
-    note(f"{len(items)} items, {np.nansum(items['duration']):.1f} s of audio, "
+        note(f"shard {shard.label}: {len(items)} of {plural(shard.total_items, 'item')}")
+    note(f"{plural(len(items), 'item')}, {np.nansum(items['duration']):.1f} s of audio, "
          f"{len(probe_errors)} unreadable")
 
     backend = create_backend(config.backend, **config.backend_kwargs())
@@ -469,9 +476,9 @@ def _run_batches(store: Any, name: str, backend: Backend, layers: list[int], con
     batches = [[i] for i in long_first] + plan.batches
     summary.padded_fraction = plan.padded_fraction
     workers = default_workers() if config.workers is None else config.workers
-    note(f"{len(todo)} items to process in {len(batches)} batches "
-         f"({plan.padded_fraction:.1%} padding, {len(long_first)} long items in chunks), "
-         f"{workers} decoding workers")
+    note(f"{plural(len(todo), 'item')} to process in {plural(len(batches), 'batch', 'batches')} "
+         f"({plan.padded_fraction:.1%} padding, {plural(len(long_first), 'long item')} in chunks), "
+         f"{plural(workers, 'decoding worker')}")
     # a backend's small picklable preparer, so workers never need the model itself
     prep = backend.preparer or backend
     decoder = _Decoder(items["path"].tolist(), decoded, backend.sample_rate,
@@ -687,3 +694,9 @@ def config_from_spec(spec_config: dict[str, Any], **overrides: Any) -> ExtractCo
 
 
 __all__ = ["DATA_KEYS", "ExtractConfig", "ExtractSummary", "config_from_spec", "extract"]
+
+
+# `embedx.extract(...)` (the module called) runs embedx.api.extract, the CLI's twin
+from embedx._callable import make_callable  # noqa: E402 - after the module's own names
+
+make_callable(__name__, "extract")

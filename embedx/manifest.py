@@ -179,6 +179,26 @@ def from_manifest(
     return _check_unique(items)
 
 
+#: a CSV with this name at the root of the one input folder is used as its manifest when no
+#: --manifest is given, so `embedx extract --model M wavs/` stores the corpus's labels too
+DEFAULT_MANIFEST = "labels.csv"
+
+
+def find_manifest(inputs: Sequence[str | Path]) -> Path | None:
+    """The folder's own manifest: ``<folder>/labels.csv`` when ``inputs`` is one folder having it.
+
+    Args:
+        inputs: the extraction's inputs.
+
+    Returns:
+        The CSV's path, or ``None``.
+    """
+    if len(inputs) != 1 or not Path(inputs[0]).is_dir():
+        return None
+    candidate = Path(inputs[0]) / DEFAULT_MANIFEST
+    return candidate if candidate.is_file() else None
+
+
 def build_items(
     inputs: Sequence[str | Path] = (),
     manifest: str | Path | None = None,

@@ -407,3 +407,62 @@ def write_report(
     (out / "summary.json").write_text(json.dumps(payload, indent=2), encoding="utf-8")
     (out / "report.md").write_text(_markdown(result, files, command), encoding="utf-8")
     return {k: out / v for k, v in files.items()}
+
+
+#: files a study writes into its results folder, whatever its options (summary.json lists
+#: the rest); their presence marks the folder as another study's results
+STUDY_FILES = ("report.md", "summary.json", "summary.csv", "results.csv", "model.joblib",
+               "predictions_best.csv", "layer_curve.png", "confusion_best.png", "scatter_best.png")
+
+
+def prepare_output(output: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+    """Check (and create) a results folder before a study runs, so that no fit is wasted.
+
+    A folder holding another study's results is refused unless ``overwrite``: a stale
+    ``model.joblib`` beside a new report would be a silent wrong answer. With ``overwrite``,
+    the old study's files are removed (only those; anything else in the folder stays).
+
+    Args:
+        output: the results folder.
+        overwrite: replace another study's results.
+
+    Returns:
+        The folder, created and writable.
+
+    Raises:
+        ConfigError: ``output`` is a file or lies under one, cannot be created or written, or
+            holds another study's results and ``overwrite`` is false.
+    """
+    import tempfile
+
+    from embedx.errors import ConfigError
+
+    out = Path(output)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"-o {str(output)!r} is a file; results need a folder")
+    blocker = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise ConfigError(f"-o {str(output)!r} lies under {str(blocker)!r}, which is a file")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".embedx-", suffix=".probe"):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"-o {str(output)!r} cannot be written: {exc.strerror or exc}") from None
+    previous = [name for name in STUDY_FILES if (out / name).exists()]
+    if not previous:
+        return out
+    if not overwrite:
+        raise ConfigError(f"-o {str(output)!r} holds another study's results "
+                          f"({', '.join(previous[:3])}{', ...' if len(previous) > 3 else ''}); "
+                          "use --overwrite to replace them, or another -o folder")
+    listed: list[str] = []
+    try:
+        listed = list(json.loads((out / "summary.json").read_text(encoding="utf-8"))["files"].values())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass  # an older or damaged summary: the fixed list is enough
+    for name in {*STUDY_FILES, *map(str, listed)}:
+        target = out / name
+        if target.parent == out and target.is_file():  # never follow a listed path elsewhere
+            target.unlink()
+    return out

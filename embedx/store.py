@@ -78,6 +78,7 @@ __all__ = [
     "ShardInfo",
     "StoreReader",
     "StoreWriter",
+    "check_store_path",
     "merge",
 ]
 
@@ -111,6 +112,8 @@ _SET_ATTRS = (
 )
 # spec fields compared by FeatureSetSpec.differences, in message order
 _COMPARED_FIELDS = ("backend", "layers", "dim", "poolings", "frames", "dtype", "heads")
+#: what a config key absent from an older store meant (shown instead of "<absent>")
+_ABSENT_CONFIG = {"resampler": "'torchaudio' (not recorded before embedx 0.2)"}
 
 _STR = h5py.string_dtype("utf-8")
 # larger texts go into a dataset: an attr must fit a 64 KiB object header (earliest format)
@@ -235,6 +238,7 @@ class FeatureSetSpec:
             empty when the specs define the same data.
         """
         out = []
+        reported = set()
         for name in _COMPARED_FIELDS:
             mine, theirs = getattr(self, name), getattr(other, name)
             if name == "poolings":
@@ -245,6 +249,7 @@ class FeatureSetSpec:
                 same = mine == theirs
             if not same:
                 out.append(f"{name}: stored {mine!r} vs requested {theirs!r}")
+                reported.add(name)
         a, b = self.feature_names, other.feature_names
         if a != b:
             if a is None or b is None:
@@ -267,8 +272,10 @@ class FeatureSetSpec:
                 )
         mine_cfg, their_cfg = _plain(self.config), _plain(other.config)
         for key in sorted(set(mine_cfg) | set(their_cfg)):
-            x = _short(mine_cfg[key]) if key in mine_cfg else "<absent>"
-            y = _short(their_cfg[key]) if key in their_cfg else "<absent>"
+            if key in reported or (key == "poolings" and "poolings" in reported):
+                continue  # the same difference, already stated through the spec field
+            x = _short(mine_cfg[key]) if key in mine_cfg else _ABSENT_CONFIG.get(key, "<absent>")
+            y = _short(their_cfg[key]) if key in their_cfg else _ABSENT_CONFIG.get(key, "<absent>")
             if (key in mine_cfg) != (key in their_cfg) or _yaml(mine_cfg[key]) != _yaml(
                 their_cfg[key]
             ):
@@ -1060,7 +1067,8 @@ class StoreWriter(_StoreBase):
                 raise StoreError(
                     f"feature set {spec.name!r} in {self.path} was extracted with other settings: "
                     + "; ".join(diffs)
-                    + ". Use --overwrite to replace it, or another set name"
+                    + ". Use --overwrite to replace it, or --name NAME to store these settings "
+                    "as another feature set"
                 )
             del features[spec.name]
             self._specs.pop(spec.name, None)
@@ -2156,3 +2164,42 @@ def merge(
         size_bytes=out.stat().st_size,
         notes=notes,
     )
+
+
+def check_store_path(path: str | os.PathLike[str]) -> Path:
+    """Check, before any expensive work, that a store can be created or appended at ``path``.
+
+    Nothing is left behind: an existing file is opened for writing and closed, a new one is
+    probed with a temporary file in its folder (this also catches read-only file systems,
+    which permission bits do not show to root).
+
+    Args:
+        path: the store file to write.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        StoreError: ``path`` is a folder, its folder does not exist or is a file, or it cannot
+            be written (the reason in one line).
+    """
+    import tempfile
+
+    p = Path(path)
+    if p.is_dir():
+        raise StoreError(f"-o {str(path)!r} is a folder; give a file name, e.g. {str(p / 'feats.h5')!r}")
+    parent = p.parent
+    if not parent.exists():
+        raise StoreError(f"cannot create {p}: directory {parent} does not exist")
+    if not parent.is_dir():
+        raise StoreError(f"cannot create {p}: {parent} is a file, not a folder")
+    try:
+        if p.exists():
+            with open(p, "r+b"):
+                pass
+        else:
+            with tempfile.NamedTemporaryFile(dir=parent, prefix=f".{p.name}.", suffix=".probe"):
+                pass
+    except OSError as exc:
+        raise StoreError(f"cannot write {p}: {exc.strerror or exc}") from None
+    return p

@@ -159,7 +159,8 @@ def make_example(folder: str | Path, num_items: int = 48, num_speakers: int = 6,
         sf.write(audio_dir / rel, data, rate, subtype=subtype)
         split = "test" if i % num_speakers == 0 else ("dev" if i % num_speakers == 1 else "train")
         rows.append({"path": rel.as_posix(), "label": emotion, "speaker": spk, "split": split})
-    manifest = folder / "labels.csv"
+    # beside the audio: `embedx extract --model M wavs/` finds it without --manifest
+    manifest = audio_dir / "labels.csv"
     pd.DataFrame(rows).to_csv(manifest, index=False)
     model_dir = save_tiny_model(model_family, folder / "tiny-hubert", seed=seed)
     return Example(audio_dir=audio_dir, manifest=manifest, model_dir=Path(model_dir), num_items=num_items)

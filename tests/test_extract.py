@@ -158,10 +158,38 @@ def test_changed_settings_are_refused_then_overwritten(tiny_model, corpus, tmp_p
     out = tmp_path / "f.h5"
     base = dict(model=str(model_dir), device="cpu", workers=0, progress=False)
     extract([str(corpus)], out, ExtractConfig(layers="all", **base))
-    with pytest.raises(StoreError, match="layers"):
+    with pytest.raises(StoreError, match="layers") as refused:
         extract([str(corpus)], out, ExtractConfig(layers="0,2", **base))
+    # each difference once (layers is in the spec and in the config), and both ways out named
+    assert str(refused.value).count("layers") == 1
+    assert "--overwrite" in str(refused.value) and "--name" in str(refused.value)
     summary = extract([str(corpus)], out, ExtractConfig(layers="0,2", overwrite=True, **base))
     assert summary.processed == len(SPECS)
+
+
+def test_resume_of_a_store_written_with_the_old_resampler_is_refused(tiny_model, corpus, tmp_path):
+    """Stores from embedx < 0.2 (torchaudio resampling) record no resampler: a resume into them
+    would mix two resamplers' values, so it is refused in one line naming --overwrite."""
+    import h5py
+    import yaml
+
+    out = tmp_path / "f.h5"
+    base = dict(model=str(tiny_model("hubert")), device="cpu", workers=0, progress=False)
+    extract([str(corpus)], out, ExtractConfig(**base))
+    with StoreReader(out) as r:
+        name = r.feature_sets()[0]
+        assert r.spec(name).config["resampler"] == "soxr-hq"
+    with h5py.File(out, "r+") as f:  # rewrite the set's config as embedx 0.1 stored it
+        attrs = f[f"features/{name}"].attrs
+        config = yaml.safe_load(attrs["config"])
+        del config["resampler"]
+        attrs["config"] = yaml.safe_dump(config)
+    res = CliRunner().invoke(app, ["extract", "--model", base["model"], str(corpus), "-o", str(out),
+                                   "--device", "cpu", "--quiet"])
+    assert res.exit_code != 0 and len(res.output.strip().splitlines()) == 1
+    assert "config.resampler: stored 'torchaudio'" in res.output and "--overwrite" in res.output
+    again = extract([str(corpus)], out, ExtractConfig(overwrite=True, **base))
+    assert again.processed == len(SPECS)
 
 
 def test_bad_files_are_recorded_and_the_run_continues(tiny_model, corpus, tmp_path):

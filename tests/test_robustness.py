@@ -269,4 +269,4 @@ def test_labels_file_with_missing_ids_and_wrong_types(labelled_store, tmp_path):
     _one_line_error(_fit("-f", str(labelled_store), "--labels", str(tmp_path / "t.csv"), "-y", "arousal",
                          "--task", "regression", "-o", str(tmp_path / "r")), "not numeric", "'high'")
     _one_line_error(_fit("-f", str(labelled_store), "-y", "valence", "-o", str(tmp_path / "r")),
-                    "unknown label column 'valence'")
+                    "no label column 'valence' among the items' columns")

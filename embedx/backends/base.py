@@ -165,7 +165,7 @@ def apply_short_policy(wave: np.ndarray, min_samples: int, short: str, sample_ra
 _RANGE = re.compile(r"^(-?\d*):(-?\d*)$")
 
 
-def parse_layers(spec: str | Sequence[int], num_layers: int) -> list[int]:
+def parse_layers(spec: str | Sequence[int], num_layers: int | None) -> list[int]:
     """Parse a layer specification into sorted, unique layer numbers.
 
     Accepted forms: ``all``, ``last``, a comma list ``0,6,12``, negative indices counted from
@@ -174,7 +174,8 @@ def parse_layers(spec: str | Sequence[int], num_layers: int) -> list[int]:
 
     Args:
         spec: the specification, or a sequence of ints.
-        num_layers: number of layers the model exposes (``L + 1`` for an ``L``-block model).
+        num_layers: number of layers the model exposes (``L + 1`` for an ``L``-block model);
+            ``None`` checks only the syntax (before a model is loaded), returning ``[]``.
 
     Returns:
         Sorted list of distinct layer numbers in ``0..num_layers-1``.
@@ -182,7 +183,11 @@ def parse_layers(spec: str | Sequence[int], num_layers: int) -> list[int]:
     Raises:
         ConfigError: when the spec is malformed, empty or out of range.
     """
-    accepted = f"accepted: all, last, 0,6,12, -1, 4:9 (layers 0..{num_layers - 1})"
+    syntax_only = num_layers is None
+    accepted = "accepted: all, last, 0,6,12, -1, 4:9" + (
+        "" if syntax_only else f" (layers 0..{num_layers - 1})")
+    if syntax_only:
+        num_layers = 1 << 30  # any model: only the form is checked
     if isinstance(spec, str):
         parts = [p.strip() for p in spec.split(",") if p.strip()]
     else:
@@ -193,7 +198,8 @@ def parse_layers(spec: str | Sequence[int], num_layers: int) -> list[int]:
     for part in parts:
         low = part.lower()
         if low == "all":
-            layers.update(range(num_layers))
+            if not syntax_only:
+                layers.update(range(num_layers))
             continue
         if low == "last":
             layers.add(num_layers - 1)
@@ -205,7 +211,8 @@ def parse_layers(spec: str | Sequence[int], num_layers: int) -> list[int]:
             picked = range(num_layers)[start:stop]
             if not picked:
                 raise ConfigError(f"layer range {part!r} selects no layer; {accepted}")
-            layers.update(picked)
+            if not syntax_only:  # a range over "any model" is never materialised
+                layers.update(picked)
             continue
         try:
             k = int(part)
@@ -214,4 +221,4 @@ def parse_layers(spec: str | Sequence[int], num_layers: int) -> list[int]:
         if not -num_layers <= k < num_layers:
             raise ConfigError(f"layer {k} out of range in {spec!r}; {accepted}")
         layers.add(k % num_layers)
-    return sorted(layers)
+    return [] if syntax_only else sorted(layers)

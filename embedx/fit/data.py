@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from embedx.errors import ConfigError, DataError, StoreError
+from embedx.text import plural
 
 __all__ = [
     "Block",
@@ -125,6 +126,8 @@ class Dataset:
         ids: ``(num_items,)`` item ids; paths: their source paths.
         rows: ``(num_items,)`` row of every item in the store.
         label: label column name; group: group column; split_col: split column.
+        group_auto: True when ``group`` was found among :data:`SPEAKER_COLUMNS` rather than
+            named by the user.
         store: path of the store.
         specs: feature-set name -> its stored spec (as returned by the reader).
         skipped: reason -> number of store items not used.
@@ -142,6 +145,7 @@ class Dataset:
     rows: np.ndarray
     label: str
     group: str | None = None
+    group_auto: bool = False
     split_col: str | None = None
     store: str = ""
     specs: dict[str, Any] = field(default_factory=dict)
@@ -372,12 +376,27 @@ def join_labels(items: pd.DataFrame, labels_csv: str | Path | None) -> pd.DataFr
     return joined
 
 
+#: group columns ``load_dataset`` uses when none is named: folds are then speaker-independent
+SPEAKER_COLUMNS = ("speaker", "speaker_id", "spk")
+
+
 def _column(items: pd.DataFrame, name: str, what: str) -> pd.Series:
     if name not in items.columns:
-        raise DataError(
-            f"unknown {what} column {name!r}; available: {', '.join(map(str, items.columns))}"
-        )
+        available = ", ".join(map(str, items.columns))
+        if what == "label":
+            raise DataError(
+                f"no label column {name!r} among the items' columns ({available}); name one with "
+                "--label COLUMN, join a CSV of id (or path) and labels with --labels labels.csv, or "
+                "store the labels at extraction with embedx extract --manifest labels.csv"
+            )
+        raise DataError(f"unknown {what} column {name!r}; available: {available}")
     return items[name]
+
+
+def speaker_column(columns: Sequence[str]) -> str | None:
+    """The first of :data:`SPEAKER_COLUMNS` (case-insensitive) among ``columns``, if any."""
+    lower = {str(c).lower(): str(c) for c in columns}
+    return next((lower[c] for c in SPEAKER_COLUMNS if c in lower), None)
 
 
 def detect_task(values: pd.Series, task: str = "auto") -> str:
@@ -456,7 +475,7 @@ def load_dataset(
     layers: str = "all",
     pooling: str | None = None,
     concat: bool = False,
-    group: str | None = None,
+    group: str | None = "auto",
     labels_csv: str | Path | None = None,
     split_col: str | None = None,
     task: str = "auto",
@@ -470,7 +489,9 @@ def load_dataset(
         layers: layer spec.
         pooling: pooling(s).
         concat: fuse all selected blocks into one configuration.
-        group: group (speaker) column, or ``None``.
+        group: group (speaker) column; ``"auto"``: the first of :data:`SPEAKER_COLUMNS` the
+            items have (none when they have none), so folds are speaker-independent by
+            default; ``None``: no groups.
         labels_csv: CSV joined on id/path whose columns add to/replace the items' columns.
         split_col: split column (train/dev/test), or ``None``.
         task: ``auto``, ``classification`` or ``regression``.
@@ -488,6 +509,9 @@ def load_dataset(
         configs = select_features(reader, sets, layers, pooling, concat)
         items = join_labels(reader.items, labels_csv)
         labels = _column(items, label, "label")
+        group_auto = group == "auto"
+        if group_auto:
+            group = speaker_column([c for c in items.columns if c != label])
         groups = _column(items, group, "group") if group else None
         split = _column(items, split_col, "split") if split_col else None
         used_sets = sorted({b.feature_set for c in configs for b in c.blocks})
@@ -514,7 +538,7 @@ def load_dataset(
         rows = np.flatnonzero(keep)
         if len(rows) < 2:
             why = "; ".join(f"{v} {k}" for k, v in skipped.items()) or "empty store"
-            raise DataError(f"only {len(rows)} usable item(s) of {len(items)} ({why})")
+            raise DataError(f"only {plural(len(rows), 'usable item')} of {len(items)} ({why})")
         used = items.iloc[rows]
         resolved = detect_task(used[label], task)
         y, classes = encode_labels(used[label], resolved)
@@ -543,6 +567,7 @@ def load_dataset(
         rows=rows,
         label=label,
         group=group,
+        group_auto=group_auto and group is not None,
         split_col=split_col,
         store=str(path),
         specs=specs,

@@ -66,7 +66,7 @@ def _one_line_error(args, message):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--label", "emotion"], "unknown label column 'emotion'; available: id, path"),
+    (["--label", "emotion"], "no label column 'emotion' among the items' columns (id, path"),
     (["--group", "spk"], "unknown group column 'spk'"),
     (["--set", "hubert"], "no feature set 'hubert'; available: toy"),
     (["--layers", "7"], "has no layer 7; stored layers: 0, 1, 2, 3, 4"),

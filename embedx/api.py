@@ -1,0 +1,230 @@
+"""The Python API: the CLI's commands as functions, with the CLI's option names.
+
+``embedx.extract(...)``, ``embedx.fit(...)`` and ``embedx.open(...)`` are for notebooks and
+scripts; the ``embedx`` command calls the same functions, so both take the same paths through
+the code and check the same things::
+
+    import embedx
+
+    embedx.extract(["wavs/"], "feats.h5", model="facebook/hubert-base-ls960",
+                   manifest="labels.csv")
+    result = embedx.fit("feats.h5", output="results")
+    result.summary.head()                  # one row per configuration, ranked
+    with embedx.open("feats.h5") as store:
+        x = store.pooled("hubert-base-ls960", "mean", layer=9)   # (num_items, dim)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from embedx.errors import ConfigError
+
+if TYPE_CHECKING:  # heavy modules stay out of `import embedx`
+    import pandas as pd
+
+    from embedx.extract import ExtractSummary
+    from embedx.fit.study import StudyResult
+    from embedx.store import StoreReader
+
+#: the store name `embedx extract` writes and `embedx fit` reads when none is given
+DEFAULT_STORE = "feats.h5"
+#: the results folder `embedx fit` writes when none is given
+DEFAULT_RESULTS = "results"
+
+
+def extract(
+    inputs: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] = (),
+    output: str | os.PathLike[str] = DEFAULT_STORE,
+    *,
+    config: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+    command: str | None = None,
+    **options: Any,
+) -> ExtractSummary:
+    """Extract hidden states (or openSMILE features) of audio into an HDF5 store.
+
+    Args:
+        inputs: audio folders (recursive), files or ``.txt``/``.lst`` lists; with
+            ``manifest``, at most the folder its relative paths are relative to.
+        output: the store to create, extend or resume (``-o``).
+        config: a YAML preset (``--config``); ``options`` override it.
+        progress: show a progress bar.
+        log: where to send notes (e.g. ``print``).
+        command: the command line to record in the store (the CLI passes its own).
+        **options: ``embedx extract`` options by their Python names: ``model``, ``opensmile``,
+            ``opensmile_level``, ``backend``, ``revision``, ``name``, ``layers``, ``pooling``
+            (a comma string or a list), ``frames``, ``dtype``, ``precision``, ``device``,
+            ``batch_seconds``, ``max_chunk_seconds``, ``workers``, ``short``, ``manifest``,
+            ``path_column``, ``overwrite``, ``retry_failed``, ``shard``.
+
+    Returns:
+        The run's :class:`embedx.extract.ExtractSummary` (``.line()`` is what the CLI prints).
+
+    Raises:
+        EmbedxError: a bad option, input, model or store, in one line. Problems of single
+            items are recorded in the store (``embedx.open(output).failed()``), not raised.
+    """
+    from embedx.extract import CLI_FIELDS, config_from_options
+    from embedx.extract import extract as run_extract
+
+    accepted = set(CLI_FIELDS) | {"opensmile", "opensmile_level"}
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        raise ConfigError(f"unknown extract option(s) {', '.join(unknown)}; accepted: "
+                          f"{', '.join(sorted(accepted))}")
+    if isinstance(inputs, str | os.PathLike):
+        inputs = [inputs]
+    settings = config_from_options({**options, "quiet": not progress}, given=set(options),
+                                   preset=config)
+    return run_extract([str(p) for p in inputs], output, settings, command=command, log=log)
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` returns.
+
+    Attributes:
+        summary: one row per (configuration, model), ranked by the main metric.
+        best: ``(configuration, model)`` of the best row.
+        metric: the main metric.
+        output: the results folder, or ``None`` when nothing was written.
+        files: output kind -> path of every file written (``report``, ``summary``, ``model``, ...).
+        group: the group column the folds kept apart (``None``: ungrouped folds).
+        study: the full :class:`embedx.fit.study.StudyResult` (per-fold results, predictions,
+            folds, the refitted model).
+    """
+
+    summary: pd.DataFrame
+    best: tuple[str, str]
+    metric: str
+    output: Path | None
+    files: dict[str, Path] = field(default_factory=dict)
+    group: str | None = None
+    study: StudyResult | None = None
+
+
+def fit(
+    features: str | os.PathLike[str] = DEFAULT_STORE,
+    *,
+    output: str | os.PathLike[str] | None = DEFAULT_RESULTS,
+    overwrite: bool = False,
+    label: str = "label",
+    labels: str | os.PathLike[str] | None = None,
+    group: str | None = "auto",
+    sets: Sequence[str] | None = None,
+    layers: str = "all",
+    pooling: str | None = None,
+    concat: bool = False,
+    models: str | None = None,
+    cv: str = "auto",
+    folds: int = 5,
+    split_col: str = "split",
+    task: str = "auto",
+    metric: str | None = None,
+    class_weight: str = "none",
+    speaker_norm: bool = False,
+    tune: bool = False,
+    grid: str | os.PathLike[str] | None = None,
+    inner_folds: int = 3,
+    bootstrap: int = 1000,
+    alpha: float = 0.05,
+    seed: int = 0,
+    jobs: int = 1,
+    threads: int | None = None,
+    backend: str = "loky",
+    scheduler: str | None = None,
+    save_model: bool = True,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+    command: str | None = None,
+) -> FitResult:
+    """Cross-validate probes on stored features: every layer x model, with statistics.
+
+    The arguments are ``embedx fit``'s options (``sets`` is ``--set``, repeatable there).
+
+    Args:
+        features: the HDF5 store (``--features``).
+        output: results folder (``-o``); ``None`` writes nothing.
+        overwrite: replace another study's results in ``output``.
+        label: label column. labels: CSV joined on id/path adding label/group/split columns.
+        group: group (speaker) column; ``"auto"``: a ``speaker``/``speaker_id``/``spk`` column
+            when the items have one; ``None``: no groups (``--no-group``).
+        sets, layers, pooling, concat: which stored features to probe.
+        models, cv, folds, split_col, task, metric, class_weight, speaker_norm, tune, grid,
+            inner_folds, bootstrap, alpha, seed, jobs, threads, backend, scheduler,
+            save_model: as in ``embedx fit --help``.
+        progress: show a progress bar. log: where to send notes.
+        command: the command line quoted in the report.
+
+    Returns:
+        A :class:`FitResult`.
+
+    Raises:
+        EmbedxError: bad options, store, labels or output folder, in one line, before any
+            model is fitted.
+    """
+    from embedx.fit.data import load_dataset
+    from embedx.fit.study import StudySettings, load_grids, run_study
+    from embedx.report import prepare_output, write_report
+
+    note = log or (lambda _msg: None)
+    cv = str(cv).strip()
+    if cv.isdigit():  # `--cv 10` is shorthand for ten folds of the automatic scheme
+        folds, cv = int(cv), "auto"
+    if class_weight not in ("none", "balanced"):
+        raise ConfigError(f"--class-weight {class_weight!r} not accepted; accepted: none, balanced")
+    out = prepare_output(output, overwrite=overwrite) if output is not None else None
+    dataset = load_dataset(
+        features, label=label, sets=sets, layers=layers, pooling=pooling, concat=concat,
+        group=group, labels_csv=labels, split_col=split_col if cv == "predefined" else None,
+        task=task,
+    )
+    settings = StudySettings(
+        models=models, scheme=cv, n_splits=folds, seed=seed, metric=metric,
+        class_weight=None if class_weight == "none" else class_weight, speaker_norm=speaker_norm,
+        tune=tune, grids=load_grids(grid) if tune and grid is not None else None,
+        inner_folds=inner_folds, n_boot=bootstrap, alpha=alpha, jobs=jobs, threads=threads,
+        backend=backend, scheduler=scheduler, refit=save_model,
+    )
+    if dataset.group_auto:
+        note(f"folds are speaker-independent: grouped by the items' {dataset.group!r} column "
+             "(--no-group to turn off)")
+    if dataset.skipped:  # dropped data is never quiet
+        note("skipped items: " + ", ".join(f"{v} {k}" for k, v in dataset.skipped.items()))
+    result = run_study(dataset, settings, progress=progress, log=log if progress else None)
+    if dataset.group_auto:
+        result.notes.insert(0, f"Folds are grouped by the items' `{dataset.group}` column, found "
+                               "automatically (speaker-independent folds; `--no-group` turns "
+                               "this off).")
+    files: dict[str, Path] = {}
+    if out is not None:
+        files = write_report(result, out, command=command, save_model=save_model)
+    return FitResult(summary=result.summary, best=result.best, metric=result.metric, output=out,
+                     files=files, group=dataset.group, study=result)
+
+
+def open(path: str | os.PathLike[str] = DEFAULT_STORE) -> StoreReader:  # noqa: A001 - the API name
+    """Open a store for reading (a context manager; see :class:`embedx.store.StoreReader`).
+
+    Args:
+        path: the HDF5 store.
+
+    Returns:
+        The reader: ``.items``, ``.feature_sets()``, ``.pooled(set, pooling, layer)``,
+        ``.frames(set, i)``, ``.failed()``, ``.summary()``.
+
+    Raises:
+        StoreError: not an embedx store, truncated, or of a newer schema.
+    """
+    from embedx.store import StoreReader
+
+    return StoreReader(path)
+
+
+__all__ = ["DEFAULT_RESULTS", "DEFAULT_STORE", "FitResult", "extract", "fit", "open"]

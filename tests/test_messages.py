@@ -1,0 +1,50 @@
+"""Every option a message recommends exists under that name, and counts read right."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import typer
+
+import embedx
+from embedx.cli import app
+from embedx.text import plural
+
+OPTION = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
+
+
+def _cli_options() -> set[str]:
+    root = typer.main.get_command(app)
+    options: set[str] = set()
+    for command in root.commands.values():  # type: ignore[attr-defined]
+        for param in command.params:
+            if getattr(param, "param_type_name", "") == "option":  # typer may vendor click
+                options.update(o for o in [*param.opts, *param.secondary_opts] if o.startswith("--"))
+    return options
+
+
+def _strings_in_package() -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    root = Path(embedx.__file__).parent
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                for option in OPTION.findall(node.value):
+                    found.setdefault(option, []).append(str(path.relative_to(root)))
+    return found
+
+
+def test_every_recommended_option_exists():
+    options = _cli_options()
+    assert {"--cv", "--folds", "--group", "--no-group", "--overwrite", "--name"} <= options
+    mentioned = _strings_in_package()
+    assert len(mentioned) > 20  # the scan does see the messages
+    unknown = {o: where for o, where in mentioned.items() if o not in options | {"--help", "--version"}}
+    assert not unknown, f"messages name options the CLI does not have: {unknown}"
+
+
+def test_plural():
+    assert [plural(n, "item") for n in (0, 1, 2)] == ["0 items", "1 item", "2 items"]
+    assert plural(1, "batch", "batches") == "1 batch" and plural(3, "batch", "batches") == "3 batches"
