@@ -18,7 +18,6 @@ from typer.testing import CliRunner
 import embedx
 from embedx.cli import app
 from embedx.errors import ConfigError, DataError
-from embedx.synth import make_example
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

@@ -256,17 +256,17 @@ def test_labels_file_with_missing_ids_and_wrong_types(labelled_store, tmp_path):
     pd.DataFrame({"id": [f"u{i:03d}.wav" for i in range(0, 16, 2)] + [f"u{i:03d}.wav" for i in range(1, 8, 2)],
                   "emotion": ["hap"] * 8 + ["sad"] * 4}).to_csv(tmp_path / "l.csv", index=False)
     res = _fit("-f", str(labelled_store), "--labels", str(tmp_path / "l.csv"), "-y", "emotion",
-               "--cv", "3", "-o", str(tmp_path / "r"))
+               "--cv", "3", "--no-group", "-o", str(tmp_path / "r"))
     assert res.exit_code == 0, res.output
     assert "4 no label" in res.output.replace("\n", " ")
     # no id matches at all
     pd.DataFrame({"id": ["x.wav", "y.wav"], "emotion": ["a", "b"]}).to_csv(tmp_path / "none.csv", index=False)
     _one_line_error(_fit("-f", str(labelled_store), "--labels", str(tmp_path / "none.csv"), "-y", "emotion",
-                         "-o", str(tmp_path / "r")), "no item of the store matches")
+                         "-o", str(tmp_path / "r2")), "no item of the store matches")
     # strings where a regression needs numbers
     pd.DataFrame({"id": [f"u{i:03d}.wav" for i in range(16)],
                   "arousal": ["high", "low"] * 8}).to_csv(tmp_path / "t.csv", index=False)
     _one_line_error(_fit("-f", str(labelled_store), "--labels", str(tmp_path / "t.csv"), "-y", "arousal",
-                         "--task", "regression", "-o", str(tmp_path / "r")), "not numeric", "'high'")
-    _one_line_error(_fit("-f", str(labelled_store), "-y", "valence", "-o", str(tmp_path / "r")),
+                         "--task", "regression", "-o", str(tmp_path / "r2")), "not numeric", "'high'")
+    _one_line_error(_fit("-f", str(labelled_store), "-y", "valence", "-o", str(tmp_path / "r2")),
                     "no label column 'valence' among the items' columns")
