@@ -72,7 +72,7 @@ def _one_line_error(args, message):
     (["--layers", "7"], "has no layer 7; stored layers: 0, 1, 2, 3, 4"),
     (["--pooling", "max"], "has no pooling 'max'; stored: mean"),
     (["--models", "xgb"], "unknown classification model 'xgb'"),
-    (["--cv", "kfold"], "unknown CV scheme 'kfold'"),
+    (["--cv", "kfolds"], "unknown CV scheme 'kfolds'"),
     (["--speaker-norm"], "--speaker-norm needs a group column"),
     (["--folds", "50"], "use fewer --folds"),
 ])
