@@ -33,6 +33,7 @@ from embedx.fit.stats import wilcoxon_floor
 
 __all__ = [
     "chance_level",
+    "layer_curve_figure",
     "plot_confusion",
     "plot_layer_curve",
     "plot_scatter",
@@ -117,9 +118,28 @@ def plot_layer_curve(
     Returns:
         Whether a figure was written (``False`` when no configuration has a single layer).
     """
+    fig = layer_curve_figure(summary, metric, panels=panels, models=models, chance=chance,
+                             single_split=single_split)
+    if fig is None:
+        return False
+    fig.savefig(path, dpi=120)
+    _pyplot().close(fig)
+    return True
+
+
+def layer_curve_figure(
+    summary: pd.DataFrame,
+    metric: str,
+    *,
+    panels: list[tuple[str, str]] | None = None,
+    models: list[str] | None = None,
+    chance: tuple[float, str] | None = None,
+    single_split: bool = False,
+):
+    """The figure of :func:`plot_layer_curve` (same arguments), or ``None``; the caller closes it."""
     single = summary[~summary["concat"].astype(bool)]
     if single.empty:
-        return False
+        return None
     plt = _pyplot()
     present = list(dict.fromkeys(zip(single["feature_set"], single["pooling"], strict=True)))
     order = [p for p in (panels or []) if p in present] + [p for p in present if p not in (panels or [])]
@@ -161,9 +181,7 @@ def plot_layer_curve(
                 handles.append(h)
                 labels.append(lab)
     fig.legend(handles, labels, title="model", fontsize="small", loc="outside right upper")
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return True
+    return fig
 
 
 def plot_confusion(
