@@ -180,6 +180,10 @@ def layer_curve_figure(
             if lab not in labels:
                 handles.append(h)
                 labels.append(lab)
+    if chance is not None and chance[1] in labels:  # the models first, the reference line last
+        at = labels.index(chance[1])
+        handles.append(handles.pop(at))
+        labels.append(labels.pop(at))
     fig.legend(handles, labels, title="model", fontsize="small", loc="outside right upper")
     return fig
 
