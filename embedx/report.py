@@ -4,11 +4,15 @@ Files written into the results folder:
 
 * ``results.csv`` – tidy, one row per (configuration, model, fold): every metric, per-class
   recall, fit time, tuned parameters, warnings;
-* ``summary.csv`` / ``summary.json`` – one row per (configuration, model): mean ± std over
-  folds, the pooled out-of-fold metric with its bootstrap CI, and the paired comparison with the
-  best configuration (the JSON adds the settings, data description, notes and per-fold scores);
-* ``layer_curve.png`` – main metric vs. layer with ±1 std error bars, one line per model, one
-  panel per (feature set, pooling);
+* ``summary.csv`` / ``summary.json`` – one row per (configuration, model), ranked by the
+  estimand ``<metric>_pooled`` (the pooled out-of-fold metric) with its 95% CI (``ci_low``,
+  ``ci_high``), ``diff_to_best`` (how much better the best is, >= 0), ``worse_than_best``
+  (outside the 95% confidence set for the best configuration; see :mod:`embedx.fit.compare` and
+  docs/statistics.md), ``p_set``, ``p_paired``, the per-fold reference tests, mean ± std over
+  folds and a ``warning`` (e.g. constant out-of-fold predictions); the JSON adds the settings,
+  data description, notes, per-fold scores and the selection-aware best score;
+* ``layer_curve.png`` – the pooled main metric vs. layer with its 95% CI, a chance line, one line
+  per model, one panel per (feature set, pooling) in the order requested, legend outside;
 * ``confusion_best.png`` (classification) or ``scatter_best.png`` (regression) of the best
   configuration's out-of-fold predictions;
 * ``predictions_best.csv`` – the best configuration's out-of-fold prediction of every item;
@@ -525,6 +529,7 @@ def write_report(
         "best": {"config": key[0], "model": key[1],
                  **{k: _json_value(v) for k, v in result.summary.iloc[0].items()}},
         "holdout": _json_value(result.holdout),
+        "selection": _json_value(result.selection),
         "confusion_best": _json_value(result.confusions.get(key)),
         "notes": result.notes,
         "seconds": result.seconds,

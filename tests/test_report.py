@@ -115,7 +115,7 @@ def test_constant_predictions_warning_in_summary_csv_and_report(tmp_path):
     s = result.summary
     s.loc[3, "warning"] = "constant out-of-fold predictions (always 'sad'): the model learned nothing"
     files = write_report(result, tmp_path / "out")
-    summary = pd.read_csv(files["summary"]).fillna("")
+    summary = pd.read_csv(files["summary"], dtype={"warning": str}, keep_default_na=False)
     assert summary.loc[3, "warning"].startswith("constant out-of-fold predictions")
     assert "## Warnings" in files["report"].read_text()
     assert "always 'sad'" in files["report"].read_text()

@@ -646,13 +646,6 @@ def _assemble(
             f"{constant['config'].iloc[0]} with {constant['model'].iloc[0]}): the model learned "
             "nothing from the features; see the warning column of summary.csv"
         )
-    if selection is not None and np.isfinite(selection["estimate"]):
-        notes.append(
-            f"the best configuration's pooled {metric} was picked as the best of {len(keys)} and "
-            f"is optimistic; the selection-aware estimate (leave-one-"
-            f"{'speaker' if stats.cluster_kind == 'group' else 'block'}-out selection) is "
-            f"{selection['estimate']:.3f}, 95% CI {selection['ci_low']:.3f}–{selection['ci_high']:.3f}"
-        )
     if len(keys) > 1 and folds.holdout is not None:
         notes.append(
             f"the best configuration was chosen on the dev part among {len(keys)} configurations; "
@@ -661,8 +654,12 @@ def _assemble(
     elif len(keys) > 1:
         notes.append(
             f"the best configuration was chosen by its cross-validated {metric} among "
-            f"{len(keys)} configurations, so its score is optimistic; fix the configuration in "
-            "advance, or use a train/dev/test split, for an unbiased number"
+            f"{len(keys)} configurations, so its score is optimistic"
+            + (f"; the selection-aware estimate (leave-one-"
+               f"{'speaker' if stats.cluster_kind == 'group' else 'block'}-out selection) is "
+               f"{selection['estimate']:.3f}, 95% CI {selection['ci_low']:.3f}–{selection['ci_high']:.3f}"
+               if selection is not None and np.isfinite(selection["estimate"]) else "")
+            + "; fix the configuration in advance, or use a train/dev/test split, for an unbiased number"
         )
     warned = results[results["warning"] != ""]
     if len(warned):
