@@ -362,22 +362,56 @@ def fit(
 
 
 def _print_fit_summary(result: Any, top: int = 8) -> None:
-    """The first rows of a study's ranking as a table."""
+    """The first rows of a study's ranking, then the best score with its selection-aware twin."""
+    import math
+
     from rich.table import Table
 
+    def num(value: Any) -> str:
+        return f"{value:.3f}" if value is not None and math.isfinite(float(value)) else "–"
+
     m = result.metric
-    table = Table(title=f"{m} ({result.folds.scheme} CV, {result.folds.n_splits} folds)", title_justify="left")
-    for col in ("rank", "features", "model", f"{m} mean ± std", "95% CI", "worse than best?"):
+    s = result.summary
+    folds = result.folds
+    one = folds.n_splits == 1
+    where = "dev/test part" if one else "pooled out of fold"
+    table = Table(title=f"{m}, {where} ({folds.scheme} CV, {folds.n_splits} fold{'s' if not one else ''})",
+                  title_justify="left")
+    tested = bool(s["ci_low"].notna().any())
+    columns = ["rank", "features", "model", m, "95% CI", "Δ to best", "worse?"]
+    for col in columns:
         table.add_column(col, overflow="fold")
-    for _, r in result.summary.head(top).iterrows():
-        worse = "best" if r["rank"] == 1 else ("yes" if r["worse_than_best"] else "no")
-        table.add_row(str(r["rank"]), escape(str(r["config"])), escape(str(r["model"])),
-                      f"{r[f'{m}_mean']:.3f} ± {r[f'{m}_std']:.3f}",
-                      f"{r['ci_low']:.3f}–{r['ci_high']:.3f}", worse)
+    for _, r in s.head(top).iterrows():
+        worse = "best" if r["rank"] == 1 else (("yes" if r["worse_than_best"] else "no") if tested else "–")
+        warn = " [yellow]⚠[/]" if r.get("warning") else ""
+        table.add_row(str(r["rank"]), escape(str(r["config"])), escape(str(r["model"])) + warn,
+                      num(r[f"{m}_pooled"]), f"{num(r['ci_low'])}–{num(r['ci_high'])}" if tested else "–",
+                      num(r["diff_to_best"]) if r["rank"] > 1 else "–", worse)
     out.print(table)
+    sel = result.selection
+    if sel is not None and len(s) > 1:
+        line = f"best {m} {num(sel['optimistic'])} is the best of {sel['candidates']}, so optimistic"
+        if math.isfinite(sel["estimate"]):
+            line += (f"; selection-aware estimate {num(sel['estimate'])} "
+                     f"(95% CI {num(sel['ci_low'])}–{num(sel['ci_high'])})")
+        out.print(line, highlight=False, markup=False)
+    if len(s) > 1:
+        if tested:
+            worse = int(s["worse_than_best"].astype(bool).sum())
+            out.print(f"{len(s) - 1 - worse} of {len(s) - 1} others are in the 95% confidence set for the "
+                      f"best; {worse} significantly worse", highlight=False, markup=False)
+        else:
+            out.print("no CIs or comparisons (--bootstrap 0, or too few speakers; see report.md)",
+                      highlight=False, markup=False)
+    if bool((s["warning"].astype(str) != "").any()) if "warning" in s else False:
+        out.print("⚠ warnings for some configurations: see the warning column of summary.csv",
+                  highlight=False, markup=False)
     if result.holdout is not None:
-        out.print("held-out test: " + ", ".join(f"{k} {v:.3f}" for k, v in result.holdout.items()
-                                                if k != "n_test"), highlight=False)
+        h = result.holdout
+        ci = f" (95% CI {num(h.get('ci_low'))}–{num(h.get('ci_high'))})" if math.isfinite(h.get("ci_low", math.nan)) else ""
+        out.print(f"held-out test: {m} {num(h[m])}{ci}; "
+                  + ", ".join(f"{k} {num(v)}" for k, v in h.items() if k not in ("n_test", "ci_low", "ci_high", m)),
+                  highlight=False, markup=False)
 
 
 @app.command()

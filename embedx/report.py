@@ -4,11 +4,15 @@ Files written into the results folder:
 
 * ``results.csv`` – tidy, one row per (configuration, model, fold): every metric, per-class
   recall, fit time, tuned parameters, warnings;
-* ``summary.csv`` / ``summary.json`` – one row per (configuration, model): mean ± std over
-  folds, the pooled out-of-fold metric with its bootstrap CI, and the paired comparison with the
-  best configuration (the JSON adds the settings, data description, notes and per-fold scores);
-* ``layer_curve.png`` – main metric vs. layer with ±1 std error bars, one line per model, one
-  panel per (feature set, pooling);
+* ``summary.csv`` / ``summary.json`` – one row per (configuration, model), ranked by the
+  estimand ``<metric>_pooled`` (the pooled out-of-fold metric) with its 95% CI (``ci_low``,
+  ``ci_high``), ``diff_to_best`` (how much better the best is, >= 0), ``worse_than_best``
+  (outside the 95% confidence set for the best configuration; see :mod:`embedx.fit.compare` and
+  docs/statistics.md), ``p_set``, ``p_paired``, the per-fold reference tests, mean ± std over
+  folds and a ``warning`` (e.g. constant out-of-fold predictions); the JSON adds the settings,
+  data description, notes, per-fold scores and the selection-aware best score;
+* ``layer_curve.png`` – the pooled main metric vs. layer with its 95% CI, a chance line, one line
+  per model, one panel per (feature set, pooling) in the order requested, legend outside;
 * ``confusion_best.png`` (classification) or ``scatter_best.png`` (regression) of the best
   configuration's out-of-fold predictions;
 * ``predictions_best.csv`` – the best configuration's out-of-fold prediction of every item;
@@ -29,7 +33,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from embedx.fit.stats import wilcoxon_floor
+
 __all__ = [
+    "chance_level",
+    "layer_curve_figure",
     "plot_confusion",
     "plot_layer_curve",
     "plot_scatter",
@@ -71,51 +79,117 @@ def summary_records(summary: pd.DataFrame) -> list[dict[str, Any]]:
 # ------------------------------------------------------------------------------- figures
 
 
-def plot_layer_curve(summary: pd.DataFrame, metric: str, path: str | os.PathLike[str]) -> bool:
-    """Main metric vs. layer, one line per model, one panel per (feature set, pooling).
+def chance_level(metric: str, num_classes: int | None) -> tuple[float, str] | None:
+    """Chance level of a metric for the layer curve, with its legend text.
+
+    Classification UAR and accuracy: ``1 / num_classes`` (guessing uniformly at random);
+    correlation metrics (CCC, Pearson): 0 (no association). ``None`` for other metrics, whose
+    chance level depends on the data (macro-F1, MAE, RMSE).
+    """
+    if metric in ("uar", "accuracy") and num_classes:
+        return 1.0 / num_classes, f"chance = 1/{num_classes} (random guess)"
+    if metric in ("ccc", "pearson"):
+        return 0.0, "chance = 0 (no association)"
+    return None
+
+
+def plot_layer_curve(
+    summary: pd.DataFrame,
+    metric: str,
+    path: str | os.PathLike[str],
+    *,
+    panels: list[tuple[str, str]] | None = None,
+    models: list[str] | None = None,
+    chance: tuple[float, str] | None = None,
+    single_split: bool = False,
+) -> bool:
+    """Pooled main metric vs. layer with its 95% CI, one line per model, one panel per set.
+
+    The plotted value is the study's estimand (the pooled out-of-fold metric) with its CI as
+    error bars, so the curve shows what the ranking and the tests use. The legend sits outside
+    the axes, so it never covers data.
 
     Args:
-        summary: the study summary (columns feature_set, pooling, layer, model,
-            ``<metric>_mean``, ``<metric>_std``, concat).
+        summary: the study summary (columns feature_set, pooling, layer, model, concat,
+            ``<metric>_pooled`` (else ``<metric>_mean``), ``ci_low``, ``ci_high``).
         metric: main metric name.
         path: PNG to write.
+        panels: ``(feature set, pooling)`` in the order requested (default: order of appearance).
+        models: model names in the order requested (fixes the colours across panels).
+        chance: ``(level, legend text)`` drawn as a dashed line (see :func:`chance_level`).
+        single_split: one predefined train/dev split: the axis says so.
 
     Returns:
         Whether a figure was written (``False`` when no configuration has a single layer).
     """
+    fig = layer_curve_figure(summary, metric, panels=panels, models=models, chance=chance,
+                             single_split=single_split)
+    if fig is None:
+        return False
+    fig.savefig(path, dpi=120)
+    _pyplot().close(fig)
+    return True
+
+
+def layer_curve_figure(
+    summary: pd.DataFrame,
+    metric: str,
+    *,
+    panels: list[tuple[str, str]] | None = None,
+    models: list[str] | None = None,
+    chance: tuple[float, str] | None = None,
+    single_split: bool = False,
+):
+    """The figure of :func:`plot_layer_curve` (same arguments), or ``None``; the caller closes it."""
     single = summary[~summary["concat"].astype(bool)]
     if single.empty:
-        return False
+        return None
     plt = _pyplot()
-    panels = list(dict.fromkeys(zip(single["feature_set"], single["pooling"], strict=True)))
+    present = list(dict.fromkeys(zip(single["feature_set"], single["pooling"], strict=True)))
+    order = [p for p in (panels or []) if p in present] + [p for p in present if p not in (panels or [])]
+    names = [m for m in (models or []) if m in set(single["model"])]
+    names += [m for m in dict.fromkeys(single["model"]) if m not in names]
+    colours = {m: f"C{i % 10}" for i, m in enumerate(names)}
+    value = f"{metric}_pooled" if f"{metric}_pooled" in single else f"{metric}_mean"
     fig, axes = plt.subplots(
-        1, len(panels), figsize=(max(6.0, 5.5 * len(panels)), 4.2), squeeze=False, sharey=True
+        1, len(order), figsize=(max(6.0, 4.6 * len(order)) + 2.2, 4.2), squeeze=False, sharey=True,
+        layout="constrained",
     )
-    for ax, (fset, pooling) in zip(axes[0], panels, strict=True):
+    for ax, (fset, pooling) in zip(axes[0], order, strict=True):
         part = single[(single["feature_set"] == fset) & (single["pooling"] == pooling)]
-        for model, rows in part.groupby("model", sort=False):
-            rows = rows.sort_values("layer")
-            std = rows[f"{metric}_std"].to_numpy(dtype=float)
-            ax.errorbar(
-                rows["layer"].to_numpy(dtype=float),
-                rows[f"{metric}_mean"].to_numpy(dtype=float),
-                yerr=np.nan_to_num(std),
-                marker="o",
-                capsize=3,
-                label=str(model),
-            )
+        for model in names:
+            rows = part[part["model"] == model].sort_values("layer")
+            if rows.empty:
+                continue
+            y = rows[value].to_numpy(dtype=float)
+            low = rows["ci_low"].to_numpy(dtype=float) if "ci_low" in rows else np.full(len(y), np.nan)
+            high = rows["ci_high"].to_numpy(dtype=float) if "ci_high" in rows else np.full(len(y), np.nan)
+            yerr = np.vstack([np.nan_to_num(y - low), np.nan_to_num(high - y)])
+            ax.errorbar(rows["layer"].to_numpy(dtype=float), y, yerr=yerr, marker="o", capsize=3,
+                        color=colours[model], label=str(model))
+        if chance is not None:
+            ax.axhline(chance[0], color="grey", ls="--", lw=1, label=chance[1])
         ax.set_title(f"{fset} ({pooling})")
         ax.set_xlabel("layer")
         ax.grid(alpha=0.3)
         layers = sorted(part["layer"].dropna().astype(int).unique())
         if len(layers) <= 30:
             ax.set_xticks(layers)
-    axes[0][0].set_ylabel(f"{metric} (mean ± std over folds)")
-    axes[0][-1].legend(title="model", fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return True
+    has_ci = "ci_low" in single and bool(np.isfinite(single["ci_low"].to_numpy(dtype=float)).any())
+    where = "on the dev/test part (one split)" if single_split else "pooled out-of-fold"
+    axes[0][0].set_ylabel(f"{metric} ({where}" + (", 95% CI)" if has_ci else ")"))
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    for ax in axes[0][1:]:
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    if chance is not None and chance[1] in labels:  # the models first, the reference line last
+        at = labels.index(chance[1])
+        handles.append(handles.pop(at))
+        labels.append(labels.pop(at))
+    fig.legend(handles, labels, title="model", fontsize="small", loc="outside right upper")
+    return fig
 
 
 def plot_confusion(
@@ -238,30 +312,66 @@ def _markdown(result: Any, files: dict[str, str], command: str | None) -> str:
         )
     if settings.get("class_weight"):
         lines.append(f"- class weights: {settings['class_weight']}")
+    unit = "speaker" if settings.get("clusters") == "group" else "item block"
+    one_split = folds.n_splits == 1
+    where = "dev part" if one_split and folds.holdout is not None else (
+        "evaluation part" if one_split else "pooled out-of-fold predictions")
     lines.append(
-        f"- statistics: {settings['n_boot']} bootstrap resamples of the pooled out-of-fold "
-        "predictions" + (" (resampling whole groups)" if ds.groups is not None else "")
-        + f"; paired comparisons with the best configuration, Holm-corrected, alpha {settings['alpha']}"
+        f"- estimand: the **{m} of the {where}** (every item predicted by the model that did not "
+        "train on it, the metric computed once over all of them). It ranks the configurations and "
+        "is what the CIs, Δ to best and the tests are about"
+        + ("" if one_split else "; mean ± std over folds is a description only")
     )
+    tested = settings["n_boot"] > 0 and bool(np.isfinite(s["ci_low"].to_numpy(dtype=float)).any())
+    if tested:
+        lines.append(
+            f"- statistics over {settings.get('num_clusters')} {unit}s as the unit "
+            + ("(items of one speaker are not independent)" if unit == "speaker"
+               else "(seeded random blocks of items; no group column)")
+            + f": 95% CIs from the delete-one-{unit} jackknife with a t quantile; configurations "
+            f"compared with a 95% confidence set for the best configuration (model confidence set "
+            f"with {settings['n_boot']} within-{unit} permutations per step, alpha "
+            f"{settings['alpha']}); see docs/statistics.md"
+        )
+    else:
+        reason = ("--bootstrap 0" if settings["n_boot"] == 0
+                  else f"too few {unit}s (see Notes)")
+        lines.append(f"- statistics: none ({reason}): no CIs, no tests, no configuration marked worse")
     lines += ["", "## Best configuration", ""]
-    lines.append(
-        f"**{best['config']}** with **{best['model']}**: {m} {_f(best[f'{m}_mean'])} ± "
-        f"{_f(best[f'{m}_std'])} over folds (pooled {_f(best[f'{m}_pooled'])}, 95% CI "
-        f"{_f(best['ci_low'])}–{_f(best['ci_high'])})."
-    )
+    value = (f"{m} {_f(best[f'{m}_pooled'])}"
+             + (f" (95% CI {_f(best['ci_low'])}–{_f(best['ci_high'])})" if tested else ""))
+    spread = "" if one_split else (
+        f"; per fold {_f(best[f'{m}_mean'])} ± {_f(best[f'{m}_std'])} (mean ± std)")
+    lines.append(f"**{best['config']}** with **{best['model']}**: {value}{spread}.")
+    sel = result.selection
+    if sel is not None and len(s) > 1:
+        lines.append("")
+        text = (f"This score is the best of {sel['candidates']} and therefore optimistic")
+        if np.isfinite(sel["estimate"]):
+            text += (f"; the selection-aware estimate of choosing the best configuration this way "
+                     f"is {_f(sel['estimate'])} (95% CI {_f(sel['ci_low'])}–{_f(sel['ci_high'])}; "
+                     f"each {unit} scored by the configuration that is best on the other {unit}s)")
+        lines.append(text + ".")
     if result.holdout is not None:
+        h = result.holdout
+        ci = (f" (95% CI {_f(h['ci_low'])}–{_f(h['ci_high'])})"
+              if np.isfinite(h.get("ci_low", np.nan)) else "")
         lines.append("")
         lines.append(
-            f"Held-out test ({result.holdout['n_test']} items, refitted on train + dev): "
-            + ", ".join(f"{k} {_f(v)}" for k, v in result.holdout.items() if k != "n_test")
+            f"Held-out test ({h['n_test']} items, refitted on train + dev): {m} {_f(h[m])}{ci}; "
+            + ", ".join(f"{k} {_f(v)}" for k, v in h.items()
+                        if k not in ("n_test", "ci_low", "ci_high", m))
         )
-    tied = s[(s["rank"] > 1) & ~s["worse_than_best"].astype(bool)]
     lines.append("")
-    if len(s) > 1:
+    if len(s) > 1 and tested:
+        worse = int(s["worse_than_best"].astype(bool).sum())
         lines.append(
-            f"{len(tied)} of {len(s) - 1} other configurations are not significantly worse than the "
-            f"best (paired bootstrap, Holm-corrected p ≥ {settings['alpha']})."
+            f"{len(s) - 1 - worse} of {len(s) - 1} other configurations are in the 95% confidence "
+            f"set for the best configuration (not significantly worse); {worse} "
+            f"{'is' if worse == 1 else 'are'} significantly worse than the best (outside the set)."
         )
+    elif len(s) > 1:
+        lines.append("No configuration was compared with the best (no statistics; see Protocol).")
     if ds.classes:
         rec = result.results[(result.results["config"] == best["config"])
                              & (result.results["model"] == best["model"])]
@@ -270,29 +380,46 @@ def _markdown(result: Any, files: dict[str, str], command: str | None) -> str:
             f"{c} {_f(rec[col].mean())}" for c, col in zip(ds.classes, cols, strict=True))]
     lines += ["", "## Ranking", ""]
     names = [c for c in s.columns if c.endswith("_mean") and c != f"{m}_mean"]
-    header = ["rank", "features", "model", f"{m} mean ± std", "95% CI",
-              *[n.removesuffix("_mean") for n in names], "Δ to best", "p (Holm)", "worse?"]
+    header = ["rank", "features", "model", m, "95% CI",
+              *([] if one_split else [f"{m} per fold (mean ± std)"]),
+              *[n.removesuffix("_mean") for n in names], "Δ to best", "p (set)", "worse?"]
     rows = []
     for _, r in s.head(25).iterrows():
+        flag = ("yes" if r["worse_than_best"] else "no") if tested else "–"
         rows.append([
-            str(r["rank"]), f"`{r['config']}`", r["model"],
-            f"{_f(r[f'{m}_mean'])} ± {_f(r[f'{m}_std'])}",
-            f"{_f(r['ci_low'])}–{_f(r['ci_high'])}",
+            str(r["rank"]), f"`{r['config']}`", r["model"] + (" ⚠" if r.get("warning") else ""),
+            _f(r[f"{m}_pooled"]),
+            f"{_f(r['ci_low'])}–{_f(r['ci_high'])}" if tested else "–",
+            *([] if one_split else [f"{_f(r[f'{m}_mean'])} ± {_f(r[f'{m}_std'])}"]),
             *[_f(r[n]) for n in names],
             _f(r["diff_to_best"]) if r["rank"] > 1 else "–",
-            _p(r["p_holm"]),
-            ("yes" if r["worse_than_best"] else "no") if r["rank"] > 1 else "best",
+            _p(r["p_set"]),
+            flag if r["rank"] > 1 else "best",
         ])
     lines.append(_table(header, rows))
     if len(s) > 25:
         lines.append(f"\n({len(s) - 25} more rows in summary.csv)")
+    direction = "higher" if result.greater_is_better else "lower"
+    floor = wilcoxon_floor(folds.n_splits, "greater")
     lines += [
         "",
-        "Δ to best: mean over folds of (best − this). p (Holm): paired bootstrap of the metric "
-        "difference on the same resamples, Holm-corrected over all comparisons with the best. "
-        "summary.csv also has the Nadeau–Bengio corrected resampled t-test and the Wilcoxon "
-        "signed-rank test over the shared folds.",
+        f"{m}: the estimand ({direction} is better). Δ to best: how much better the best is on "
+        f"the estimand (≥ 0, also for error metrics). worse?: yes when the configuration is "
+        "outside the 95% confidence set for the best configuration, which accounts for the best "
+        "having been picked on the same data; a configuration that is better than another is "
+        "never marked worse. p (set): its confidence-set p-value. Other metric columns are means "
+        "over folds. ⚠: see the warning column of summary.csv. summary.csv also has p_paired "
+        f"(one-sided sign-flip test of the best against this configuration over {unit}s, exact "
+        "with up to 12, not adjusted for the selection of the best) and, on per-fold scores "
+        "for reference only, the Nadeau–Bengio corrected t-test and the Wilcoxon signed-rank "
+        f"test (one-sided; with {folds.n_splits} folds its p-value cannot go below {floor:.3g})."
     ]
+    warned = s[s["warning"].astype(str) != ""] if "warning" in s else s.iloc[:0]
+    if len(warned):
+        lines += ["", "## Warnings", ""]
+        lines += [f"- `{r['config']}` with {r['model']}: {r['warning']}" for _, r in warned.head(20).iterrows()]
+        if len(warned) > 20:
+            lines.append(f"- ... {len(warned) - 20} more in summary.csv")
     lines += ["", "## Figures", ""]
     for key, label in (("layer_curve", "Layer curve"), ("confusion", "Confusion matrix of the best configuration"),
                        ("scatter", "Predictions of the best configuration")):
@@ -342,7 +469,11 @@ def write_report(
     summary.to_csv(out / "summary.csv", index=False)
     files["summary"] = "summary.csv"
 
-    if plot_layer_curve(result.summary, result.metric, out / "layer_curve.png"):
+    requested = list(dict.fromkeys((c.feature_set, c.pooling) for c in ds.configs if not c.concat))
+    if plot_layer_curve(result.summary, result.metric, out / "layer_curve.png", panels=requested,
+                        models=list(result.settings["models"]),
+                        chance=chance_level(result.metric, len(ds.classes) if ds.classes else None),
+                        single_split=result.folds.n_splits == 1):
         files["layer_curve"] = "layer_curve.png"
     key = result.best
     title = f"{key[0]} · {key[1]}"
@@ -398,6 +529,7 @@ def write_report(
         "best": {"config": key[0], "model": key[1],
                  **{k: _json_value(v) for k, v in result.summary.iloc[0].items()}},
         "holdout": _json_value(result.holdout),
+        "selection": _json_value(result.selection),
         "confusion_best": _json_value(result.confusions.get(key)),
         "notes": result.notes,
         "seconds": result.seconds,

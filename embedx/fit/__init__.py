@@ -2,7 +2,9 @@
 
 Modules: :mod:`~embedx.fit.data` (X, y, groups from the store), :mod:`~embedx.fit.models`
 (model registry), :mod:`~embedx.fit.cv` (splitters), :mod:`~embedx.fit.metrics` (metric
-registry), :mod:`~embedx.fit.stats` (bootstrap CIs, paired comparisons),
+registry), :mod:`~embedx.fit.compare` (the pooled
+estimand, CIs, calibrated paired tests, the confidence set for the best), :mod:`~embedx.fit.stats`
+(per-fold tests, for reference),
 :mod:`~embedx.fit.study` (the grid, run with joblib) and :mod:`~embedx.fit.predict` (saved
 models). Nothing here imports torch; scikit-learn and LightGBM are imported when used.
 

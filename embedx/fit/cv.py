@@ -5,7 +5,9 @@ set × layer × pooling × model), so per-fold scores are paired and can be comp
 
 Schemes:
 
-* ``stratified`` – stratified k-fold (plain shuffled k-fold for regression).
+* ``stratified`` – stratified k-fold (classification; a regression target cannot be stratified,
+  so for regression the scheme is ``kfold`` and is named so in every output).
+* ``kfold`` – plain shuffled k-fold.
 * ``group`` – speaker-independent k-fold: :class:`~sklearn.model_selection.StratifiedGroupKFold`
   (shuffled :class:`~sklearn.model_selection.GroupKFold` for regression); no group is ever in
   both the training and the test part of a fold.
@@ -14,7 +16,8 @@ Schemes:
   ``test`` the study's fold is train → dev (used to rank and compare configurations) and the
   best configuration is refitted on train + dev and scored once on the held-out test part;
   with only one of them the fold is train → that part.
-* ``auto`` – ``group`` when a group column is given, else ``stratified``.
+* ``auto`` – ``group`` when a group column is given, else ``stratified`` (``kfold`` for
+  regression).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import numpy as np
 from embedx.errors import ConfigError, DataError
 
 __all__ = [
+    "UNGROUPED",
     "Folds",
     "available_splitters",
     "inner_cv",
@@ -36,6 +40,8 @@ __all__ = [
 ]
 
 CLASSIFICATION = "classification"
+#: schemes whose folds ignore groups (a speaker can be on both sides of a fold)
+UNGROUPED = ("stratified", "kfold")
 
 
 @dataclass
@@ -115,6 +121,14 @@ def _stratified(y, groups, split, n_splits, seed, task):
     return list(cv.split(np.zeros(len(y)), y))
 
 
+def _kfold(y, groups, split, n_splits, seed, task):
+    from sklearn.model_selection import KFold
+
+    if len(y) < n_splits:
+        raise DataError(f"{len(y)} items cannot be split into {n_splits} folds; use fewer --folds")
+    return list(KFold(n_splits=n_splits, shuffle=True, random_state=seed).split(np.zeros(len(y))))
+
+
 def _group(y, groups, split, n_splits, seed, task):
     from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
 
@@ -162,6 +176,7 @@ def _predefined(y, groups, split, n_splits, seed, task):
 
 for _name, _func in (
     ("stratified", _stratified),
+    ("kfold", _kfold),
     ("group", _group),
     ("logo", _logo),
     ("predefined", _predefined),
@@ -203,12 +218,14 @@ def make_folds(
             class (or whose test part lacks one in a k-fold scheme).
     """
     scheme = resolve_scheme(scheme, groups)
-    if scheme in ("stratified", "group") and n_splits < 2:
+    if scheme == "stratified" and task != CLASSIFICATION:
+        scheme = "kfold"  # named for what it is: regression targets are not stratified
+    if scheme in ("stratified", "kfold", "group") and n_splits < 2:
         raise ConfigError(f"--folds must be at least 2; got {n_splits}")
     notes: list[str] = []
-    if scheme == "stratified" and groups is not None:
+    if scheme in UNGROUPED and groups is not None:
         notes.append(
-            "folds are stratified but NOT speaker-independent: a group can be in both the "
+            f"folds are {scheme} but NOT speaker-independent: a group can be in both the "
             "training and the test part of a fold (use --cv group)"
         )
     if groups is not None:
@@ -276,7 +293,7 @@ def inner_cv(scheme: str, n_splits: int, seed: int, task: str, grouped: bool):
         StratifiedKFold,
     )
 
-    if grouped and scheme != "stratified":
+    if grouped and scheme not in UNGROUPED:
         if task == CLASSIFICATION:
             return StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
         return GroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)

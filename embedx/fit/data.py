@@ -402,7 +402,8 @@ def speaker_column(columns: Sequence[str]) -> str | None:
 def detect_task(values: pd.Series, task: str = "auto") -> str:
     """Decide classification vs regression.
 
-    Auto: numeric labels with more than :data:`REGRESSION_MIN_UNIQUE` distinct values are a
+    Auto: numeric labels with more than :data:`REGRESSION_MIN_UNIQUE` distinct values, or with
+    any non-integer value (a 1-5 rating in 0.5 steps is a scale, not 9 classes), are a
     regression target; everything else is classification.
 
     Raises:
@@ -413,7 +414,11 @@ def detect_task(values: pd.Series, task: str = "auto") -> str:
         raise ConfigError(f"unknown task {task!r}; accepted: {', '.join(TASKS)}")
     numeric = pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(values.dtype)
     if task == "auto":
-        return "regression" if numeric and values.nunique() > REGRESSION_MIN_UNIQUE else "classification"
+        if not numeric:
+            return "classification"
+        finite = values.dropna().to_numpy(dtype=np.float64)
+        fractional = bool(np.any(finite != np.round(finite)))
+        return "regression" if fractional or values.nunique() > REGRESSION_MIN_UNIQUE else "classification"
     if task == "regression" and not numeric:
         raise DataError(
             f"label column {values.name!r} is not numeric (e.g. {values.iloc[0]!r}); "

@@ -56,6 +56,8 @@ class Metric:
             (rows true, columns predicted). Regression: ``(weights, y_true, y_pred) ->
             (num_boot,)`` with ``weights`` of shape ``(num_boot, num_items)``.
         description: one line for help texts and the report.
+        bounds: the metric's range ``(low, high)`` (confidence intervals are clipped to it), or
+            ``None`` when unbounded.
     """
 
     name: str
@@ -64,6 +66,7 @@ class Metric:
     func: Callable[[np.ndarray, np.ndarray], float]
     weighted: Callable[..., np.ndarray]
     description: str = ""
+    bounds: tuple[float, float] | None = None
 
 
 _REGISTRY: dict[str, Metric] = {}
@@ -256,14 +259,16 @@ def ccc(y_true: np.ndarray, y_pred: np.ndarray) -> float:
 
 for _metric in (
     Metric("uar", CLASSIFICATION, True, _uar, _uar_counts,
-           "unweighted average recall (balanced accuracy)"),
-    Metric("macro_f1", CLASSIFICATION, True, _f1, _f1_counts, "macro-averaged F1"),
-    Metric("accuracy", CLASSIFICATION, True, _acc, _acc_counts, "accuracy"),
-    Metric("ccc", REGRESSION, True, ccc, _ccc_weighted, "concordance correlation coefficient"),
+           "unweighted average recall (balanced accuracy)", (0.0, 1.0)),
+    Metric("macro_f1", CLASSIFICATION, True, _f1, _f1_counts, "macro-averaged F1", (0.0, 1.0)),
+    Metric("accuracy", CLASSIFICATION, True, _acc, _acc_counts, "accuracy", (0.0, 1.0)),
+    Metric("ccc", REGRESSION, True, ccc, _ccc_weighted, "concordance correlation coefficient",
+           (-1.0, 1.0)),
     Metric("pearson", REGRESSION, True, _scalar(_pearson_weighted), _pearson_weighted,
-           "Pearson correlation"),
-    Metric("mae", REGRESSION, False, _scalar(_mae_weighted), _mae_weighted, "mean absolute error"),
+           "Pearson correlation", (-1.0, 1.0)),
+    Metric("mae", REGRESSION, False, _scalar(_mae_weighted), _mae_weighted, "mean absolute error",
+           (0.0, float("inf"))),
     Metric("rmse", REGRESSION, False, _scalar(_rmse_weighted), _rmse_weighted,
-           "root mean squared error"),
+           "root mean squared error", (0.0, float("inf"))),
 ):
     register_metric(_metric)

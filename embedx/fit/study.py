@@ -13,9 +13,11 @@ Honest-results rules this module enforces:
   items with their group's training items, test items with their group's test items. It uses
   features only, never labels, so normalising a test speaker by its own statistics is
   legitimate (and is what a deployed system can do with a new speaker's unlabelled speech).
-* The best configuration is the one with the best mean main metric over the folds. Its score is
-  therefore optimistic (it was picked among many); the report says so, and with a predefined
-  train/dev/test split it is picked on dev and scored once on test.
+* One estimand: the pooled out-of-fold main metric ranks the configurations and is what the
+  CIs, ``Δ to best`` and the tests of :mod:`embedx.fit.compare` are about (mean ± std over
+  folds is kept as a description). The best configuration's score is optimistic (it was picked
+  among many); the report says so and gives a selection-aware estimate next to it, and with a
+  predefined train/dev/test split the best is picked on dev and scored once on test.
 
 Parallelism: tasks (configuration × model × fold) run as joblib tasks with ``n_jobs=jobs``
 workers. Each task limits BLAS/OpenMP threads with threadpoolctl, and threaded estimators
@@ -39,17 +41,11 @@ import pandas as pd
 
 from embedx.errors import ConfigError
 from embedx.fit import metrics as M
-from embedx.fit.cv import Folds, inner_cv, make_folds
+from embedx.fit.cv import UNGROUPED, Folds, inner_cv, make_folds
 from embedx.fit.data import Dataset
 from embedx.fit.models import build_model, get_model, parse_models
-from embedx.fit.stats import (
-    bootstrap_replicates,
-    corrected_ttest,
-    holm,
-    paired_bootstrap,
-    percentile_ci,
-    wilcoxon,
-)
+from embedx.fit.compare import MIN_CLUSTERS, ClusterScores, clusters_of, compare_configurations, jackknife_ci
+from embedx.fit.stats import corrected_ttest, wilcoxon
 from embedx.progress import progress_bar
 
 __all__ = [
@@ -58,12 +54,13 @@ __all__ = [
     "StudySettings",
     "fit_final",
     "group_standardize",
+    "holdout_ci",
     "load_grids",
     "run_study",
 ]
 
-#: fewest distinct groups in the test parts for a cluster (group) bootstrap
-MIN_CLUSTERS = 5
+#: start of the warning of a configuration whose out-of-fold predictions are all the same
+CONSTANT_WARNING = "constant out-of-fold predictions"
 #: joblib backends the runner accepts
 BACKENDS = ("loky", "threading", "multiprocessing", "sequential", "dask", "ray")
 
@@ -133,6 +130,9 @@ class StudyResult:
         notes: remarks for the report.
         seconds: wall-clock time of the grid.
         grids: model -> the tuning grid used (``tune``), else ``None``.
+        selection: the selection-aware score of the best configuration (``estimate``,
+            ``ci_low``, ``ci_high``, ``optimistic``, ``candidates``; see
+            :func:`embedx.fit.compare.nested_best`), or ``None`` with one configuration.
     """
 
     results: pd.DataFrame
@@ -150,6 +150,7 @@ class StudyResult:
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
     grids: dict[str, dict[str, list[Any]] | None] | None = None
+    selection: dict[str, float] | None = None
 
 
 # ------------------------------------------------------------------------- preprocessing
@@ -449,7 +450,7 @@ def run_study(
         num_classes=dataset.num_classes or None,
         class_names=dataset.classes,
     )
-    grouped_inner = dataset.groups is not None and folds.scheme != "stratified"
+    grouped_inner = dataset.groups is not None and folds.scheme not in UNGROUPED
     inner = (
         inner_cv(folds.scheme, settings.inner_folds, settings.seed, task, dataset.groups is not None)
         if settings.tune
@@ -501,6 +502,17 @@ def run_study(
     return result
 
 
+def _summary_warning(oof: np.ndarray, part: pd.DataFrame, classes: list[str] | None) -> str:
+    """The warning of one (configuration, model): constant predictions first, else a fit's."""
+    oof = np.asarray(oof)
+    if len(oof) > 1 and (np.all(oof == oof[0]) if classes else np.ptp(oof) <= 1e-12 * max(1.0, abs(oof[0]))):
+        value = repr(classes[int(oof[0])]) if classes else f"{float(oof[0]):.4g}"
+        return (f"{CONSTANT_WARNING} (always {value}): the model learned nothing, e.g. too few "
+                "items per leaf or too strong regularisation")
+    warned = part["warning"][part["warning"] != ""]
+    return str(warned.iloc[0]) if len(warned) else ""
+
+
 def _assemble(
     dataset: Dataset,
     settings: StudySettings,
@@ -549,86 +561,68 @@ def _assemble(
     results = pd.DataFrame(rows)
     results["layer"] = results["layer"].astype("Int64")
 
-    # --- summary: one row per (config, model)
+    # --- summary: one row per (config, model); the estimand is the pooled out-of-fold metric
     tested = np.zeros(dataset.num_items, dtype=bool)
     for _, test in folds.splits:
         tested[test] = True
-    y_t = dataset.y[tested]
-    g_t = None if dataset.groups is None else dataset.groups[tested]
-    boot_notes = []
-    if g_t is not None and len(np.unique(g_t)) < MIN_CLUSTERS:
-        boot_notes.append(
-            f"only {len(np.unique(g_t))} group(s) in the test parts, too few to resample groups: "
-            "the bootstrap resamples items, so CIs and p-values ignore within-speaker correlation "
-            "and are too narrow"
-        )
-        g_t = None
     keys = [(c.name, m) for c in configs for m in models]
-    pooled = {k: main.func(y_t, preds[k][tested]) for k in keys}
-    reps = (
-        bootstrap_replicates(
-            y_t, {k: preds[k][tested] for k in keys}, main,
-            num_classes=dataset.num_classes or None, groups=g_t,
-            n_boot=settings.n_boot, seed=settings.seed,
-        )
-        if settings.n_boot > 0
-        else {}
+    stats, stat_notes = compare_configurations(
+        dataset.y[tested], [preds[k][tested] for k in keys], main,
+        groups=None if dataset.groups is None else dataset.groups[tested],
+        num_classes=dataset.num_classes or None, alpha=settings.alpha,
+        n_perm=settings.n_boot, seed=settings.seed,
     )
     summary_rows = []
-    for config in configs:
-        for model in models:
-            key = (config.name, model)
-            part = results[(results["config"] == config.name) & (results["model"] == model)]
-            srow: dict[str, Any] = {
-                **_config_columns(config, model),
-                "n_folds": len(part),
-            }
-            for name in names:
-                srow[f"{name}_mean"] = float(part[name].mean())
-                srow[f"{name}_std"] = float(part[name].std(ddof=1)) if len(part) > 1 else float("nan")
-            srow[f"{metric}_pooled"] = float(pooled[key])
-            low, high = percentile_ci(reps[key]) if reps else (float("nan"), float("nan"))
-            srow["ci_low"], srow["ci_high"] = low, high
-            srow["fit_seconds"] = float(part["fit_seconds"].sum())
-            srow["fold_scores"] = [float(v) for v in part[metric]]
-            summary_rows.append(srow)
+    for index, (config, model) in enumerate((c, m) for c in configs for m in models):
+        key = (config.name, model)
+        part = results[(results["config"] == config.name) & (results["model"] == model)]
+        srow: dict[str, Any] = {
+            **_config_columns(config, model),
+            "n_folds": len(part),
+        }
+        for name in names:
+            srow[f"{name}_mean"] = float(part[name].mean())
+            srow[f"{name}_std"] = float(part[name].std(ddof=1)) if len(part) > 1 else float("nan")
+        srow[f"{metric}_pooled"] = float(stats.pooled[index])
+        srow["ci_low"], srow["ci_high"] = float(stats.ci_low[index]), float(stats.ci_high[index])
+        srow["fit_seconds"] = float(part["fit_seconds"].sum())
+        srow["fold_scores"] = [float(v) for v in part[metric]]
+        srow["warning"] = _summary_warning(preds[key][tested], part, dataset.classes)
+        srow["_index"] = index
+        summary_rows.append(srow)
     summary = pd.DataFrame(summary_rows)
     summary["layer"] = summary["layer"].astype("Int64")
-    sign = -1.0 if not main.greater_is_better else 1.0
-    order = np.lexsort((np.arange(len(summary)), -sign * summary[f"{metric}_mean"].to_numpy()))
+    sign = 1.0 if main.greater_is_better else -1.0
+    # ranked by the estimand; ties keep the order of the configurations as requested
+    order = np.lexsort((np.arange(len(summary)), -sign * summary[f"{metric}_pooled"].to_numpy()))
     summary = summary.iloc[order].reset_index(drop=True)
     summary.insert(0, "rank", np.arange(1, len(summary) + 1))
     best = (summary.loc[0, "config"], summary.loc[0, "model"])
+    best_index = int(summary.loc[0, "_index"])
 
-    # --- paired comparisons against the best
+    # --- comparisons: all on the pooled metric, signed so that Δ > 0 means the best is better
     ratio = float(np.mean([len(te) / len(tr) for tr, te in folds.splits]))
     best_scores = np.asarray(summary.loc[0, "fold_scores"])
-    diffs, t_p, w_p, b_low, b_high, b_p = [], [], [], [], [], []
+    diffs, p_pair, t_p, w_p = [], [], [], []
     for _, srow in summary.iterrows():
-        key = (srow["config"], srow["model"])
-        scores = np.asarray(srow["fold_scores"])
-        diffs.append(float(np.mean(best_scores - scores)))
-        if key == best:
-            t_p.append(np.nan), w_p.append(np.nan), b_low.append(np.nan), b_high.append(np.nan)
-            b_p.append(np.nan)
+        index = int(srow["_index"])
+        diffs.append(sign * float(stats.pooled[best_index] - stats.pooled[index]))
+        if index == best_index:
+            p_pair.append(np.nan), t_p.append(np.nan), w_p.append(np.nan)
             continue
-        t_p.append(corrected_ttest(best_scores, scores, ratio)[1])
-        w_p.append(wilcoxon(best_scores, scores))
-        if reps:
-            lo, hi, p = paired_bootstrap(
-                reps[best], reps[key], observed=pooled[best] - pooled[key]
-            )
-        else:
-            lo, hi, p = np.nan, np.nan, np.nan
-        b_low.append(lo), b_high.append(hi), b_p.append(p)
+        p_pair.append(stats.paired_p(best_index, index))
+        scores = np.asarray(srow["fold_scores"])
+        t_p.append(corrected_ttest(sign * best_scores, sign * scores, ratio, alternative="greater")[1])
+        w_p.append(wilcoxon(sign * best_scores, sign * scores, alternative="greater"))
+    indices = summary["_index"].to_numpy(dtype=np.int64)
     summary["diff_to_best"] = diffs
-    summary["diff_ci_low"] = b_low
-    summary["diff_ci_high"] = b_high
-    summary["p_bootstrap"] = b_p
-    summary["p_holm"] = holm(np.asarray(b_p, dtype=np.float64))
+    summary["p_set"] = stats.p_set[indices]
+    summary["worse_than_best"] = ~stats.in_set[indices] if stats.tested else np.zeros(len(summary), bool)
+    summary["p_paired"] = p_pair
     summary["p_ttest_corrected"] = t_p
     summary["p_wilcoxon"] = w_p
-    summary["worse_than_best"] = summary["p_holm"] < settings.alpha
+    summary = summary.drop(columns="_index")
+    selection = stats.nested if len(keys) > 1 else None
 
     notes = list(folds.notes)
     if settings.class_weight == "balanced" and task == M.CLASSIFICATION:
@@ -636,7 +630,22 @@ def _assemble(
         if unweighted:
             notes.append(f"--class-weight balanced does not apply to {', '.join(unweighted)} "
                          "(no class weights)")
-    notes.extend(boot_notes)
+    notes.extend(stat_notes)
+    if task == M.CLASSIFICATION and folds.n_splits > 1:
+        lacking = sum(len(np.unique(dataset.y[te])) < dataset.num_classes for _, te in folds.splits)
+        if lacking:
+            notes.append(
+                f"{lacking} of {folds.n_splits} test folds lack some class: a fold's {metric} "
+                "(the mean ± std columns) averages only the classes present in that fold; the "
+                f"pooled {metric}, which ranks and compares the configurations, uses every class"
+            )
+    constant = summary[summary["warning"].str.startswith(CONSTANT_WARNING)]
+    if len(constant):
+        notes.append(
+            f"{len(constant)} configuration(s) predict a constant out of fold (e.g. "
+            f"{constant['config'].iloc[0]} with {constant['model'].iloc[0]}): the model learned "
+            "nothing from the features; see the warning column of summary.csv"
+        )
     if len(keys) > 1 and folds.holdout is not None:
         notes.append(
             f"the best configuration was chosen on the dev part among {len(keys)} configurations; "
@@ -645,8 +654,12 @@ def _assemble(
     elif len(keys) > 1:
         notes.append(
             f"the best configuration was chosen by its cross-validated {metric} among "
-            f"{len(keys)} configurations, so its score is optimistic; fix the configuration in "
-            "advance, or use a train/dev/test split, for an unbiased number"
+            f"{len(keys)} configurations, so its score is optimistic"
+            + (f"; the selection-aware estimate (leave-one-"
+               f"{'speaker' if stats.cluster_kind == 'group' else 'block'}-out selection) is "
+               f"{selection['estimate']:.3f}, 95% CI {selection['ci_low']:.3f}–{selection['ci_high']:.3f}"
+               if selection is not None and np.isfinite(selection["estimate"]) else "")
+            + "; fix the configuration in advance, or use a train/dev/test split, for an unbiased number"
         )
     warned = results[results["warning"] != ""]
     if len(warned):
@@ -662,10 +675,13 @@ def _assemble(
     settings_dict.update(models=models, metric=metric, scheme=folds.scheme,
                          n_folds=folds.n_splits, task=task)
     settings_dict["grids"] = None if settings.grids is None else "custom"
+    settings_dict["clusters"] = stats.cluster_kind
+    settings_dict["num_clusters"] = stats.num_clusters
     return StudyResult(
         results=results,
         summary=summary,
         folds=folds,
+        selection=selection,
         metric=metric,
         greater_is_better=main.greater_is_better,
         best=best,
@@ -681,6 +697,28 @@ def _assemble(
 
 
 # ------------------------------------------------------------------------------------ refit
+
+
+def holdout_ci(
+    y_true: np.ndarray,
+    pred: np.ndarray,
+    metric: M.Metric,
+    *,
+    groups: np.ndarray | None,
+    num_classes: int | None,
+    seed: int,
+    enabled: bool = True,
+) -> tuple[float, float]:
+    """95% jackknife-t CI of the main metric on a held-out test part (speakers as clusters).
+
+    Returns:
+        ``(low, high)``; NaN when disabled (``--bootstrap 0``) or with too few clusters.
+    """
+    codes, _ = clusters_of(len(y_true), groups, seed)
+    scores = ClusterScores(np.asarray(y_true), [np.asarray(pred)], metric, codes, num_classes)
+    if not enabled or scores.num_clusters_ < MIN_CLUSTERS:
+        return float("nan"), float("nan")
+    return jackknife_ci(float(scores.pooled()[0]), scores.leave_one_out()[0], bounds=metric.bounds)
 
 
 def fit_final(result: StudyResult, *, threads: int = 1) -> tuple[dict[str, Any], dict[str, float] | None]:
@@ -717,7 +755,7 @@ def fit_final(result: StudyResult, *, threads: int = 1) -> tuple[dict[str, Any],
         if grid is not None
         else None
     )
-    grouped_inner = groups is not None and result.folds.scheme != "stratified"
+    grouped_inner = groups is not None and result.folds.scheme not in UNGROUPED
     holdout = None
     with threadpool_limits(limits=threads), warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -734,6 +772,11 @@ def fit_final(result: StudyResult, *, threads: int = 1) -> tuple[dict[str, Any],
             pred = est.predict(Xte)
             holdout = {m.name: m.func(y[test], pred) for m in M.metrics_for(task)}
             holdout["n_test"] = len(test)
+            holdout["ci_low"], holdout["ci_high"] = holdout_ci(
+                y[test], pred, M.get_metric(result.metric, task),
+                groups=None if groups is None else groups[test], num_classes=dataset.num_classes or None,
+                seed=settings["seed"], enabled=settings["n_boot"] > 0,
+            )
     params = _best_params(est)
     pipeline = est.best_estimator_ if hasattr(est, "best_estimator_") else est
     bundle = {
@@ -765,7 +808,7 @@ def fit_final(result: StudyResult, *, threads: int = 1) -> tuple[dict[str, Any],
         "speaker_norm": bool(settings["speaker_norm"]),
         "group": dataset.group,
         "metric": result.metric,
-        "cv_score": float(result.summary.loc[0, f"{result.metric}_mean"]),
+        "cv_score": float(result.summary.loc[0, f"{result.metric}_pooled"]),
         "trained_on": int(len(train)),
         "store": dataset.store,
     }

@@ -74,7 +74,7 @@ def _one_line_error(args, message):
     (["--layers", "7"], "has no layer 7; stored layers: 0, 1, 2, 3, 4"),
     (["--pooling", "max"], "has no pooling 'max'; stored: mean"),
     (["--models", "xgb"], "unknown classification model 'xgb'"),
-    (["--cv", "kfold"], "unknown CV scheme 'kfold'"),
+    (["--cv", "kfolds"], "unknown CV scheme 'kfolds'"),
     (["--speaker-norm"], "--speaker-norm needs a group column"),
     (["--folds", "50"], "use fewer --folds"),
 ])
@@ -116,3 +116,19 @@ def test_fit_tune_with_a_grid_file(toy_store, tmp_path):
     params = pd.read_csv(out / "results.csv")["params"].map(json.loads)
     assert all(p["C"] in (0.01, 1.0) for p in params)
     assert "nested grid search" in (out / "report.md").read_text()
+
+
+def test_fit_console_shows_selection_aware_score_and_bootstrap_zero(toy_store, tmp_path):
+    path = toy_store()
+    args = ["fit", "-f", str(path), "--label", "label", "--group", "speaker", "--models", "logreg",
+            "--threads", "1", "--no-save-model", "-q"]
+    res = CliRunner().invoke(app, [*args, "--bootstrap", "100", "-o", str(tmp_path / "a")])
+    assert res.exit_code == 0, res.output
+    summary = json.loads((tmp_path / "a" / "summary.json").read_text())
+    best = summary["best"]["uar_pooled"]
+    assert f"best uar {best:.3f} is the best of 5, so optimistic; selection-aware estimate" in res.output
+    assert "others are in the 95% confidence set for the best" in res.output
+    res = CliRunner().invoke(app, [*args, "--bootstrap", "0", "-o", str(tmp_path / "b")])
+    assert res.exit_code == 0, res.output
+    assert "no CIs or comparisons" in res.output and "confidence set" not in res.output
+    assert "not significantly worse" not in (tmp_path / "b" / "report.md").read_text()

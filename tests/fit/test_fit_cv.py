@@ -71,8 +71,8 @@ def test_predefined_split_with_dev_and_test():
 
 def test_errors():
     y, groups = _data()
-    with pytest.raises(ConfigError, match="unknown CV scheme 'kfold'; accepted: auto, stratified"):
-        make_folds(y, scheme="kfold")
+    with pytest.raises(ConfigError, match="unknown CV scheme 'kfolds'; accepted: auto, stratified, kfold"):
+        make_folds(y, scheme="kfolds")
     with pytest.raises(ConfigError, match="needs a group column"):
         make_folds(y, scheme="group")
     with pytest.raises(DataError, match="only 12 groups cannot be split into 13"):
@@ -85,4 +85,4 @@ def test_errors():
         make_folds(y2, scheme="logo", groups=groups, num_classes=3, class_names=["c0", "c1", "c2"])
     with pytest.raises(DataError, match="use fewer --folds"):
         make_folds(np.array([0] * 10 + [1] * 3), scheme="stratified", n_splits=5, num_classes=2)
-    assert available_splitters() == ["auto", "stratified", "group", "logo", "predefined"]
+    assert available_splitters() == ["auto", "stratified", "kfold", "group", "logo", "predefined"]

@@ -114,3 +114,13 @@ def test_resolve_layers():
     assert resolve_layers("4:9", stored) == [4, 8]
     with pytest.raises(StoreError, match="has no layer 5; stored layers: 0, 4, 8, 12"):
         resolve_layers("5", stored, "hubert")
+
+
+def test_auto_task_treats_fractional_ratings_as_regression():
+    from embedx.fit.data import detect_task
+
+    half_steps = pd.Series(np.arange(1.0, 5.5, 0.5).repeat(3))  # 9 distinct values, 1-5 in 0.5 steps
+    assert detect_task(half_steps) == "regression"
+    assert detect_task(pd.Series([1, 2, 3, 4, 5] * 4)) == "classification"
+    assert detect_task(pd.Series([1.0, 2.0, 3.0] * 4)) == "classification"
+    assert detect_task(pd.Series(["a", "b"] * 4)) == "classification"

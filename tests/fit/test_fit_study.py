@@ -25,8 +25,9 @@ def test_planted_layer_ranks_first_and_beats_every_other_layer(toy_store):
     assert s.loc[0, "uar_mean"] > 0.9
     other = s[s["layer"] != 3]
     assert (other["uar_mean"] < 0.6).all()
-    assert other["worse_than_best"].all()  # every other layer is significantly worse
-    assert (other["p_holm"] < 1e-3).all()
+    assert other["worse_than_best"].all()  # every other layer is outside the set for the best
+    assert (other["p_set"] < 0.05).all() and (other["p_paired"] < 0.05).all()
+    assert not s.loc[s["layer"] == 3, "worse_than_best"].any()
     assert s.loc[0, "ci_low"] <= s.loc[0, "uar_pooled"] <= s.loc[0, "ci_high"]
     # results.csv rows: one per config x model x fold, with per-class recall
     assert len(result.results) == 5 * 2 * 5
@@ -183,8 +184,10 @@ def test_predefined_split_scores_the_best_once_on_test(toy_store):
     assert result.holdout["n_test"] == 18 and result.holdout["uar"] > 0.8
     assert result.final["trained_on"] == 102  # train + dev; test never used for fitting
     assert any("held-out test score is the unbiased number" in n for n in result.notes)
-    # 2 dev speakers are too few for a group bootstrap: items are resampled, and the report says so
-    assert any("only 2 group(s) in the test parts" in n for n in result.notes)
+    # 2 dev speakers are too few for CIs or tests over speakers: none, and the notes say so
+    assert any("only 2 speaker(s) in the evaluated parts" in n for n in result.notes)
+    assert result.summary["ci_low"].isna().all() and not result.summary["worse_than_best"].any()
+    assert np.isnan(result.holdout["ci_low"])  # 2 test speakers: no CI either
 
 
 def test_study_errors(toy_store):
@@ -220,3 +223,109 @@ def test_grid_file_errors(tmp_path):
         load_grids(bad)
     with pytest.raises(ConfigError, match="cannot read tuning grids"):
         load_grids(tmp_path / "absent.yaml")
+
+
+# ------------------------------------------------- issue 13: one estimand, signed, honest
+
+
+def _balanced(speakers=20, per=12, k=3, dim=6, seed=0, split=False, regression=False):
+    """In-memory dataset: layer L's signal grows with L; speakers differ by an offset."""
+    rng = np.random.default_rng(seed)
+    n = speakers * per
+    y = np.arange(n) % k
+    spk = np.repeat(np.arange(speakers), per)
+    target = rng.normal(size=n)
+    configs, X = [], {}
+    for layer in range(4):
+        config = FeatureConfig((Block("set", layer, "mean"),))
+        signal = (0.3 + 0.5 * layer) * (np.outer(target, np.ones(dim)) if regression else 2 * np.eye(k, dim)[y])
+        X[config.name] = (rng.normal(size=(n, dim)) + rng.normal(size=(speakers, dim))[spk] + signal).astype(np.float32)
+        configs.append(config)
+    parts = np.where(spk < speakers // 2, "train", np.where(spk < 3 * speakers // 4, "dev", "test"))
+    return Dataset(configs=configs, X=X, y=target if regression else y,
+                   task="regression" if regression else "classification",
+                   classes=None if regression else [f"c{j}" for j in range(k)],
+                   groups=np.array([f"s{s:02d}" for s in spk]), split=parts if split else None,
+                   ids=np.arange(n).astype(str), paths=np.arange(n).astype(str), rows=np.arange(n),
+                   label="label", group="speaker")
+
+
+def test_one_estimand_ranks_ci_delta_and_tests():
+    from sklearn.metrics import balanced_accuracy_score
+
+    ds = _balanced()
+    result = run_study(ds, StudySettings(models=["logreg", "ridge"], refit=False, **FAST))
+    s = result.summary
+    pooled = [balanced_accuracy_score(ds.y, result.predictions[(c, m)]) for c, m in zip(s["config"], s["model"], strict=True)]
+    np.testing.assert_allclose(s["uar_pooled"], pooled)  # the estimand, recomputed by hand
+    assert (np.diff(s["uar_pooled"]) <= 0).all()  # ranked by it
+    np.testing.assert_allclose(s["diff_to_best"], s.loc[0, "uar_pooled"] - s["uar_pooled"])
+    assert ((s["ci_low"] <= s["uar_pooled"]) & (s["uar_pooled"] <= s["ci_high"])).all()
+    assert result.final is None and result.settings["clusters"] == "group"
+    # signed: a flagged configuration is always below the best, and nothing above it is flagged
+    for i in range(len(s)):
+        if s.loc[i, "worse_than_best"]:
+            assert s.loc[i, "diff_to_best"] > 0 and s.loc[i:, "worse_than_best"].all()
+    # selection-aware: each speaker scored by the configuration best on the other speakers
+    sel = result.selection
+    assert sel["optimistic"] == pytest.approx(s.loc[0, "uar_pooled"]) and sel["candidates"] == 8
+    assert sel["ci_low"] <= sel["estimate"] <= sel["ci_high"]
+    assert any("selection-aware estimate" in n for n in result.notes)
+
+
+def test_error_metric_delta_is_positive_and_regression_folds_are_named_kfold():
+    ds = _balanced(regression=True)
+    ds.groups, ds.group = None, None
+    result = run_study(ds, StudySettings(models=["ridge"], metric="mae", refit=False, **FAST))
+    s = result.summary
+    assert result.folds.scheme == "kfold" and result.settings["clusters"] == "block"
+    assert (np.diff(s["mae_pooled"]) >= 0).all()  # lower is better: ranked ascending
+    assert (s["diff_to_best"] >= 0).all() and s.loc[len(s) - 1, "diff_to_best"] > 0
+    np.testing.assert_allclose(s["diff_to_best"], s["mae_pooled"] - s.loc[0, "mae_pooled"])
+    # kfold really is plain shuffled KFold
+    from sklearn.model_selection import KFold
+
+    for (tr, te), (tr2, te2) in zip(result.folds.splits,
+                                    KFold(5, shuffle=True, random_state=0).split(ds.y), strict=True):
+        np.testing.assert_array_equal(np.sort(te), np.sort(te2))
+
+
+def test_logo_fold_uar_note_and_pooled_uar():
+    from sklearn.metrics import balanced_accuracy_score
+
+    ds = _balanced(speakers=6, per=12)
+    ds.y = ds.y.copy()
+    ds.y[(ds.groups == "s00") & (ds.y == 2)] = 0  # speaker s00 has no class c2
+    result = run_study(ds, StudySettings(models=["logreg"], scheme="logo", refit=False, **FAST))
+    assert any("1 of 6 test folds lack some class" in n for n in result.notes)
+    row = result.summary.iloc[0]
+    key = (row["config"], row["model"])
+    assert row["uar_pooled"] == pytest.approx(balanced_accuracy_score(ds.y, result.predictions[key]))
+
+
+def test_predefined_holdout_has_a_ci_over_test_speakers():
+    from embedx.fit.compare import jackknife_ci
+    from sklearn.metrics import balanced_accuracy_score
+
+    ds = _balanced(speakers=20, split=True)
+    result = run_study(ds, StudySettings(models=["logreg"], scheme="predefined", **FAST))
+    h = result.holdout
+    _, test = result.folds.holdout
+    est = result.final["pipeline"]
+    pred = est.predict(ds.X[result.best[0]][test])
+    spk = ds.groups[test]
+    loo = [balanced_accuracy_score(ds.y[test][spk != g], pred[spk != g]) for g in np.unique(spk)]
+    assert h["uar"] == pytest.approx(balanced_accuracy_score(ds.y[test], pred))
+    assert (h["ci_low"], h["ci_high"]) == pytest.approx(jackknife_ci(h["uar"], np.array(loo), bounds=(0, 1)))
+    assert h["ci_low"] < h["uar"] <= h["ci_high"]
+
+
+def test_constant_predictions_are_warned(spies):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(90, 4)).astype(np.float32)
+    y = np.arange(90) % 3
+    y[:6] = 0  # c0 is the majority in every training part
+    result = run_study(_dataset(X, y), StudySettings(models=["spy"], scheme="stratified", refit=False, **FAST))
+    warning = result.summary.loc[0, "warning"]
+    assert warning.startswith("constant out-of-fold predictions (always 'c0')")
+    assert any("predict a constant out of fold" in n for n in result.notes)

@@ -1,0 +1,263 @@
+"""Calibration of embedx's comparisons, CIs and selection-aware best score, by simulation.
+
+Synthetic features with 13 layers, 4 balanced classes and speakers that differ (a feature
+offset and an expressiveness factor per speaker, so accuracy varies from speaker to speaker as
+it does in real corpora). Two engines produce a replicate:
+
+* ``--engine oof`` (default, ~0.3 s per study): the study's folds (:func:`embedx.fit.cv.make_folds`,
+  5 speaker-grouped folds), a closed-form linear discriminant fitted inside every training fold
+  (standardised on the training part), then :func:`embedx.fit.compare.compare_configurations`,
+  the exact function ``embedx fit`` uses for the pooled estimand, the CIs, the confidence set
+  that decides ``worse_than_best`` and the selection-aware estimate;
+* ``--engine study``: the whole of :func:`embedx.fit.study.run_study` with ``--model`` (slower,
+  ~2 s per study), to check that the two agree.
+
+Two cases at each size (speakers × items per speaker):
+
+* ``null``: 13 exchangeable layers (the same class signal, independent noise per layer);
+  every "worse" flag is false. Reported: the family-wise false "worse" rate.
+* ``planted``: layer 6 carries a stronger signal than the other 12 (equal among themselves);
+  reported: power (the share of the 12 weaker layers flagged worse, and the share of studies
+  flagging all of them) and the rate at which the truly best layer is flagged (an error).
+
+In both cases: coverage of the 95% CI of a pre-chosen configuration (layer 0), of the
+selected (best) configuration's own CI, and of the selection-aware CI, each against the true
+performance of that configuration: the expected UAR on new speakers of the same model trained
+on a training part of the same size (4/5 of the speakers), computed once per signal strength by
+training on fresh data and testing on 400 fresh speakers (averaged over 30 training draws). The
+optimism of the best configuration's score and of the selection-aware estimate is the mean of
+(estimate - truth of the selected configuration).
+
+    nice -n 10 python benchmarks/stats_calibration.py --reps 200 --jobs 2
+
+Prints one Markdown table; Monte Carlo standard errors are given for the rates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import warnings
+
+import numpy as np
+
+NUM_LAYERS = 13
+NUM_CLASSES = 4
+DIM = 8
+BEST_LAYER = 6
+PRECHOSEN = 0
+
+
+def _means(seed: int = 12345) -> np.ndarray:
+    """Fixed class means (the same in every replicate, so the truth is computed once)."""
+    rng = np.random.default_rng(seed)
+    means = rng.normal(size=(NUM_CLASSES, DIM))
+    return means / np.linalg.norm(means, axis=1, keepdims=True)
+
+
+def simulate(num_speakers: int, per_speaker: int, strengths: np.ndarray, seed: int):
+    """Labels, speakers and ``(layers, items, dim)`` features of one synthetic corpus."""
+    rng = np.random.default_rng(seed)
+    means = _means()
+    y = np.tile(np.arange(per_speaker) % NUM_CLASSES, num_speakers)
+    spk = np.repeat(np.arange(num_speakers), per_speaker)
+    offset = rng.normal(0.0, 1.0, (num_speakers, DIM))[spk]  # who is speaking (all layers)
+    express = np.exp(rng.normal(0.0, 0.5, num_speakers))[spk, None]  # how clearly (all layers)
+    X = np.empty((len(strengths), len(y), DIM), np.float32)
+    for layer, strength in enumerate(strengths):
+        X[layer] = offset + strength * express * means[y] + rng.normal(0.0, 1.0, (len(y), DIM))
+    return y, spk, X
+
+
+def lda_fit_predict(X: np.ndarray, y: np.ndarray, X_test: np.ndarray) -> np.ndarray:
+    """Linear discriminant (shared covariance, slight ridge), standardised on the training part."""
+    mean, std = X.mean(axis=0), X.std(axis=0) + 1e-8
+    Z, Zt = (X - mean) / std, (X_test - mean) / std
+    centroids = np.stack([Z[y == k].mean(axis=0) for k in range(NUM_CLASSES)])  # (classes, dim)
+    resid = Z - centroids[y]
+    cov = resid.T @ resid / max(len(Z) - NUM_CLASSES, 1) + 1e-3 * np.eye(Z.shape[1])
+    coef = np.linalg.solve(cov, centroids.T)  # (dim, classes)
+    scores = Zt @ coef - 0.5 * np.sum(centroids.T * coef, axis=0)
+    return np.argmax(scores, axis=1)
+
+
+def true_uar(strength: float, train_speakers: int, per_speaker: int, engine: str, model: str,
+             draws: int = 30, test_speakers: int = 400, seed: int = 999) -> float:
+    """Expected UAR on new speakers of the engine's model trained on ``train_speakers`` speakers."""
+    from embedx.fit.metrics import get_metric
+    from embedx.fit.models import build_model
+
+    uar = get_metric("uar")
+    values = []
+    for d in range(draws):
+        y, _, X = simulate(train_speakers, per_speaker, np.array([strength]), seed + 2 * d)
+        yt, _, Xt = simulate(test_speakers, per_speaker, np.array([strength]), seed + 2 * d + 1)
+        if engine == "oof":
+            pred = lda_fit_predict(X[0], y, Xt[0])
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                pred = build_model(model, "classification", seed=0).fit(X[0], y).predict(Xt[0])
+        values.append(uar.func(yt, pred))
+    return float(np.mean(values))
+
+
+def one_study(num_speakers: int, per_speaker: int, strengths: np.ndarray, seed: int, engine: str,
+              model: str, n_perm: int) -> dict[str, object]:
+    """One replicate: out-of-fold predictions, then the study's comparison code."""
+    if engine == "oof":
+        return _oof_study(num_speakers, per_speaker, strengths, seed, n_perm)
+    return _full_study(num_speakers, per_speaker, strengths, seed, model, n_perm)
+
+
+def _oof_study(num_speakers: int, per_speaker: int, strengths: np.ndarray, seed: int,
+               n_perm: int) -> dict[str, object]:
+    from embedx.fit.compare import compare_configurations
+    from embedx.fit.cv import make_folds
+    from embedx.fit.metrics import get_metric
+
+    y, spk, X = simulate(num_speakers, per_speaker, strengths, seed)
+    folds = make_folds(y, scheme="group", n_splits=5, seed=seed, groups=spk, num_classes=NUM_CLASSES)
+    preds = []
+    for layer in range(len(strengths)):
+        pred = np.empty(len(y), dtype=np.int64)
+        for train, test in folds.splits:
+            pred[test] = lda_fit_predict(X[layer][train], y[train], X[layer][test])
+        preds.append(pred)
+    comp, _ = compare_configurations(y, preds, get_metric("uar"), groups=spk, num_classes=NUM_CLASSES,
+                                     alpha=0.05, n_perm=n_perm, seed=seed)
+    best = int(np.lexsort((np.arange(len(preds)), -comp.pooled))[0])  # the study's ranking rule
+    return {
+        "worse": {layer: bool(not comp.in_set[layer]) for layer in range(len(preds))},
+        "ci": {layer: (comp.ci_low[layer], comp.ci_high[layer]) for layer in range(len(preds))},
+        "best_layer": best,
+        "best_score": float(comp.pooled[best]),
+        "selection": dict(comp.nested),
+    }
+
+
+def _full_study(num_speakers: int, per_speaker: int, strengths: np.ndarray, seed: int, model: str,
+                n_perm: int) -> dict[str, object]:
+    from embedx.fit.data import Block, Dataset, FeatureConfig
+    from embedx.fit.study import StudySettings, run_study
+
+    y, spk, X = simulate(num_speakers, per_speaker, strengths, seed)
+    configs = [FeatureConfig((Block("sim", layer, "mean"),)) for layer in range(len(strengths))]
+    n = len(y)
+    ds = Dataset(configs=configs, X={c.name: X[i] for i, c in enumerate(configs)}, y=y,
+                 task="classification", classes=[f"c{k}" for k in range(NUM_CLASSES)],
+                 groups=np.array([f"s{s:03d}" for s in spk]), split=None,
+                 ids=np.arange(n).astype(str), paths=np.arange(n).astype(str), rows=np.arange(n),
+                 label="label", group="speaker", store="simulated")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = run_study(ds, StudySettings(models=[model], scheme="group", n_splits=5, seed=seed,
+                                             n_boot=n_perm, refit=False, jobs=1, threads=1))
+    s = result.summary
+    layer = s["layer"].to_numpy(dtype=int)
+    return {
+        "worse": dict(zip(layer, s["worse_than_best"].to_numpy(dtype=bool), strict=True)),
+        "ci": dict(zip(layer, zip(s["ci_low"], s["ci_high"], strict=True), strict=True)),
+        "best_layer": int(layer[0]),
+        "best_score": float(s.loc[0, "uar_pooled"]),
+        "selection": dict(result.selection),
+    }
+
+
+def evaluate(num_speakers: int, per_speaker: int, strengths: np.ndarray,
+             truths: dict[float, float], reps: int, jobs: int, engine: str, model: str, n_perm: int,
+             seed: int) -> dict[str, float]:
+    """Run ``reps`` studies and score flags, coverage, bias and power."""
+    from joblib import Parallel, delayed
+
+    runs = Parallel(n_jobs=jobs)(
+        delayed(one_study)(num_speakers, per_speaker, strengths, seed + r, engine, model, n_perm)
+        for r in range(reps)
+    )
+    truth = {layer: truths[float(st)] for layer, st in enumerate(strengths)}
+    worse_layers = [layer for layer in range(len(strengths)) if truth[layer] < max(truth.values()) - 1e-9]
+    best_true = [layer for layer in range(len(strengths)) if layer not in worse_layers]
+
+    def covers(interval, value):
+        return interval[0] <= value <= interval[1]
+
+    false_any = [any(r["worse"][b] for b in best_true) if worse_layers else any(r["worse"].values())
+                 for r in runs]
+    out = {
+        "false_worse": float(np.mean(false_any)),
+        "cover_prechosen": float(np.mean([covers(r["ci"][PRECHOSEN], truth[PRECHOSEN]) for r in runs])),
+        "cover_selected": float(np.mean([covers(r["ci"][r["best_layer"]], truth[r["best_layer"]])
+                                         for r in runs])),
+        "cover_selection_aware": float(np.mean([
+            covers((r["selection"]["ci_low"], r["selection"]["ci_high"]), truth[r["best_layer"]])
+            for r in runs])),
+        "optimism_best": float(np.mean([r["best_score"] - truth[r["best_layer"]] for r in runs])),
+        "optimism_aware": float(np.mean([r["selection"]["estimate"] - truth[r["best_layer"]]
+                                         for r in runs])),
+        "ci_width_prechosen": float(np.mean([r["ci"][PRECHOSEN][1] - r["ci"][PRECHOSEN][0] for r in runs])),
+        "power": float("nan"),
+        "power_all": float("nan"),
+        "picked_true_best": float(np.mean([r["best_layer"] in best_true for r in runs])),
+    }
+    if worse_layers:
+        out["power"] = float(np.mean([np.mean([r["worse"][w] for w in worse_layers]) for r in runs]))
+        out["power_all"] = float(np.mean([all(r["worse"][w] for w in worse_layers) for r in runs]))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--reps", type=int, default=200, help="studies per case and size")
+    parser.add_argument("--sizes", default="10x48,30x16,60x8", help="speakers x items per speaker")
+    parser.add_argument("--cases", default="null,planted")
+    parser.add_argument("--engine", choices=("oof", "study"), default="oof")
+    parser.add_argument("--model", default="ridge", help="--engine study: an embedx classifier")
+    parser.add_argument("--strength", type=float, default=1.0, help="class signal of every layer")
+    parser.add_argument("--planted", type=float, default=1.6, help="signal of the best layer (planted case)")
+    parser.add_argument("--perm", type=int, default=500, help="permutations per test (--bootstrap)")
+    parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    start = time.perf_counter()
+    rows = []
+    for size in args.sizes.split(","):
+        speakers, per = (int(v) for v in size.lower().split("x"))
+        train_speakers = speakers - speakers // 5
+        truths = {st: true_uar(st, train_speakers, per, args.engine, args.model)
+                  for st in {args.strength, args.planted}}
+        for case in args.cases.split(","):
+            strengths = np.full(NUM_LAYERS, args.strength)
+            if case == "planted":
+                strengths[BEST_LAYER] = args.planted
+            res = evaluate(speakers, per, strengths, truths, args.reps, args.jobs, args.engine,
+                           args.model, args.perm, args.seed)
+            rows.append((size, case, truths[args.strength],
+                         truths[args.planted] if case == "planted" else float("nan"), res))
+            print(f"[{time.perf_counter() - start:.0f} s] {size} {case} done", flush=True)
+
+    se = np.sqrt(0.05 * 0.95 / args.reps)
+    print()
+    model = "linear discriminant (oof engine)" if args.engine == "oof" else args.model
+    print(f"{args.reps} studies per row; {NUM_LAYERS} layers, {NUM_CLASSES} classes, model {model}, "
+          f"5 speaker-grouped folds, {args.perm} permutations per test; Monte Carlo se of a rate "
+          f"near 0.05: {se:.3f}, near 0.95: {se:.3f}")
+    print()
+    print("| size | case | true UAR (other / best layer) | false 'worse' (FWER) | CI coverage pre-chosen "
+          "| CI coverage selected (own CI) | coverage selection-aware CI | optimism best score "
+          "| optimism selection-aware | power (share of worse layers flagged) | power (all flagged) "
+          "| picked true best | CI width pre-chosen |")
+    print("|" + "---|" * 13)
+    for size, case, t_other, t_best, r in rows:
+        def f(v):
+            return "–" if not np.isfinite(v) else f"{v:.3f}"
+        print(f"| {size} | {case} | {t_other:.3f} / {f(t_best)} | {f(r['false_worse'])} | "
+              f"{f(r['cover_prechosen'])} | {f(r['cover_selected'])} | {f(r['cover_selection_aware'])} | "
+              f"{r['optimism_best']:+.3f} | {r['optimism_aware']:+.3f} | {f(r['power'])} | "
+              f"{f(r['power_all'])} | {f(r['picked_true_best'])} | {f(r['ci_width_prechosen'])} |")
+    print()
+    print(f"total {time.perf_counter() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
