@@ -322,7 +322,8 @@ def fit(
     grid: Annotated[Path | None, typer.Option(help="YAML tuning grids (default: configs/grids.yaml).",
                                               show_default=False)] = None,
     inner_folds: Annotated[int, typer.Option(help="Inner folds of --tune.")] = 3,
-    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for CIs and comparisons (0: none).")] = 1000,
+    bootstrap: Annotated[int, typer.Option(help="Random permutations per paired test and confidence-set step "
+                                           "(exact up to 12 speakers); 0: no CIs and no comparisons.")] = 1000,
     alpha: Annotated[float, typer.Option(help="Significance level of the comparisons (Holm-corrected).")] = 0.05,
     seed: Annotated[int, typer.Option(help="Seed of folds, models and bootstrap.")] = 0,
     jobs: Annotated[int, typer.Option("--jobs", "-j", help="Parallel workers (-1: all cores).")] = 1,
