@@ -2488,7 +2488,6 @@ def merge(
             os.replace(tmp, out)
         finally:
             tmp.unlink(missing_ok=True)
-            Path(f"{tmp}.lock").unlink(missing_ok=True)
     return MergeSummary(
         output=out,
         inputs=paths,
