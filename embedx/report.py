@@ -196,6 +196,18 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def _bootstrap_groups(result: Any) -> bool:
+    """Whether the study's bootstrap resampled groups: it falls back to items when the test parts
+    hold fewer than :data:`~embedx.fit.study.MIN_CLUSTERS` groups (see ``run_study``)."""
+    from embedx.fit.study import MIN_CLUSTERS
+
+    ds = result.dataset
+    if ds.groups is None:
+        return False
+    tested = result.folds.fold_of(ds.num_items) >= 0
+    return len(np.unique(ds.groups[tested])) >= MIN_CLUSTERS
+
+
 def _markdown(result: Any, files: dict[str, str], command: str | None) -> str:
     ds = result.dataset
     s = result.summary
@@ -240,7 +252,7 @@ def _markdown(result: Any, files: dict[str, str], command: str | None) -> str:
         lines.append(f"- class weights: {settings['class_weight']}")
     lines.append(
         f"- statistics: {settings['n_boot']} bootstrap resamples of the pooled out-of-fold "
-        "predictions" + (" (resampling whole groups)" if ds.groups is not None else "")
+        "predictions" + (" (resampling whole groups)" if _bootstrap_groups(result) else "")
         + f"; paired comparisons with the best configuration, Holm-corrected, alpha {settings['alpha']}"
     )
     lines += ["", "## Best configuration", ""]

@@ -13,11 +13,11 @@ from embedx.fit.study import StudySettings, run_study
 from embedx.report import plot_confusion, plot_layer_curve, summary_records, write_report
 
 
-def _study(task="classification", concat=False, **settings):
+def _study(task="classification", concat=False, num_groups=6, **settings):
     rng = np.random.default_rng(0)
     n, dim = 90, 6
     y = np.arange(n) % 3
-    groups = np.array([f"s{s}" for s in (np.arange(n) // 3) % 6])
+    groups = np.array([f"s{s}" for s in (np.arange(n) // 3) % num_groups])
     configs, X = [], {}
     for layer in range(4):
         config = FeatureConfig((Block("set", layer, "mean"),))
@@ -85,3 +85,12 @@ def test_plots_and_records(tmp_path):
     assert (tmp_path / "cm.png").stat().st_size > 0
     records = summary_records(summary)
     assert records[2]["uar_std"] is None and records[0]["layer"] == 0
+
+
+def test_report_says_which_unit_the_bootstrap_resampled(tmp_path):
+    six = write_report(_study(), tmp_path / "six", save_model=False)["report"].read_text()
+    assert "resampling whole groups" in six
+    # fewer than 5 groups: the bootstrap falls back to items, and the report must not claim groups
+    four = write_report(_study(num_groups=4, n_splits=4), tmp_path / "four", save_model=False)["report"].read_text()
+    assert "resampling whole groups" not in four
+    assert "only 4 group(s) in the test parts, too few to resample groups" in four
