@@ -548,6 +548,7 @@ def _extract(inputs: Sequence[str | Path], output: str | Path, config: ExtractCo
         if shard is not None:
             store.set_shard(shard.index, shard.count, shard.indices, shard.total_items,
                             shard.items_digest)
+        spec = _without_inert_settings(store, spec, backend)
         store.create_feature_set(spec, num_frames=num_frames if config.frames else None,
                                  overwrite=config.overwrite)
         name = spec.name
@@ -572,6 +573,28 @@ def _extract(inputs: Sequence[str | Path], output: str | Path, config: ExtractCo
         summary.failed_total = len(store.failed(name))
         summary.stopped = stop.signal
     return summary
+
+
+def _without_inert_settings(store: Any, spec: Any, backend: Backend) -> Any:
+    """Keep settings that cannot change the values out of the resume check.
+
+    ``max_chunk_seconds`` does nothing for a backend that never chunks (openSMILE computes
+    whole items): a new feature set stores None, and an existing one keeps what it stored, so a
+    resume with another ``--max-chunk-seconds`` is not refused.
+    """
+    import dataclasses
+
+    if backend.hop_samples is not None:
+        return spec
+    config = dict(spec.config)
+    config["max_chunk_seconds"] = None
+    if spec.name in store.feature_sets():
+        stored = store.spec(spec.name).config
+        if "max_chunk_seconds" in stored:
+            config["max_chunk_seconds"] = stored["max_chunk_seconds"]
+        else:
+            del config["max_chunk_seconds"]
+    return dataclasses.replace(spec, config=config)
 
 
 def _run_batches(store: Any, name: str, backend: Backend, layers: list[int], config: ExtractConfig,
