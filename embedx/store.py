@@ -432,7 +432,11 @@ def _open_h5(path: Path, mode: str) -> h5py.File:
             if f"errno = {errno.EAGAIN}" in text or f"errno = {errno.EWOULDBLOCK}" in text:
                 what = "open for writing" if mode == "r" else "open"
                 status = writer_status(path)
-                who = f"{status.where}, {status.progress}" if status else "HDF5 file lock"
+                if status is not None and status.pid != os.getpid() and status.running is not False:
+                    who = f"{status.where}, {status.progress}"
+                else:  # not the recorded writer: name whoever has the file open
+                    pids = _holders(path)
+                    who = f"pid {', '.join(map(str, pids))}" if pids else "HDF5 file lock"
                 raise StoreError(
                     f"{path} is {what} by another process ({who}); wait for it to finish"
                 ) from exc
@@ -764,10 +768,10 @@ def _alive(pid: int, start: int | None) -> bool:
     return state[0] != "Z" and (start is None or state[1] == start)
 
 
-def _lock_holders(lock_path: Path) -> list[int]:
-    """Pids of this host's processes that have ``lock_path`` open (Linux /proc; [] elsewhere)."""
+def _holders(path: Path) -> list[int]:
+    """Pids of this host's other processes that have ``path`` open (Linux /proc; [] elsewhere)."""
     try:
-        target = os.stat(lock_path)
+        target = os.stat(path)
     except OSError:
         return []
     pids = []
@@ -900,7 +904,7 @@ def _busy_message(store: Path, lock_path: Path, status: WriterStatus | None) -> 
                 "wait for it or write another file")
     if status.running is False:
         # the recorded writer is gone but the lock is held: something inherited it
-        holders = _lock_holders(lock_path)
+        holders = _holders(lock_path)
         who = f"process(es) {', '.join(map(str, holders))}" if holders else "another process"
         return (f"{store} is locked by {who}, left over from a killed writer (pid {status.pid}, "
                 f"{status.progress}); end {'them' if len(holders) > 1 else 'it'} and re-run")
