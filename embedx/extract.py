@@ -330,8 +330,6 @@ def _worker_init(parent: int | None, worker_id: int) -> None:
             or spawned from it; None when a fork server is the parent).
         worker_id: the DataLoader's worker number (unused).
     """
-    import signal
-
     deathsig = False
     if sys.platform.startswith("linux"):
         import ctypes
