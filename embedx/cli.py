@@ -155,6 +155,8 @@ def extract(
     if summary.failed:
         console.print(f"[yellow]{plural(summary.failed, 'item')} failed; `embedx info {output} --failed` "
                       "lists them[/]")
+    if summary.stopped:
+        raise typer.Exit(summary.exit_code)
     if strict and summary.failed_total:
         raise typer.Exit(1)
 
@@ -167,9 +169,15 @@ def info(
     attrs: Annotated[bool, typer.Option("--attrs", help="Show every stored attribute of each feature set.")] = False,
 ) -> None:
     """Summarise a store: items, their columns, every feature set and its settings."""
-    from embedx.store import StoreReader
+    from embedx.store import StoreReader, writer_status
 
+    status = writer_status(store)
+    if status is not None and status.running is not False:  # being written: its progress
+        out.print(status.line(), highlight=False, soft_wrap=True)
+        return
     with StoreReader(store) as reader:
+        if status is not None:  # a killed run's lock file: say so above the summary
+            console.print(status.line(), highlight=False, soft_wrap=True)
         _print_summary(reader.summary(), all_attrs=attrs)
         if failed:
             table = reader.failed()

@@ -9,6 +9,9 @@ goes on.
 from __future__ import annotations
 
 import os
+import signal
+import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -168,6 +171,7 @@ class ExtractSummary:
         audio_seconds: audio processed by this run.
         elapsed: wall-clock seconds of the processing loop.
         padded_fraction: share of padding in the batches.
+        stopped: name of the signal that stopped the run early (SIGTERM, SIGINT, SIGHUP).
     """
 
     output: Path
@@ -180,14 +184,23 @@ class ExtractSummary:
     audio_seconds: float = 0.0
     elapsed: float = 0.0
     padded_fraction: float = 0.0
+    stopped: str | None = None
 
     @property
     def nothing_to_do(self) -> bool:
         """True when the store was already complete."""
-        return self.processed == 0 and self.failed == 0
+        return self.processed == 0 and self.failed == 0 and self.stopped is None
+
+    @property
+    def exit_code(self) -> int:
+        """0, or 128 + the signal's number when a signal stopped the run (143 for SIGTERM)."""
+        return 128 + int(getattr(signal, self.stopped)) if self.stopped else 0
 
     def line(self) -> str:
         """The one-line summary the CLI prints."""
+        if self.stopped:
+            return (f"stopped by {self.stopped} after {self.done_total + self.failed_total} of "
+                    f"{self.num_items} items; re-run the same command to resume")
         if self.nothing_to_do:
             return (f"nothing to do: {self.done_total}/{plural(self.num_items, 'item')} of '{self.name}' already "
                     f"in {self.output} ({self.failed_total} failed earlier; --retry-failed retries them)")
@@ -288,18 +301,73 @@ class _Decoder:
 
 
 def _collate(batch: list[Any]) -> list[Any]:
-    return batch
+    """Hand a worker's arrays over as tensors, which torch moves through shared memory.
+
+    A pickled numpy batch goes through the result pipe; when the main process is killed while
+    a large one is being written, the worker's queue feeder thread blocks forever and the worker
+    lives on. A tensor travels as a small shared-memory handle instead.
+    """
+    import torch.utils.data
+
+    if torch.utils.data.get_worker_info() is None:  # decoding in the main process
+        return batch
+    return [(i, torch.from_numpy(np.ascontiguousarray(w)) if isinstance(w, np.ndarray) else w, err)
+            for i, w, err in batch]
+
+
+def _as_array(wave: Any) -> np.ndarray:
+    """A batch entry as numpy (a worker's tensor shares its memory; no copy)."""
+    return wave.numpy() if hasattr(wave, "numpy") and not isinstance(wave, np.ndarray) else wave
+
+
+#: prctl option that sends the caller a signal when its parent dies (linux/prctl.h)
+_PR_SET_PDEATHSIG = 1
+
+
+def _worker_init(parent: int | None, worker_id: int) -> None:
+    """Set up a decoding worker: it dies with the main process, and leaves stop signals to it.
+
+    Args:
+        parent: pid the worker's parent must have (the main process when workers are forked
+            or spawned from it; None when a fork server is the parent).
+        worker_id: the DataLoader's worker number (unused).
+    """
+    deathsig = False
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            # the kernel SIGKILLs this worker the moment its parent dies, whatever killed the
+            # parent (kill -9, OOM killer): no orphan can outlive the run
+            libc = ctypes.CDLL(None, use_errno=True)
+            deathsig = libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) == 0
+        except (OSError, AttributeError):
+            deathsig = False
+    if parent is not None and os.getppid() != parent:
+        os._exit(0)  # the parent died before the death signal was armed
+    # a terminal's Ctrl-C, a hangup and a scheduler's SIGTERM reach the whole process group; the
+    # main process stops the run cleanly and ends its workers. Without the death signal a worker
+    # keeps SIGTERM, so that it can still be ended when its parent is gone.
+    for name in ("SIGINT", "SIGHUP", "SIGTERM") if deathsig else ("SIGINT",):
+        signal.signal(getattr(signal, name), signal.SIG_IGN)
 
 
 def _batch_loader(decoder: _Decoder, batches: list[list[int]], workers: int) -> Any:
+    import functools
+    import multiprocessing
+
     import torch.utils.data
 
+    parent = None
+    if workers > 0 and multiprocessing.get_start_method() in ("fork", "spawn"):
+        parent = os.getpid()
     return torch.utils.data.DataLoader(
         decoder,
         batch_sampler=batches,
         collate_fn=_collate,
         num_workers=workers,
         prefetch_factor=4 if workers > 0 else None,
+        worker_init_fn=functools.partial(_worker_init, parent) if workers > 0 else None,
     )
 
 
@@ -351,6 +419,50 @@ def _to_store_arrays(output: Any, poolings: Sequence[str], frames: bool
     return pooled, frame_arrays
 
 
+#: signals that stop a run cleanly; the process then exits with 128 + the signal's number
+STOP_SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP")
+
+
+class _StopRequest:
+    """SIGTERM, SIGINT and SIGHUP, turned into a request to stop after the batch in flight.
+
+    Schedulers (SLURM time limits and preemption, Kubernetes, ``timeout``) send SIGTERM and
+    wait a while before SIGKILL; a terminal sends SIGINT or SIGHUP. While :attr:`graceful` is
+    False (before the store is open: nothing to flush) a signal ends the process at once with
+    one line; afterwards the first signal is recorded for the loop to stop at the next batch
+    boundary, and a second one ends the process at once (everything marked done is already on
+    disk, so that is as safe as a kill -9). Handlers are only installed in the main thread.
+    """
+
+    def __init__(self) -> None:
+        self.signal: str | None = None
+        self.graceful = False
+        self._saved: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            for name in STOP_SIGNALS:
+                sig = getattr(signal, name, None)
+                if sig is not None:
+                    self._saved[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._saved.items():
+            signal.signal(sig, handler)
+        self._saved.clear()
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if self.graceful and self.signal is None:
+            self.signal = name
+            return
+        what = "second " if self.signal else ""
+        when = "before the store was opened" if not self.graceful else "at once"
+        os.write(2, f"embedx: stopped by {what}{name} {when}; re-run the same command to resume\n".encode())
+        os._exit(128 + signum)
+
+
 def extract(inputs: Sequence[str | Path], output: str | Path, config: ExtractConfig,
             *, command: str | None = None, log: Callable[[str], None] | None = None) -> ExtractSummary:
     """Run stage 1: extract one feature set from audio into an HDF5 store.
@@ -370,6 +482,13 @@ def extract(inputs: Sequence[str | Path], output: str | Path, config: ExtractCon
         EmbedxError: bad options, inputs, model or store (one clear line each). Problems of a
             single item are recorded in the store, not raised.
     """
+    with _StopRequest() as stop:
+        return _extract(inputs, output, config, command, log, stop)
+
+
+def _extract(inputs: Sequence[str | Path], output: str | Path, config: ExtractConfig,
+             command: str | None, log: Callable[[str], None] | None, stop: _StopRequest) -> ExtractSummary:
+    """The body of :func:`extract`; ``stop`` turns stop signals into a clean end of the loop."""
     from embedx.store import FeatureSetSpec, StoreWriter, check_store_path
 
     note = log or (lambda _msg: None)
@@ -429,10 +548,12 @@ def extract(inputs: Sequence[str | Path], output: str | Path, config: ExtractCon
     )
 
     with StoreWriter(output, command=command) as store:
+        stop.graceful = True  # from here on a stop signal ends the loop cleanly
         store.write_items(items)
         if shard is not None:
             store.set_shard(shard.index, shard.count, shard.indices, shard.total_items,
                             shard.items_digest)
+        spec = _without_inert_settings(store, spec, backend)
         store.create_feature_set(spec, num_frames=num_frames if config.frames else None,
                                  overwrite=config.overwrite)
         name = spec.name
@@ -450,21 +571,46 @@ def extract(inputs: Sequence[str | Path], output: str | Path, config: ExtractCon
             store.record_failure(name, int(i), "probe", probe_errors[int(i)])
             summary.failed += 1
         todo = todo[~np.isin(todo, list(probe_errors))]
-        if len(todo):
+        if len(todo) and stop.signal is None:
             _run_batches(store, name, backend, layers, config, items, todo, decoded, lengths,
-                         summary, note)
+                         summary, note, stop)
         summary.done_total = int(store.done(name).sum())
         summary.failed_total = len(store.failed(name))
+        summary.stopped = stop.signal
     return summary
+
+
+def _without_inert_settings(store: Any, spec: Any, backend: Backend) -> Any:
+    """Keep settings that cannot change the values out of the resume check.
+
+    ``max_chunk_seconds`` does nothing for a backend that never chunks (openSMILE computes
+    whole items): a new feature set stores None, and an existing one keeps what it stored, so a
+    resume with another ``--max-chunk-seconds`` is not refused.
+    """
+    import dataclasses
+
+    if backend.hop_samples is not None:
+        return spec
+    config = dict(spec.config)
+    config["max_chunk_seconds"] = None
+    if spec.name in store.feature_sets():
+        stored = store.spec(spec.name).config
+        if "max_chunk_seconds" in stored:
+            config["max_chunk_seconds"] = stored["max_chunk_seconds"]
+        else:
+            del config["max_chunk_seconds"]
+    return dataclasses.replace(spec, config=config)
 
 
 def _run_batches(store: Any, name: str, backend: Backend, layers: list[int], config: ExtractConfig,
                  items: pd.DataFrame, todo: np.ndarray, decoded: np.ndarray, lengths: np.ndarray,
-                 summary: ExtractSummary, note: Callable[[str], None]) -> None:
+                 summary: ExtractSummary, note: Callable[[str], None], stop: _StopRequest) -> None:
     """The processing loop of :func:`extract` over the items in ``todo``.
 
     ``decoded`` are the items' lengths as decoded at the model's rate, ``lengths`` after the
-    short-item policy (what the batches are planned with).
+    short-item policy (what the batches are planned with). The loop publishes its progress in
+    the store's lock record after every batch and ends after the batch in flight when ``stop``
+    has caught a signal.
     """
     budget = int(batch_seconds(config, backend) * backend.sample_rate)
     max_chunk = _max_chunk_samples(config, backend)
@@ -487,11 +633,15 @@ def _run_batches(store: Any, name: str, backend: Backend, layers: list[int], con
     long_set = set(long_first)
     if long_set:
         chunk_poolings(tuple(config.poolings))  # refuse poolings that cannot combine, up front
+    # items done or failed before this loop, for the progress published to `embedx info`
+    before = len(items) - len(todo) - summary.failed  # this run's probe failures count below
+    store.set_progress(name, before, len(items))
     start = time.perf_counter()
     with progress_bar(config.progress, rate=True) as progress:
         task = progress.add_task(f"extract {name}", total=len(todo), rate="")
-        for batch in _batch_loader(decoder, batches, workers):
-            good = [(i, w) for i, w, err in batch if err is None]
+        loader = iter(_batch_loader(decoder, batches, workers))
+        for batch in loader:
+            good = [(i, _as_array(w)) for i, w, err in batch if err is None]
             for i, _w, err in batch:
                 if err is not None:
                     store.record_failure(name, i, "decode", err)
@@ -509,6 +659,10 @@ def _run_batches(store: Any, name: str, backend: Backend, layers: list[int], con
             progress.update(task, advance=len(batch), rate=(
                 f"{summary.processed / elapsed:.1f} items/s "
                 f"{summary.audio_seconds / elapsed:.1f} audio-s/s"))
+            store.set_progress(name, before + summary.processed + summary.failed, len(items))
+            if stop.signal is not None:
+                break
+        del loader  # ends the workers now, before the store is closed
     summary.elapsed = time.perf_counter() - start
 
 

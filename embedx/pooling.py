@@ -89,7 +89,8 @@ def _counts(lengths: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
 def mean_pool(hidden: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """Mean over valid frames: ``(num_layers, batch, frames, dim) -> (num_layers, batch, dim)``."""
     mask = _mask(hidden, lengths)
-    return (hidden * mask).sum(dim=2) / _counts(lengths, hidden)
+    # where, not a product: NaN or inf in a padded frame times 0 is still NaN
+    return hidden.where(mask, 0.0).sum(dim=2) / _counts(lengths, hidden)
 
 
 @register_pooling("std")
@@ -98,7 +99,7 @@ def std_pool(hidden: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     mask = _mask(hidden, lengths)
     mean = mean_pool(hidden, lengths)  # (num_layers, batch, dim)
     # two-pass variance: numerically safer than E[x^2] - E[x]^2 for large-magnitude states
-    centred = (hidden - mean[:, :, None, :]) * mask
+    centred = (hidden - mean[:, :, None, :]).where(mask, 0.0)
     return (centred.square().sum(dim=2) / _counts(lengths, hidden)).sqrt()
 
 

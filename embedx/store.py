@@ -56,10 +56,13 @@ from __future__ import annotations
 
 import datetime as _dt
 import errno
-import fcntl
+import json
 import math
 import os
-from collections.abc import Iterator, Mapping, Sequence
+import socket
+import sys
+import weakref
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,7 +82,9 @@ __all__ = [
     "StoreReader",
     "StoreWriter",
     "check_store_path",
+    "WriterStatus",
     "merge",
+    "writer_status",
 ]
 
 #: version of the layout above; a reader refuses files with a higher one
@@ -433,8 +438,14 @@ def _open_h5(path: Path, mode: str) -> h5py.File:
         if "unable to lock file" in text or "file locking" in text:
             if f"errno = {errno.EAGAIN}" in text or f"errno = {errno.EWOULDBLOCK}" in text:
                 what = "open for writing" if mode == "r" else "open"
+                status = writer_status(path)
+                if status is not None and status.pid != os.getpid() and status.running is not False:
+                    who = f"{status.where}, {status.progress}"
+                else:  # not the recorded writer: name whoever has the file open
+                    pids = _holders(path)
+                    who = f"pid {', '.join(map(str, pids))}" if pids else "HDF5 file lock"
                 raise StoreError(
-                    f"{path} is {what} by another process (HDF5 file lock); wait for it to finish"
+                    f"{path} is {what} by another process ({who}); wait for it to finish"
                 ) from exc
             raise StoreError(
                 f"{path}: HDF5 cannot lock the file ({_first_line(exc)}); on a file system "
@@ -719,12 +730,343 @@ def _is_missing(value: Any) -> bool:
         return False
 
 
+# ---------------------------------------------------------------------------------------------
+# the writer's lock
+# ---------------------------------------------------------------------------------------------
+
+#: bytes of the holder record in ``<store>.lock``: every update rewrites them in one pwrite, so
+#: a reader never sees a shorter record spliced onto the tail of a longer one
+_RECORD_BYTES = 2048
+#: tries at taking the lock when the lock file is replaced between opening and locking it
+_LOCK_TRIES = 3
+
+
+def _stderr_line(message: str) -> None:
+    print(f"embedx: {message}", file=sys.stderr, flush=True)
+
+
+def _proc_state(pid: int) -> tuple[str, int] | None:
+    """``(state, start time in clock ticks since boot)`` of a process, from /proc (Linux only)."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return None
+    # the command name (field 2) may hold spaces and parentheses; the fields after it are plain
+    fields = text[text.rindex(")") + 2 :].split()
+    try:
+        return fields[0], int(fields[19])  # fields 3 (state) and 22 (starttime)
+    except (IndexError, ValueError):
+        return None
+
+
+def _alive(pid: int, start: int | None) -> bool:
+    """Whether process ``pid`` of this host runs (not a zombie, not a reused pid)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: it exists
+        pass
+    except OverflowError:
+        return False
+    state = _proc_state(pid)
+    if state is None:
+        return True  # no /proc: kill(pid, 0) is all we know
+    return state[0] != "Z" and (start is None or state[1] == start)
+
+
+def _holders(path: Path) -> list[int]:
+    """Pids of this host's other processes that have ``path`` open (Linux /proc; [] elsewhere)."""
+    try:
+        target = os.stat(path)
+    except OSError:
+        return []
+    pids = []
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            fds = os.listdir(f"/proc/{entry}/fd")
+        except OSError:  # gone, or another user's
+            continue
+        for fd in fds:
+            try:
+                st = os.stat(f"/proc/{entry}/fd/{fd}")
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) == (target.st_dev, target.st_ino):
+                pids.append(int(entry))
+                break
+    return sorted(pids)
+
+
+def _read_record(lock_path: Path) -> dict[str, Any] | None:
+    """The holder record of a lock file; None when there is no file or no (valid) record."""
+    for _ in range(3):
+        try:
+            raw = lock_path.read_bytes()
+        except OSError:
+            return None
+        try:
+            record = json.loads(raw.decode("utf-8").strip() or "null")
+        except (UnicodeDecodeError, ValueError):
+            # caught between the holder's truncation and its rewrite (filelock < 4 truncates
+            # the file as it opens it): ask again
+            import time
+
+            time.sleep(0.02)
+            continue
+        return record if isinstance(record, dict) and "pid" in record else None
+    return None
+
+
+@dataclass(frozen=True)
+class WriterStatus:
+    """Who writes a store (or wrote it, when a killed run left its lock file), and how far.
+
+    Attributes:
+        store: the store file.
+        pid: the writing process.
+        host: the host it runs on.
+        started: when it took the lock (ISO 8601).
+        command: its command line.
+        running: True/False when ``host`` is this host; None on another host (cannot tell).
+        set: the feature set being written, when the loop has started.
+        done: items of ``set`` processed (written or failed).
+        total: items of ``set``.
+        updated: when ``done`` was last published.
+    """
+
+    store: Path
+    pid: int
+    host: str
+    started: str
+    command: str
+    running: bool | None
+    set: str | None = None
+    done: int | None = None
+    total: int | None = None
+    updated: str | None = None
+
+    @property
+    def where(self) -> str:
+        """``"pid P"`` or ``"pid P on host H"`` when H is not this host."""
+        here = self.host == socket.gethostname()
+        return f"pid {self.pid}" + ("" if here else f" on host {self.host}")
+
+    @property
+    def progress(self) -> str:
+        """``"N/M items of 'set' done"``, or ``"starting"`` before the loop."""
+        if self.set is None or self.done is None or self.total is None:
+            return "starting"
+        return f"{self.done}/{self.total} items of '{self.set}' done"
+
+    def line(self) -> str:
+        """One line for ``embedx info`` while the store is written."""
+        since = f", last update {self.updated}" if self.updated else ""
+        if self.running is False:
+            return (f"{self.store} was being written by {self.where}, which was killed at "
+                    f"{self.progress}; re-run its command to resume: {self.command or '?'}")
+        return (f"{self.store} is being written by {self.where}: {self.progress} "
+                f"(started {self.started}{since}; command: {self.command or '?'})")
+
+
+def writer_status(path: str | os.PathLike[str]) -> WriterStatus | None:
+    """The writer of a store as its lock file tells it, without opening the store.
+
+    Args:
+        path: the store file.
+
+    Returns:
+        The status, or None when no writer holds (or left) a lock file.
+    """
+    store = Path(path)
+    record = _read_record(Path(f"{store}.lock"))
+    if record is None:
+        return None
+    try:
+        pid = int(record["pid"])
+    except (TypeError, ValueError):
+        return None
+    host = str(record.get("host", ""))
+    running = _alive(pid, record.get("start")) if host == socket.gethostname() else None
+
+    def opt_int(key: str) -> int | None:
+        value = record.get(key)
+        return int(value) if isinstance(value, int) else None
+
+    return WriterStatus(
+        store=store, pid=pid, host=host, started=str(record.get("started", "")),
+        command=str(record.get("command", "")), running=running,
+        set=record.get("set") if isinstance(record.get("set"), str) else None,
+        done=opt_int("done"), total=opt_int("total"),
+        updated=record.get("updated") if isinstance(record.get("updated"), str) else None,
+    )
+
+
+def _busy_message(store: Path, lock_path: Path, status: WriterStatus | None) -> str:
+    """Why the lock of ``store`` cannot be taken, naming the holder as well as it is known."""
+    if status is None:
+        return (f"{store} is being written by another embedx process (lock {lock_path}); "
+                "wait for it or write another file")
+    if status.running is False:
+        # the recorded writer is gone but the lock is held: something inherited it
+        holders = _holders(lock_path)
+        who = f"process(es) {', '.join(map(str, holders))}" if holders else "another process"
+        return (f"{store} is locked by {who}, left over from a killed writer (pid {status.pid}, "
+                f"{status.progress}); end {'them' if len(holders) > 1 else 'it'} and re-run")
+    return (f"{store} is being written by another embedx process (lock {lock_path}, {status.where}, "
+            f"{status.progress}); wait for it or write another file")
+
+
+class _WriterLock:
+    """The exclusive lock of a store's writer: ``<store>.lock``, with a record of the holder.
+
+    The mutual exclusion is :class:`filelock.FileLock` (``flock``: the kernel releases it when
+    the holder dies, whatever kills it). The file's content is a JSON record (pid, host, start
+    time, command, progress) that names the holder to a refused writer and to ``embedx info``,
+    and tells a new writer that it takes over from a killed one. :meth:`release` removes the
+    file; a writer that locked a file removed meanwhile sees so and tries again.
+    """
+
+    def __init__(self, store: Path, command: str) -> None:
+        self.store = store
+        self.path = Path(f"{store}.lock")
+        self.command = command
+        self._lock: Any = None
+        self._fd: int | None = None
+        self._record: dict[str, Any] = {}
+
+    def acquire(self) -> str | None:
+        """Take the lock; return a one-line notice when it is taken over from a killed writer.
+
+        Raises:
+            StoreError: another process holds it (naming pid and host when recorded), or the
+                lock file cannot be created.
+        """
+        import filelock
+
+        for _ in range(_LOCK_TRIES):
+            # read before locking: filelock < 4 truncates the file as it opens it
+            previous = writer_status(self.store)
+            lock = filelock.FileLock(str(self.path), timeout=0, thread_local=False)
+            try:
+                lock.acquire()
+            except filelock.Timeout:
+                raise StoreError(_busy_message(self.store, self.path, previous)) from None
+            except OSError as exc:
+                raise StoreError(f"cannot lock {self.path}: {exc.strerror or exc}") from None
+            try:
+                # no O_CREAT: the file at the path must be the one that was locked
+                fd = os.open(self.path, os.O_WRONLY)
+            except FileNotFoundError:
+                lock.release()
+                continue
+            if _same_file(lock, fd):
+                self._lock, self._fd = lock, fd
+                break
+            os.close(fd)
+            lock.release()
+        else:
+            raise StoreError(f"cannot lock {self.path}: other writers keep replacing it; try again")
+        state = _proc_state(os.getpid())
+        self._record = {"pid": os.getpid(), "host": socket.gethostname(),
+                        "start": state[1] if state else None, "started": _now(),
+                        "command": self.command}
+        self.publish()
+        if previous is not None and previous.pid != os.getpid():
+            return (f"{self.path} was left by a writer that is gone ({previous.where}, "
+                    f"{previous.progress}); taking it over, its finished items are kept")
+        return None
+
+    def publish(self, **progress: Any) -> None:
+        """Rewrite the holder record with ``progress`` (set, done, total) and the time."""
+        if self._fd is None:
+            return
+        self._record.update(progress, updated=_now() if progress else None)
+        data = json.dumps(self._record).encode("utf-8")
+        if len(data) > _RECORD_BYTES:  # a very long command line: keep the rest readable
+            self._record["command"] = self._record["command"][: _RECORD_BYTES // 2] + "..."
+            data = json.dumps(self._record).encode("utf-8")[:_RECORD_BYTES]
+        try:
+            os.pwrite(self._fd, data.ljust(_RECORD_BYTES), 0)
+        except OSError:  # the record is informative only; a full disk shows in the store itself
+            pass
+
+    def fds(self) -> list[int]:
+        """The descriptors this lock holds."""
+        fd = _lock_fd(self._lock)
+        return [f for f in (self._fd, fd) if f is not None]
+
+    def release(self) -> None:
+        """Remove the lock file, then unlock (idempotent)."""
+        fd, lock = self._fd, self._lock
+        self._fd = self._lock = None
+        try:
+            if fd is not None:
+                # removed while still locked: a writer that opened the file meanwhile finds
+                # the path gone once it gets the lock, and tries again
+                try:
+                    os.unlink(self.path)
+                except FileNotFoundError:
+                    pass
+                finally:
+                    os.close(fd)
+        finally:
+            if lock is not None:
+                lock.release()
+
+
+def _lock_fd(lock: Any) -> int | None:
+    """The descriptor filelock locked (a private attribute, present in filelock 3.x and 4.x)."""
+    fd = getattr(getattr(lock, "_context", None), "lock_file_fd", None)
+    return fd if isinstance(fd, int) else None
+
+
+def _same_file(lock: Any, fd: int) -> bool:
+    """Whether ``fd`` (opened by path after locking) is the file ``lock`` locked, still linked."""
+    locked = _lock_fd(lock)
+    if locked is None:
+        return True  # cannot tell with this filelock version; the race needs two other writers
+    a, b = os.fstat(locked), os.fstat(fd)
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino) and a.st_nlink > 0
+
+
+#: writers open in this process, whose descriptors a forked child must not keep
+_OPEN_WRITERS: weakref.WeakSet[StoreWriter] = weakref.WeakSet()
+
+
+def _close_in_child() -> None:
+    """Close every open writer's store and lock descriptors in a freshly forked child.
+
+    A DataLoader worker is forked while the store is open; if it kept the descriptors and
+    outlived a killed parent, it would hold the lock (and HDF5's own lock on the file) forever.
+    The child never uses the parent's writer: its h5py objects are left alone (touching HDF5
+    here could deadlock on a lock another thread held at the fork), only the descriptors go.
+    """
+    for writer in list(_OPEN_WRITERS):
+        for fd in writer._fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+    _OPEN_WRITERS.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_close_in_child)
+
+
 class StoreWriter(_StoreBase):
     """Create or append to a store; one writer per file at a time.
 
-    The writer takes an exclusive lock on the side file ``<path>.lock`` (``fcntl.flock``) for
-    its lifetime, so a second embedx process writing the same store fails fast instead of
-    corrupting it. The lock file is left in place (removing it would race with a new writer).
+    The writer holds an exclusive lock on the side file ``<path>.lock`` (:mod:`filelock`, an
+    ``flock`` the kernel drops when the process dies) for its lifetime, so a second embedx process
+    writing the same store fails fast instead of corrupting it. The lock file also records who
+    writes (pid, host, command) and how far (:meth:`set_progress`), for :func:`writer_status`;
+    it is removed on close. Neither the lock nor the HDF5 file descriptor survives into a child
+    forked while the writer is open (DataLoader workers): a child that outlives a killed parent
+    can never keep the store locked.
 
     Example:
         >>> with StoreWriter("features.h5", command="embedx extract ...") as w:  # doctest: +SKIP
@@ -733,13 +1075,16 @@ class StoreWriter(_StoreBase):
         ...     w.write(spec.name, idx, pooled={"mean": x})  # x: (num_layers, batch, dim)
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, command: str | None = None) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, command: str | None = None,
+                 log: Callable[[str], None] | None = None) -> None:
         """Open ``path`` for appending, creating it when missing.
 
         Args:
             path: store file.
             command: the command line, recorded in the root attrs of a new file and in the
                 attrs of every feature set this writer creates.
+            log: where the one-line notice goes when the lock of a killed writer is taken over
+                (default: standard error).
 
         Raises:
             StoreError: another process writes the file; the file is not an embedx HDF5 store,
@@ -752,7 +1097,9 @@ class StoreWriter(_StoreBase):
                 f"cannot create {self.path}: directory {self.path.parent} does not exist"
             )
         self._f = None
-        self._lock_fd: int | None = None
+        self.log = log or _stderr_line
+        self._writer_lock: _WriterLock | None = None
+        self._fds: list[int] = []
         self._failed_keys: set[tuple[str, int]] | None = None
         self._specs: dict[str, FeatureSetSpec] = {}  # read-back specs, for write()
         self._offsets: dict[str, np.ndarray] = {}  # frame offsets, for write()
@@ -769,6 +1116,8 @@ class StoreWriter(_StoreBase):
                 a["created"] = _now()
                 a["command"] = self.command
                 self._f.flush()
+            self._fds = self._inherited_fds()
+            _OPEN_WRITERS.add(self)
         except BaseException:
             self.close()
             raise
@@ -776,33 +1125,24 @@ class StoreWriter(_StoreBase):
     # -- lifetime ---------------------------------------------------------------------------
 
     def _lock(self) -> None:
-        lock_path = f"{self.path}.lock"
-        try:
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise StoreError(f"cannot create lock file {lock_path}: {exc.strerror}") from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            holder = ""
-            try:
-                holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip()
-            except OSError:
-                pass
-            os.close(fd)
-            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                by = f", held by pid {holder}" if holder.isdigit() else ""
-                raise StoreError(
-                    f"{self.path} is being written by another embedx process "
-                    f"(lock {lock_path}{by}); wait for it or write another file"
-                ) from exc
-            raise StoreError(f"cannot lock {lock_path}: {exc.strerror}") from exc
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
-        self._lock_fd = fd
+        self._writer_lock = _WriterLock(self.path, self.command)
+        notice = self._writer_lock.acquire()
+        if notice:
+            self.log(notice)
+
+    def set_progress(self, name: str, done: int, total: int) -> None:
+        """Publish how far this run is (``embedx info`` shows it while the file is written).
+
+        Args:
+            name: the feature set being written.
+            done: its items done (or failed) so far.
+            total: its items.
+        """
+        if self._writer_lock is not None:
+            self._writer_lock.publish(set=name, done=int(done), total=int(total))
 
     def close(self) -> None:
-        """Flush and close the file, then release the lock (idempotent)."""
+        """Flush and close the file, then release and remove the lock (idempotent)."""
         try:
             if self._f is not None:
                 try:
@@ -810,13 +1150,20 @@ class StoreWriter(_StoreBase):
                 finally:
                     super().close()
         finally:
-            if self._lock_fd is not None:
-                try:
-                    os.ftruncate(self._lock_fd, 0)
-                    fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-                finally:
-                    os.close(self._lock_fd)
-                    self._lock_fd = None
+            _OPEN_WRITERS.discard(self)
+            if self._writer_lock is not None:
+                lock, self._writer_lock = self._writer_lock, None
+                lock.release()
+
+    def _inherited_fds(self) -> list[int]:
+        """Descriptors of the store and its lock, closed in forked children (see _close_in_child)."""
+        fds = list(self._writer_lock.fds()) if self._writer_lock is not None else []
+        if self._f is not None:
+            try:
+                fds.append(int(self._f.id.get_vfd_handle()))
+            except (ValueError, TypeError, RuntimeError):  # a driver without a plain descriptor
+                pass
+        return fds
 
     def __enter__(self) -> StoreWriter:
         return self
@@ -2153,7 +2500,6 @@ def merge(
             os.replace(tmp, out)
         finally:
             tmp.unlink(missing_ok=True)
-            Path(f"{tmp}.lock").unlink(missing_ok=True)
     return MergeSummary(
         output=out,
         inputs=paths,

@@ -68,3 +68,16 @@ def test_chunk_combination_equals_pooling_the_stitched_frames():
     for p in names:
         whole = get_pooling(p)(frames, torch.tensor([23]))[:, 0].numpy()
         np.testing.assert_allclose(got[p], whole, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("garbage", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("name", ["mean", "std", "max", "min", "first", "last"])
+def test_nan_or_inf_in_padding_never_leaks(batch, name, garbage):
+    hidden, lengths = batch
+    for b, n in enumerate(lengths.tolist()):
+        hidden[:, b, n:] = garbage
+    got = get_pooling(name)(hidden, lengths)
+    assert torch.isfinite(got).all()
+    for b, n in enumerate(lengths.tolist()):
+        for layer in range(2):
+            torch.testing.assert_close(got[layer, b], reference(name, hidden[layer, b, :n]))

@@ -13,11 +13,11 @@ from embedx.fit.study import StudySettings, run_study
 from embedx.report import plot_confusion, plot_layer_curve, summary_records, write_report
 
 
-def _study(task="classification", concat=False, **settings):
+def _study(task="classification", concat=False, num_groups=6, **settings):
     rng = np.random.default_rng(0)
     n, dim = 90, 6
     y = np.arange(n) % 3
-    groups = np.array([f"s{s}" for s in (np.arange(n) // 3) % 6])
+    groups = np.array([f"s{s}" for s in (np.arange(n) // 3) % num_groups])
     configs, X = [], {}
     for layer in range(4):
         config = FeatureConfig((Block("set", layer, "mean"),))

@@ -334,7 +334,7 @@ def nested_best(
         ``(estimate, ci_low, ci_high)``.
     """
     sign = 1.0 if greater_is_better else -1.0
-    m, s = scores.num_configs_, scores.num_clusters_
+    s = scores.num_clusters_
     if s < 2:
         return float("nan"), float("nan"), float("nan")
     loo = sign * scores.leave_one_out()  # (m, s)

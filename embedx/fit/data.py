@@ -521,8 +521,10 @@ def load_dataset(
         split = _column(items, split_col, "split") if split_col else None
         used_sets = sorted({b.feature_set for c in configs for b in c.blocks})
         done = np.ones(len(items), dtype=bool)
+        failed = np.zeros(len(items), dtype=bool)
         for name in used_sets:
             done &= reader.done(name)
+            failed[reader.failed(name)["index"].to_numpy(dtype=np.int64)] = True
         has_label = labels.notna().to_numpy()
         if labels.dtype == object:
             has_label &= labels.astype(str).str.strip().ne("").to_numpy()
@@ -532,7 +534,9 @@ def load_dataset(
         if split is not None:
             keep &= split.notna().to_numpy()
         skipped = {
-            "not extracted (not done)": int((~done).sum()),
+            "failed in extraction": int((~done & failed).sum()),
+            # a stopped or killed extraction: its re-run finishes these
+            "not extracted yet (re-run the extraction to finish)": int((~done & ~failed).sum()),
             "no label": int((done & ~has_label).sum()),
         }
         if groups is not None:

@@ -41,10 +41,16 @@ import pandas as pd
 
 from embedx.errors import ConfigError
 from embedx.fit import metrics as M
+from embedx.fit.compare import (
+    MIN_CLUSTERS,
+    ClusterScores,
+    clusters_of,
+    compare_configurations,
+    jackknife_ci,
+)
 from embedx.fit.cv import UNGROUPED, Folds, inner_cv, make_folds
 from embedx.fit.data import Dataset
 from embedx.fit.models import build_model, get_model, parse_models
-from embedx.fit.compare import MIN_CLUSTERS, ClusterScores, clusters_of, compare_configurations, jackknife_ci
 from embedx.fit.stats import corrected_ttest, wilcoxon
 from embedx.progress import progress_bar
 
@@ -156,27 +162,38 @@ class StudyResult:
 # ------------------------------------------------------------------------- preprocessing
 
 
-def group_standardize(X: np.ndarray, groups: np.ndarray, eps: float = 1e-8) -> np.ndarray:
+def group_standardize(X: np.ndarray, groups: np.ndarray, eps: float = 1e-8,
+                      fallback: np.ndarray | None = None) -> np.ndarray:
     """Standardise every group's rows with that group's own mean and std (ddof=0).
 
-    Uses features only. A feature that is constant within a group becomes 0 for that group.
+    Uses features only. A feature that is constant within a group becomes 0 for that group. A
+    group of one item has no spread of its own (its own statistics would turn it into zeros): it
+    is standardised with the mean and std of ``fallback`` instead, with a warning.
 
     Args:
         X: ``(num_items, dim)`` features.
         groups: ``(num_items,)`` group of every row.
         eps: stds at or below this count as zero.
+        fallback: ``(n, dim)`` rows whose statistics standardise one-item groups (in a fold: the
+            training part's features); default: all rows of ``X``.
 
     Returns:
         ``(num_items, dim)`` float32 standardised features.
     """
     out = np.empty(X.shape, dtype=np.float32)
-    _, codes = np.unique(np.asarray(groups), return_inverse=True)
-    for g in range(int(codes.max()) + 1 if len(codes) else 0):
+    _, codes, counts = np.unique(np.asarray(groups), return_inverse=True, return_counts=True)
+    ref = np.asarray(X if fallback is None else fallback, dtype=np.float64)  # (n, dim)
+    ref_mean, ref_std = ref.mean(axis=0), ref.std(axis=0)
+    for g in range(len(counts)):
         rows = codes == g
         part = X[rows].astype(np.float64)  # (group_items, dim)
-        mean = part.mean(axis=0)
-        std = part.std(axis=0)
+        mean, std = (part.mean(axis=0), part.std(axis=0)) if counts[g] > 1 else (ref_mean, ref_std)
         out[rows] = (part - mean) / np.where(std > eps, std, 1.0)
+    single = int((counts == 1).sum())
+    if single:
+        warnings.warn(f"speaker normalisation: {single} group(s) with a single item standardised with "
+                      f"the statistics of {'the training items' if fallback is not None else 'all items'}",
+                      stacklevel=2)
     return out
 
 
@@ -331,7 +348,7 @@ def _run_task(
         Xtr, Xte = X[train], X[test]  # (n_train, dim), (n_test, dim)
         if speaker_norm:
             Xtr = group_standardize(Xtr, groups[train])
-            Xte = group_standardize(Xte, groups[test])
+            Xte = group_standardize(Xte, groups[test], fallback=X[train])
         est = _estimator(model, task, seed=seed, class_weight=class_weight, threads=threads,
                          grid=grid, inner=inner, metric=metric)
         gtr = None if groups is None else groups[train]
@@ -768,7 +785,7 @@ def fit_final(result: StudyResult, *, threads: int = 1) -> tuple[dict[str, Any],
         if test is not None:
             Xte = X[test]
             if settings["speaker_norm"]:
-                Xte = group_standardize(Xte, groups[test])
+                Xte = group_standardize(Xte, groups[test], fallback=X[train])
             pred = est.predict(Xte)
             holdout = {m.name: m.func(y[test], pred) for m in M.metrics_for(task)}
             holdout["n_test"] = len(test)

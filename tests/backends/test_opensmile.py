@@ -232,3 +232,26 @@ def test_frames_of_functionals_are_refused_and_failures_recorded(corpus, tmp_pat
         assert any("too short" in m for m in failed["message"])
     again = run(corpus, tmp_path, short="fail")[0]
     assert again.nothing_to_do and again.failed_total == 2
+
+
+def test_max_chunk_seconds_is_inert_for_opensmile_and_never_refuses_a_resume(corpus, tmp_path):
+    import h5py
+    import yaml
+
+    summary, out = run(corpus, tmp_path, max_chunk_seconds=60.0)
+    assert summary.processed == 4
+    with StoreReader(out) as r:
+        assert r.spec("egemaps").config["max_chunk_seconds"] is None  # it had no effect
+    summary, _ = run(corpus, tmp_path, max_chunk_seconds=5.0)  # would have been refused before
+    assert summary.nothing_to_do
+    # a set written before this rule stored 60: a resume with another value keeps that, not refused
+    with h5py.File(out, "r+") as f:
+        attrs = f["features/egemaps"].attrs
+        config = yaml.safe_load(attrs["config"])
+        config["max_chunk_seconds"] = 60.0
+        attrs["config"] = yaml.safe_dump(config)
+        f["features/egemaps/done"][1] = False
+    summary, _ = run(corpus, tmp_path, max_chunk_seconds=None)
+    assert summary.processed == 1
+    with StoreReader(out) as r:
+        assert r.spec("egemaps").config["max_chunk_seconds"] == 60.0

@@ -30,7 +30,7 @@ def test_only_done_items_are_used(toy_store):
     done = np.ones(120, dtype=bool)
     done[[5, 17, 40]] = False
     ds = load_dataset(toy_store(done=done), label="label")
-    assert ds.num_items == 117 and ds.skipped == {"not extracted (not done)": 3}
+    assert ds.num_items == 117 and ds.skipped == {"not extracted yet (re-run the extraction to finish)": 3}
     assert "u005" not in ds.ids
     assert np.isfinite(ds.X["toy@0/mean"]).all()
 

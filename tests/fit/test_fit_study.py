@@ -166,6 +166,23 @@ def test_speaker_normalisation():
     np.testing.assert_allclose(group_standardize(X2, groups)[groups != "b"], Z[groups != "b"], atol=1e-6)
 
 
+def test_speaker_normalisation_of_a_one_item_group_uses_the_fallback_statistics_and_warns():
+    rng = np.random.default_rng(1)
+    train = rng.normal(loc=3.0, scale=2.0, size=(40, 4))
+    X = np.vstack([rng.normal(size=(5, 4)), [[7.0, -1.0, 3.0, 5.0]]])  # group "a" of 5, group "b" of 1
+    groups = np.array(["a"] * 5 + ["b"])
+    with pytest.warns(UserWarning, match=r"1 group\(s\) with a single item standardised with the statistics "
+                                         r"of the training items"):
+        Z = group_standardize(X, groups, fallback=train)
+    expected = (X[5] - train.mean(axis=0)) / train.std(axis=0)
+    np.testing.assert_allclose(Z[5], expected, rtol=1e-5)
+    assert np.abs(Z[5]).min() > 0.1  # not silently zeros
+    np.testing.assert_allclose(Z[:5], group_standardize(X[:5], groups[:5]), atol=1e-6)  # "a" unchanged
+    with pytest.warns(UserWarning, match="statistics of all items"):
+        Z_self = group_standardize(X, groups)
+    np.testing.assert_allclose(Z_self[5], (X[5] - X.mean(axis=0)) / X.std(axis=0), rtol=1e-5)
+
+
 def test_speaker_normalisation_removes_speaker_offsets(toy_store):
     path = toy_store(speaker_scale=6.0, strength=0.6)
     ds = load_dataset(path, label="label", group="speaker", layers="3")
@@ -285,7 +302,7 @@ def test_error_metric_delta_is_positive_and_regression_folds_are_named_kfold():
     # kfold really is plain shuffled KFold
     from sklearn.model_selection import KFold
 
-    for (tr, te), (tr2, te2) in zip(result.folds.splits,
+    for (_tr, te), (_tr2, te2) in zip(result.folds.splits,
                                     KFold(5, shuffle=True, random_state=0).split(ds.y), strict=True):
         np.testing.assert_array_equal(np.sort(te), np.sort(te2))
 
@@ -304,8 +321,9 @@ def test_logo_fold_uar_note_and_pooled_uar():
 
 
 def test_predefined_holdout_has_a_ci_over_test_speakers():
-    from embedx.fit.compare import jackknife_ci
     from sklearn.metrics import balanced_accuracy_score
+
+    from embedx.fit.compare import jackknife_ci
 
     ds = _balanced(speakers=20, split=True)
     result = run_study(ds, StudySettings(models=["logreg"], scheme="predefined", **FAST))
