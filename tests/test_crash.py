@@ -317,7 +317,7 @@ def test_a_failing_chunk_fails_its_item_and_retry_failed_completes_it(tiny_model
     assert res.exit_code == 0 and "nothing to do" in res.output and "1 failed earlier" in res.output
     res = CliRunner().invoke(app, [*args, "-o", str(out), "--retry-failed"])
     assert res.exit_code == 0, res.output
-    assert "extracted 1 items" in res.output and "now 4/4 done" in res.output
+    assert "extracted 1 item " in res.output and "now 4/4 done" in res.output
     with StoreReader(out) as r:
         assert r.failed().empty
     equal, worst = compare_stores(clean, out)
