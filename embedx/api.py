@@ -169,17 +169,42 @@ def fit(
         EmbedxError: bad options, store, labels or output folder, in one line, before any
             model is fitted.
     """
-    from embedx.fit.data import load_dataset
-    from embedx.fit.study import StudySettings, load_grids, run_study
-    from embedx.report import prepare_output, write_report
+    from embedx.report import prepare_output
 
-    note = log or (lambda _msg: None)
     cv = str(cv).strip()
     if cv.isdigit():  # `--cv 10` is shorthand for ten folds of the automatic scheme
         folds, cv = int(cv), "auto"
     if class_weight not in ("none", "balanced"):
         raise ConfigError(f"--class-weight {class_weight!r} not accepted; accepted: none, balanced")
+    created = output is not None and not Path(output).exists()
     out = prepare_output(output, overwrite=overwrite) if output is not None else None
+    try:
+        return _run_fit(features, out, label=label, labels=labels, group=group, sets=sets,
+                        layers=layers, pooling=pooling, concat=concat, models=models, cv=cv,
+                        folds=folds, split_col=split_col, task=task, metric=metric,
+                        class_weight=class_weight, speaker_norm=speaker_norm, tune=tune, grid=grid,
+                        inner_folds=inner_folds, bootstrap=bootstrap, alpha=alpha, seed=seed,
+                        jobs=jobs, threads=threads, backend=backend, scheduler=scheduler,
+                        save_model=save_model, progress=progress, log=log, command=command)
+    except BaseException:
+        if created and out is not None and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # a folder this call made for a study that never ran
+        raise
+
+
+def _run_fit(features: Any, out: Path | None, *, label: str, labels: Any,
+             group: str | None, sets: Any, layers: str, pooling: str | None, concat: bool,
+             models: str | None, cv: str, folds: int, split_col: str, task: str,
+             metric: str | None, class_weight: str, speaker_norm: bool, tune: bool, grid: Any,
+             inner_folds: int, bootstrap: int, alpha: float, seed: int, jobs: int,
+             threads: int | None, backend: str, scheduler: str | None, save_model: bool,
+             progress: bool, log: Callable[[str], None] | None, command: str | None) -> FitResult:
+    """The body of :func:`fit` once the output folder is ready (arguments as there)."""
+    from embedx.fit.data import load_dataset
+    from embedx.fit.study import StudySettings, load_grids, run_study
+    from embedx.report import write_report
+
+    note = log or (lambda _msg: None)
     dataset = load_dataset(
         features, label=label, sets=sets, layers=layers, pooling=pooling, concat=concat,
         group=group, labels_csv=labels, split_col=split_col if cv == "predefined" else None,

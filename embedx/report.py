@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from embedx.fit.stats import wilcoxon_floor
+from embedx.text import plural
 
 __all__ = [
     "chance_level",
@@ -296,7 +297,7 @@ def _markdown(result: Any, files: dict[str, str], command: str | None) -> str:
     lines += ["", "## Protocol", ""]
     folds = result.folds
     lines.append(
-        f"- cross-validation: `{folds.scheme}`, {folds.n_splits} fold(s), seed {folds.seed}; the "
+        f"- cross-validation: `{folds.scheme}`, {plural(folds.n_splits, 'fold')}, seed {folds.seed}; the "
         "same folds for every configuration and model"
     )
     lines.append(

@@ -157,3 +157,35 @@ def test_typos_fail_before_the_model_loads(tmp_path, monkeypatch, args, message)
     assert res.exit_code != 0, res.output
     assert message in res.output and "Traceback" not in res.output, res.output
     assert len(res.output.strip().splitlines()) == 1
+
+
+@pytest.fixture
+def read_only_folder(tmp_path):
+    """A read-only file system (a bind mount remounted ro): permission bits do not stop root,
+    so this is the one way to test a folder nobody can write. Skipped where mounting is denied."""
+    src, ro = tmp_path / "src", tmp_path / "ro"
+    src.mkdir()
+    ro.mkdir()
+    (src / "inside").mkdir()
+    ok = subprocess.run(["mount", "--bind", str(src), str(ro)], capture_output=True).returncode == 0
+    if ok and subprocess.run(["mount", "-o", "remount,bind,ro", str(ro)], capture_output=True).returncode:
+        subprocess.run(["umount", str(ro)], capture_output=True)
+        ok = False
+    if not ok:
+        pytest.skip("cannot make a read-only bind mount here")
+    yield ro
+    subprocess.run(["umount", str(ro)], capture_output=True)
+
+
+def test_read_only_outputs_fail_in_one_line_before_work(read_only_folder, demo, monkeypatch):
+    import embedx.extract as stage1
+
+    monkeypatch.setattr(stage1, "create_backend", lambda *a, **k: pytest.fail("model loaded"))
+    res = CliRunner().invoke(app, ["extract", "--model", "x/y", str(demo / "wavs"),
+                                   "-o", str(read_only_folder / "f.h5")])
+    assert res.exit_code != 0 and "Read-only file system" in res.output
+    assert len(res.output.strip().splitlines()) == 1
+    res = CliRunner().invoke(app, ["fit", "-f", str(demo / "feats.h5"),
+                                   "-o", str(read_only_folder / "inside" / "results")])
+    assert res.exit_code != 0 and "cannot be written" in res.output
+    assert len(res.output.strip().splitlines()) == 1

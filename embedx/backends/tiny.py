@@ -260,7 +260,20 @@ def save_tiny_model(
         raise ConfigError(
             f"unknown tiny model family {family!r}; accepted: {', '.join(ALL_TINY_FAMILIES)}"
         )
-    out = Path(path)
+    from transformers.utils import logging as hf_logging
+
+    # transformers draws a "Writing model shards" bar for every save; `embedx synth` prints one line
+    bar_was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        return _save_tiny_model(family, Path(path), seed, do_normalize, overrides)
+    finally:
+        if bar_was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+def _save_tiny_model(family: str, out: Path, seed: int, do_normalize: bool | None,
+                     overrides: dict[str, Any]) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     if family == "whisper":
         config = WhisperConfig(**{**_WHISPER, **overrides})

@@ -53,6 +53,7 @@ from embedx.fit.data import Dataset
 from embedx.fit.models import build_model, get_model, parse_models
 from embedx.fit.stats import corrected_ttest, wilcoxon
 from embedx.progress import progress_bar
+from embedx.text import plural
 
 __all__ = [
     "BACKENDS",
@@ -484,9 +485,10 @@ def run_study(
     ]
     cores = os.cpu_count() or 1
     note(
-        f"{len(configs)} feature configuration(s) × {len(models)} model(s) × {folds.n_splits} "
-        f"fold(s) = {len(tasks)} fits on {dataset.num_items} items ({folds.scheme} CV, "
-        f"{settings.jobs} job(s), {threads} thread(s) each"
+        f"{plural(len(configs), 'feature configuration')} × {plural(len(models), 'model')} × "
+        f"{plural(folds.n_splits, 'fold')} = {plural(len(tasks), 'fit')} on "
+        f"{plural(dataset.num_items, 'item')} ({folds.scheme} CV, {plural(settings.jobs, 'job')}, "
+        f"{plural(threads, 'thread')} each"
         + (f"; --jobs -1 would use all {cores} cores)" if settings.jobs == 1 and cores > 1 else ")")
     )
 
