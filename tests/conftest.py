@@ -36,3 +36,20 @@ def write_audio(tmp_path):
         return path
 
     return write
+
+
+def fake_hub_cache(root: Path, model_dir: Path, repo_id: str, commit: str) -> Path:
+    """Lay ``model_dir`` out as the Hugging Face cache holds hub model ``repo_id`` at ``commit``
+    (``refs/main`` pointing at it), so a hub id loads through the real code path offline.
+
+    Returns:
+        The cache folder, for ``HF_HUB_CACHE``.
+    """
+    import shutil
+
+    cache = root / "hub"
+    repo = cache / ("models--" + repo_id.replace("/", "--"))
+    shutil.copytree(model_dir, repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    return cache

@@ -18,17 +18,10 @@ from embedx.cli import app
 from embedx.errors import StoreError
 from embedx.extract import ExtractConfig, extract
 from embedx.store import StoreReader, StoreWriter
-from embedx.synth import EMOTIONS, chirp, noise, tone, utterance
+from embedx.synth import chirp, noise, tone
+from tests.killrun import write_corpus
 
-
-def _corpus(folder, num_items, seed=0):
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in range(num_items):
-        seconds = float(rng.uniform(0.3, 1.6))
-        wave = utterance(list(EMOTIONS)[i % 4], 110 + 7 * i, 1.0, seconds, 16000, rng)
-        sf.write(folder / f"u{i:03d}.wav", wave, 16000)
-    return folder
+_corpus = write_corpus  # the kill harness's corpus: speech-like items of 0.3-1.6 s
 
 
 def _assert_same_store(a_path, b_path):

@@ -28,6 +28,7 @@ from embedx.backends.tiny import save_tiny_model
 from embedx.errors import ModelError
 from embedx.extract import ExtractConfig, extract
 from embedx.store import StoreReader
+from tests.conftest import fake_hub_cache
 
 SR = 16000
 TOL = 1e-4
@@ -275,10 +276,7 @@ def test_emotion_hub_id_loads_offline_from_the_cache(tiny, tmp_path):
     import embedx
 
     commit = "89abcdef0123456789abcdef0123456789abcdef"
-    repo = tmp_path / "hub" / "models--audeering--tiny-emotion"
-    shutil.copytree(tiny["emotion"], repo / "snapshots" / commit)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(commit)
+    fake_hub_cache(tmp_path, tiny["emotion"], "audeering/tiny-emotion", commit)
     script = (
         "import json\n"
         "import numpy as np\n"

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import shutil
 import subprocess
 import sys
 
@@ -24,6 +23,7 @@ from embedx.backends import create_backend
 from embedx.backends.hf import HFBackend, MaskedGroupNorm, conv_output_length
 from embedx.backends.tiny import TINY_FAMILIES, save_tiny_model
 from embedx.errors import AudioError, ConfigError, ModelError
+from tests.conftest import fake_hub_cache
 
 SR = 16000
 TOL = 1e-4  # max |batched - alone| / max |alone|, per layer and item
@@ -412,10 +412,7 @@ def test_broken_reduced_precision_is_refused_or_close(tmp_path):
 def test_hub_id_loads_offline_from_the_cache_with_its_commit(tiny, tmp_path):
     """A hub id resolves through the HF cache (offline) and records the snapshot's commit."""
     commit = "0123456789abcdef0123456789abcdef01234567"
-    repo = tmp_path / "hub" / "models--fake-org--tiny-hubert"
-    shutil.copytree(tiny["hubert"], repo / "snapshots" / commit)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(commit)
+    fake_hub_cache(tmp_path, tiny["hubert"], "fake-org/tiny-hubert", commit)
     script = (
         "from embedx.backends.hf import HFBackend\n"
         "from embedx.errors import ModelError\n"
@@ -443,10 +440,7 @@ def test_unreachable_hub_is_one_line_or_the_cache(tiny, tmp_path):
     an uncached one fails fast in one line that names HF_HUB_OFFLINE=1 and a local directory,
     without huggingface_hub's retry chatter."""
     commit = "fedcba9876543210fedcba9876543210fedcba98"
-    repo = tmp_path / "hub" / "models--fake-org--tiny-hubert"
-    shutil.copytree(tiny["hubert"], repo / "snapshots" / commit)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(commit)
+    fake_hub_cache(tmp_path, tiny["hubert"], "fake-org/tiny-hubert", commit)
     script = (
         "import time\n"
         "from embedx.backends import create_backend\n"
