@@ -136,13 +136,15 @@ def add_chance_control(result: Any, labels: Sequence[np.ndarray], outputs: list[
     result.summary["p_permutation_fwer"] = permutation_p(observed, best_null[:, None], main.greater_is_better)
     alpha = float(result.settings["alpha"])
     best_p = float(result.summary["p_permutation_fwer"].iloc[0])
+    # with too few permutations no p-value can reach alpha: that is no verdict, not "chance"
+    decidable = 1.0 / (n + 1) <= alpha
     scheme = permutation_scheme(ds.y, ds.groups)
     result.chance = {
         "permutations": n,
         "scheme": scheme,
         "p_best": best_p,
         "p_best_unadjusted": float(result.summary["p_permutation"].iloc[0]),
-        "beats_chance": best_p <= alpha,
+        "beats_chance": (best_p <= alpha) if decidable else None,
         "null_best_mean": float(np.nanmean(best_null)),
         "null_best_q95": float(np.nanquantile(best_null, 0.95 if main.greater_is_better else 0.05)),
         "alpha": alpha,
@@ -150,9 +152,14 @@ def add_chance_control(result: Any, labels: Sequence[np.ndarray], outputs: list[
     }
     result.settings["permutations"] = n
     best = result.summary.iloc[0]
-    if not result.chance["beats_chance"]:
-        floor = (f"; with {n} permutations no p-value can go below {1 / (n + 1):.3g}, so use more "
-                 "permutations" if 1.0 / (n + 1) > alpha else "")
+    if not decidable:
+        result.notes.insert(0, (
+            f"The chance control is undecided: with {n} label permutations no p-value can go below "
+            f"{1 / (n + 1):.3g} > alpha {alpha:g}; use at least {int(np.ceil(1 / alpha)) - 1} "
+            f"(the best configuration's family-wise permutation p is {best_p:.3g})"
+        ))
+    elif not result.chance["beats_chance"]:
+        floor = ""
         result.notes.insert(0, (
             f"The best configuration does not beat chance: {best['config']} with {best['model']} "
             f"scored {result.metric} {float(best[f'{result.metric}_pooled']):.3f}, and on permuted labels "
