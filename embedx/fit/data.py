@@ -108,8 +108,8 @@ class FeatureConfig:
 
     @property
     def layer(self) -> int | None:
-        """The layer of a single block (``None`` for a fusion)."""
-        return None if self.concat else self.blocks[0].layer
+        """The layer of a single block (``None`` for a fusion or a weighted-layer mix)."""
+        return None if self.concat or self.weighted else self.blocks[0].layer
 
     @property
     def pooling(self) -> str:
