@@ -183,3 +183,21 @@ def test_weighted_layer_errors(toy_store):
     assert MODEL not in parse_models("all", "classification")
     with pytest.raises(ConfigError, match="C of the weighted-layer probe"):
         WeightedLayerClassifier(C=0).fit(*_stack(1)[:2])
+
+
+def test_a_refitted_weighted_model_predicts_a_store_through_embedx_predict(toy_store):
+    from embedx.fit.predict import predict_store
+
+    path = toy_store()
+    full = load_dataset(path, label="label", group="speaker", weighted_layers=True)
+    config = full.configs[-1]
+    ds = Dataset(configs=[config], X={config.name: full.X[config.name]}, y=full.y, task=full.task,
+                 classes=full.classes, groups=full.groups, split=None, ids=full.ids, paths=full.paths,
+                 rows=full.rows, label="label", group="speaker", store=str(path), specs=full.specs)
+    result = run_study(ds, StudySettings(**FAST))
+    bundle = result.final
+    assert bundle["model"] == MODEL and [b["layer"] for b in bundle["blocks"]] == list(LAYERS)
+    table, _ = predict_store(bundle, path)
+    assert len(table) == 120
+    assert (table["prediction"].to_numpy() == np.array(full.classes)[full.y]).mean() > 0.95
+    np.testing.assert_allclose(table[[f"prob_{c}" for c in full.classes]].sum(axis=1), 1.0)
