@@ -99,6 +99,9 @@ def main() -> None:
         weighted = None
         if any("weighted" in v for v in args.variants):
             weighted = load_dataset(store, label="label", group="speaker", weighted_layers=True)
+        for jobs in args.jobs:  # untimed: starts the workers and imports, so no variant pays for it
+            run_study(plain, StudySettings(models=models, n_splits=args.folds, seed=args.seed, n_boot=0,
+                                           jobs=jobs, threads=args.threads, backend=args.backend, refit=False))
         for variant in args.variants:
             for jobs in args.jobs:
                 dataset = weighted if "weighted" in variant else plain
