@@ -61,7 +61,9 @@ def extract(
             ``opensmile_level``, ``backend``, ``revision``, ``name``, ``layers``, ``pooling``
             (a comma string or a list), ``frames``, ``dtype``, ``precision``, ``device``,
             ``batch_seconds``, ``max_chunk_seconds``, ``workers``, ``short``, ``manifest``,
-            ``path_column``, ``overwrite``, ``retry_failed``, ``shard``.
+            ``path_column``, ``overwrite``, ``retry_failed``, ``shard``, ``random_init`` (the
+            model's architecture with seeded random weights, stored as ``<name>-random``) and
+            ``seed`` (of those weights, default 0).
 
     Returns:
         The run's :class:`embedx.extract.ExtractSummary` (``.line()`` is what the CLI prints).
@@ -73,7 +75,7 @@ def extract(
     from embedx.extract import CLI_FIELDS, config_from_options
     from embedx.extract import extract as run_extract
 
-    accepted = set(CLI_FIELDS) | {"opensmile", "opensmile_level"}
+    accepted = set(CLI_FIELDS) | {"opensmile", "opensmile_level", "random_init", "seed"}
     unknown = sorted(set(options) - accepted)
     if unknown:
         raise ConfigError(f"unknown extract option(s) {', '.join(unknown)}; accepted: "

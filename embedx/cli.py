@@ -136,6 +136,11 @@ def extract(
                                               "$SLURM_ARRAY_TASK_COUNT) of the items, balanced by duration, into "
                                               "its own file; combine the N files with embedx merge.",
                                               show_default=False)] = None,
+    random_init: Annotated[bool, typer.Option("--random-init", help="Random-network control: the model's "
+                                              "architecture with seeded random weights (only its config is "
+                                              "read), stored as NAME-random.")] = False,
+    seed: Annotated[int | None, typer.Option(help="Seed of the --random-init weights [default: 0].",
+                                             show_default=False)] = None,
     strict: Annotated[bool, typer.Option("--strict", help="Exit non-zero if any item failed.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     preset: Annotated[Path | None, typer.Option("--config", help="YAML preset of extraction settings (see "
