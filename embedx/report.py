@@ -141,14 +141,20 @@ def layer_curve_figure(
     single_split: bool = False,
 ):
     """The figure of :func:`plot_layer_curve` (same arguments), or ``None``; the caller closes it."""
+    from embedx.fit.selectivity import random_twins
+
     plain = summary[~summary["concat"].astype(bool)]
     single = plain[plain["layer"].notna()]
+    # a random-initialised twin (random-network control) is drawn dashed in its trained set's panel
+    twins = random_twins(single["feature_set"])
+    twin_of = {v: k for k, v in twins.items()}
     # weighted-layer configurations (no layer of their own) are drawn as a level in their panel
     mixed = plain[plain["layer"].isna()]
     if single.empty:
         return None
     plt = _pyplot()
-    present = list(dict.fromkeys(zip(single["feature_set"], single["pooling"], strict=True)))
+    present = [p for p in dict.fromkeys(zip(single["feature_set"], single["pooling"], strict=True))
+               if not (p[0] in twin_of and (twin_of[p[0]], p[1]) in set(zip(single["feature_set"], single["pooling"])))]
     order = [p for p in (panels or []) if p in present] + [p for p in present if p not in (panels or [])]
     names = [m for m in (models or []) if m in set(single["model"])]
     names += [m for m in dict.fromkeys(single["model"]) if m not in names]
@@ -170,11 +176,16 @@ def layer_curve_figure(
             yerr = np.vstack([np.nan_to_num(y - low), np.nan_to_num(high - y)])
             ax.errorbar(rows["layer"].to_numpy(dtype=float), y, yerr=yerr, marker="o", capsize=3,
                         color=colours[model], label=str(model))
+            twin = single[(single["feature_set"] == twins.get(fset)) & (single["pooling"] == pooling)
+                          & (single["model"] == model)].sort_values("layer")
+            if len(twin):
+                ax.plot(twin["layer"].to_numpy(dtype=float), twin[value].to_numpy(dtype=float), marker="x",
+                        ls="--", color=colours[model], label=f"{model} (random init)")
         for _, row in mixed[(mixed["feature_set"] == fset) & (mixed["pooling"] == pooling)].iterrows():
             ax.axhline(float(row[value]), color="black", ls=":", lw=1.5, label=f"weighted layers ({row['model']})")
         if chance is not None:
             ax.axhline(chance[0], color="grey", ls="--", lw=1, label=chance[1])
-        ax.set_title(f"{fset} ({pooling})")
+        ax.set_title(f"{fset} ({pooling})" + (f" vs {twins[fset]}" if fset in twins else ""))
         ax.set_xlabel("layer")
         ax.grid(alpha=0.3)
         layers = sorted(part["layer"].dropna().astype(int).unique())
@@ -275,7 +286,8 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def _markdown(result: Any, files: dict[str, str], command: str | None) -> str:
+def _markdown(result: Any, files: dict[str, str], command: str | None,
+              selectivity: pd.DataFrame | None = None) -> str:
     ds = result.dataset
     s = result.summary
     m = result.metric
@@ -431,6 +443,8 @@ def _markdown(result: Any, files: dict[str, str], command: str | None) -> str:
         lines += ["", *_chance_section(result, chance)]
     if getattr(result, "layer_weights", None):
         lines += ["", *_weighted_section(result)]
+    if selectivity is not None:
+        lines += ["", *_selectivity_section(result, selectivity)]
     warned = s[s["warning"].astype(str) != ""] if "warning" in s else s.iloc[:0]
     if len(warned):
         lines += ["", "## Warnings", ""]
@@ -453,6 +467,26 @@ def _markdown(result: Any, files: dict[str, str], command: str | None) -> str:
     lines += [f"- `{v}`" for k, v in files.items() if k not in ("report",)]
     lines.append("")
     return "\n".join(lines)
+
+
+def _selectivity_section(result: Any, table: pd.DataFrame) -> list[str]:
+    """The random-network control: trained minus random per layer, with the paired test."""
+    m = result.metric
+    lines = ["## Random-network control (selectivity)", ""]
+    lines.append(f"Each layer of a trained model against the same layer of its random-initialised twin "
+                 f"(`embedx extract --random-init`), same folds and models. Selectivity = trained − random "
+                 f"{m} (> 0: the trained weights add information); p: one-sided paired sign-flip test "
+                 "over speakers (the study's paired test), per layer, not adjusted for testing every layer. "
+                 "All rows are in `selectivity.csv`.")
+    lines.append("")
+    header = ["set", "pooling", "model", "layer", f"{m} trained", f"{m} random", "selectivity", "p"]
+    rows = [[f"`{r['set']}`", r["pooling"], r["model"], str(r["layer"]), _f(r["trained"]), _f(r["random"]),
+             _f(r["selectivity"]), _p(r["p_selectivity"])] for _, r in table.head(60).iterrows()]
+    lines.append(_table(header, rows))
+    best = table.loc[table["selectivity"].idxmax()]
+    lines += ["", f"Largest selectivity: layer {best['layer']} of `{best['set']}` ({best['model']}, "
+              f"{best['pooling']}): {_f(best['selectivity'])}."]
+    return lines
 
 
 def _chance_verdict(result: Any) -> str | None:
@@ -561,6 +595,12 @@ def write_report(
         files["layer_weights"] = "layer_weights.csv"
         if plot_layer_weights(table, out / "layer_weights.png"):
             files["layer_weights_plot"] = "layer_weights.png"
+    from embedx.fit.selectivity import selectivity_table
+
+    selectivity = selectivity_table(result)
+    if selectivity is not None:
+        selectivity.to_csv(out / "selectivity.csv", index=False)
+        files["selectivity"] = "selectivity.csv"
     key = result.best
     title = f"{key[0]} · {key[1]}"
     oof = result.predictions[key]
@@ -624,7 +664,7 @@ def write_report(
         "configurations": summary_records(result.summary),
     }
     (out / "summary.json").write_text(json.dumps(payload, indent=2), encoding="utf-8")
-    (out / "report.md").write_text(_markdown(result, files, command), encoding="utf-8")
+    (out / "report.md").write_text(_markdown(result, files, command, selectivity), encoding="utf-8")
     return {k: out / v for k, v in files.items()}
 
 
@@ -632,7 +672,7 @@ def write_report(
 #: the rest); their presence marks the folder as another study's results
 STUDY_FILES = ("report.md", "summary.json", "summary.csv", "results.csv", "model.joblib",
                "predictions_best.csv", "layer_curve.png", "confusion_best.png", "scatter_best.png",
-               "layer_weights.csv", "layer_weights.png")
+               "layer_weights.csv", "layer_weights.png", "selectivity.csv")
 
 
 def prepare_output(output: str | os.PathLike[str], *, overwrite: bool = False) -> Path:

@@ -69,6 +69,7 @@ from transformers import (
 from embedx.backends.base import Backend, BackendOutput, apply_short_policy
 from embedx.backends.hub import locate
 from embedx.errors import AudioError, ConfigError, ModelError
+from embedx.store import RANDOM_SUFFIX
 
 __all__ = [
     "ATTN_IMPLEMENTATIONS",
@@ -95,9 +96,6 @@ SUPPORTED_MODEL_TYPES: tuple[str, ...] = tuple(_BACKBONES)
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
 ATTN_IMPLEMENTATIONS: tuple[str, ...] = ("auto", "sdpa", "eager")
 SHORT_POLICIES: tuple[str, ...] = ("pad", "fail")
-#: appended to the feature-set name of a random-initialised model (``--random-init``); the fit
-#: report pairs a set ``NAME`` with ``NAME-random`` for the random-network control
-RANDOM_SUFFIX = "-random"
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
