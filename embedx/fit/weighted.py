@@ -74,6 +74,9 @@ class _WeightedLayerBase(BaseEstimator):
 
         n, L, d = Z.shape
         penalty = self._penalty()
+        layer_penalty = float(self.layer_alpha)
+        if not layer_penalty >= 0:
+            raise ConfigError(f"layer_alpha of the weighted-layer probe must be >= 0; got {self.layer_alpha}")
 
         def unpack(theta):
             a = theta[:L]
@@ -88,11 +91,11 @@ class _WeightedLayerBase(BaseEstimator):
             h = np.einsum("nld,l->nd", Z, s)  # (n, d) the weighted layer mix
             scores = h @ W + b  # (n, outputs)
             loss, G = self._loss(scores, targets, sample_weight)  # G: d loss / d scores
-            loss += 0.5 * penalty * float(np.sum(W * W))
+            loss += 0.5 * penalty * float(np.sum(W * W)) + 0.5 * layer_penalty * float(a @ a)
             gW = h.T @ G + penalty * W
             gb = G.sum(axis=0)
             gs = np.einsum("nd,nld->l", G @ W.T, Z)  # d loss / d s
-            ga = s * (gs - float(s @ gs))  # through the softmax
+            ga = s * (gs - float(s @ gs)) + layer_penalty * a  # through the softmax
             return loss, np.concatenate([ga, gW.ravel(), gb])
 
         theta0 = np.zeros(L + d * outputs + outputs)  # uniform weights, zero linear part
@@ -130,7 +133,9 @@ class WeightedLayerClassifier(ClassifierMixin, _WeightedLayerBase):
 
     Args:
         C: inverse L2 strength on the linear weights (as ``LogisticRegression``'s ``C``; the
-            loss is the summed cross-entropy + ``||W||^2 / (2 C)``).
+            loss is the summed cross-entropy + ``||W||^2 / (2 C)`` + ``layer_alpha ||a||^2 / 2``).
+        layer_alpha: L2 strength on the layer logits ``a`` (towards uniform weights): without
+            it, layers that carry the same information get arbitrary, saturated weights.
         max_iter: L-BFGS iterations at most.
         class_weight: ``None`` or ``"balanced"`` (weights ``n / (k * n_c)``).
 
@@ -141,8 +146,10 @@ class WeightedLayerClassifier(ClassifierMixin, _WeightedLayerBase):
         n_layers_, dim_, n_iter_: shapes and iterations used.
     """
 
-    def __init__(self, C: float = 1.0, max_iter: int = 300, class_weight: str | None = None):
+    def __init__(self, C: float = 1.0, layer_alpha: float = 1.0, max_iter: int = 300,
+                 class_weight: str | None = None):
         self.C = C
+        self.layer_alpha = layer_alpha
         self.max_iter = max_iter
         self.class_weight = class_weight
 
@@ -193,7 +200,8 @@ class WeightedLayerRegressor(RegressorMixin, _WeightedLayerBase):
 
     Args:
         alpha: L2 strength on the linear weights (as ``Ridge``'s ``alpha``; the loss is
-            ``||y - y_hat||^2 + alpha ||W||^2``).
+            ``||y - y_hat||^2 + alpha ||W||^2 + layer_alpha ||a||^2 / 2``).
+        layer_alpha: L2 strength on the layer logits ``a`` (towards uniform weights).
         max_iter: L-BFGS iterations at most.
 
     Attributes:
@@ -201,8 +209,9 @@ class WeightedLayerRegressor(RegressorMixin, _WeightedLayerBase):
         coef_, intercept_, mean_, scale_, n_layers_, dim_, n_iter_: as the classifier's.
     """
 
-    def __init__(self, alpha: float = 1.0, max_iter: int = 300):
+    def __init__(self, alpha: float = 1.0, layer_alpha: float = 1.0, max_iter: int = 300):
         self.alpha = alpha
+        self.layer_alpha = layer_alpha
         self.max_iter = max_iter
 
     def _penalty(self) -> float:

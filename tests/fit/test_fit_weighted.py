@@ -38,7 +38,7 @@ def test_only_informative_layer_gets_the_largest_weight(k):
     probe = WeightedLayerClassifier().fit(X, y)
     w = probe.layer_weights_
     assert w.shape == (5,) and np.isclose(w.sum(), 1.0) and (w >= 0).all()
-    assert int(np.argmax(w)) == k and w[k] > 0.9
+    assert int(np.argmax(w)) == k and w[k] > 0.5  # most of the mass, not just the largest share
     assert (probe.predict(X) == y).mean() > 0.95
     np.testing.assert_allclose(probe.predict_proba(X).sum(axis=1), 1.0)
 
@@ -55,7 +55,8 @@ def test_regressor_weights_the_layer_that_holds_the_target():
 def test_analytic_gradient_matches_finite_differences(kind, monkeypatch):
     rng = np.random.default_rng(3)
     Z = rng.normal(size=(30, 4, 3))
-    probe = WeightedLayerClassifier(C=0.5, class_weight="balanced") if kind == "classifier" else WeightedLayerRegressor(alpha=0.7)
+    probe = (WeightedLayerClassifier(C=0.5, layer_alpha=0.3, class_weight="balanced") if kind == "classifier"
+             else WeightedLayerRegressor(alpha=0.7, layer_alpha=0.3))
     outputs = 3 if kind == "classifier" else 1
     codes = np.arange(30) % 3
     targets = np.eye(3)[codes] if kind == "classifier" else rng.normal(size=(30, 1))
@@ -82,6 +83,7 @@ def test_analytic_gradient_matches_finite_differences(kind, monkeypatch):
         expected = -np.sum(weight * logp[np.arange(30), codes]) + np.sum(W**2) / (2 * 0.5)
     else:
         expected = np.sum(weight * (scores[:, 0] - targets[:, 0]) ** 2) + 0.7 * np.sum(W**2)
+    expected += 0.3 * np.sum(a**2) / 2
     loss, grad = fun(theta)
     assert loss == pytest.approx(expected, rel=1e-10)
     numeric = approx_fprime(theta, lambda t: fun(t)[0], 1e-6)
