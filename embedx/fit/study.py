@@ -144,8 +144,8 @@ class StudyResult:
             :func:`embedx.fit.compare.nested_best`), or ``None`` with one configuration.
         layer_weights: ``(configuration name, model)`` -> ``(num_folds, num_layers)`` learned
             layer weights of every weighted-layer configuration (see :mod:`embedx.fit.weighted`).
-        chance: the chance control (see :func:`embedx.fit.permutation.chance_summary`), or
-            ``None`` without ``permutations``.
+        chance: the chance control (see :func:`embedx.fit.permutation.add_chance_control`),
+            or ``None`` without ``permutations``.
     """
 
     results: pd.DataFrame
@@ -561,7 +561,7 @@ def run_study(
         add_chance_control(result, labels[1:], [o for o in outputs if o["key"][0] > 0], all_models)
     if settings.refit:
         result.final, result.holdout = fit_final(result, threads=_threads(settings))
-    note(f"{len(tasks)} fits in {seconds:.1f} s")
+    note(f"{len(tasks) * len(labels)} fits in {seconds:.1f} s")
     return result
 
 
