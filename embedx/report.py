@@ -153,8 +153,8 @@ def layer_curve_figure(
     if single.empty:
         return None
     plt = _pyplot()
-    present = [p for p in dict.fromkeys(zip(single["feature_set"], single["pooling"], strict=True))
-               if not (p[0] in twin_of and (twin_of[p[0]], p[1]) in set(zip(single["feature_set"], single["pooling"])))]
+    pairs = list(dict.fromkeys(zip(single["feature_set"], single["pooling"], strict=True)))
+    present = [p for p in pairs if not (p[0] in twin_of and (twin_of[p[0]], p[1]) in pairs)]
     order = [p for p in (panels or []) if p in present] + [p for p in present if p not in (panels or [])]
     names = [m for m in (models or []) if m in set(single["model"])]
     names += [m for m in dict.fromkeys(single["model"]) if m not in names]
