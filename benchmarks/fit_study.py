@@ -8,6 +8,13 @@ study runs exactly as ``embedx fit`` runs it.
 
     python benchmarks/fit_study.py --jobs 1 2
 
+The cost of the probing controls (issue 14): ``--variants plain weighted permutations`` runs the
+same study without extras, with ``--weighted-layers`` (one weighted-layer configuration more) and
+with ``--permutations N`` (every configuration refitted on N label permutations), e.g.
+
+    nice -n 10 python benchmarks/fit_study.py --items 400 --dim 256 --models logreg \
+        --bootstrap 200 --jobs 2 --variants plain weighted permutations --permutations 100
+
 Prints a Markdown table (config, n_items, dim, layers, models, folds, jobs, seconds, fits/s)
 and the fit time per model.
 """
@@ -70,6 +77,12 @@ def main() -> None:
                         help="BLAS/OpenMP threads per fit (default: 1)")
     parser.add_argument("--backend", default="loky")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--variants", nargs="+", default=["plain"],
+                        choices=["plain", "weighted", "permutations", "weighted+permutations"],
+                        help="study variants: plain, weighted (--weighted-layers), permutations "
+                             "(--permutations N), or both")
+    parser.add_argument("--permutations", type=int, default=100,
+                        help="label permutations of the permutations variants")
     args = parser.parse_args()
 
     from embedx.fit.data import load_dataset
@@ -81,29 +94,39 @@ def main() -> None:
         store = Path(tmp) / "synthetic.h5"
         make_store(store, args.items, args.dim, args.layers, args.classes, args.speakers, args.seed)
         start = time.perf_counter()
-        dataset = load_dataset(store, label="label", group="speaker")
+        plain = load_dataset(store, label="label", group="speaker")
         load_seconds = time.perf_counter() - start
-        for jobs in args.jobs:
-            settings = StudySettings(models=models, n_splits=args.folds, seed=args.seed,
-                                     n_boot=args.bootstrap, jobs=jobs, threads=args.threads,
-                                     backend=args.backend)
-            start = time.perf_counter()
-            result = run_study(dataset, settings)
-            seconds = time.perf_counter() - start
-            fits = len(result.results)
-            threads = args.threads or 1
-            rows.append({
-                "config": f"{args.backend}, {threads} thread(s)/worker, {result.folds.scheme} CV, "
-                          f"best {result.best[0]} {result.best[1]}",
-                "n_items": args.items, "dim": args.dim, "layers": args.layers,
-                "models": ",".join(models), "folds": args.folds, "jobs": jobs,
-                "seconds": f"{seconds:.1f}", "fits/s": f"{fits / seconds:.2f}",
-                "grid_s": f"{result.seconds:.1f}",
-            })
-            by_model = result.results.groupby("model", sort=False)["fit_seconds"].agg(["sum", "mean"])
-            for model, r in by_model.iterrows():
-                per_model.append({"jobs": jobs, "model": model, "fit seconds (sum)": f"{r['sum']:.1f}",
-                                  "per fit": f"{r['mean']:.2f}"})
+        weighted = None
+        if any("weighted" in v for v in args.variants):
+            weighted = load_dataset(store, label="label", group="speaker", weighted_layers=True)
+        for jobs in args.jobs:  # untimed: starts the workers and imports, so no variant pays for it
+            run_study(plain, StudySettings(models=models, n_splits=args.folds, seed=args.seed, n_boot=0,
+                                           jobs=jobs, threads=args.threads, backend=args.backend, refit=False))
+        for variant in args.variants:
+            for jobs in args.jobs:
+                dataset = weighted if "weighted" in variant else plain
+                perms = args.permutations if "permutations" in variant else 0
+                settings = StudySettings(models=models, n_splits=args.folds, seed=args.seed,
+                                         n_boot=args.bootstrap, jobs=jobs, threads=args.threads,
+                                         backend=args.backend, permutations=perms)
+                start = time.perf_counter()
+                result = run_study(dataset, settings)
+                seconds = time.perf_counter() - start
+                fits = len(result.results) * (1 + perms)
+                threads = args.threads or 1
+                rows.append({
+                    "variant": variant + (f" ({perms})" if perms else ""),
+                    "config": f"{args.backend}, {threads} thread(s)/worker, {result.folds.scheme} CV, "
+                              f"best {result.best[0]} {result.best[1]}",
+                    "n_items": args.items, "dim": args.dim, "layers": args.layers,
+                    "models": ",".join(models), "folds": args.folds, "jobs": jobs,
+                    "seconds": f"{seconds:.1f}", "fits/s": f"{fits / seconds:.2f}",
+                    "grid_s": f"{result.seconds:.1f}",
+                })
+                by_model = result.results.groupby("model", sort=False)["fit_seconds"].agg(["sum", "mean"])
+                for model, r in by_model.iterrows():
+                    per_model.append({"variant": variant, "jobs": jobs, "model": model,
+                                      "fit seconds (sum)": f"{r['sum']:.1f}", "per fit": f"{r['mean']:.2f}"})
 
     print(f"\n{platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
           f"store read in {load_seconds:.1f} s; seconds = whole study (grid + bootstrap + refit), "

@@ -61,7 +61,9 @@ def extract(
             ``opensmile_level``, ``backend``, ``revision``, ``name``, ``layers``, ``pooling``
             (a comma string or a list), ``frames``, ``dtype``, ``precision``, ``device``,
             ``batch_seconds``, ``max_chunk_seconds``, ``workers``, ``short``, ``manifest``,
-            ``path_column``, ``overwrite``, ``retry_failed``, ``shard``.
+            ``path_column``, ``overwrite``, ``retry_failed``, ``shard``, ``random_init`` (the
+            model's architecture with seeded random weights, stored as ``<name>-random``) and
+            ``seed`` (of those weights, default 0).
 
     Returns:
         The run's :class:`embedx.extract.ExtractSummary` (``.line()`` is what the CLI prints).
@@ -73,7 +75,7 @@ def extract(
     from embedx.extract import CLI_FIELDS, config_from_options
     from embedx.extract import extract as run_extract
 
-    accepted = set(CLI_FIELDS) | {"opensmile", "opensmile_level"}
+    accepted = set(CLI_FIELDS) | {"opensmile", "opensmile_level", "random_init", "seed"}
     unknown = sorted(set(options) - accepted)
     if unknown:
         raise ConfigError(f"unknown extract option(s) {', '.join(unknown)}; accepted: "
@@ -134,6 +136,8 @@ def fit(
     inner_folds: int = 3,
     bootstrap: int = 1000,
     alpha: float = 0.05,
+    weighted_layers: bool = False,
+    permutations: int = 0,
     seed: int = 0,
     jobs: int = 1,
     threads: int | None = None,
@@ -159,6 +163,11 @@ def fit(
         models, cv, folds, split_col, task, metric, class_weight, speaker_norm, tune, grid,
             inner_folds, bootstrap, alpha, seed, jobs, threads, backend, scheduler,
             save_model: as in ``embedx fit --help``.
+        weighted_layers: add per feature set and pooling a configuration
+            ``<set>@weighted/<pooling>`` that learns softmax weights over the selected layers
+            with a linear probe (``--weighted-layers``; see :mod:`embedx.fit.weighted`).
+        permutations: label permutations of the chance control per configuration
+            (``--permutations``; 0: none; see :mod:`embedx.fit.permutation`).
         progress: show a progress bar. log: where to send notes.
         command: the command line quoted in the report.
 
@@ -174,6 +183,8 @@ def fit(
     cv = str(cv).strip()
     if cv.isdigit():  # `--cv 10` is shorthand for ten folds of the automatic scheme
         folds, cv = int(cv), "auto"
+    if permutations < 0:  # checked before the store is read
+        raise ConfigError(f"--permutations must be >= 0; got {permutations}")
     if class_weight not in ("none", "balanced"):
         raise ConfigError(f"--class-weight {class_weight!r} not accepted; accepted: none, balanced")
     created = output is not None and not Path(output).exists()
@@ -208,14 +219,14 @@ def _run_fit(features: Any, out: Path | None, *, label: str, labels: Any,
     dataset = load_dataset(
         features, label=label, sets=sets, layers=layers, pooling=pooling, concat=concat,
         group=group, labels_csv=labels, split_col=split_col if cv == "predefined" else None,
-        task=task,
+        task=task, weighted_layers=weighted_layers,
     )
     settings = StudySettings(
         models=models, scheme=cv, n_splits=folds, seed=seed, metric=metric,
         class_weight=None if class_weight == "none" else class_weight, speaker_norm=speaker_norm,
         tune=tune, grids=load_grids(grid) if tune and grid is not None else None,
         inner_folds=inner_folds, n_boot=bootstrap, alpha=alpha, jobs=jobs, threads=threads,
-        backend=backend, scheduler=scheduler, refit=save_model,
+        backend=backend, scheduler=scheduler, refit=save_model, permutations=permutations,
     )
     if dataset.group_auto:
         note(f"folds are speaker-independent: grouped by the items' {dataset.group!r} column "

@@ -136,6 +136,11 @@ def extract(
                                               "$SLURM_ARRAY_TASK_COUNT) of the items, balanced by duration, into "
                                               "its own file; combine the N files with embedx merge.",
                                               show_default=False)] = None,
+    random_init: Annotated[bool, typer.Option("--random-init", help="Random-network control: the model's "
+                                              "architecture with seeded random weights (only its config is "
+                                              "read), stored as NAME-random.")] = False,
+    seed: Annotated[int | None, typer.Option(help="Seed of the --random-init weights [default: 0].",
+                                             show_default=False)] = None,
     strict: Annotated[bool, typer.Option("--strict", help="Exit non-zero if any item failed.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     preset: Annotated[Path | None, typer.Option("--config", help="YAML preset of extraction settings (see "
@@ -333,6 +338,11 @@ def fit(
     bootstrap: Annotated[int, typer.Option(help="Random permutations per paired test and confidence-set step "
                                            "(exact up to 12 speakers); 0: no CIs and no comparisons.")] = 1000,
     alpha: Annotated[float, typer.Option(help="Significance level of the comparisons (Holm-corrected).")] = 0.05,
+    weighted_layers: Annotated[bool, typer.Option("--weighted-layers", help="Add per set and pooling a configuration "
+                                                  "SET@weighted/POOLING: softmax weights over the selected layers "
+                                                  "learned with a linear probe; weights in layer_weights.csv.")] = False,
+    permutations: Annotated[int, typer.Option(help="Chance control: refit every configuration on N label "
+                                              "permutations (within speakers) for p_permutation; 0: off.")] = 0,
     seed: Annotated[int, typer.Option(help="Seed of folds, models and bootstrap.")] = 0,
     jobs: Annotated[int, typer.Option("--jobs", "-j", help="Parallel workers (-1: all cores).")] = 1,
     threads: Annotated[int | None, typer.Option(help="BLAS/OpenMP threads per fit (default: 1; use --jobs to parallelise).",
@@ -360,7 +370,8 @@ def fit(
         group=None if no_group else (group or "auto"), sets=feature_set, layers=layers,
         pooling=pooling, concat=concat, models=models, cv=cv, folds=folds, split_col=split_col,
         task=task, metric=metric, class_weight=class_weight, speaker_norm=speaker_norm, tune=tune,
-        grid=grid, inner_folds=inner_folds, bootstrap=bootstrap, alpha=alpha, seed=seed, jobs=jobs,
+        grid=grid, inner_folds=inner_folds, bootstrap=bootstrap, alpha=alpha,
+        weighted_layers=weighted_layers, permutations=permutations, seed=seed, jobs=jobs,
         threads=threads, backend=backend, scheduler=scheduler, save_model=save_model,
         progress=not quiet, command=_command_line(),
         log=lambda m: console.print(f"[dim]{escape(m)}[/]", highlight=False, soft_wrap=True),
@@ -383,6 +394,13 @@ def _print_fit_summary(result: Any, top: int = 8) -> None:
     s = result.summary
     folds = result.folds
     one = folds.n_splits == 1
+    chance = result.chance
+    if chance is not None and not chance["beats_chance"]:  # the verdict comes first
+        what = ("does not beat chance" if chance["beats_chance"] is False
+                else f"cannot be tested against chance with so few permutations (p >= {chance['min_p']:.3g})")
+        out.print(f"⚠ the best configuration {what}: family-wise permutation p = "
+                  f"{chance['p_best']:.3g} over {chance['permutations']} label permutations "
+                  f"(alpha {chance['alpha']:g}); see report.md", highlight=False, markup=False, soft_wrap=True)
     where = "dev/test part" if one else "pooled out of fold"
     table = Table(title=f"{m}, {where} ({folds.scheme} CV, {folds.n_splits} fold{'s' if not one else ''})",
                   title_justify="left")
@@ -412,6 +430,9 @@ def _print_fit_summary(result: Any, top: int = 8) -> None:
         else:
             out.print("no CIs or comparisons (--bootstrap 0, or too few speakers; see report.md)",
                       highlight=False, markup=False)
+    if chance is not None and chance["beats_chance"]:
+        out.print(f"the best configuration beats chance: family-wise permutation p = {chance['p_best']:.3g} "
+                  f"over {chance['permutations']} label permutations", highlight=False, markup=False)
     if bool((s["warning"].astype(str) != "").any()) if "warning" in s else False:
         out.print("⚠ warnings for some configurations: see the warning column of summary.csv",
                   highlight=False, markup=False)

@@ -827,6 +827,14 @@ def config_from_options(options: dict[str, Any], given: set[str] | None = None,
         values["backend"] = "opensmile"
         values["backend_options"] = {"feature_set": feature_set or stored.get("feature_set", "egemaps"),
                                      "level": level or stored.get("level", "functionals")}
+    if options.get("random_init"):
+        if values.get("backend", "hf") != "hf":
+            raise ConfigError(f"--random-init needs a model of the hf backend, not {values['backend']!r}")
+        seed = options.get("seed")
+        values["backend_options"] = {**(values.get("backend_options") or {}), "random_init": True,
+                                     "seed": 0 if seed is None else seed}
+    elif options.get("seed") is not None:
+        raise ConfigError(f"--seed {options['seed']} seeds the weights of --random-init; give --random-init too")
     if values.get("backend", "hf") == "hf" and not values.get("model"):
         raise ConfigError("--model is required for the hf backend (a hub id or a local directory); "
                           "or extract openSMILE features with --opensmile egemaps")

@@ -142,11 +142,20 @@ def layer_curve_figure(
     single_split: bool = False,
 ):
     """The figure of :func:`plot_layer_curve` (same arguments), or ``None``; the caller closes it."""
-    single = summary[~summary["concat"].astype(bool)]
+    from embedx.fit.selectivity import random_twins
+
+    plain = summary[~summary["concat"].astype(bool)]
+    single = plain[plain["layer"].notna()]
+    # a random-initialised twin (random-network control) is drawn dashed in its trained set's panel
+    twins = random_twins(single["feature_set"])
+    twin_of = {v: k for k, v in twins.items()}
+    # weighted-layer configurations (no layer of their own) are drawn as a level in their panel
+    mixed = plain[plain["layer"].isna()]
     if single.empty:
         return None
     plt = _pyplot()
-    present = list(dict.fromkeys(zip(single["feature_set"], single["pooling"], strict=True)))
+    pairs = list(dict.fromkeys(zip(single["feature_set"], single["pooling"], strict=True)))
+    present = [p for p in pairs if not (p[0] in twin_of and (twin_of[p[0]], p[1]) in pairs)]
     order = [p for p in (panels or []) if p in present] + [p for p in present if p not in (panels or [])]
     names = [m for m in (models or []) if m in set(single["model"])]
     names += [m for m in dict.fromkeys(single["model"]) if m not in names]
@@ -168,9 +177,16 @@ def layer_curve_figure(
             yerr = np.vstack([np.nan_to_num(y - low), np.nan_to_num(high - y)])
             ax.errorbar(rows["layer"].to_numpy(dtype=float), y, yerr=yerr, marker="o", capsize=3,
                         color=colours[model], label=str(model))
+            twin = single[(single["feature_set"] == twins.get(fset)) & (single["pooling"] == pooling)
+                          & (single["model"] == model)].sort_values("layer")
+            if len(twin):
+                ax.plot(twin["layer"].to_numpy(dtype=float), twin[value].to_numpy(dtype=float), marker="x",
+                        ls="--", color=colours[model], label=f"{model} (random init)")
+        for _, row in mixed[(mixed["feature_set"] == fset) & (mixed["pooling"] == pooling)].iterrows():
+            ax.axhline(float(row[value]), color="black", ls=":", lw=1.5, label=f"weighted layers ({row['model']})")
         if chance is not None:
             ax.axhline(chance[0], color="grey", ls="--", lw=1, label=chance[1])
-        ax.set_title(f"{fset} ({pooling})")
+        ax.set_title(f"{fset} ({pooling})" + (f" vs {twins[fset]}" if fset in twins else ""))
         ax.set_xlabel("layer")
         ax.grid(alpha=0.3)
         layers = sorted(part["layer"].dropna().astype(int).unique())
@@ -271,7 +287,8 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def _markdown(result: Any, files: dict[str, str], command: str | None) -> str:
+def _markdown(result: Any, files: dict[str, str], command: str | None,
+              selectivity: pd.DataFrame | None = None) -> str:
     ds = result.dataset
     s = result.summary
     m = result.metric
@@ -280,6 +297,12 @@ def _markdown(result: Any, files: dict[str, str], command: str | None) -> str:
     lines = ["# embedx fit report", ""]
     if command:
         lines += ["```", command, "```", ""]
+    chance = getattr(result, "chance", None)
+    verdict = _chance_verdict(result)
+    if verdict is not None:  # before anything that reads like a finding
+        title = ("The best configuration does not beat chance" if chance["beats_chance"] is False
+                 else "The chance control is undecided")
+        lines += [f"## ⚠ {title}", "", verdict, ""]
     lines += ["## Data", ""]
     lines.append(f"- store: `{ds.store}`")
     lines.append(f"- items used: {ds.num_items}" + (
@@ -383,7 +406,8 @@ def _markdown(result: Any, files: dict[str, str], command: str | None) -> str:
     names = [c for c in s.columns if c.endswith("_mean") and c != f"{m}_mean"]
     header = ["rank", "features", "model", m, "95% CI",
               *([] if one_split else [f"{m} per fold (mean ± std)"]),
-              *[n.removesuffix("_mean") for n in names], "Δ to best", "p (set)", "worse?"]
+              *[n.removesuffix("_mean") for n in names], "Δ to best", "p (set)", "worse?",
+              *(["p (perm.)"] if "p_permutation" in s else [])]
     rows = []
     for _, r in s.head(25).iterrows():
         flag = ("yes" if r["worse_than_best"] else "no") if tested else "–"
@@ -396,6 +420,7 @@ def _markdown(result: Any, files: dict[str, str], command: str | None) -> str:
             _f(r["diff_to_best"]) if r["rank"] > 1 else "–",
             _p(r["p_set"]),
             flag if r["rank"] > 1 else "best",
+            *([_p(r["p_permutation"])] if "p_permutation" in s else []),
         ])
     lines.append(_table(header, rows))
     if len(s) > 25:
@@ -415,6 +440,12 @@ def _markdown(result: Any, files: dict[str, str], command: str | None) -> str:
         "for reference only, the Nadeau–Bengio corrected t-test and the Wilcoxon signed-rank "
         f"test (one-sided; with {folds.n_splits} folds its p-value cannot go below {floor:.3g})."
     ]
+    if chance is not None:
+        lines += ["", *_chance_section(result, chance)]
+    if getattr(result, "layer_weights", None):
+        lines += ["", *_weighted_section(result)]
+    if selectivity is not None:
+        lines += ["", *_selectivity_section(result, selectivity)]
     warned = s[s["warning"].astype(str) != ""] if "warning" in s else s.iloc[:0]
     if len(warned):
         lines += ["", "## Warnings", ""]
@@ -422,19 +453,99 @@ def _markdown(result: Any, files: dict[str, str], command: str | None) -> str:
         if len(warned) > 20:
             lines.append(f"- ... {len(warned) - 20} more in summary.csv")
     lines += ["", "## Figures", ""]
-    for key, label in (("layer_curve", "Layer curve"), ("confusion", "Confusion matrix of the best configuration"),
+    for key, label in (("layer_curve", "Layer curve"), ("layer_weights_plot", "Learned layer weights"),
+                       ("confusion", "Confusion matrix of the best configuration"),
                        ("scatter", "Predictions of the best configuration")):
         if key in files:
             lines.append(f"![{label}]({files[key]})")
             lines.append("")
-    if result.notes:
+    notes = [n for n in result.notes if n != verdict]  # the verdict is already the first section
+    if notes:
         lines += ["## Notes", ""]
-        lines += [f"- {n}" for n in result.notes]
+        lines += [f"- {n}" for n in notes]
         lines.append("")
     lines += ["## Files", ""]
     lines += [f"- `{v}`" for k, v in files.items() if k not in ("report",)]
     lines.append("")
     return "\n".join(lines)
+
+
+def _selectivity_section(result: Any, table: pd.DataFrame) -> list[str]:
+    """The random-network control: trained minus random per layer, with the paired test."""
+    m = result.metric
+    lines = ["## Random-network control (selectivity)", ""]
+    lines.append(f"Each layer of a trained model against the same layer of its random-initialised twin "
+                 f"(`embedx extract --random-init`), same folds and models. Selectivity = trained − random "
+                 f"{m} (> 0: the trained weights add information); p: one-sided paired sign-flip test "
+                 "over speakers (the study's paired test), per layer, not adjusted for testing every layer. "
+                 "All rows are in `selectivity.csv`.")
+    lines.append("")
+    header = ["set", "pooling", "model", "layer", f"{m} trained", f"{m} random", "selectivity", "p"]
+    rows = [[f"`{r['set']}`", r["pooling"], r["model"], str(r["layer"]), _f(r["trained"]), _f(r["random"]),
+             _f(r["selectivity"]), _p(r["p_selectivity"])] for _, r in table.head(60).iterrows()]
+    lines.append(_table(header, rows))
+    best = table.loc[table["selectivity"].idxmax()]
+    lines += ["", f"Largest selectivity: layer {best['layer']} of `{best['set']}` ({best['model']}, "
+              f"{best['pooling']}): {_f(best['selectivity'])}."]
+    return lines
+
+
+def _chance_verdict(result: Any) -> str | None:
+    """The chance control's warning note (not beating chance, or undecided), else ``None``."""
+    chance = getattr(result, "chance", None)
+    if chance is None or chance["beats_chance"]:
+        return None
+    starts = ("The best configuration does not beat chance", "The chance control is undecided")
+    return next((n for n in result.notes if n.startswith(starts)), None)
+
+
+def _chance_section(result: Any, chance: dict[str, Any]) -> list[str]:
+    """The chance control: how the labels were permuted, and what the best configuration's p means."""
+    s, m = result.summary, result.metric
+    best = s.iloc[0]
+    verdict = {True: "beats chance", False: "does **not** beat chance",
+               None: "cannot be tested at this alpha with so few permutations"}[chance["beats_chance"]]
+    lines = ["## Chance control (label permutations)", ""]
+    lines.append(
+        f"Every configuration was refitted on {chance['permutations']} permutations of the labels "
+        f"(permuted {chance['scheme']}, so the folds hold the same items; the same permutations for "
+        f"every configuration) and scored like the real study. The best configuration {verdict}: "
+        f"its {m} {_f(best[f'{m}_pooled'])} against a mean best-of-{len(s)} {_f(chance['null_best_mean'])} "
+        f"on permuted labels (95th percentile {_f(chance['null_best_q95'])}); family-wise permutation "
+        f"p = {_p(chance['p_best'])} (alpha {chance['alpha']:g}; the smallest possible p is "
+        f"{chance['min_p']:.3g})."
+    )
+    lines += ["", "p (perm.) in the ranking (`p_permutation` in summary.csv) is each configuration's own "
+              "permutation p-value, `(1 + #{permuted score ≥ real score}) / (1 + N)`; "
+              "`p_permutation_fwer` compares the real score with the best configuration of every "
+              "permutation, which accounts for the best having been picked among all of them."]
+    return lines
+
+
+def _weighted_section(result: Any) -> list[str]:
+    """The weighted-layer probe: its score next to the best single layer, and where its weight went."""
+    s, m = result.summary, result.metric
+    lines = ["## Weighted layers", ""]
+    lines.append("Each `SET@weighted/POOLING` configuration learns softmax weights over the layers (each "
+                 "layer standardised in the training fold) jointly with a linear probe, on the training "
+                 "part of every fold; weights per fold are in `layer_weights.csv`.")
+    lines.append("")
+    for (name, model), w in result.layer_weights.items():
+        row = s[(s["config"] == name) & (s["model"] == model)].iloc[0]
+        fset, pooling = name.split("@")[0], name.rsplit("/", 1)[1]
+        singles = s[(s["feature_set"] == fset) & (s["pooling"] == pooling) & s["layer"].notna()]
+        config = next(c for c in result.dataset.configs if c.name == name)
+        mean = np.asarray(w).mean(axis=0)
+        top = np.argsort(-mean)[:3]
+        text = (f"- `{name}`: {m} {_f(row[f'{m}_pooled'])} (rank {row['rank']}"
+                + (", outside the confidence set for the best" if bool(row["worse_than_best"]) else "") + ")")
+        if len(singles):
+            b = singles.iloc[0]
+            text += f"; best single layer `{b['config']}` ({b['model']}) {_f(b[f'{m}_pooled'])}"
+        text += "; largest mean weights: " + ", ".join(
+            f"layer {config.blocks[i].layer} {mean[i]:.2f}" for i in top) + f" (uniform {1 / len(mean):.2f})"
+        lines.append(text)
+    return lines
 
 
 # ---------------------------------------------------------------------------------- write
@@ -476,6 +587,21 @@ def write_report(
                         chance=chance_level(result.metric, len(ds.classes) if ds.classes else None),
                         single_split=result.folds.n_splits == 1):
         files["layer_curve"] = "layer_curve.png"
+    weights = getattr(result, "layer_weights", None)
+    if weights:
+        from embedx.fit.weighted import layer_weights_table, plot_layer_weights
+
+        table = layer_weights_table(weights, ds.configs)
+        table.to_csv(out / "layer_weights.csv", index=False)
+        files["layer_weights"] = "layer_weights.csv"
+        if plot_layer_weights(table, out / "layer_weights.png"):
+            files["layer_weights_plot"] = "layer_weights.png"
+    from embedx.fit.selectivity import selectivity_table
+
+    selectivity = selectivity_table(result)
+    if selectivity is not None:
+        selectivity.to_csv(out / "selectivity.csv", index=False)
+        files["selectivity"] = "selectivity.csv"
     key = result.best
     title = f"{key[0]} · {key[1]}"
     oof = result.predictions[key]
@@ -531,6 +657,7 @@ def write_report(
                  **{k: _json_value(v) for k, v in result.summary.iloc[0].items()}},
         "holdout": _json_value(result.holdout),
         "selection": _json_value(result.selection),
+        "chance": _json_value(getattr(result, "chance", None)),
         "confusion_best": _json_value(result.confusions.get(key)),
         "notes": result.notes,
         "seconds": result.seconds,
@@ -538,14 +665,15 @@ def write_report(
         "configurations": summary_records(result.summary),
     }
     (out / "summary.json").write_text(json.dumps(payload, indent=2), encoding="utf-8")
-    (out / "report.md").write_text(_markdown(result, files, command), encoding="utf-8")
+    (out / "report.md").write_text(_markdown(result, files, command, selectivity), encoding="utf-8")
     return {k: out / v for k, v in files.items()}
 
 
 #: files a study writes into its results folder, whatever its options (summary.json lists
 #: the rest); their presence marks the folder as another study's results
 STUDY_FILES = ("report.md", "summary.json", "summary.csv", "results.csv", "model.joblib",
-               "predictions_best.csv", "layer_curve.png", "confusion_best.png", "scatter_best.png")
+               "predictions_best.csv", "layer_curve.png", "confusion_best.png", "scatter_best.png",
+               "layer_weights.csv", "layer_weights.png", "selectivity.csv")
 
 
 def prepare_output(output: str | os.PathLike[str], *, overwrite: bool = False) -> Path:

@@ -75,6 +75,7 @@ import yaml
 from embedx.errors import StoreError
 
 __all__ = [
+    "RANDOM_SUFFIX",
     "SCHEMA_VERSION",
     "FeatureSetSpec",
     "MergeSummary",
@@ -94,6 +95,9 @@ SCHEMA_VERSION = 1
 REQUIRED_ITEM_COLUMNS = ("id", "path", "duration", "sample_rate", "num_samples")
 #: storage dtypes a feature set may use
 STORAGE_DTYPES = ("float32", "float16")
+#: suffix of the feature set of a random-initialised model (``embedx extract --random-init``);
+#: a store holding ``NAME`` and ``NAME-random`` gets the random-network control in ``embedx fit``
+RANDOM_SUFFIX = "-random"
 #: columns of /failed and of :meth:`StoreReader.failed`
 FAILED_COLUMNS = ("set", "index", "id", "path", "stage", "message")
 

@@ -69,6 +69,7 @@ from transformers import (
 from embedx.backends.base import Backend, BackendOutput, apply_short_policy
 from embedx.backends.hub import locate
 from embedx.errors import AudioError, ConfigError, ModelError
+from embedx.store import RANDOM_SUFFIX
 
 __all__ = [
     "ATTN_IMPLEMENTATIONS",
@@ -395,7 +396,12 @@ class HFBackend(Backend):
             ``"fail"`` (:class:`~embedx.errors.AudioError`), see :meth:`fit_length`.
         attn: attention implementation: ``"auto"`` (sdpa where the model has it, eager for
             WavLM), ``"sdpa"`` or ``"eager"``.
-        name: feature-set name; defaults to the last component of ``model``.
+        name: feature-set name; defaults to the last component of ``model`` (with
+            ``random_init``: that name + :data:`RANDOM_SUFFIX`).
+        random_init: build the checkpoint's architecture from its config with seeded random
+            weights instead of loading its weights (the random-network control of a probing
+            study; only ``config.json`` and the preprocessor config are read, a head is not).
+        seed: the seed of the random weights (``random_init`` only).
 
     Attributes:
         device: the resolved ``torch.device``.
@@ -424,7 +430,13 @@ class HFBackend(Backend):
         short: str = "pad",
         attn: str = "auto",
         name: str | None = None,
+        random_init: bool = False,
+        seed: int = 0,
     ) -> None:
+        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+            raise ConfigError(f"--seed must be a non-negative integer; got {seed!r}")
+        self.random_init = bool(random_init)
+        self.init_seed = int(seed)
         path, config = open_checkpoint(self, model, revision, device, precision, short, attn)
         model_type = getattr(config, "model_type", None)
         if model_type not in _BACKBONES:
@@ -444,7 +456,8 @@ class HFBackend(Backend):
             self.do_normalize_source = "default"
         self.sample_rate = int(extractor.get("sampling_rate", 16000))
 
-        self.model = _load_model(path, self.model_id, config, self.attn)
+        self.model = (_random_model(self.model_id, config, self.attn, self.init_seed) if self.random_init
+                      else _load_model(path, self.model_id, config, self.attn))
         self.model.to(self.device).eval()
         self.config = self.model.config
 
@@ -452,13 +465,14 @@ class HFBackend(Backend):
         self._strides = tuple(int(s) for s in config.conv_stride)
         self.feat_extract_norm = str(feat_extract_norm)
         self.do_stable_layer_norm = bool(getattr(config, "do_stable_layer_norm", False))
-        self.name = name or Path(self.model_id.rstrip("/\\")).name or self.model_id
+        self.name = name or (Path(self.model_id.rstrip("/\\")).name or self.model_id) + (
+            RANDOM_SUFFIX if self.random_init else "")
         self.num_layers = int(config.num_hidden_layers) + 1
         self.dim = int(config.hidden_size)
         self.frame_rate = self.sample_rate / float(np.prod(self._strides))
         self.min_samples = receptive_field(self._kernels, self._strides)
         self.hop_samples = int(np.prod(self._strides))
-        self.head = _load_head(path, self.model_id, config)
+        self.head = None if self.random_init else _load_head(path, self.model_id, config)
         if self.head is not None:
             self.head.to(self.device).eval()
         self.head_names = dict(self.head.names) if self.head is not None else {}
@@ -583,6 +597,8 @@ class HFBackend(Backend):
             "min_samples": self.min_samples,
             "num_hidden_layers": int(self.config.num_hidden_layers),
             "hidden_size": self.dim,
+            "random_init": self.random_init,
+            "init_seed": self.init_seed if self.random_init else -1,
             "transformers_version": transformers.__version__,
             "torch_version": torch.__version__,
         }
@@ -910,6 +926,9 @@ def load_hf_backend(model: str, **kwargs: Any) -> Backend:
     checkpoint = locate(str(model), kwargs.get("revision"))
     config = _load_config(checkpoint.path, str(model))
     if getattr(config, "model_type", None) == "whisper":
+        if kwargs.pop("random_init", False):
+            raise ConfigError(f"--random-init is not available for Whisper models yet ({model!r})")
+        kwargs.pop("seed", None)
         from embedx.backends.whisper import WhisperBackend
 
         return WhisperBackend(model, **kwargs)
@@ -979,6 +998,20 @@ def quiet_loading(model: str) -> Iterator[None]:
     finally:
         if bar_was_enabled:
             hf_logging.enable_progress_bar()
+
+
+def _random_model(model: str, config: transformers.PretrainedConfig, attn: str, seed: int) -> nn.Module:
+    """The architecture of ``config`` with weights drawn by transformers' own initialiser, seeded.
+
+    The global torch generator is forked, so seeding here changes nothing else in the process.
+    """
+    with torch.random.fork_rng(devices=[]), quiet_loading(model):
+        torch.manual_seed(seed)
+        built = AutoModel.from_config(config, attn_implementation=attn)
+    for needed in ("feature_extractor", "encoder"):
+        if not hasattr(built, needed):
+            raise ModelError(f"model {model!r} ({type(built).__name__}) has no {needed}; not a supported backbone")
+    return built.float()
 
 
 def _load_model(

@@ -5,8 +5,10 @@ Modules: :mod:`~embedx.fit.data` (X, y, groups from the store), :mod:`~embedx.fi
 registry), :mod:`~embedx.fit.compare` (the pooled
 estimand, CIs, calibrated paired tests, the confidence set for the best), :mod:`~embedx.fit.stats`
 (per-fold tests, for reference),
-:mod:`~embedx.fit.study` (the grid, run with joblib) and :mod:`~embedx.fit.predict` (saved
-models). Nothing here imports torch; scikit-learn and LightGBM are imported when used.
+:mod:`~embedx.fit.study` (the grid, run with joblib), :mod:`~embedx.fit.predict` (saved
+models), and the probing controls: :mod:`~embedx.fit.weighted` (learned softmax layer weights),
+:mod:`~embedx.fit.permutation` (label-permutation chance control) and
+:mod:`~embedx.fit.selectivity` (trained vs. random-initialised network). Nothing here imports torch; scikit-learn and LightGBM are imported when used.
 
 The package is callable: ``embedx.fit("feats.h5", output="results")`` runs
 :func:`embedx.api.fit`.

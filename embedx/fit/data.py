@@ -81,19 +81,25 @@ class FeatureConfig:
 
     Attributes:
         blocks: the blocks, concatenated along the feature axis in this order.
+        weighted: the blocks are the layers of one set and pooling, stacked as
+            ``(num_items, num_layers, dim)`` for the weighted-layer probe
+            (:mod:`embedx.fit.weighted`).
     """
 
     blocks: tuple[Block, ...]
+    weighted: bool = False
 
     @property
     def name(self) -> str:
-        """Unique readable name: the block labels joined with ``+``."""
+        """Unique readable name: the block labels joined with ``+`` (``set@weighted/pooling``)."""
+        if self.weighted:
+            return f"{self.blocks[0].feature_set}@weighted/{self.blocks[0].pooling}"
         return "+".join(b.label for b in self.blocks)
 
     @property
     def concat(self) -> bool:
-        """Whether this configuration fuses several blocks."""
-        return len(self.blocks) > 1
+        """Whether this configuration fuses several blocks (a weighted one mixes, not fuses)."""
+        return len(self.blocks) > 1 and not self.weighted
 
     @property
     def feature_set(self) -> str:
@@ -102,8 +108,8 @@ class FeatureConfig:
 
     @property
     def layer(self) -> int | None:
-        """The layer of a single block (``None`` for a fusion)."""
-        return None if self.concat else self.blocks[0].layer
+        """The layer of a single block (``None`` for a fusion or a weighted-layer mix)."""
+        return None if self.concat or self.weighted else self.blocks[0].layer
 
     @property
     def pooling(self) -> str:
@@ -484,6 +490,7 @@ def load_dataset(
     labels_csv: str | Path | None = None,
     split_col: str | None = None,
     task: str = "auto",
+    weighted_layers: bool = False,
 ) -> Dataset:
     """Read a study's data from a store.
 
@@ -500,6 +507,8 @@ def load_dataset(
         labels_csv: CSV joined on id/path whose columns add to/replace the items' columns.
         split_col: split column (train/dev/test), or ``None``.
         task: ``auto``, ``classification`` or ``regression``.
+        weighted_layers: add one weighted-layer configuration per set and pooling (its
+            features are the selected layers stacked as ``(num_items, num_layers, dim)``).
 
     Returns:
         The :class:`Dataset`.
@@ -512,6 +521,10 @@ def load_dataset(
 
     with StoreReader(path) as reader:
         configs = select_features(reader, sets, layers, pooling, concat)
+        if weighted_layers:
+            from embedx.fit.weighted import weighted_configs
+
+            configs = configs + weighted_configs(configs)
         items = join_labels(reader.items, labels_csv)
         labels = _column(items, label, "label")
         group_auto = group == "auto"
@@ -561,7 +574,10 @@ def load_dataset(
                     cache[block] = read_block(reader, block, rows)  # (num_items, dim)
                     check_finite(cache[block], block.label, ids)
                 parts.append(cache[block])
-            X[config.name] = parts[0] if len(parts) == 1 else np.hstack(parts)
+            if config.weighted:
+                X[config.name] = np.stack(parts, axis=1)  # (num_items, num_layers, dim)
+            else:
+                X[config.name] = parts[0] if len(parts) == 1 else np.hstack(parts)
         specs = {name: reader.spec(name) for name in used_sets}
     return Dataset(
         configs=configs,

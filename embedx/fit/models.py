@@ -42,6 +42,9 @@ class ModelSpec:
         scale: whether the pipeline standardises features first.
         class_weight: whether the classifier honours ``class_weight="balanced"``.
         threaded: whether the estimator takes ``n_jobs`` threads (LightGBM, random forest).
+        stacked: the estimator takes a ``(items, layers, dim)`` layer stack, not a feature
+            matrix: it is the model of ``--weighted-layers`` configurations only, never a
+            ``--models`` choice.
     """
 
     name: str
@@ -51,6 +54,7 @@ class ModelSpec:
     scale: bool = True
     class_weight: bool = True
     threaded: bool = False
+    stacked: bool = False
     tasks: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -71,8 +75,8 @@ def register_model(spec: ModelSpec) -> None:
 
 
 def available_models(task: str | None = None) -> list[str]:
-    """Registered model names (optionally only those supporting ``task``), in order."""
-    return [s.name for s in _REGISTRY.values() if task is None or task in s.tasks]
+    """``--models`` choices (optionally only those supporting ``task``), in order."""
+    return [s.name for s in _REGISTRY.values() if (task is None or task in s.tasks) and not s.stacked]
 
 
 def default_models(task: str) -> list[str]:
@@ -117,7 +121,9 @@ def parse_models(text: str | list[str] | None, task: str) -> list[str]:
         if part == "all":
             names.extend(available_models(task))
             continue
-        get_model(part, task)
+        if get_model(part, task).stacked:
+            raise ConfigError(f"model {part!r} is the model of --weighted-layers, not a --models choice; "
+                              f"accepted: {', '.join(available_models(task))}")
         names.append(part)
     if not names:
         raise ConfigError(f"empty --models; accepted: {', '.join(available_models(task))}, all")
@@ -283,6 +289,19 @@ def _mlp_reg(seed, n_jobs):
     )
 
 
+def _weighted_clf(seed, class_weight, n_jobs):
+    from embedx.fit.weighted import WeightedLayerClassifier
+
+    # deterministic (fixed start, L-BFGS): no random step, so the seed is not needed
+    return WeightedLayerClassifier(C=1.0, max_iter=300, class_weight=class_weight)
+
+
+def _weighted_reg(seed, n_jobs):
+    from embedx.fit.weighted import WeightedLayerRegressor
+
+    return WeightedLayerRegressor(alpha=1.0, max_iter=300)
+
+
 for _spec in (
     ModelSpec("logreg", "logistic regression (L2)", classifier=_logreg),
     ModelSpec("svm", "linear SVM (LinearSVC, C=0.01)", classifier=_linear_svm),
@@ -298,5 +317,9 @@ for _spec in (
               scale=False, threaded=True),
     ModelSpec("mlp", "one-hidden-layer MLP (256 units, early stopping)", classifier=_mlp_clf,
               regressor=_mlp_reg, class_weight=False),
+    # scale=False: the probe standardises every layer itself, inside the training fold
+    ModelSpec("weighted-linear", "softmax-weighted layer mix + logistic / ridge regression "
+              "(--weighted-layers)", classifier=_weighted_clf, regressor=_weighted_reg, scale=False,
+              stacked=True),
 ):
     register_model(_spec)

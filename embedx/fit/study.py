@@ -95,6 +95,8 @@ class StudySettings:
         scheduler: address of a dask scheduler / ray cluster (``None``: a local one); see
             :mod:`embedx.fit.engines`.
         refit: refit the best configuration on all data.
+        permutations: label permutations of the chance control per configuration (0: none;
+            see :mod:`embedx.fit.permutation`).
     """
 
     models: list[str] | None = None
@@ -114,6 +116,7 @@ class StudySettings:
     backend: str = "loky"
     scheduler: str | None = None
     refit: bool = True
+    permutations: int = 0
 
 
 @dataclass
@@ -140,6 +143,10 @@ class StudyResult:
         selection: the selection-aware score of the best configuration (``estimate``,
             ``ci_low``, ``ci_high``, ``optimistic``, ``candidates``; see
             :func:`embedx.fit.compare.nested_best`), or ``None`` with one configuration.
+        layer_weights: ``(configuration name, model)`` -> ``(num_folds, num_layers)`` learned
+            layer weights of every weighted-layer configuration (see :mod:`embedx.fit.weighted`).
+        chance: the chance control (see :func:`embedx.fit.permutation.add_chance_control`),
+            or ``None`` without ``permutations``.
     """
 
     results: pd.DataFrame
@@ -158,6 +165,8 @@ class StudyResult:
     seconds: float = 0.0
     grids: dict[str, dict[str, list[Any]] | None] | None = None
     selection: dict[str, float] | None = None
+    layer_weights: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
+    chance: dict[str, Any] | None = None
 
 
 # ------------------------------------------------------------------------- preprocessing
@@ -306,6 +315,14 @@ def _fit(est, X, y, groups, grouped_inner: bool):
     return est
 
 
+def _layer_weights(est) -> np.ndarray | None:
+    """The learned layer weights of a weighted-layer probe (a pipeline's last step), else ``None``."""
+    final = est.best_estimator_ if hasattr(est, "best_estimator_") else est
+    final = final.steps[-1][1] if hasattr(final, "steps") else final
+    weights = getattr(final, "layer_weights_", None)
+    return None if weights is None else np.asarray(weights, dtype=np.float64)
+
+
 def _best_params(est) -> dict[str, Any] | None:
     if not hasattr(est, "best_params_"):
         return None
@@ -367,6 +384,7 @@ def _run_task(
         "seconds": time.perf_counter() - start,
         "params": _best_params(est),
         "warning": messages[0][:200] if messages else "",
+        "layer_weights": _layer_weights(est),
     }
     if task == M.CLASSIFICATION:
         out["recall"] = M.per_class_recall(y[test], pred, num_classes)
@@ -392,6 +410,8 @@ def _validate(dataset: Dataset, settings: StudySettings) -> tuple[list[str], str
         raise ConfigError("--jobs must be a positive number or -1 (all cores); got 0")
     if settings.n_boot < 0:
         raise ConfigError(f"--bootstrap must be >= 0; got {settings.n_boot}")
+    if settings.permutations < 0:
+        raise ConfigError(f"--permutations must be >= 0; got {settings.permutations}")
     if not 0 < settings.alpha < 1:
         raise ConfigError(f"--alpha must be in (0, 1); got {settings.alpha}")
     if settings.tune and settings.inner_folds < 2:
@@ -424,6 +444,23 @@ def _config_columns(config: Any, model: str) -> dict[str, Any]:
         "concat": config.concat,
         "model": model,
     }
+
+
+def _pairs(configs: list[Any], models: list[str]) -> tuple[list[tuple[int, int]], list[str]]:
+    """The (configuration, model) index pairs the study fits, and the model names they index.
+
+    Every ordinary configuration runs with every model; a weighted-layer configuration runs
+    with its own model only (:data:`embedx.fit.weighted.MODEL`).
+    """
+    weighted = [ci for ci, c in enumerate(configs) if getattr(c, "weighted", False)]
+    if not weighted:
+        return [(ci, mi) for ci in range(len(configs)) for mi in range(len(models))], list(models)
+    from embedx.fit.weighted import MODEL
+
+    all_models = [*models, MODEL]
+    pairs = [(ci, mi) for ci in range(len(configs)) if ci not in weighted for mi in range(len(models))]
+    pairs += [(ci, len(models)) for ci in weighted]
+    return pairs, all_models
 
 
 def run_study(
@@ -477,47 +514,56 @@ def run_study(
     threads = _threads(settings)
     check_engine(settings.backend, settings.scheduler)
     configs = dataset.configs
-    tasks = [
-        (ci, mi, fi)
-        for ci in range(len(configs))
-        for mi in range(len(models))
-        for fi in range(folds.n_splits)
-    ]
+    pairs, all_models = _pairs(configs, models)
+    tasks = [(ci, mi, fi) for ci, mi in pairs for fi in range(folds.n_splits)]
+    labels = [dataset.y]
+    if settings.permutations:
+        from embedx.fit.permutation import permuted_labels
+
+        labels += list(permuted_labels(dataset.y, dataset.groups, settings.permutations, settings.seed))
     cores = os.cpu_count() or 1
     note(
-        f"{plural(len(configs), 'feature configuration')} × {plural(len(models), 'model')} × "
+        f"{plural(len(pairs), 'pair')} of feature configuration and model × "
         f"{plural(folds.n_splits, 'fold')} = {plural(len(tasks), 'fit')} on "
         f"{plural(dataset.num_items, 'item')} ({folds.scheme} CV, {plural(settings.jobs, 'job')}, "
         f"{plural(threads, 'thread')} each"
         + (f"; --jobs -1 would use all {cores} cores)" if settings.jobs == 1 and cores > 1 else ")")
+        + (f"; the chance control refits them on {settings.permutations} label permutations "
+           f"({len(tasks) * settings.permutations} fits)" if settings.permutations else "")
     )
 
     def jobs():
-        for ci, mi, fi in tasks:
-            train, test = folds.splits[fi]
-            yield delayed(_run_task)(
-                dataset.X[configs[ci].name], dataset.y, dataset.groups, train, test,
-                key=(ci, mi, fi), model=models[mi], task=task,
-                num_classes=dataset.num_classes, seed=settings.seed,
-                class_weight=settings.class_weight, threads=threads,
-                speaker_norm=settings.speaker_norm, grid=grids[models[mi]], inner=inner,
-                grouped_inner=grouped_inner, metric=metric,
-            )
+        for pi, y in enumerate(labels):  # pi 0: the real labels; 1..N: permuted ones
+            for ci, mi, fi in tasks:
+                train, test = folds.splits[fi]
+                yield delayed(_run_task)(
+                    dataset.X[configs[ci].name], y, dataset.groups, train, test,
+                    key=(pi, ci, mi, fi), model=all_models[mi], task=task,
+                    num_classes=dataset.num_classes, seed=settings.seed,
+                    class_weight=settings.class_weight, threads=threads,
+                    speaker_norm=settings.speaker_norm, grid=grids.get(all_models[mi]), inner=inner,
+                    grouped_inner=grouped_inner, metric=metric,
+                )
 
     start = time.perf_counter()
     outputs = []
     with progress_bar(progress) as bar, engine(settings.backend, settings.jobs, settings.scheduler) as return_as:
-        handle = bar.add_task("fit", total=len(tasks))
+        handle = bar.add_task("fit", total=len(tasks) * len(labels))
         for out in Parallel(return_as=return_as)(jobs()):
             outputs.append(out)
             bar.advance(handle)
     seconds = time.perf_counter() - start
     outputs.sort(key=lambda o: o["key"])
-    result = _assemble(dataset, settings, folds, models, metric, outputs, seconds)
+    real = [dict(o, key=o["key"][1:]) for o in outputs if o["key"][0] == 0]
+    result = _assemble(dataset, settings, folds, all_models, pairs, metric, real, seconds)
     result.grids = grids if settings.tune else None
+    if settings.permutations:
+        from embedx.fit.permutation import add_chance_control
+
+        add_chance_control(result, labels[1:], [o for o in outputs if o["key"][0] > 0], all_models)
     if settings.refit:
         result.final, result.holdout = fit_final(result, threads=_threads(settings))
-    note(f"{len(tasks)} fits in {seconds:.1f} s")
+    note(f"{len(tasks) * len(labels)} fits in {seconds:.1f} s")
     return result
 
 
@@ -537,6 +583,7 @@ def _assemble(
     settings: StudySettings,
     folds: Folds,
     models: list[str],
+    pairs: list[tuple[int, int]],
     metric: str,
     outputs: list[dict[str, Any]],
     seconds: float,
@@ -548,6 +595,7 @@ def _assemble(
     rows = []
     preds: dict[tuple[str, str], np.ndarray] = {}
     confusions: dict[tuple[str, str], np.ndarray] = {}
+    layer_weights: dict[tuple[str, str], list[np.ndarray]] = {}
     for out in outputs:
         ci, mi, fi = out["key"]
         config, model = configs[ci], models[mi]
@@ -562,6 +610,8 @@ def _assemble(
             if task == M.CLASSIFICATION:
                 confusions[key] = np.zeros((dataset.num_classes,) * 2, dtype=np.int64)
         preds[key][test] = out["pred"]
+        if out.get("layer_weights") is not None:
+            layer_weights.setdefault(key, []).append(out["layer_weights"])
         row: dict[str, Any] = {
             **_config_columns(config, model),
             "fold": fi,
@@ -584,7 +634,7 @@ def _assemble(
     tested = np.zeros(dataset.num_items, dtype=bool)
     for _, test in folds.splits:
         tested[test] = True
-    keys = [(c.name, m) for c in configs for m in models]
+    keys = [(configs[ci].name, models[mi]) for ci, mi in pairs]
     stats, stat_notes = compare_configurations(
         dataset.y[tested], [preds[k][tested] for k in keys], main,
         groups=None if dataset.groups is None else dataset.groups[tested],
@@ -592,7 +642,7 @@ def _assemble(
         n_perm=settings.n_boot, seed=settings.seed,
     )
     summary_rows = []
-    for index, (config, model) in enumerate((c, m) for c in configs for m in models):
+    for index, (config, model) in enumerate((configs[ci], models[mi]) for ci, mi in pairs):
         key = (config.name, model)
         part = results[(results["config"] == config.name) & (results["model"] == model)]
         srow: dict[str, Any] = {
@@ -712,6 +762,7 @@ def _assemble(
         dataset=dataset,
         notes=notes,
         seconds=seconds,
+        layer_weights={k: np.vstack(v) for k, v in layer_weights.items()},
     )
 
 

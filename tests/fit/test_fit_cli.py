@@ -132,3 +132,24 @@ def test_fit_console_shows_selection_aware_score_and_bootstrap_zero(toy_store, t
     assert res.exit_code == 0, res.output
     assert "no CIs or comparisons" in res.output and "confidence set" not in res.output
     assert "not significantly worse" not in (tmp_path / "b" / "report.md").read_text()
+
+
+def test_fit_weighted_layers_and_chance_verdict_on_the_console(toy_store, tmp_path):
+    path = toy_store(strength=0.0)  # no layer knows the class
+    out = tmp_path / "r"
+    res = CliRunner().invoke(app, ["fit", "--features", str(path), "--group", "speaker", "--layers", "0,1",
+                                   "--weighted-layers", "--permutations", "19", "--bootstrap", "100",
+                                   "--threads", "1", "-o", str(out), "--quiet", "--no-save-model"])
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())
+    verdict = text.find("the best configuration does not beat chance")
+    assert 0 <= verdict < text.find("uar, pooled out of fold")  # said first
+    summary = pd.read_csv(out / "summary.csv")
+    assert set(summary["config"]) == {"toy@0/mean", "toy@1/mean", "toy@weighted/mean"}
+    assert (summary["p_permutation"] > 0.05).all() and (summary["p_permutation"] >= 1 / 20).all()
+    weights = pd.read_csv(out / "layer_weights.csv")
+    assert list(weights["layer"]) == [0, 1] and np.allclose(weights["weight_mean"].sum(), 1.0)
+    report = (out / "report.md").read_text()
+    assert report.index("## ⚠ The best configuration does not beat chance") < report.index("## Data")
+    assert "## Chance control" in report and "## Weighted layers" in report
+    assert json.loads((out / "summary.json").read_text())["chance"]["beats_chance"] is False
