@@ -196,7 +196,8 @@ def fit(
                         class_weight=class_weight, speaker_norm=speaker_norm, tune=tune, grid=grid,
                         inner_folds=inner_folds, bootstrap=bootstrap, alpha=alpha, seed=seed,
                         jobs=jobs, threads=threads, backend=backend, scheduler=scheduler,
-                        save_model=save_model, progress=progress, log=log, command=command)
+                        save_model=save_model, weighted_layers=weighted_layers,
+                        permutations=permutations, progress=progress, log=log, command=command)
     except BaseException:
         if created and out is not None and out.is_dir() and not any(out.iterdir()):
             out.rmdir()  # a folder this call made for a study that never ran
@@ -209,7 +210,8 @@ def _run_fit(features: Any, out: Path | None, *, label: str, labels: Any,
              metric: str | None, class_weight: str, speaker_norm: bool, tune: bool, grid: Any,
              inner_folds: int, bootstrap: int, alpha: float, seed: int, jobs: int,
              threads: int | None, backend: str, scheduler: str | None, save_model: bool,
-             progress: bool, log: Callable[[str], None] | None, command: str | None) -> FitResult:
+             weighted_layers: bool, permutations: int, progress: bool,
+             log: Callable[[str], None] | None, command: str | None) -> FitResult:
     """The body of :func:`fit` once the output folder is ready (arguments as there)."""
     from embedx.fit.data import load_dataset
     from embedx.fit.study import StudySettings, load_grids, run_study
