@@ -121,7 +121,7 @@ def extract(
                                                         "GPU, 8 on the CPU].", show_default=False)] = None,
     max_chunk_seconds: Annotated[float, typer.Option(help="Run longer items in chunks of at most this "
                                                      "length (0: never chunk).")] = 60.0,
-    workers: Annotated[int | None, typer.Option(help="Decoding worker processes [default: up to 4].",
+    workers: Annotated[int | None, typer.Option(help="Decoding worker processes [default: all cores but one].",
                                                 show_default=False)] = None,
     short: Annotated[str, typer.Option(help="Items shorter than the model's minimum (25 ms): pad or fail.")] = "pad",
     manifest: Annotated[str | None, typer.Option(help="CSV with a path column and any label/speaker/split columns "
