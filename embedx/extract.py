@@ -621,6 +621,8 @@ def _extract(inputs: Sequence[str | Path], output: str | Path, config: ExtractCo
         if len(todo) and stop.signal is None:
             _run_batches(store, name, backend, layers, config, items, todo, decoded, lengths,
                          summary, note, stop)
+        if summary.processed:
+            store.set_run_profile(name, run_profile(summary, backend, config))
         summary.done_total = int(store.done(name).sum())
         summary.failed_total = len(store.failed(name))
         summary.stopped = stop.signal
@@ -797,6 +799,42 @@ def _run_batches(store: Any, name: str, backend: Backend, layers: list[int], con
         timings["write"] = writes.busy
     summary.elapsed = time.perf_counter() - start
     summary.peak_memory = _peak_memory(backend)
+
+
+def run_profile(summary: ExtractSummary, backend: Backend, config: ExtractConfig) -> dict[str, Any]:
+    """What a run achieved and on what, for the feature set's ``run_*`` attrs.
+
+    Returns:
+        ``audio_per_s`` (loop audio-seconds per second), ``items``, ``audio_seconds``,
+        ``device`` and ``device_name`` (the GPU's name, else the CPU's), ``precision``,
+        ``peak_memory_bytes`` (GPU memory on CUDA, else the process's peak RSS),
+        ``batch_seconds``, ``workers``, ``data_wait_share`` (share of the loop spent waiting
+        for decoded data) and ``finished`` (UTC time).
+    """
+    import datetime
+    import platform
+
+    device = str(getattr(backend, "device", "cpu"))
+    if device.startswith("cuda"):
+        import torch
+
+        device_name = torch.cuda.get_device_name(device)
+    else:
+        device_name = platform.processor() or platform.machine() or "cpu"
+    elapsed = summary.elapsed or float("nan")
+    return {
+        "audio_per_s": round(summary.audio_seconds / elapsed, 1),
+        "items": summary.processed,
+        "audio_seconds": round(summary.audio_seconds, 1),
+        "device": device,
+        "device_name": device_name,
+        "precision": str(getattr(backend, "precision", config.precision)),
+        "peak_memory_bytes": int(summary.peak_memory),
+        "batch_seconds": float(batch_seconds(config, backend)),
+        "workers": int(summary.workers),
+        "data_wait_share": round(summary.timings.get("wait", 0.0) / elapsed, 3),
+        "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
 
 
 def _reset_peak_memory(backend: Backend) -> None:
