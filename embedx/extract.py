@@ -704,10 +704,8 @@ class _StoreQueue:
         self._raise()
 
     def _raise(self) -> None:
-        if self._error is not None:
-            error, self._error = self._error, None
-            self._error = error  # keep it: later puts must fail too
-            raise error
+        if self._error is not None:  # kept: every later put and close fails too
+            raise self._error
 
 
 def _run_batches(store: Any, name: str, backend: Backend, layers: list[int], config: ExtractConfig,
