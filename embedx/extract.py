@@ -821,7 +821,7 @@ def run_profile(summary: ExtractSummary, backend: Backend, config: ExtractConfig
         device_name = platform.processor() or platform.machine() or "cpu"
     elapsed = summary.elapsed or float("nan")
     return {
-        "audio_per_s": round(summary.audio_seconds / elapsed, 1),
+        "audio_per_s": float(summary.audio_seconds / elapsed),
         "items": summary.processed,
         "audio_seconds": round(summary.audio_seconds, 1),
         "device": device,
