@@ -99,15 +99,35 @@ def raw_rates(paths: list[Path], limit: int = 600) -> dict[str, float]:
             "embedx load + normalise": audio / (t3 - t2)}
 
 
+def null_forward(self, waves, layers):  # noqa: ANN001, ANN201 - HFBackend.forward's signature
+    """A forward that skips the model: zeros of the right shape (the data path alone)."""
+    import torch
+
+    from embedx.backends.base import BackendOutput
+
+    lengths = [self.num_frames(len(w)) for w in waves]
+    # (num_layers, batch, num_frames, dim), what the model would return
+    hidden = torch.zeros((len(layers), len(waves), max(lengths), self.dim))
+    return BackendOutput(hidden=hidden, lengths=torch.tensor(lengths), heads={})
+
+
 def run_extract(corpus: Path, model: Path, out: Path, batch_seconds: float | None,
-                workers: int | None) -> dict[str, float]:
+                workers: int | None, no_model: bool = False) -> dict[str, float]:
     """One in-process extraction; returns its loop figures."""
+    from embedx.backends.hf import HFBackend
     from embedx.extract import ExtractConfig, extract
+
+    original = HFBackend.forward
+    if no_model:
+        HFBackend.forward = null_forward
 
     config = ExtractConfig(model=str(model), layers="all", poolings=("mean",), device="cpu",
                            batch_seconds=batch_seconds, workers=workers, progress=False)
     t0 = time.perf_counter()
-    summary = extract([str(corpus)], out, config)
+    try:
+        summary = extract([str(corpus)], out, config)
+    finally:
+        HFBackend.forward = original
     total = time.perf_counter() - t0
     res = {"loop_rate": summary.audio_seconds / summary.elapsed, "loop_s": summary.elapsed,
            "total_s": total, "audio": summary.audio_seconds, "items": summary.processed}
@@ -142,6 +162,8 @@ def main() -> None:
                         help="batch budgets to compare; 0 = embedx's CPU default")
     parser.add_argument("--corpus", type=Path, default=None, help="folder for the corpus (reused if present)")
     parser.add_argument("--small", type=int, default=480, help="files of the small CLI run (0: skip)")
+    parser.add_argument("--no-model", action="store_true",
+                        help="also run every setting with the forward replaced by zeros: the data path alone")
     args = parser.parse_args()
 
     import torch
@@ -153,7 +175,8 @@ def main() -> None:
         model = make_model(tmp / "model")
         paths = sorted(corpus.glob("*.wav"))
         rates = raw_rates(paths)
-        settings = [(b or None, w) for b in args.batch_seconds for w in args.workers]
+        settings = [(b or None, w, nm) for b in args.batch_seconds for w in args.workers
+                    for nm in ([False, True] if args.no_model else [False])]
         results: dict[tuple, list[dict[str, float]]] = {s: [] for s in settings}
         k = 0
         for _ in range(args.repeats):
@@ -169,16 +192,18 @@ def main() -> None:
           f"near-free HuBERT (1 block, width 16), all layers, mean pooling, {os.cpu_count()} cores, "
           f"torch threads {torch.get_num_threads()}, default workers {default_workers()}, "
           f"best of {args.repeats} interleaved\n")
-    print("| batch budget | workers | loop audio-s/s | loop s | run s (with model load, scan) | "
-          "first batch s | wait data | to device | forward | pool + to host | write |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| batch budget | workers | model | loop audio-s/s | loop s | run s (with model load, scan) | "
+          "first batch s | wait for data | pad + to device + forward | pool + to host | blocked on writes | "
+          "writes (writer thread) |")
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for s, runs in results.items():
         best = max(runs, key=lambda r: r["loop_rate"])
         def cell(key: str, r: dict = best) -> str:
             return f"{r[key]:.2f}" if key in r else "n/a"
         print(f"| {s[0] or 'CPU default'} s | {s[1] if s[1] is not None else 'default'} | "
+              f"{'none (zeros)' if s[2] else 'near-free'} | "
               f"{best['loop_rate']:.0f} | {best['loop_s']:.2f} | {best['total_s']:.2f} | {cell('t_first_batch')} | "
-              f"{cell('t_wait')} | {cell('t_to_device')} | {cell('t_forward')} | {cell('t_pool')} | "
+              f"{cell('t_wait')} | {cell('t_forward')} | {cell('t_pool')} | {cell('t_write_wait')} | "
               f"{cell('t_write')} |")
     print("\nOne core, the decoding workers' job alone (first 600 files):\n")
     print("| step | audio-s/s |")
