@@ -14,7 +14,15 @@ from typer.testing import CliRunner
 
 from embedx.cli import app
 from embedx.errors import StoreError
-from embedx.extract import ExtractConfig, _collate, _StoreQueue, _unpack, available_cores, default_workers, extract
+from embedx.extract import (
+    ExtractConfig,
+    _collate,
+    _StoreQueue,
+    _unpack,
+    available_cores,
+    default_workers,
+    extract,
+)
 from embedx.store import StoreReader, StoreWriter
 from embedx.synth import noise
 

@@ -519,7 +519,6 @@ class HFBackend(Backend):
                     f"item {i}: {x.shape[0]} samples < the model's minimum of {self.min_samples}; "
                     "apply fit_length() first"
                 )
-        num_items = len(items)
         num_samples = [x.shape[0] for x in items]
         lengths = [self.num_frames(n) for n in num_samples]
         num_frames = max(lengths)
