@@ -121,7 +121,7 @@ def extract(
                                                         "GPU, 8 on the CPU].", show_default=False)] = None,
     max_chunk_seconds: Annotated[float, typer.Option(help="Run longer items in chunks of at most this "
                                                      "length (0: never chunk).")] = 60.0,
-    workers: Annotated[int | None, typer.Option(help="Decoding worker processes [default: up to 4].",
+    workers: Annotated[int | None, typer.Option(help="Decoding worker processes [default: all cores but one].",
                                                 show_default=False)] = None,
     short: Annotated[str, typer.Option(help="Items shorter than the model's minimum (25 ms): pad or fail.")] = "pad",
     manifest: Annotated[str | None, typer.Option(help="CSV with a path column and any label/speaker/split columns "
@@ -215,6 +215,16 @@ _INFO_ATTRS = ("model_type", "commit_hash", "precision", "device", "do_normalize
                "feature_set", "level", "opensmile_version", "transformers_version")
 
 
+def _run_line(attrs: dict[str, Any]) -> str:
+    """The feature set's last extraction run (its ``run_*`` attrs) in one line."""
+    peak = float(attrs.get("run_peak_memory_bytes") or 0) / 2**30
+    memory = "GPU peak" if str(attrs.get("run_device", "")).startswith("cuda") else "peak RSS"
+    return (f"{float(attrs['run_audio_per_s']):,.1f} audio-s/s on {attrs.get('run_device_name', '?')} "
+            f"({attrs.get('run_device', '?')}, {attrs.get('run_precision', '?')}), {memory} {peak:.2f} GiB, "
+            f"{attrs.get('run_workers', '?')} decoding workers, {attrs.get('run_batch_seconds', '?')} s batches, "
+            f"waited on data {float(attrs.get('run_data_wait_share', 0)):.0%}, {attrs.get('run_finished', '')}")
+
+
 def _print_summary(summary: dict[str, Any], all_attrs: bool = False) -> None:
     """Print :meth:`StoreReader.summary` as a header, an item-column table and one table per set."""
     from rich.markup import escape
@@ -255,6 +265,8 @@ def _print_summary(summary: dict[str, Any], all_attrs: bool = False) -> None:
         attrs = fs.get("attrs") or {}
         shown = attrs if all_attrs else {k: attrs[k] for k in _INFO_ATTRS if attrs.get(k) not in (None, "")}
         rows.update({k: str(v) for k, v in shown.items()})
+        if "run_audio_per_s" in attrs and not all_attrs:
+            rows["last run"] = _run_line(attrs)
         for key, value in rows.items():
             table.add_row(key, escape(str(value)))
         out.print(table)

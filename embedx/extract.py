@@ -70,8 +70,8 @@ class ExtractConfig:
             (``None``: never chunk). Chunking bounds memory but gives every chunk its own
             attention context, so it is part of the stored config.
         max_batch_items: optional cap on items per batch.
-        workers: DataLoader worker processes for decoding (``None``: up to 4, leaving a core
-            for the model; 0 decodes in the main process).
+        workers: DataLoader worker processes for decoding (``None``: every available core but
+            one, see :func:`default_workers`; 0 decodes in the main process).
         manifest: CSV with a path column and label/group columns.
         path_column: the manifest's path column.
         overwrite: replace an existing feature set of the same name with other settings.
@@ -172,6 +172,10 @@ class ExtractSummary:
         elapsed: wall-clock seconds of the processing loop.
         padded_fraction: share of padding in the batches.
         stopped: name of the signal that stopped the run early (SIGTERM, SIGINT, SIGHUP).
+        workers: decoding workers the loop ran with.
+        peak_memory: peak accelerator memory of the loop in bytes (CUDA), else the process's
+            peak resident memory.
+        timings: where the loop's time went, in seconds (see :func:`_run_batches`).
     """
 
     output: Path
@@ -185,6 +189,9 @@ class ExtractSummary:
     elapsed: float = 0.0
     padded_fraction: float = 0.0
     stopped: str | None = None
+    workers: int = 0
+    peak_memory: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
 
     @property
     def nothing_to_do(self) -> bool:
@@ -212,9 +219,21 @@ class ExtractSummary:
                 f"-> {self.output}")
 
 
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask: a SLURM or container cpuset)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
+
+
 def default_workers() -> int:
-    """Decoding workers: up to 4, leaving one core for the model."""
-    return max(0, min(4, (os.cpu_count() or 1) - 1))
+    """Decoding workers: every available core but one, which runs the model and the writes.
+
+    Decoding and resampling scale with cores (one core decodes ~2,000 audio-s/s of 16/22 kHz
+    wav), and a GPU forward needs far more than one core can decode, so there is no cap.
+    """
+    return max(0, available_cores() - 1)
 
 
 def probe_items(items: pd.DataFrame) -> tuple[pd.DataFrame, dict[int, str]]:
@@ -300,24 +319,52 @@ class _Decoder:
             return index, None, f"{type(exc).__name__}: {' '.join(str(exc).split())}"
 
 
-def _collate(batch: list[Any]) -> list[Any]:
-    """Hand a worker's arrays over as tensors, which torch moves through shared memory.
+def _collate(batch: list[Any]) -> Any:
+    """Hand a worker's batch over as one tensor, which torch moves through shared memory.
 
     A pickled numpy batch goes through the result pipe; when the main process is killed while
     a large one is being written, the worker's queue feeder thread blocks forever and the worker
-    lives on. A tensor travels as a small shared-memory handle instead.
+    lives on. A tensor travels as a small shared-memory handle instead. Every shared tensor costs
+    a shared-memory segment and a descriptor hand-over, so the batch's 1-D float32 waveforms
+    travel packed in one tensor (one segment per batch, not per item); :func:`_unpack` splits
+    it again. Anything else (a CPU backend's features) travels as its own tensor.
+
+    Returns:
+        In a worker: ``(flat, entries)``, ``flat`` a ``(total_samples,)`` float32 tensor and
+        ``entries`` a list of ``(index, offset, length, other, error)``; in the main process the
+        batch unchanged.
     """
     import torch.utils.data
 
     if torch.utils.data.get_worker_info() is None:  # decoding in the main process
         return batch
-    return [(i, torch.from_numpy(np.ascontiguousarray(w)) if isinstance(w, np.ndarray) else w, err)
-            for i, w, err in batch]
+    packable = [w for _, w, _ in batch
+                if isinstance(w, np.ndarray) and w.ndim == 1 and w.dtype == np.float32]
+    flat = torch.from_numpy(np.concatenate(packable) if packable else np.zeros(0, np.float32))
+    entries = []
+    offset = 0
+    for i, w, err in batch:
+        if isinstance(w, np.ndarray) and w.ndim == 1 and w.dtype == np.float32:
+            entries.append((i, offset, w.shape[0], None, err))
+            offset += w.shape[0]
+        else:
+            other = torch.from_numpy(np.ascontiguousarray(w)) if isinstance(w, np.ndarray) else w
+            entries.append((i, 0, 0, other, err))
+    return flat, entries
 
 
-def _as_array(wave: Any) -> np.ndarray:
-    """A batch entry as numpy (a worker's tensor shares its memory; no copy)."""
-    return wave.numpy() if hasattr(wave, "numpy") and not isinstance(wave, np.ndarray) else wave
+def _unpack(batch: Any) -> list[tuple[int, np.ndarray | None, str | None]]:
+    """A batch from :func:`_collate` as ``[(index, wave or None, error or None), ...]``.
+
+    The waves are numpy views of the shared tensor (no copy).
+    """
+    if isinstance(batch, list):  # decoded in the main process
+        return batch
+    flat, entries = batch
+    data = flat.numpy()
+    return [(i, other.numpy() if hasattr(other, "numpy") else data[offset:offset + length]
+             if err is None else None, err)
+            for i, offset, length, other, err in entries]
 
 
 #: prctl option that sends the caller a signal when its parent dies (linux/prctl.h)
@@ -574,6 +621,8 @@ def _extract(inputs: Sequence[str | Path], output: str | Path, config: ExtractCo
         if len(todo) and stop.signal is None:
             _run_batches(store, name, backend, layers, config, items, todo, decoded, lengths,
                          summary, note, stop)
+        if summary.processed:
+            store.set_run_profile(name, run_profile(summary, backend, config))
         summary.done_total = int(store.done(name).sum())
         summary.failed_total = len(store.failed(name))
         summary.stopped = stop.signal
@@ -602,15 +651,77 @@ def _without_inert_settings(store: Any, spec: Any, backend: Backend) -> Any:
     return dataclasses.replace(spec, config=config)
 
 
+class _StoreQueue:
+    """Store writes on a writer thread, behind a bounded queue, so they overlap the next forward.
+
+    The main thread hands over finished host arrays; the thread runs the store calls in order.
+    ``store.write`` flushes an item's data before it sets ``done``, on whichever thread it runs,
+    so resume semantics do not change. The queue holds at most ``depth`` pending calls (the
+    main thread blocks beyond that): memory stays bounded when the disk is slower than the
+    model. An error on the thread stops further writes and is raised on the main thread at the
+    next :meth:`put` or at :meth:`close`; :meth:`close` always joins the thread.
+
+    Args:
+        depth: pending calls allowed before :meth:`put` blocks.
+    """
+
+    _STOP = object()
+
+    def __init__(self, depth: int = 4) -> None:
+        import queue
+
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self.busy = 0.0  # seconds the thread spent in store calls
+        self._thread = threading.Thread(target=self._run, name="embedx-store-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is self._STOP:
+                return
+            if self._error is not None:
+                continue  # drain without writing: the run is failing
+            fn, args, kwargs = job
+            t0 = time.perf_counter()
+            try:
+                fn(*args, **kwargs)
+            except BaseException as exc:  # handed to the main thread, which raises it
+                self._error = exc
+            self.busy += time.perf_counter() - t0
+
+    def put(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        """Queue ``fn(*args, **kwargs)``; raise a failed earlier call's error first."""
+        self._raise()
+        self._queue.put((fn, args, kwargs))
+
+    def close(self) -> None:
+        """Finish the queued calls, join the thread, and raise a call's error if one failed."""
+        if self._thread.is_alive():
+            self._queue.put(self._STOP)
+            self._thread.join()
+        self._raise()
+
+    def _raise(self) -> None:
+        if self._error is not None:  # kept: every later put and close fails too
+            raise self._error
+
+
 def _run_batches(store: Any, name: str, backend: Backend, layers: list[int], config: ExtractConfig,
                  items: pd.DataFrame, todo: np.ndarray, decoded: np.ndarray, lengths: np.ndarray,
                  summary: ExtractSummary, note: Callable[[str], None], stop: _StopRequest) -> None:
     """The processing loop of :func:`extract` over the items in ``todo``.
 
     ``decoded`` are the items' lengths as decoded at the model's rate, ``lengths`` after the
-    short-item policy (what the batches are planned with). The loop publishes its progress in
-    the store's lock record after every batch and ends after the batch in flight when ``stop``
-    has caught a signal.
+    short-item policy (what the batches are planned with). Store calls run on a writer thread
+    (:class:`_StoreQueue`), overlapped with the next batch's forward; the thread is drained and
+    joined before the loop returns, whether it ends, is stopped or fails. The loop publishes its
+    progress in the store's lock record after every batch and ends after the batch in flight
+    when ``stop`` has caught a signal. ``summary.timings`` gets where the main thread's time
+    went (seconds): ``first_batch``, ``wait`` (for decoded data), ``forward`` (padding, the copy
+    to the device and the model), ``pool`` (pooling and the copy back), ``write_wait`` (blocked
+    on a full write queue), and ``write`` (the writer thread's time in store calls, overlapped).
     """
     budget = int(batch_seconds(config, backend) * backend.sample_rate)
     max_chunk = _max_chunk_samples(config, backend)
@@ -622,6 +733,8 @@ def _run_batches(store: Any, name: str, backend: Backend, layers: list[int], con
     batches = [[i] for i in long_first] + plan.batches
     summary.padded_fraction = plan.padded_fraction
     workers = default_workers() if config.workers is None else config.workers
+    workers = min(workers, len(batches))  # a worker with no batch to decode only costs its start
+    summary.workers = workers
     note(f"{plural(len(todo), 'item')} to process in {plural(len(batches), 'batch', 'batches')} "
          f"({plan.padded_fraction:.1%} padding, {plural(len(long_first), 'long item')} in chunks), "
          f"{plural(workers, 'decoding worker')}")
@@ -636,34 +749,113 @@ def _run_batches(store: Any, name: str, backend: Backend, layers: list[int], con
     # items done or failed before this loop, for the progress published to `embedx info`
     before = len(items) - len(todo) - summary.failed  # this run's probe failures count below
     store.set_progress(name, before, len(items))
+    timings = dict.fromkeys(("first_batch", "wait", "forward", "pool", "write_wait", "write"), 0.0)
+    summary.timings = timings
+    _reset_peak_memory(backend)
+    writes = _StoreQueue()
     start = time.perf_counter()
-    with progress_bar(config.progress, rate=True) as progress:
-        task = progress.add_task(f"extract {name}", total=len(todo), rate="")
-        loader = iter(_batch_loader(decoder, batches, workers))
-        for batch in loader:
-            good = [(i, _as_array(w)) for i, w, err in batch if err is None]
-            for i, _w, err in batch:
-                if err is not None:
-                    store.record_failure(name, i, "decode", err)
+    try:
+        with progress_bar(config.progress, rate=True) as progress:
+            task = progress.add_task(f"extract {name}", total=len(todo), rate="")
+            loader = iter(_batch_loader(decoder, batches, workers))
+            clock = time.perf_counter()
+            for batch in loader:
+                now = time.perf_counter()
+                timings["wait"] += now - clock
+                if not timings["first_batch"]:
+                    timings["first_batch"] = now - start
+                batch = _unpack(batch)
+                good = [(i, w) for i, w, err in batch if err is None]
+                for i, _w, err in batch:
+                    if err is not None:
+                        writes.put(store.record_failure, name, i, "decode", err)
+                        summary.failed += 1
+                if len(good) == 1 and good[0][0] in long_set:
+                    written, errors = _run_long(writes, store, name, backend, layers, config, *good[0],
+                                                budget, timings)
+                else:
+                    written, errors = _run_short(writes, store, name, backend, layers, config, good, timings)
+                for i, err in errors.items():
+                    writes.put(store.record_failure, name, i, "forward", err)
                     summary.failed += 1
-            if len(good) == 1 and good[0][0] in long_set:
-                written, errors = _run_long(store, name, backend, layers, config, *good[0], budget)
-            else:
-                written, errors = _run_short(store, name, backend, layers, config, good)
-            for i, err in errors.items():
-                store.record_failure(name, i, "forward", err)
-                summary.failed += 1
-            summary.processed += len(written)
-            summary.audio_seconds += float(np.nansum(durations[written]))
-            elapsed = time.perf_counter() - start
-            progress.update(task, advance=len(batch), rate=(
-                f"{summary.processed / elapsed:.1f} items/s "
-                f"{summary.audio_seconds / elapsed:.1f} audio-s/s"))
-            store.set_progress(name, before + summary.processed + summary.failed, len(items))
-            if stop.signal is not None:
-                break
-        del loader  # ends the workers now, before the store is closed
+                summary.processed += len(written)
+                summary.audio_seconds += float(np.nansum(durations[written]))
+                elapsed = time.perf_counter() - start
+                progress.update(task, advance=len(batch), rate=(
+                    f"{summary.processed / elapsed:.1f} items/s "
+                    f"{summary.audio_seconds / elapsed:.1f} audio-s/s"))
+                writes.put(store.set_progress, name, before + summary.processed + summary.failed,
+                           len(items))
+                clock = time.perf_counter()
+                if stop.signal is not None:
+                    break
+            del loader  # ends the workers now, before the store is closed
+    finally:
+        # the batches already computed are written (and marked done) before the store closes,
+        # also when the loop is stopped by a signal or fails; a writer error is raised here
+        writes.close()
+        timings["write"] = writes.busy
     summary.elapsed = time.perf_counter() - start
+    summary.peak_memory = _peak_memory(backend)
+
+
+def run_profile(summary: ExtractSummary, backend: Backend, config: ExtractConfig) -> dict[str, Any]:
+    """What a run achieved and on what, for the feature set's ``run_*`` attrs.
+
+    Returns:
+        ``audio_per_s`` (loop audio-seconds per second), ``items``, ``audio_seconds``,
+        ``device`` and ``device_name`` (the GPU's name, else the CPU's), ``precision``,
+        ``peak_memory_bytes`` (GPU memory on CUDA, else the process's peak RSS),
+        ``batch_seconds``, ``workers``, ``data_wait_share`` (share of the loop spent waiting
+        for decoded data) and ``finished`` (UTC time).
+    """
+    import datetime
+    import platform
+
+    device = str(getattr(backend, "device", "cpu"))
+    if device.startswith("cuda"):
+        import torch
+
+        device_name = torch.cuda.get_device_name(device)
+    else:
+        device_name = platform.processor() or platform.machine() or "cpu"
+    elapsed = summary.elapsed or float("nan")
+    return {
+        "audio_per_s": float(summary.audio_seconds / elapsed),
+        "items": summary.processed,
+        "audio_seconds": round(summary.audio_seconds, 1),
+        "device": device,
+        "device_name": device_name,
+        "precision": str(getattr(backend, "precision", config.precision)),
+        "peak_memory_bytes": int(summary.peak_memory),
+        "batch_seconds": float(batch_seconds(config, backend)),
+        "workers": int(summary.workers),
+        "data_wait_share": round(summary.timings.get("wait", 0.0) / elapsed, 3),
+        "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _reset_peak_memory(backend: Backend) -> None:
+    device = str(getattr(backend, "device", "cpu"))
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def _peak_memory(backend: Backend) -> int:
+    """Peak accelerator memory of the loop in bytes (CUDA), else the process's peak RSS."""
+    device = str(getattr(backend, "device", "cpu"))
+    if device.startswith("cuda"):
+        import torch
+
+        return int(torch.cuda.max_memory_allocated(device))
+    try:
+        import resource
+
+        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # KiB on Linux
+    except ImportError:  # Windows
+        return 0
 
 
 def batch_seconds(config: ExtractConfig, backend: Backend) -> float:
@@ -691,22 +883,32 @@ def _max_chunk_samples(config: ExtractConfig, backend: Backend) -> int | None:
     return min(wanted, limit) if limit else wanted
 
 
-def _run_short(store: Any, name: str, backend: Backend, layers: list[int], config: ExtractConfig,
-               good: list[tuple[int, np.ndarray]]) -> tuple[list[int], dict[int, str]]:
-    """Run one batch of items that fit in one piece and write them."""
+def _run_short(writes: _StoreQueue, store: Any, name: str, backend: Backend, layers: list[int],
+               config: ExtractConfig, good: list[tuple[int, np.ndarray]], timings: dict[str, float]
+               ) -> tuple[list[int], dict[int, str]]:
+    """Run one batch of items that fit in one piece and queue their writes."""
     if not good:
         return [], {}
+    t0 = time.perf_counter()
     parts, errors = _forward_isolating(backend, [i for i, _ in good], [w for _, w in good], layers)
+    t1 = time.perf_counter()
     written: list[int] = []
+    timings["forward"] += t1 - t0
     for indices, out in parts:
+        t2 = time.perf_counter()
         pooled, frames = _to_store_arrays(out, config.poolings, config.frames)
-        store.write(name, np.asarray(indices), pooled=pooled, frames=frames, heads=out.heads or None)
+        t3 = time.perf_counter()
+        writes.put(store.write, name, np.asarray(indices), pooled=pooled, frames=frames,
+                   heads=out.heads or None)
+        timings["pool"] += t3 - t2
+        timings["write_wait"] += time.perf_counter() - t3
         written.extend(indices)
     return written, errors
 
 
-def _run_long(store: Any, name: str, backend: Backend, layers: list[int], config: ExtractConfig,
-              index: int, wave: np.ndarray, budget: int) -> tuple[list[int], dict[int, str]]:
+def _run_long(writes: _StoreQueue, store: Any, name: str, backend: Backend, layers: list[int],
+              config: ExtractConfig, index: int, wave: np.ndarray, budget: int,
+              timings: dict[str, float]) -> tuple[list[int], dict[int, str]]:
     """Run one long item in chunks, combine its pooled values, stream its frames to the store.
 
     Memory is bounded by the chunk size: frames go to the store chunk by chunk, and only the
@@ -721,11 +923,15 @@ def _run_long(store: Any, name: str, backend: Backend, layers: list[int], config
     counts: list[int] = []
     for b in range(0, len(spans), per_batch):
         group = spans[b:b + per_batch]
+        t0 = time.perf_counter()
         try:
             out = backend.forward([wave[s.start:s.stop] for s in group], layers)
         except (EmbedxError, RuntimeError, ValueError) as exc:
             return [], {index: f"chunk {b + 1}/{len(spans)}: " + " ".join(str(exc).split())[:500]}
+        t1 = time.perf_counter()
         pooled, frames = _to_store_arrays(out, wanted, config.frames)
+        timings["forward"] += t1 - t0
+        timings["pool"] += time.perf_counter() - t1
         if out.lengths.tolist() != [s.num_frames for s in group]:
             raise RuntimeError(f"chunk frames {out.lengths.tolist()} differ from the plan "
                                f"{[s.num_frames for s in group]}")  # a backend bug, not bad input
@@ -736,12 +942,12 @@ def _run_long(store: Any, name: str, backend: Backend, layers: list[int], config
         counts.extend(s.num_frames for s in group)
         if frames is not None:
             for s, rows in zip(group, frames, strict=True):
-                store.write_frame_rows(name, index, s.first_frame, rows)
+                writes.put(store.write_frame_rows, name, index, s.first_frame, rows)
     weights = np.asarray(counts, dtype=np.float64)
     combined = combine_chunks({p: np.stack(v) for p, v in parts.items()}, weights,
                               tuple(config.poolings))
-    store.write(
-        name, np.asarray([index]),
+    writes.put(
+        store.write, name, np.asarray([index]),
         pooled={p: v[:, None, :] for p, v in combined.items()},  # (num_layers, dim) -> (num_layers, 1, dim)
         heads={h: (np.stack(v) * (weights / weights.sum())[:, None]).sum(0, keepdims=True)
                for h, v in heads.items()} or None,

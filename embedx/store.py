@@ -1678,6 +1678,27 @@ class StoreWriter(_StoreBase):
         if stale:
             self.clear_failures(name, stale)
 
+    def set_run_profile(self, name: str, profile: Mapping[str, str | int | float]) -> None:
+        """Record how the last extraction run into a feature set went (``embedx info`` shows it).
+
+        Stored as the set's attrs ``run_<key>``, replacing an earlier run's; they describe the
+        run, not the values, so they are free attrs and never compared on resume or merge.
+
+        Args:
+            name: feature-set name.
+            profile: key -> str / int / float (e.g. audio_per_s, device_name, peak_memory_bytes,
+                precision).
+
+        Raises:
+            StoreError: unknown set, or a value of another type.
+        """
+        g = self._group(name)
+        for key, value in profile.items():
+            if isinstance(value, bool) or not isinstance(value, (str, int, float, np.integer, np.floating)):
+                raise StoreError(f"run profile {key!r}: {value!r} is not a str, int or float")
+            g.attrs[f"run_{key}"] = value
+        self._file.flush()
+
     def write_frame_rows(self, name: str, index: int, start: int, rows: np.ndarray) -> None:
         """Write part of one item's frames (long items arrive chunk by chunk).
 

@@ -533,18 +533,11 @@ class HFBackend(Backend):
                     f"item {i}: {x.shape[0]} samples < the model's minimum of {self.min_samples}; "
                     "apply fit_length() first"
                 )
-        num_items = len(items)
         num_samples = [x.shape[0] for x in items]
         lengths = [self.num_frames(n) for n in num_samples]
         num_frames = max(lengths)
 
-        batch = np.zeros((num_items, max(num_samples)), dtype=np.float32)
-        mask = np.zeros((num_items, max(num_samples)), dtype=np.int64)
-        for i, x in enumerate(items):
-            batch[i, : x.shape[0]] = x
-            mask[i, : x.shape[0]] = 1
-        input_values = torch.from_numpy(batch).to(self.device)
-        attention_mask = torch.from_numpy(mask).to(self.device)
+        input_values, attention_mask = pad_batch(items, self.device)
         frame_lengths = torch.tensor(lengths, dtype=torch.int64, device=self.device)
 
         head = self.head
@@ -700,6 +693,36 @@ class HFBackend(Backend):
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         return autocast(self.precision, self.device)
+
+
+def pad_batch(items: Sequence[np.ndarray], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zero-pad 1-D waveforms into a batch on ``device``, with its attention mask.
+
+    On a CUDA device the batch is assembled in pinned host memory and copied with
+    ``non_blocking=True``: the copy runs as a DMA transfer that overlaps the host's work until
+    the forward needs the data (the caching host allocator keeps the buffer alive until the copy
+    is done). The mask is built on the device from the lengths, so it costs no transfer.
+
+    Args:
+        items: ``(num_samples_i,)`` float32 waveforms.
+        device: where the batch goes.
+
+    Returns:
+        ``input_values`` ``(num_items, max_samples)`` float32 and ``attention_mask``
+        ``(num_items, max_samples)`` int64 (1 on valid samples), both on ``device``.
+    """
+    num_samples = [x.shape[0] for x in items]
+    cuda = device.type == "cuda"
+    host = torch.zeros((len(items), max(num_samples)), dtype=torch.float32, pin_memory=cuda)
+    view = host.numpy()  # (num_items, max_samples), shares the tensor's memory
+    for i, x in enumerate(items):
+        view[i, : x.shape[0]] = x
+    input_values = host.to(device, non_blocking=cuda)
+    lengths = torch.tensor(num_samples, dtype=torch.int64).to(device, non_blocking=cuda)
+    positions = torch.arange(host.shape[1], device=device)
+    # (max_samples,) < (num_items, 1) -> (num_items, max_samples), 1 on valid samples
+    attention_mask = (positions[None, :] < lengths[:, None]).long()
+    return input_values, attention_mask
 
 
 @contextlib.contextmanager
