@@ -63,8 +63,9 @@ GRAM_BUDGET_BYTES = 512 << 20
 
 
 def _center(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    return x - x.mean(axis=0, keepdims=True)
+    x = np.array(x, dtype=np.float64)  # (n, d) a float64 copy, centred in place
+    x -= x.mean(axis=0, keepdims=True)
+    return x
 
 
 def _debias(xty: float, rx: np.ndarray, ry: np.ndarray, n: int) -> float:
@@ -404,8 +405,11 @@ def similarity(
 
                     n = len(owner)
                 else:
-                    def load(layer: int, s: str, items=items) -> np.ndarray:
-                        return reader.pooled(s, pooling, layer)[items]  # (n, dim)
+                    every = len(items) == reader.num_items
+
+                    def load(layer: int, s: str, items=items, every=every) -> np.ndarray:
+                        x = reader.pooled(s, pooling, layer)  # (num_items, dim)
+                        return x if every else x[items]  # (n, dim)
 
                     n = len(items)
                 src_a = _Layers(a, specs[a].layers, lambda layer, s=a: load(layer, s))
