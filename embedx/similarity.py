@@ -162,7 +162,9 @@ def _pairs_features(a: _Layers, b: _Layers, debiased: bool, step: Callable[[], N
             out[i, j] = _ratio(xty, xx, yy)
             if same:
                 out[j, i] = out[i, j]
+            del y  # before the next layer is read: at most two layers in memory
             step()
+        del x
     return out
 
 
@@ -482,13 +484,13 @@ def _markdown(result: SimilarityResult, matrices: dict[tuple[str, str], np.ndarr
         if a == b:
             np.fill_diagonal(shown, np.nan)  # a layer with itself says nothing
         if np.all(np.isnan(shown)):
-            hi = lo = "-"
+            hi = lo = "- (one layer)" if a == b and len(specs[a].layers) == 1 else "-"
         else:
             i, j = np.unravel_index(np.nanargmax(shown), shown.shape)
             k, n = np.unravel_index(np.nanargmin(shown), shown.shape)
             la, lb = specs[a].layers, specs[b].layers
-            hi = f"{la[i]} / {lb[j]}: {shown[i, j]:.3f}"
-            lo = f"{la[k]} / {lb[n]}: {shown[k, n]:.3f}"
+            hi = f"{la[i]} / {lb[j]}: {shown[i, j]:.4f}"
+            lo = f"{la[k]} / {lb[n]}: {shown[k, n]:.4f}"
         png = result.files[f"heatmap:{a}:{b}"].name
         lines.append(f"| {a} | {b} | {result.rows[a, b]} | {hi} | {lo} | [{png}]({png}) |")
     lines += ["", "All values: `cka.csv` (`set_a, layer_a, set_b, layer_b, cka`; the full matrix "
