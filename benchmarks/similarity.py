@@ -4,7 +4,7 @@ Writes one synthetic store through ``StoreWriter`` (no model): ``--sets`` featur
 ``--items`` items x ``--layers`` layers x ``--dim`` dims, mean pooling, each layer a noisy
 mixture of the one below (so the CKA matrix has structure). Then runs
 ``embedx.similarity.similarity`` on it in a fresh process per estimator (biased, debiased) and
-reports wall time, peak resident memory of that process (``ru_maxrss``), the computation method
+reports wall time, resident memory after the imports and peak resident memory of that process (``ru_maxrss``), the computation method
 (``features``: Gram-free, two layers in memory; ``gram``: cached ``(n, n)`` matrices) and the
 number of layer pairs. The size of one layer, ``n x dim`` float64, is printed for reference:
 the Gram-free path holds at most two of them plus one float32 layer being read.
@@ -62,16 +62,20 @@ def build(path: Path, num_items: int, layers: int, dim: int, sets: int, dtype: s
 
 
 def _child(path: str, out: str, debiased: bool, queue: mp.Queue) -> None:
+    import h5py  # noqa: F401 - loaded before the baseline, like matplotlib and pandas
+    import matplotlib.pyplot  # noqa: F401
+
     from embedx.similarity import similarity
 
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB (Linux)
     start = time.perf_counter()
     result = similarity(path, out, debiased=debiased, progress=False)
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB (Linux)
-    queue.put((seconds, peak, result.method, len(result.table)))
+    queue.put((seconds, base, peak, result.method, len(result.table)))
 
 
-def measure(path: Path, out: Path, debiased: bool) -> tuple[float, float, str, int]:
+def measure(path: Path, out: Path, debiased: bool) -> tuple[float, float, float, str, int]:
     ctx = mp.get_context("spawn")  # a fresh process: its peak RSS is the command's alone
     queue = ctx.Queue()
     proc = ctx.Process(target=_child, args=(str(path), str(out), debiased, queue))
@@ -102,11 +106,11 @@ def main() -> None:
         print(f"store: {args.items} items x {args.layers} layers x {args.dim} dims x {args.sets} set(s), "
               f"{args.dtype}, {store.stat().st_size / 2**30:.2f} GiB, written in {build_s:.1f} s; "
               f"one layer as float64: {layer_mib:.0f} MiB\n")
-        print("| estimator | method | layer pairs | seconds | peak RSS (MiB) |")
-        print("|---|---|---:|---:|---:|")
+        print("| estimator | method | CKA values | seconds | RSS after imports (MiB) | peak RSS (MiB) |")
+        print("|---|---|---:|---:|---:|---:|")
         for est in args.estimators:
-            seconds, peak, method, rows = measure(store, work / f"sim-{est}", est == "debiased")
-            print(f"| {est} | {method} | {rows} | {seconds:.1f} | {peak:.0f} |", flush=True)
+            seconds, base, peak, method, rows = measure(store, work / f"sim-{est}", est == "debiased")
+            print(f"| {est} | {method} | {rows} | {seconds:.1f} | {base:.0f} | {peak:.0f} |", flush=True)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
