@@ -24,7 +24,8 @@ cached instead and every pair costs one ``n^2`` dot product.
 
 With ``frames=True`` the rows are frames instead of items: a seeded sample of at most
 ``max_frames`` frames of the items done in both sets (the same frames in both, so the sets must
-have equal frame counts per item), gathered in one pass over the items.
+have equal frame counts per item), gathered in one pass over the items and held for all
+layers of the two sets (``max_frames x num_layers x dim`` float32 per set).
 """
 
 from __future__ import annotations
@@ -125,7 +126,12 @@ class _Layers:
         self._stats: dict[int, tuple[float, np.ndarray | None]] = {}
 
     def centred(self, layer: int) -> np.ndarray:
-        return _center(self._load(layer))  # (n, d) float64
+        x = self._load(layer)  # (n, d)
+        if not np.isfinite(x).all():
+            raise DataError(f"feature set {self.name!r} layer {layer} holds NaN or infinite values "
+                            "in items marked done; CKA needs finite features (compare other sets "
+                            "with --set)")
+        return _center(x)  # (n, d) float64
 
     def stats(self, layer: int, x: np.ndarray, debiased: bool) -> tuple[float, np.ndarray | None]:
         """Self-term ``HSIC(K, K)`` (scaled) and, debiased, the row squared norms; cached."""

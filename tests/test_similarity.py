@@ -335,3 +335,11 @@ def test_callable_module_and_reader_unchanged(store, tmp_path):
     assert len(result.table) == 37
     with StoreReader(path) as r:  # read-only: the store is untouched
         assert r.feature_sets() == ["a", "b"]
+
+
+def test_non_finite_features_are_refused(tmp_path):
+    a, b = two_sets()
+    a[2, 7, 3] = np.nan
+    path = write_store(tmp_path / "feats.h5", items(30), {"a": (a, (0, 1, 2, 3))})
+    with pytest.raises(DataError, match="feature set 'a' layer 2 holds NaN"):
+        similarity(path, tmp_path / "sim", progress=False)
