@@ -343,3 +343,14 @@ def test_non_finite_features_are_refused(tmp_path):
     path = write_store(tmp_path / "feats.h5", items(30), {"a": (a, (0, 1, 2, 3))})
     with pytest.raises(DataError, match="feature set 'a' layer 2 holds NaN"):
         similarity(path, tmp_path / "sim", progress=False)
+
+
+def test_api_names_mirror_the_cli():
+    import inspect
+
+    import typer
+
+    command = typer.main.get_command(app).commands["similarity"]  # type: ignore[attr-defined]
+    cli = {p.name for p in command.params} - {"quiet"}  # --quiet is progress=False in Python
+    api = set(inspect.signature(similarity).parameters)
+    assert cli <= api and {"progress", "command"} <= api, cli - api
