@@ -4,9 +4,9 @@ Writes one synthetic store through ``StoreWriter`` (no model): ``--sets`` featur
 ``--items`` items x ``--layers`` layers x ``--dim`` dims, mean pooling, each layer a noisy
 mixture of the one below (so the CKA matrix has structure). Then runs
 ``embedx.similarity.similarity`` on it in a fresh process per estimator (biased, debiased) and
-reports wall time, resident memory after the imports and peak resident memory of that process (``ru_maxrss``), the computation method
-(``features``: Gram-free, two layers in memory; ``gram``: cached ``(n, n)`` matrices) and the
-number of layer pairs. The size of one layer, ``n x dim`` float64, is printed for reference:
+reports wall time, that process's resident memory after the imports and its peak (``VmHWM``),
+the computation method (``features``: Gram-free, two layers in memory; ``gram``: cached
+``(n, n)`` matrices) and the number of CKA values. The size of one layer, ``n x dim`` float64, is printed for reference:
 the Gram-free path holds at most two of them plus one float32 layer being read.
 
 Defaults: 20k items, 13 layers x 768 dims, one set, float32 storage (~0.8 GB in --dir).
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
-import resource
 import shutil
 import tempfile
 import time
@@ -61,17 +60,30 @@ def build(path: Path, num_items: int, layers: int, dim: int, sets: int, dtype: s
     return time.perf_counter() - start
 
 
+def _memory_mib(key: str) -> float:
+    """``VmRSS`` (now) or ``VmHWM`` (peak) of this process in MiB, from /proc (Linux).
+
+    Not ``ru_maxrss``: Linux keeps it across ``execve``, so a spawned child would report the
+    parent's peak (the store build) as its own.
+    """
+    with open("/proc/self/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024  # kB -> MiB
+    return float("nan")
+
+
 def _child(path: str, out: str, debiased: bool, queue: mp.Queue) -> None:
     import h5py  # noqa: F401 - loaded before the baseline, like matplotlib and pandas
     import matplotlib.pyplot  # noqa: F401
 
     from embedx.similarity import similarity
 
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB (Linux)
+    base = _memory_mib("VmRSS")
     start = time.perf_counter()
     result = similarity(path, out, debiased=debiased, progress=False)
     seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB (Linux)
+    peak = _memory_mib("VmHWM")
     queue.put((seconds, base, peak, result.method, len(result.table)))
 
 
