@@ -465,6 +465,11 @@ def _heatmap(m: np.ndarray, a: str, b: str, layers_a: Sequence[int], layers_b: S
     ax.set_ylabel(f"{a} layer")
     ax.set_xlabel(f"{b} layer")
     ax.set_title(f"{'debiased ' if debiased else ''}linear CKA", fontsize=10)
+    if m.shape[0] <= 13 and m.shape[1] <= 13:  # small enough to print the values
+        for (i, j), value in np.ndenumerate(m):
+            if np.isfinite(value):
+                ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7,
+                        color="black" if value > 0.6 else "white")
     fig.colorbar(image, ax=ax)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
