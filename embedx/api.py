@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # heavy modules stay out of `import embedx`
 
     from embedx.extract import ExtractSummary
     from embedx.fit.study import StudyResult
+    from embedx.similarity import SimilarityResult
     from embedx.store import StoreReader
 
 #: the store name `embedx extract` writes and `embedx fit` reads when none is given
@@ -247,6 +248,52 @@ def _run_fit(features: Any, out: Path | None, *, label: str, labels: Any,
                      files=files, group=dataset.group, study=result)
 
 
+def similarity(
+    features: str | os.PathLike[str] = DEFAULT_STORE,
+    output: str | os.PathLike[str] = "sim",
+    *,
+    sets: Sequence[str] | None = None,
+    pooling: str = "mean",
+    frames: bool = False,
+    max_frames: int = 5000,
+    debiased: bool = False,
+    seed: int = 0,
+    progress: bool = True,
+    command: str | None = None,
+) -> SimilarityResult:
+    """Linear CKA between every pair of layers within and across a store's feature sets.
+
+    The arguments are ``embedx similarity``'s options (``sets`` is ``--set``, repeatable
+    there); see :func:`embedx.similarity.similarity`.
+
+    Args:
+        features: the HDF5 store.
+        output: folder for ``cka.csv``, one heatmap PNG per pair of sets and ``similarity.md``
+            (``-o``).
+        sets: feature sets to compare; all by default (with ``frames``: all with frames).
+        pooling: the pooled features to compare.
+        frames: compare a seeded sample of frames instead of pooled features.
+        max_frames: frames sampled per pair of sets with ``frames``.
+        debiased: the unbiased HSIC estimator.
+        seed: seed of the frame sample.
+        progress: show a progress bar.
+        command: the command line quoted in ``similarity.md``.
+
+    Returns:
+        A :class:`embedx.similarity.SimilarityResult` (``.table`` is ``cka.csv``).
+
+    Raises:
+        EmbedxError: unknown set or pooling, a set without frames, unequal frame counts,
+            too few items, or an unwritable output folder, in one line, before any CKA is
+            computed (unequal frame counts: before that pair's).
+    """
+    from embedx.similarity import similarity as run_similarity
+
+    return run_similarity(features, output, sets=sets, pooling=pooling, frames=frames,
+                          max_frames=max_frames, debiased=debiased, seed=seed, progress=progress,
+                          command=command)
+
+
 def open(path: str | os.PathLike[str] = DEFAULT_STORE) -> StoreReader:  # noqa: A001 - the API name
     """Open a store for reading (a context manager; see :class:`embedx.store.StoreReader`).
 
@@ -265,4 +312,4 @@ def open(path: str | os.PathLike[str] = DEFAULT_STORE) -> StoreReader:  # noqa: 
     return StoreReader(path)
 
 
-__all__ = ["DEFAULT_RESULTS", "DEFAULT_STORE", "FitResult", "extract", "fit", "open"]
+__all__ = ["DEFAULT_RESULTS", "DEFAULT_STORE", "FitResult", "extract", "fit", "open", "similarity"]

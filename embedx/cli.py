@@ -294,6 +294,32 @@ def merge(
     out.print(summary.line(), markup=False, highlight=False, soft_wrap=True)
 
 
+@app.command()
+@_one_line_errors
+def similarity(
+    features: Annotated[Path, typer.Argument(help="An HDF5 store written by embedx extract.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for cka.csv, the heatmaps and "
+                                         "similarity.md.")] = Path("sim"),
+    sets: Annotated[list[str] | None, typer.Option("--set", help="Feature set to compare (repeatable) "
+                                                   "[default: all; with --frames: all with frames].",
+                                                   show_default=False)] = None,
+    pooling: Annotated[str, typer.Option(help="Pooled features to compare.")] = "mean",
+    frames: Annotated[bool, typer.Option("--frames", help="Compare frame-level states (a seeded sample) "
+                                         "instead of pooled features.")] = False,
+    max_frames: Annotated[int, typer.Option(help="Frames sampled per pair of sets with --frames.")] = 5000,
+    debiased: Annotated[bool, typer.Option("--debiased", help="Debiased CKA (unbiased HSIC estimator).")] = False,
+    seed: Annotated[int, typer.Option(help="Seed of the frame sample.")] = 0,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Linear CKA between every pair of layers, within each feature set and across sets."""
+    from embedx.api import similarity as run_similarity
+
+    result = run_similarity(features, output, sets=sets, pooling=pooling, frames=frames,
+                            max_frames=max_frames, debiased=debiased, seed=seed, progress=not quiet,
+                            command=_command_line())
+    out.print(result.line(), markup=False, highlight=False, soft_wrap=True)
+
+
 # --- stage 2 ---
 
 
