@@ -694,22 +694,10 @@ def prepare_output(output: str | os.PathLike[str], *, overwrite: bool = False) -
         ConfigError: ``output`` is a file or lies under one, cannot be created or written, or
             holds another study's results and ``overwrite`` is false.
     """
-    import tempfile
-
     from embedx.errors import ConfigError
+    from embedx.paths import writable_folder
 
-    out = Path(output)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"-o {str(output)!r} is a file; results need a folder")
-    blocker = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
-    if blocker is not None:
-        raise ConfigError(f"-o {str(output)!r} lies under {str(blocker)!r}, which is a file")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out, prefix=".embedx-", suffix=".probe"):
-            pass
-    except OSError as exc:
-        raise ConfigError(f"-o {str(output)!r} cannot be written: {exc.strerror or exc}") from None
+    out = writable_folder(output, "results")
     previous = [name for name in STUDY_FILES if (out / name).exists()]
     if not previous:
         return out

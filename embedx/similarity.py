@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from embedx.errors import ConfigError, DataError, StoreError
+from embedx.paths import writable_folder
 
 __all__ = [
     "CSV_COLUMNS",
@@ -277,21 +278,7 @@ def _check_options(reader: Any, sets: Sequence[str] | None, pooling: str, frames
 
 def _prepare_output(output: str | os.PathLike[str]) -> Path:
     """Create the output folder and check that it can be written, before any work."""
-    import tempfile
-
-    out = Path(output)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"-o {str(output)!r} is a file; the similarity outputs need a folder")
-    blocker = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
-    if blocker is not None:
-        raise ConfigError(f"-o {str(output)!r} lies under {str(blocker)!r}, which is a file")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out, prefix=".embedx-", suffix=".probe"):
-            pass
-    except OSError as exc:
-        raise ConfigError(f"-o {str(output)!r} cannot be written: {exc.strerror or exc}") from None
-    return out
+    return writable_folder(output, "the similarity outputs")
 
 
 def _frame_sample(reader: Any, a: str, b: str, items: np.ndarray, max_frames: int,
