@@ -16,8 +16,9 @@ the code and check the same things::
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -112,6 +113,17 @@ class FitResult:
     study: StudyResult | None = None
 
 
+@contextlib.contextmanager
+def _drop_created_folder_on_error(folder: Path | None, created: bool) -> Iterator[None]:
+    """Remove ``folder`` when the block fails, if this call created it and it is still empty."""
+    try:
+        yield
+    except BaseException:
+        if created and folder is not None and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()  # a folder made for a study that never ran
+        raise
+
+
 def fit(
     features: str | os.PathLike[str] = DEFAULT_STORE,
     *,
@@ -190,62 +202,39 @@ def fit(
         raise ConfigError(f"--class-weight {class_weight!r} not accepted; accepted: none, balanced")
     created = output is not None and not Path(output).exists()
     out = prepare_output(output, overwrite=overwrite) if output is not None else None
-    try:
-        return _run_fit(features, out, label=label, labels=labels, group=group, sets=sets,
-                        layers=layers, pooling=pooling, concat=concat, models=models, cv=cv,
-                        folds=folds, split_col=split_col, task=task, metric=metric,
-                        class_weight=class_weight, speaker_norm=speaker_norm, tune=tune, grid=grid,
-                        inner_folds=inner_folds, bootstrap=bootstrap, alpha=alpha, seed=seed,
-                        jobs=jobs, threads=threads, backend=backend, scheduler=scheduler,
-                        save_model=save_model, weighted_layers=weighted_layers,
-                        permutations=permutations, progress=progress, log=log, command=command)
-    except BaseException:
-        if created and out is not None and out.is_dir() and not any(out.iterdir()):
-            out.rmdir()  # a folder this call made for a study that never ran
-        raise
+    with _drop_created_folder_on_error(out, created):
+        from embedx.fit.data import load_dataset
+        from embedx.fit.study import StudySettings, load_grids, run_study
+        from embedx.report import write_report
 
-
-def _run_fit(features: Any, out: Path | None, *, label: str, labels: Any,
-             group: str | None, sets: Any, layers: str, pooling: str | None, concat: bool,
-             models: str | None, cv: str, folds: int, split_col: str, task: str,
-             metric: str | None, class_weight: str, speaker_norm: bool, tune: bool, grid: Any,
-             inner_folds: int, bootstrap: int, alpha: float, seed: int, jobs: int,
-             threads: int | None, backend: str, scheduler: str | None, save_model: bool,
-             weighted_layers: bool, permutations: int, progress: bool,
-             log: Callable[[str], None] | None, command: str | None) -> FitResult:
-    """The body of :func:`fit` once the output folder is ready (arguments as there)."""
-    from embedx.fit.data import load_dataset
-    from embedx.fit.study import StudySettings, load_grids, run_study
-    from embedx.report import write_report
-
-    note = log or (lambda _msg: None)
-    dataset = load_dataset(
-        features, label=label, sets=sets, layers=layers, pooling=pooling, concat=concat,
-        group=group, labels_csv=labels, split_col=split_col if cv == "predefined" else None,
-        task=task, weighted_layers=weighted_layers,
-    )
-    settings = StudySettings(
-        models=models, scheme=cv, n_splits=folds, seed=seed, metric=metric,
-        class_weight=None if class_weight == "none" else class_weight, speaker_norm=speaker_norm,
-        tune=tune, grids=load_grids(grid) if tune and grid is not None else None,
-        inner_folds=inner_folds, n_boot=bootstrap, alpha=alpha, jobs=jobs, threads=threads,
-        backend=backend, scheduler=scheduler, refit=save_model, permutations=permutations,
-    )
-    if dataset.group_auto:
-        note(f"folds are speaker-independent: grouped by the items' {dataset.group!r} column "
-             "(--no-group to turn off)")
-    if dataset.skipped:  # dropped data is never quiet
-        note("skipped items: " + ", ".join(f"{v} {k}" for k, v in dataset.skipped.items()))
-    result = run_study(dataset, settings, progress=progress, log=log if progress else None)
-    if dataset.group_auto:
-        result.notes.insert(0, f"Folds are grouped by the items' `{dataset.group}` column, found "
-                               "automatically (speaker-independent folds; `--no-group` turns "
-                               "this off).")
-    files: dict[str, Path] = {}
-    if out is not None:
-        files = write_report(result, out, command=command, save_model=save_model)
-    return FitResult(summary=result.summary, best=result.best, metric=result.metric, output=out,
-                     files=files, group=dataset.group, study=result)
+        note = log or (lambda _msg: None)
+        dataset = load_dataset(
+            features, label=label, sets=sets, layers=layers, pooling=pooling, concat=concat,
+            group=group, labels_csv=labels, split_col=split_col if cv == "predefined" else None,
+            task=task, weighted_layers=weighted_layers,
+        )
+        settings = StudySettings(
+            models=models, scheme=cv, n_splits=folds, seed=seed, metric=metric,
+            class_weight=None if class_weight == "none" else class_weight, speaker_norm=speaker_norm,
+            tune=tune, grids=load_grids(grid) if tune and grid is not None else None,
+            inner_folds=inner_folds, n_boot=bootstrap, alpha=alpha, jobs=jobs, threads=threads,
+            backend=backend, scheduler=scheduler, refit=save_model, permutations=permutations,
+        )
+        if dataset.group_auto:
+            note(f"folds are speaker-independent: grouped by the items' {dataset.group!r} column "
+                 "(--no-group to turn off)")
+        if dataset.skipped:  # dropped data is never quiet
+            note("skipped items: " + ", ".join(f"{v} {k}" for k, v in dataset.skipped.items()))
+        result = run_study(dataset, settings, progress=progress, log=log if progress else None)
+        if dataset.group_auto:
+            result.notes.insert(0, f"Folds are grouped by the items' `{dataset.group}` column, found "
+                                   "automatically (speaker-independent folds; `--no-group` turns "
+                                   "this off).")
+        files: dict[str, Path] = {}
+        if out is not None:
+            files = write_report(result, out, command=command, save_model=save_model)
+        return FitResult(summary=result.summary, best=result.best, metric=result.metric, output=out,
+                         files=files, group=dataset.group, study=result)
 
 
 def similarity(
