@@ -151,6 +151,9 @@ def fit(
     alpha: float = 0.05,
     weighted_layers: bool = False,
     permutations: int = 0,
+    domain: str | None = None,
+    label_map: str | os.PathLike[str] | None = None,
+    by: Sequence[str] | None = None,
     seed: int = 0,
     jobs: int = 1,
     threads: int | None = None,
@@ -181,6 +184,12 @@ def fit(
             with a linear probe (``--weighted-layers``; see :mod:`embedx.fit.weighted`).
         permutations: label permutations of the chance control per configuration
             (``--permutations``; 0: none; see :mod:`embedx.fit.permutation`).
+        domain: item column of the domains (``--domain``): every configuration is also
+            trained on each domain and tested on every other (``transfer.csv``; see
+            :mod:`embedx.fit.transfer`).
+        label_map: YAML aligning the domains' label sets (``--label-map``; needs ``domain``).
+        by: item columns to break the scores down by (``--by``, repeatable; see
+            :mod:`embedx.fit.subgroups`).
         progress: show a progress bar. log: where to send notes.
         command: the command line quoted in the report.
 
@@ -200,6 +209,9 @@ def fit(
         raise ConfigError(f"--permutations must be >= 0; got {permutations}")
     if class_weight not in ("none", "balanced"):
         raise ConfigError(f"--class-weight {class_weight!r} not accepted; accepted: none, balanced")
+    if label_map is not None and domain is None:
+        raise ConfigError(f"--label-map {str(label_map)!r} aligns labels across domains; name the "
+                          "domain column with --domain COLUMN")
     created = output is not None and not Path(output).exists()
     out = prepare_output(output, overwrite=overwrite) if output is not None else None
     with _drop_created_folder_on_error(out, created):
@@ -220,6 +232,19 @@ def fit(
             inner_folds=inner_folds, n_boot=bootstrap, alpha=alpha, jobs=jobs, threads=threads,
             backend=backend, scheduler=scheduler, refit=save_model, permutations=permutations,
         )
+        domains = subgroups = None
+        if domain is not None:  # checked before any model is fitted
+            from embedx.fit.transfer import prepare_domains
+
+            dataset, domains = prepare_domains(dataset, domain, label_map=label_map, labels_csv=labels)
+            if len(domains.unmatched):
+                note(f"--label-map: {int(domains.unmatched['count'].sum())} items with unmatched labels "
+                     "left the study: " + ", ".join(f"{r.label!r} in {r.domain} ({r.count})"
+                                                    for r in domains.unmatched.itertuples()))
+        if by:
+            from embedx.fit.subgroups import prepare_subgroups
+
+            subgroups = prepare_subgroups(dataset, list(by), labels_csv=labels)
         if dataset.group_auto:
             note(f"folds are speaker-independent: grouped by the items' {dataset.group!r} column "
                  "(--no-group to turn off)")
@@ -230,6 +255,20 @@ def fit(
             result.notes.insert(0, f"Folds are grouped by the items' `{dataset.group}` column, found "
                                    "automatically (speaker-independent folds; `--no-group` turns "
                                    "this off).")
+        from embedx.fit.sets import compare_sets
+
+        sets_table = compare_sets(result)
+        if sets_table is not None:
+            result.analyses["sets"] = sets_table
+        if domains is not None:
+            from embedx.fit.transfer import run_transfer
+
+            result.analyses["transfer"] = run_transfer(result, domains, progress=progress,
+                                                       log=log if progress else None)
+        if subgroups is not None:
+            from embedx.fit.subgroups import subgroup_breakdown
+
+            result.analyses["subgroups"] = subgroup_breakdown(result, subgroups)
         files: dict[str, Path] = {}
         if out is not None:
             files = write_report(result, out, command=command, save_model=save_model)

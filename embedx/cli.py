@@ -381,6 +381,12 @@ def fit(
                                                   "learned with a linear probe; weights in layer_weights.csv.")] = False,
     permutations: Annotated[int, typer.Option(help="Chance control: refit every configuration on N label "
                                               "permutations (within speakers) for p_permutation; 0: off.")] = 0,
+    domain: Annotated[str | None, typer.Option(help="Item column of the domains (e.g. corpus): also train on "
+                                               "each domain and test on every other -> transfer.csv.")] = None,
+    label_map: Annotated[Path | None, typer.Option(help="YAML mapping each domain's labels to shared ones: "
+                                                   "{raw: shared} and/or {domain: {raw: shared}}.")] = None,
+    by: Annotated[list[str] | None, typer.Option("--by", help="Item column to break the scores down by "
+                                                 "(repeatable), e.g. sex -> subgroups.csv.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of folds, models and bootstrap.")] = 0,
     jobs: Annotated[int, typer.Option("--jobs", "-j", help="Parallel workers (-1: all cores).")] = 1,
     threads: Annotated[int | None, typer.Option(help="BLAS/OpenMP threads per fit (default: 1; use --jobs to parallelise).",
@@ -409,7 +415,8 @@ def fit(
         pooling=pooling, concat=concat, models=models, cv=cv, folds=folds, split_col=split_col,
         task=task, metric=metric, class_weight=class_weight, speaker_norm=speaker_norm, tune=tune,
         grid=grid, inner_folds=inner_folds, bootstrap=bootstrap, alpha=alpha,
-        weighted_layers=weighted_layers, permutations=permutations, seed=seed, jobs=jobs,
+        weighted_layers=weighted_layers, permutations=permutations, domain=domain,
+        label_map=label_map, by=by, seed=seed, jobs=jobs,
         threads=threads, backend=backend, scheduler=scheduler, save_model=save_model,
         progress=not quiet, command=_command_line(),
         log=lambda m: console.print(f"[dim]{escape(m)}[/]", highlight=False, soft_wrap=True),
@@ -439,6 +446,18 @@ def _print_fit_summary(result: Any, top: int = 8) -> None:
         out.print(f"⚠ the best configuration {what}: family-wise permutation p = "
                   f"{chance['p_best']:.3g} over {chance['permutations']} label permutations "
                   f"(alpha {chance['alpha']:g}); see report.md", highlight=False, markup=False, soft_wrap=True)
+    analyses = getattr(result, "analyses", None) or {}
+    if "sets" in analyses:  # "which model?" first
+        from embedx.fit.sets import sets_rows
+
+        header, rows = sets_rows(analyses["sets"])
+        sets_table = Table(title=f"feature sets at their best layer ({m}; ranked selection-aware)",
+                           title_justify="left")
+        for col in header:
+            sets_table.add_column(col, overflow="fold")
+        for row in rows:
+            sets_table.add_row(*map(escape, row))
+        out.print(sets_table)
     where = "dev/test part" if one else "pooled out of fold"
     table = Table(title=f"{m}, {where} ({folds.scheme} CV, {folds.n_splits} fold{'s' if not one else ''})",
                   title_justify="left")
@@ -468,6 +487,20 @@ def _print_fit_summary(result: Any, top: int = 8) -> None:
         else:
             out.print("no CIs or comparisons (--bootstrap 0, or too few speakers; see report.md)",
                       highlight=False, markup=False)
+    if "transfer" in analyses:
+        t = analyses["transfer"].table
+        best = t[(t["config"] == result.best[0]) & (t["model"] == result.best[1])]
+        cross, own = best[~best["within"]], best[best["within"]]
+        out.print(f"transfer ({len(analyses['transfer'].domains.names)} domains, best configuration): "
+                  f"{m} {num(cross['score'].mean())} across domains (mean of {len(cross)}), "
+                  f"{num(own['score'].mean())} on held-out speakers of the same domain; see transfer.csv",
+                  highlight=False, markup=False, soft_wrap=True)
+    if "subgroups" in analyses:
+        g = analyses["subgroups"].gaps
+        for r in g[(g["config"] == result.best[0]) & (g["model"] == result.best[1])].itertuples():
+            out.print(f"{r.by}: {m} gap {r.high} − {r.low} = {num(r.gap)} (95% CI {num(r.ci_low)}–"
+                      f"{num(r.ci_high)})" + (" ⚑ CI excludes 0" if r.excludes_zero else ""),
+                      highlight=False, markup=False, soft_wrap=True)
     if chance is not None and chance["beats_chance"]:
         out.print(f"the best configuration beats chance: family-wise permutation p = {chance['p_best']:.3g} "
                   f"over {chance['permutations']} label permutations", highlight=False, markup=False)

@@ -303,6 +303,11 @@ def _markdown(result: Any, files: dict[str, str], command: str | None,
         title = ("The best configuration does not beat chance" if chance["beats_chance"] is False
                  else "The chance control is undecided")
         lines += [f"## ⚠ {title}", "", verdict, ""]
+    analyses = getattr(result, "analyses", None) or {}
+    if "sets" in analyses:  # "which model?" opens the report
+        from embedx.fit.sets import sets_section
+
+        lines += [*sets_section(analyses["sets"]), ""]
     lines += ["## Data", ""]
     lines.append(f"- store: `{ds.store}`")
     lines.append(f"- items used: {ds.num_items}" + (
@@ -446,6 +451,17 @@ def _markdown(result: Any, files: dict[str, str], command: str | None,
         lines += ["", *_weighted_section(result)]
     if selectivity is not None:
         lines += ["", *_selectivity_section(result, selectivity)]
+    if "transfer" in analyses:
+        from embedx.fit.transfer import transfer_section
+
+        lines += ["", *transfer_section(analyses["transfer"], result.best)]
+        lines += [f"![Transfer matrices]({files[k]})" for k in files if k.startswith("transfer_plot")]
+    if "subgroups" in analyses:
+        from embedx.fit.subgroups import subgroup_section
+
+        lines += ["", *subgroup_section(analyses["subgroups"])]
+        if "subgroups_plot" in files:
+            lines += ["", f"![Subgroups]({files['subgroups_plot']})"]
     warned = s[s["warning"].astype(str) != ""] if "warning" in s else s.iloc[:0]
     if len(warned):
         lines += ["", "## Warnings", ""]
@@ -602,6 +618,7 @@ def write_report(
     if selectivity is not None:
         selectivity.to_csv(out / "selectivity.csv", index=False)
         files["selectivity"] = "selectivity.csv"
+    _write_analyses(getattr(result, "analyses", None) or {}, out, files)
     key = result.best
     title = f"{key[0]} · {key[1]}"
     oof = result.predictions[key]
@@ -669,11 +686,41 @@ def write_report(
     return {k: out / v for k, v in files.items()}
 
 
+def _write_analyses(analyses: dict[str, Any], out: Path, files: dict[str, str]) -> None:
+    """Tables and figures of the analyses added to a study (model comparison, transfer, subgroups)."""
+    if "sets" in analyses:
+        analyses["sets"].table.to_csv(out / "sets.csv", index=False)
+        files["sets"] = "sets.csv"
+    if "transfer" in analyses:
+        from embedx.fit.transfer import plot_transfer
+
+        transfer = analyses["transfer"]
+        transfer.table.to_csv(out / "transfer.csv", index=False)
+        files["transfer"] = "transfer.csv"
+        if transfer.domains.label_map is not None:
+            transfer.domains.unmatched.to_csv(out / "unmatched_labels.csv", index=False)
+            files["unmatched_labels"] = "unmatched_labels.csv"
+        for i, name in enumerate(plot_transfer(transfer, out)):
+            files[f"transfer_plot_{i}"] = name
+    if "subgroups" in analyses:
+        from embedx.fit.subgroups import plot_subgroups
+
+        sub = analyses["subgroups"]
+        sub.table.to_csv(out / "subgroups.csv", index=False)
+        sub.gaps.to_csv(out / "subgroup_gaps.csv", index=False)
+        sub.speakers.to_csv(out / "speakers.csv", index=False)
+        files.update(subgroups="subgroups.csv", subgroup_gaps="subgroup_gaps.csv", speakers="speakers.csv")
+        if plot_subgroups(sub, out / "subgroups.png"):
+            files["subgroups_plot"] = "subgroups.png"
+
+
 #: files a study writes into its results folder, whatever its options (summary.json lists
 #: the rest); their presence marks the folder as another study's results
 STUDY_FILES = ("report.md", "summary.json", "summary.csv", "results.csv", "model.joblib",
                "predictions_best.csv", "layer_curve.png", "confusion_best.png", "scatter_best.png",
-               "layer_weights.csv", "layer_weights.png", "selectivity.csv")
+               "layer_weights.csv", "layer_weights.png", "selectivity.csv", "sets.csv", "transfer.csv",
+               "unmatched_labels.csv", "subgroups.csv", "subgroup_gaps.csv", "speakers.csv",
+               "subgroups.png")
 
 
 def prepare_output(output: str | os.PathLike[str], *, overwrite: bool = False) -> Path:

@@ -39,6 +39,7 @@ __all__ = [
     "TASKS",
     "detect_task",
     "encode_labels",
+    "item_columns",
     "join_labels",
     "load_dataset",
     "read_block",
@@ -397,6 +398,43 @@ def _column(items: pd.DataFrame, name: str, what: str) -> pd.Series:
             )
         raise DataError(f"unknown {what} column {name!r}; available: {available}")
     return items[name]
+
+
+def item_columns(dataset: Dataset, names: Sequence[str], *, labels_csv: str | Path | None = None,
+                 option: str = "--by") -> dict[str, np.ndarray]:
+    """Values of item columns for the items a study uses, as strings.
+
+    Reads the store's items again (plus ``labels_csv``, joined as :func:`load_dataset` joins
+    it), so any column can name domains or subgroups without the study carrying every column.
+
+    Args:
+        dataset: the study's data (``rows`` selects its items).
+        names: column names.
+        labels_csv: the ``--labels`` CSV of the study, if any.
+        option: the option that named the columns, for messages.
+
+    Returns:
+        Column name -> ``(num_items,)`` str values; a missing value becomes ``"(missing)"``.
+
+    Raises:
+        DataError: a column the items do not have, naming the available columns.
+    """
+    from embedx.store import StoreReader
+
+    with StoreReader(dataset.store) as reader:
+        items = join_labels(reader.items, labels_csv)
+    out: dict[str, np.ndarray] = {}
+    for name in names:
+        if name not in items.columns:
+            available = ", ".join(map(str, items.columns))
+            raise DataError(f"{option} {name!r}: no such item column; available: {available}")
+        values = items[name].iloc[dataset.rows]
+        out[name] = np.array([MISSING if pd.isna(v) else _name(v) for v in values.tolist()], dtype=object)
+    return out
+
+
+#: the value of an item whose ``--by`` / ``--domain`` column is empty
+MISSING = "(missing)"
 
 
 def speaker_column(columns: Sequence[str]) -> str | None:

@@ -147,6 +147,9 @@ class StudyResult:
             layer weights of every weighted-layer configuration (see :mod:`embedx.fit.weighted`).
         chance: the chance control (see :func:`embedx.fit.permutation.add_chance_control`),
             or ``None`` without ``permutations``.
+        analyses: further analyses of the study by name, added after it ran and written by
+            the report: ``sets`` (:mod:`embedx.fit.sets`), ``transfer``
+            (:mod:`embedx.fit.transfer`), ``subgroups`` (:mod:`embedx.fit.subgroups`).
     """
 
     results: pd.DataFrame
@@ -167,6 +170,7 @@ class StudyResult:
     selection: dict[str, float] | None = None
     layer_weights: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
     chance: dict[str, Any] | None = None
+    analyses: dict[str, Any] = field(default_factory=dict)
 
 
 # ------------------------------------------------------------------------- preprocessing
