@@ -455,7 +455,8 @@ def _markdown(result: Any, files: dict[str, str], command: str | None,
         from embedx.fit.transfer import transfer_section
 
         lines += ["", *transfer_section(analyses["transfer"], result.best)]
-        lines += [f"![Transfer matrices]({files[k]})" for k in files if k.startswith("transfer_plot")]
+        for k in (k for k in files if k.startswith("transfer_plot")):
+            lines += ["", f"![Transfer matrices]({files[k]})"]
     if "subgroups" in analyses:
         from embedx.fit.subgroups import subgroup_section
 

@@ -1,0 +1,63 @@
+"""The model comparison table: one row per feature set, selection-aware, tested over speakers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import balanced_accuracy_score
+
+import embedx
+from embedx.fit import metrics as M
+from embedx.fit.sets import nested_predictions
+
+from .conftest import LAYERS, planted, write_store
+
+
+def test_nested_predictions_equal_a_direct_leave_one_speaker_out_choice():
+    rng = np.random.default_rng(0)
+    n, k, s = 90, 3, 9
+    y = rng.integers(0, k, n)
+    clusters = rng.integers(0, s, n)
+    preds = [np.where(rng.random(n) < q, y, rng.integers(0, k, n)) for q in (0.3, 0.5, 0.45)]
+    metric = M.get_metric("uar", M.CLASSIFICATION)
+    nested, choice = nested_predictions(y, preds, metric, clusters, k)
+    for c in range(s):
+        others = clusters != c
+        scores = [balanced_accuracy_score(y[others], p[others]) for p in preds]
+        assert choice[c] == int(np.argmax(scores))
+        assert np.array_equal(nested[clusters == c], preds[choice[c]][clusters == c])
+
+
+def test_set_table_rows_match_the_study(tmp_path):
+    items, strong = planted(signal_layer=3, strength=1.5)
+    _, weak = planted(signal_layer=1, strength=0.3, seed=1)
+    path = write_store(tmp_path / "two.h5", items, {"strong": (strong, LAYERS), "weak": (weak, LAYERS)})
+    res = embedx.fit(path, output=tmp_path / "out", models="logreg", bootstrap=300, save_model=False,
+                     progress=False)
+    study = res.study
+    table = pd.read_csv(tmp_path / "out" / "sets.csv")
+    assert list(table["feature_set"]) == ["strong", "weak"]
+    s = study.summary
+    ds = study.dataset
+    _, clusters = np.unique(ds.groups, return_inverse=True)
+    metric = M.get_metric("uar", M.CLASSIFICATION)
+    for r in table.itertuples():
+        own = s[s["feature_set"] == r.feature_set].iloc[0]
+        assert r.best_config == own["config"] and r.score == pytest.approx(own["uar_pooled"])
+        preds = [study.predictions[(c, m)] for c, m in zip(s[s["feature_set"] == r.feature_set]["config"],
+                                                           s[s["feature_set"] == r.feature_set]["model"],
+                                                           strict=True)]
+        nested, _ = nested_predictions(ds.y, preds, metric, clusters, ds.num_classes)
+        assert r.selection_aware == pytest.approx(balanced_accuracy_score(ds.y, nested))
+        assert r.candidates == 5
+    assert table.loc[0, "best_layer"] == 3
+    weak_row = table.iloc[1]
+    assert weak_row["worse_than_best_set"] and weak_row["p_paired"] < 0.05 and weak_row["diff_to_best_set"] > 0.3
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert report.index("## Model comparison") < report.index("## Data")
+
+
+def test_one_set_has_no_table(tmp_path, toy_store):
+    res = embedx.fit(toy_store(), output=None, layers="2,3", models="logreg", bootstrap=0, progress=False)
+    assert "sets" not in res.study.analyses
