@@ -106,7 +106,7 @@ class Example:
 
     Attributes:
         audio_dir: folder of audio files.
-        manifest: CSV with path, label, speaker and split columns.
+        manifest: CSV with path, label, speaker, split, corpus and sex columns.
         model_dir: a tiny random-weight HuBERT saved with ``save_pretrained``.
         num_items: number of audio items.
     """
@@ -158,7 +158,11 @@ def make_example(folder: str | Path, num_items: int = 48, num_speakers: int = 6,
         (audio_dir / rel).parent.mkdir(parents=True, exist_ok=True)
         sf.write(audio_dir / rel, data, rate, subtype=subtype)
         split = "test" if i % num_speakers == 0 else ("dev" if i % num_speakers == 1 else "train")
-        rows.append({"path": rel.as_posix(), "label": emotion, "speaker": spk, "split": split})
+        # two corpora and two sexes, both in each corpus (with >= 4 speakers), for `fit --domain
+        # corpus` and `fit --by sex`; assigned by speaker index so every seed has both
+        s = i % num_speakers
+        rows.append({"path": rel.as_posix(), "label": emotion, "speaker": spk, "split": split,
+                     "corpus": ("corpusA", "corpusB")[s % 2], "sex": ("female", "male")[(s // 2) % 2]})
     # beside the audio: `embedx extract --model M wavs/` finds it without --manifest
     manifest = audio_dir / "labels.csv"
     pd.DataFrame(rows).to_csv(manifest, index=False)
