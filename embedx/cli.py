@@ -451,7 +451,7 @@ def _print_fit_summary(result: Any, top: int = 8) -> None:
         from embedx.fit.sets import sets_rows
 
         header, rows = sets_rows(analyses["sets"])
-        sets_table = Table(title=f"feature sets at their best layer ({m}; ranked selection-aware)",
+        sets_table = Table(title=f"feature sets at their best layer ({m})",
                            title_justify="left")
         for col in header:
             sets_table.add_column(col, overflow="fold")

@@ -9,7 +9,7 @@ from sklearn.metrics import balanced_accuracy_score
 
 import embedx
 from embedx.fit import metrics as M
-from embedx.fit.sets import nested_predictions
+from embedx.fit.sets import nested_predictions, set_verdicts
 
 from .conftest import LAYERS, planted, write_store
 
@@ -53,7 +53,10 @@ def test_set_table_rows_match_the_study(tmp_path):
         assert r.candidates == 5
     assert table.loc[0, "best_layer"] == 3
     weak_row = table.iloc[1]
-    assert weak_row["worse_than_best_set"] and weak_row["p_paired"] < 0.05 and weak_row["diff_to_best_set"] > 0.3
+    assert weak_row["worse_than_best_set"] and weak_row["diff_to_best_set"] > 0.3
+    # the set's p-value: the largest confidence-set p-value of its configurations
+    assert weak_row["p_set"] == pytest.approx(s[s["feature_set"] == "weak"]["p_set"].max())
+    assert table.loc[0, "p_set"] == 1.0 and not table.loc[0, "worse_than_best_set"]
     report = (tmp_path / "out" / "report.md").read_text()
     assert report.index("## Model comparison") < report.index("## Data")
 
@@ -61,3 +64,11 @@ def test_set_table_rows_match_the_study(tmp_path):
 def test_one_set_has_no_table(tmp_path, toy_store):
     res = embedx.fit(toy_store(), output=None, layers="2,3", models="logreg", bootstrap=0, progress=False)
     assert "sets" not in res.study.analyses
+
+
+def test_a_set_is_worse_only_when_none_of_its_configurations_is_in_the_confidence_set():
+    p_set = np.array([np.nan, 0.2, 0.01, 0.03, 0.01])
+    in_set = np.array([True, True, False, False, False])
+    p, worse = set_verdicts(p_set, in_set, [np.array([0, 2]), np.array([1, 3]), np.array([4])])
+    assert worse.tolist() == [False, False, True]
+    assert p.tolist() == [1.0, 0.2, 0.01]
