@@ -98,7 +98,8 @@ class SetComparison:
             ``score`` (the best configuration's pooled metric), ``ci_low``, ``ci_high`` (its CI
             from the study), ``candidates``, ``selection_aware`` (pooled metric of the set's
             leave-one-speaker-out selection), ``sa_ci_low``, ``sa_ci_high``, ``diff_to_best_set``
-            (≥ 0), ``p_paired``, ``p_set``, ``worse_than_best_set``; ranked by ``selection_aware``.
+            (≥ 0), ``p_set``, ``worse_than_best_set``, ``cka_to_best_set`` (linear CKA of the
+            best configuration's features with the best set's); ranked by ``score``.
         metric: the main metric.
         tested: whether CIs and tests were computed.
         cluster_kind: ``group`` (speakers) or ``block``.
@@ -164,10 +165,27 @@ def compare_sets(result: Any) -> SetComparison | None:
     table["worse_than_best_set"] = worse if is_tested else False
     order = np.lexsort((np.arange(len(table)), -sign * table["score"].to_numpy()))
     table = table.iloc[order].reset_index(drop=True)
+    table["cka_to_best_set"] = _cka_to_best(ds.X, table["best_config"].tolist(), tested)
     table["best_layer"] = table["best_layer"].astype("Int64")
     notes = [] if is_tested else ["no confidence set (--bootstrap 0 or too few speakers): no set is marked worse"]
     return SetComparison(table=table, metric=m, tested=is_tested, cluster_kind=kind,
                          num_clusters=int(clusters.max()) + 1 if len(clusters) else 0, notes=notes)
+
+
+def _cka_to_best(X: dict[str, np.ndarray], configs: list[str], rows: np.ndarray) -> list[float]:
+    """Linear CKA (:func:`embedx.similarity.linear_cka`) of each set's best features with the best set's.
+
+    How similar the representations are that the sets' best layers offer the probe; NaN for a
+    weighted-layer configuration (``(num_items, num_layers, dim)``, not one representation).
+    """
+    from embedx.similarity import linear_cka
+
+    ref = X[configs[0]][rows]
+    out = []
+    for name in configs:
+        x = X[name][rows]
+        out.append(float(linear_cka(ref, x)) if ref.ndim == 2 and x.ndim == 2 else float("nan"))
+    return out
 
 
 def _f(value: Any) -> str:
@@ -206,5 +224,12 @@ def sets_section(comparison: SetComparison) -> list[str]:
         "best configuration (the paired within-speaker permutation procedure of the ranking), which "
         "accounts for choosing each set's layer and the best set on the same data; p (set): the largest "
         "confidence-set p-value among the set's configurations. See sets.csv and docs/statistics.md.")]
+    best = comparison.table.iloc[0]
+    others = comparison.table.iloc[1:]
+    if np.isfinite(others["cka_to_best_set"].to_numpy(dtype=float)).any():
+        lines += ["", f"Layer similarity: linear CKA of each set's best configuration with `{best.best_config}`: "
+                  + ", ".join(f"`{r.best_config}` {_f(r.cka_to_best_set)}" for r in others.itertuples())
+                  + " (1: the same representation up to rotation and scale; `embedx similarity` compares "
+                  "every pair of layers)."]
     lines += [f"- {n}" for n in comparison.notes]
     return lines

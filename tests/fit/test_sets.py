@@ -57,8 +57,16 @@ def test_set_table_rows_match_the_study(tmp_path):
     # the set's p-value: the largest confidence-set p-value of its configurations
     assert weak_row["p_set"] == pytest.approx(s[s["feature_set"] == "weak"]["p_set"].max())
     assert table.loc[0, "p_set"] == 1.0 and not table.loc[0, "worse_than_best_set"]
+    # the layer-similarity line: linear CKA of the sets' best features, against the formula
+    a = strong[LAYERS.index(3)].astype(np.float64)
+    b = weak[LAYERS.index(1)].astype(np.float64)
+    a, b = a - a.mean(axis=0), b - b.mean(axis=0)
+    cka = np.linalg.norm(b.T @ a) ** 2 / (np.linalg.norm(a.T @ a) * np.linalg.norm(b.T @ b))
+    assert table.loc[1, "cka_to_best_set"] == pytest.approx(cka, rel=1e-5)
+    assert table.loc[0, "cka_to_best_set"] == pytest.approx(1.0)
     report = (tmp_path / "out" / "report.md").read_text()
     assert report.index("## Model comparison") < report.index("## Data")
+    assert f"`weak@1/mean` {cka:.3f}" in report
 
 
 def test_one_set_has_no_table(tmp_path, toy_store):
