@@ -127,7 +127,7 @@ def gap_table(reps: int, jobs: int, n_boot: int, seed: int) -> list[str]:
 
 
 def one_sets(layers_a: int, layers_b: int, speakers: int, per: int, strength: float, seed: int,
-             n_perm: int) -> dict:
+             n_perm: int, strength_b: float | None = None) -> dict:
     """One replicate of two equally good sets: is one of them called worse?"""
     from stats_calibration import lda_fit_predict, simulate
 
@@ -137,7 +137,9 @@ def one_sets(layers_a: int, layers_b: int, speakers: int, per: int, strength: fl
     from embedx.fit.sets import nested_predictions, set_verdicts
 
     uar = get_metric("uar")
-    y, spk, X = simulate(speakers, per, np.full(layers_a + layers_b, strength), seed)
+    strengths = np.full(layers_a + layers_b, strength)
+    strengths[layers_a:] = strength if strength_b is None else strength_b
+    y, spk, X = simulate(speakers, per, strengths, seed)
     folds = make_folds(y, scheme="group", n_splits=5, seed=seed, groups=spk, num_classes=NUM_CLASSES)
     preds = []
     for layer in range(layers_a + layers_b):
@@ -165,12 +167,12 @@ def one_sets(layers_a: int, layers_b: int, speakers: int, per: int, strength: fl
     fold_of = folds.fold_of(len(y))
     lofo = signflip([nested_predictions(y, [preds[j] for j in m], uar, fold_of, NUM_CLASSES)[0]
                      for m in members])[0]
-    return {"worse": bool(worse.any()), "naive": naive_p < 0.05,
+    return {"worse": bool(worse.any()), "b_worse": bool(worse[1]), "naive": naive_p < 0.05,
             "naive_big": naive_p < 0.05 and winner == 0 and layers_a > layers_b,
             "loso": loso < 0.05, "lofo": lofo < 0.05}
 
 
-def sets_table(reps: int, jobs: int, n_perm: int, seed: int, strength: float) -> list[str]:
+def sets_table(reps: int, jobs: int, n_perm: int, seed: int, strength: float, weaker: float) -> list[str]:
     from joblib import Parallel, delayed
 
     cases = [(6, 6, 10, 48), (6, 6, 30, 16), (12, 1, 10, 48), (12, 1, 30, 16)]
@@ -189,6 +191,12 @@ def sets_table(reps: int, jobs: int, n_perm: int, seed: int, strength: float) ->
         lines.append(f"| {la} / {lb} | {speakers}x{per} | " + " | ".join(
             f"{np.mean([r[k] for r in runs]):.3f}" for k in ("worse", "naive", "naive_big", "loso", "lofo"))
             + " |")
+    lines += ["", f"Power: set b weaker (every layer class signal {weaker} against {strength}), {reps} studies "
+                  "per row", "", "| layers (set a / set b) | speakers x items | set b called worse |", "|---|---|---|"]
+    for la, lb, speakers, per in [(6, 6, 10, 48), (6, 6, 30, 16)]:
+        runs = Parallel(n_jobs=jobs)(delayed(one_sets)(la, lb, speakers, per, strength, seed + r, n_perm, weaker)
+                                     for r in range(reps))
+        lines.append(f"| {la} / {lb} | {speakers}x{per} | {np.mean([r['b_worse'] for r in runs]):.3f} |")
     return lines
 
 
@@ -198,6 +206,7 @@ def main() -> None:
     parser.add_argument("--boot", type=int, default=1000, help="bootstrap resamples of the gap CI")
     parser.add_argument("--perm", type=int, default=500, help="permutations per set-comparison test")
     parser.add_argument("--strength", type=float, default=1.0, help="class signal of every layer (sets)")
+    parser.add_argument("--weaker", type=float, default=0.6, help="class signal of the weaker set (power rows)")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", choices=("gap", "sets"), default=None, help="run one of the two tables")
@@ -210,7 +219,7 @@ def main() -> None:
     if args.only in (None, "sets"):
         t = time.perf_counter()
         print("## Set comparison under the null (embedx.fit.sets.set_verdicts)\n")
-        print("\n".join(sets_table(args.reps, args.jobs, args.perm, args.seed, args.strength)))
+        print("\n".join(sets_table(args.reps, args.jobs, args.perm, args.seed, args.strength, args.weaker)))
         print(f"\n({time.perf_counter() - t:.0f} s)")
     print(f"\ntotal {time.perf_counter() - start:.0f} s")
 

@@ -36,6 +36,7 @@ import pandas as pd
 
 from embedx.errors import ConfigError, DataError
 from embedx.fit import metrics as M
+from embedx.fit.compare import MIN_CLUSTERS
 from embedx.fit.data import Dataset, item_columns
 
 __all__ = [
@@ -103,6 +104,7 @@ def gap_ci(
     seed: int = 0,
     level: float = 0.95,
     method: str = "t",
+    min_clusters: int = MIN_CLUSTERS,
 ) -> tuple[float, float, float]:
     """The gap ``score(high) - score(low)`` and its speaker-bootstrap CI.
 
@@ -120,9 +122,12 @@ def gap_ci(
         method: ``"t"`` (bootstrap standard error with the ``S/(S-1)`` correction and a Welch t
             quantile; the default) or ``"percentile"`` (plain percentile interval, for the
             calibration benchmark).
+        min_clusters: fewest speakers per subgroup for a CI (the calibration's smallest size
+            is 5 per subgroup; with 2 a bootstrap says nothing).
 
     Returns:
-        ``(gap, ci_low, ci_high)``; NaN bounds with ``n_boot == 0`` or a subgroup of one speaker.
+        ``(gap, ci_low, ci_high)``; NaN bounds with ``n_boot == 0`` or a subgroup of fewer
+        than ``min_clusters`` speakers.
 
     Raises:
         ConfigError: an unknown ``method``.
@@ -133,7 +138,7 @@ def gap_ci(
         raise ConfigError(f"unknown gap CI method {method!r}; accepted: {', '.join(GAP_METHODS)}")
     gap = float(metric.func(y[high], pred[high]) - metric.func(y[low], pred[low]))
     sizes = [len(np.unique(clusters[part])) for part in (high, low)]
-    if n_boot <= 0 or min(sizes) < 2:
+    if n_boot <= 0 or min(sizes) < min_clusters:
         return gap, float("nan"), float("nan")
     rng = np.random.default_rng(seed)
     reps = [_replicates(y[part], pred[part], clusters[part], metric, num_classes, n_boot, rng)
@@ -332,6 +337,9 @@ def subgroup_section(sub: SubgroupResult) -> list[str]:
         flagged = int(part["excludes_zero"].sum())
         lines.append(f"- `{col}`: {flagged} of {len(part)} configurations have a gap whose CI excludes 0 "
                      "(each CI is 95% on its own; not adjusted for the number of configurations)")
+    if gaps["ci_low"].isna().any() and sub.n_boot > 0:
+        lines.append(f"- no CI where a subgroup has fewer than {MIN_CLUSTERS} speakers (the interval is "
+                     "calibrated from 5 speakers per subgroup up)")
     if sub.notes:
         lines += [f"- {n}" for n in sub.notes]
     return lines

@@ -403,6 +403,11 @@ def run_transfer(
                 })
     table = pd.DataFrame(rows)
     table["layer"] = table["layer"].astype("Int64")
+    from embedx.fit.compare import MIN_CLUSTERS
+
+    if int(settings["n_boot"]) > 0 and len(table) and table["ci_low"].isna().any():
+        notes.append(f"{int(table['ci_low'].isna().sum())} of {len(table)} entries have no CI: fewer than "
+                     f"{MIN_CLUSTERS} test speakers (the jackknife over speakers needs at least {MIN_CLUSTERS})")
     if within:
         notes.append("diagonal entries: speaker-grouped CV inside the domain (pooled out-of-fold "
                      "metric); n_train is the mean training size of its folds")

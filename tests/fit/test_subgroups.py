@@ -19,7 +19,7 @@ def _store(tmp_path):
     items, pooled = planted()
     spk = items["speaker"].str[1:].astype(int).to_numpy()
     items["sex"] = np.where(spk < 6, "f", "m")
-    items["age"] = np.where(spk % 3 == 0, "old", "young")
+    items["age"] = np.where(spk % 2 == 0, "old", "young")
     return write_store(tmp_path / "s.h5", items, {"toy": (pooled, LAYERS)}), items
 
 
@@ -77,7 +77,7 @@ def test_speaker_bootstrap_replicates_match_a_direct_loop():
         assert reps[b] == pytest.approx(mean_absolute_error(yt[rows], pt[rows]), abs=1e-12)
 
 
-def test_gap_ci_t_is_wider_than_percentile_and_needs_two_speakers():
+def test_gap_ci_t_is_wider_than_percentile_and_needs_five_speakers_per_subgroup():
     rng = np.random.default_rng(0)
     n = 100
     y = rng.integers(0, 2, n)
@@ -90,8 +90,9 @@ def test_gap_ci_t_is_wider_than_percentile_and_needs_two_speakers():
     direct = balanced_accuracy_score(y[high], pred[high]) - balanced_accuracy_score(y[low], pred[low])
     assert gap == pytest.approx(direct)
     assert lo_t < gap < hi_t and (hi_t - lo_t) > (hi_p - lo_p)
-    one = np.where(high, "a", spk)  # a subgroup of one speaker: no CI
-    assert np.isnan(gap_ci(y, pred, one, high, low, metric, num_classes=2, n_boot=100)[1])
+    four = np.where(high & (np.arange(n) >= 40), "0", spk)  # 4 speakers in `high`: no CI
+    assert np.isnan(gap_ci(y, pred, four, high, low, metric, num_classes=2, n_boot=100)[1])
+    assert np.isfinite(gap_ci(y, pred, four, high, low, metric, num_classes=2, n_boot=100, min_clusters=4)[1])
 
 
 def test_by_validation(tmp_path):
