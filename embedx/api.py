@@ -268,7 +268,7 @@ def fit(
         if subgroups is not None:
             from embedx.fit.subgroups import subgroup_breakdown
 
-            result.analyses["subgroups"] = subgroup_breakdown(result, subgroups)
+            result.analyses["subgroups"] = subgroup_breakdown(result, subgroups, progress=progress)
         files: dict[str, Path] = {}
         if out is not None:
             files = write_report(result, out, command=command, save_model=save_model)

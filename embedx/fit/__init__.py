@@ -8,7 +8,10 @@ estimand, CIs, calibrated paired tests, the confidence set for the best), :mod:`
 :mod:`~embedx.fit.study` (the grid, run with joblib), :mod:`~embedx.fit.predict` (saved
 models), and the probing controls: :mod:`~embedx.fit.weighted` (learned softmax layer weights),
 :mod:`~embedx.fit.permutation` (label-permutation chance control) and
-:mod:`~embedx.fit.selectivity` (trained vs. random-initialised network). Nothing here imports torch; scikit-learn and LightGBM are imported when used.
+:mod:`~embedx.fit.selectivity` (trained vs. random-initialised network); and the analyses
+across sets, corpora and speakers: :mod:`~embedx.fit.sets` (model comparison table),
+:mod:`~embedx.fit.transfer` (cross-corpus transfer, ``--domain``, ``--label-map``) and
+:mod:`~embedx.fit.subgroups` (subgroup breakdowns, ``--by``). Nothing here imports torch; scikit-learn and LightGBM are imported when used.
 
 The package is callable: ``embedx.fit("feats.h5", output="results")`` runs
 :func:`embedx.api.fit`.

@@ -187,18 +187,58 @@ class SubgroupResult:
     notes: list[str] = field(default_factory=list)
 
 
-def subgroup_breakdown(result: Any, values: dict[str, np.ndarray], *, level: float = 0.95) -> SubgroupResult:
+def _subgroup_rows(r: Any, pred: np.ndarray, values: dict[str, np.ndarray], tested: np.ndarray, y: np.ndarray,
+                   clusters: np.ndarray, metric: M.Metric, ds: Dataset, n_boot: int, seed: int, level: float,
+                   rows: list[dict[str, Any]], gap_rows: list[dict[str, Any]]) -> None:
+    """Append one configuration's subgroup rows and gap rows (``r``: its summary row)."""
+    from embedx.fit.study import holdout_ci
+
+    m, k = metric.name, ds.num_classes
+    head = {"config": r.config, "feature_set": r.feature_set, "layer": r.layer, "pooling": r.pooling,
+            "model": r.model}
+    for col, v in values.items():
+        v = v[tested]
+        scores = {}
+        for sub in sorted(set(v.tolist())):
+            part = v == sub
+            score = float(metric.func(y[part], pred[part]))
+            scores[sub] = score
+            low, high = holdout_ci(y[part], pred[part], metric, groups=clusters[part] if ds.groups is not None
+                                   else None, num_classes=k or None, seed=seed, enabled=n_boot > 0)
+            rows.append({**head, "by": col, "subgroup": sub, "metric": m, "score": score,
+                         "ci_low": low, "ci_high": high, "n_items": int(part.sum()),
+                         "n_speakers": len(np.unique(clusters[part])) if ds.groups is not None else pd.NA})
+        finite = {s: x for s, x in scores.items() if np.isfinite(x)}
+        if len(finite) < 2:
+            continue
+        hi = max(finite, key=finite.get)
+        lo = min(finite, key=finite.get)
+        if not metric.greater_is_better:  # the gap is "how much better the better subgroup is"
+            hi, lo = lo, hi
+        sign = 1.0 if metric.greater_is_better else -1.0
+        gap, ci_low, ci_high = gap_ci(y, pred, clusters, v == hi, v == lo, metric, num_classes=k,
+                                      n_boot=n_boot, seed=seed, level=level)
+        if sign < 0:  # error metrics: report the gap as a positive "better by"
+            gap, ci_low, ci_high = -gap, -ci_high, -ci_low
+        gap_rows.append({**head, "by": col, "high": hi, "low": lo, "metric": m, "gap": gap,
+                         "ci_low": ci_low, "ci_high": ci_high,
+                         "excludes_zero": bool(np.isfinite(ci_low) and (ci_low > 0 or ci_high < 0))})
+
+
+def subgroup_breakdown(result: Any, values: dict[str, np.ndarray], *, level: float = 0.95,
+                       progress: bool = False) -> SubgroupResult:
     """Per-subgroup scores and gaps of every configuration, from its out-of-fold predictions.
 
     Args:
         result: a finished :class:`embedx.fit.study.StudyResult`.
         values: from :func:`prepare_subgroups` (for the same dataset).
         level: coverage of the CIs.
+        progress: show a progress bar (one step per configuration).
 
     Returns:
         The :class:`SubgroupResult`.
     """
-    from embedx.fit.study import holdout_ci
+    from embedx.progress import progress_bar
 
     ds, settings, m = result.dataset, result.settings, result.metric
     metric = M.get_metric(m, ds.task)
@@ -207,39 +247,14 @@ def subgroup_breakdown(result: Any, values: dict[str, np.ndarray], *, level: flo
     y = ds.y[tested]
     # the unit of resampling: the speaker; without groups every item is its own unit
     clusters = ds.groups[tested] if ds.groups is not None else np.arange(int(tested.sum())).astype(str)
-    k = ds.num_classes
-    rows, gap_rows = [], []
-    for r in result.summary.itertuples():
-        pred = result.predictions[(r.config, r.model)][tested]
-        head = {"config": r.config, "feature_set": r.feature_set, "layer": r.layer, "pooling": r.pooling,
-                "model": r.model}
-        for col, v in values.items():
-            v = v[tested]
-            scores = {}
-            for sub in sorted(set(v.tolist())):
-                part = v == sub
-                score = float(metric.func(y[part], pred[part]))
-                scores[sub] = score
-                low, high = holdout_ci(y[part], pred[part], metric, groups=clusters[part] if ds.groups is not None
-                                       else None, num_classes=k or None, seed=seed, enabled=n_boot > 0)
-                rows.append({**head, "by": col, "subgroup": sub, "metric": m, "score": score,
-                             "ci_low": low, "ci_high": high, "n_items": int(part.sum()),
-                             "n_speakers": len(np.unique(clusters[part])) if ds.groups is not None else pd.NA})
-            finite = {s: x for s, x in scores.items() if np.isfinite(x)}
-            if len(finite) < 2:
-                continue
-            hi = max(finite, key=finite.get)
-            lo = min(finite, key=finite.get)
-            if not metric.greater_is_better:  # the gap is "how much better the better subgroup is"
-                hi, lo = lo, hi
-            sign = 1.0 if metric.greater_is_better else -1.0
-            gap, ci_low, ci_high = gap_ci(y, pred, clusters, v == hi, v == lo, metric, num_classes=k,
-                                          n_boot=n_boot, seed=seed, level=level)
-            if sign < 0:  # error metrics: report the gap as a positive "better by"
-                gap, ci_low, ci_high = -gap, -ci_high, -ci_low
-            gap_rows.append({**head, "by": col, "high": hi, "low": lo, "metric": m, "gap": gap,
-                             "ci_low": ci_low, "ci_high": ci_high,
-                             "excludes_zero": bool(np.isfinite(ci_low) and (ci_low > 0 or ci_high < 0))})
+    rows: list[dict[str, Any]] = []
+    gap_rows: list[dict[str, Any]] = []
+    with progress_bar(progress) as bar:
+        handle = bar.add_task("subgroups", total=len(result.summary))
+        for r in result.summary.itertuples():
+            _subgroup_rows(r, result.predictions[(r.config, r.model)][tested], values, tested, y, clusters,
+                           metric, ds, n_boot, seed, level, rows, gap_rows)
+            bar.advance(handle)
     table = pd.DataFrame(rows)
     gaps = pd.DataFrame(gap_rows, columns=["config", "feature_set", "layer", "pooling", "model", "by", "high",
                                            "low", "metric", "gap", "ci_low", "ci_high", "excludes_zero"])

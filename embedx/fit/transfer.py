@@ -340,7 +340,7 @@ def run_transfer(
     grids = result.grids or {}
     grouped = dataset.groups is not None
     tasks = []
-    for pi, (config, model) in enumerate(pairs):
+    for pi in range(len(pairs)):
         for d, rows in rows_of.items():
             tasks.append(((pi, d, -1), rows, np.flatnonzero(domains.values != d)))
             tasks += [((pi, d, fi), tr, te) for fi, (tr, te) in enumerate(within.get(d, []))]
