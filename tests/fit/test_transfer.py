@@ -134,4 +134,8 @@ def test_domain_validation(tmp_path):
         embedx.fit(one, output=None, domain="pooled_flag", progress=False)
     with pytest.raises(ConfigError, match="--label-map .* name the domain column with --domain"):
         embedx.fit(path, output=None, label_map="m.yaml", progress=False)
+    lmap = tmp_path / "m.yaml"
+    lmap.write_text("c0: zero\n")
+    with pytest.raises(ConfigError, match="--label-map aligns class labels, but 'arousal' is a regression target"):
+        embedx.fit(path, output=None, label="arousal", domain="corpus", label_map=lmap, progress=False)
     assert not (tmp_path / "results").exists()
