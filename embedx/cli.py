@@ -219,9 +219,11 @@ def _run_line(attrs: dict[str, Any]) -> str:
     """The feature set's last extraction run (its ``run_*`` attrs) in one line."""
     peak = float(attrs.get("run_peak_memory_bytes") or 0) / 2**30
     memory = "GPU peak" if str(attrs.get("run_device", "")).startswith("cuda") else "peak RSS"
+    workers = attrs.get("run_workers")
+    workers = "? decoding workers" if workers is None else plural(int(workers), "decoding worker")
     return (f"{float(attrs['run_audio_per_s']):,.1f} audio-s/s on {attrs.get('run_device_name', '?')} "
             f"({attrs.get('run_device', '?')}, {attrs.get('run_precision', '?')}), {memory} {peak:.2f} GiB, "
-            f"{attrs.get('run_workers', '?')} decoding workers, {attrs.get('run_batch_seconds', '?')} s batches, "
+            f"{workers}, {attrs.get('run_batch_seconds', '?')} s batches, "
             f"waited on data {float(attrs.get('run_data_wait_share', 0)):.0%}, {attrs.get('run_finished', '')}")
 
 
