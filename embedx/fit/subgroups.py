@@ -211,8 +211,8 @@ def _subgroup_rows(r: Any, pred: np.ndarray, values: dict[str, np.ndarray], test
         finite = {s: x for s, x in scores.items() if np.isfinite(x)}
         if len(finite) < 2:
             continue
-        hi = max(finite, key=finite.get)
-        lo = min(finite, key=finite.get)
+        ranked = sorted(finite, key=finite.get)  # stable: with ties two distinct subgroups still
+        lo, hi = ranked[0], ranked[-1]
         if not metric.greater_is_better:  # the gap is "how much better the better subgroup is"
             hi, lo = lo, hi
         sign = 1.0 if metric.greater_is_better else -1.0

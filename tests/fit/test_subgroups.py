@@ -40,7 +40,8 @@ def test_subgroup_scores_equal_metric_on_oof_predictions(tmp_path):
     assert len(gaps) == 4
     for g in gaps.itertuples():
         part = table[(table["config"] == g.config) & (table["by"] == g.by)].set_index("subgroup")["score"]
-        assert g.gap == pytest.approx(part[g.high] - part[g.low]) and g.gap >= 0
+        assert g.gap == pytest.approx(part[g.high] - part[g.low]) and g.gap >= 0 and g.high != g.low
+        assert g.gap == pytest.approx(part.max() - part.min())
         assert g.ci_low <= g.gap <= g.ci_high
         assert g.excludes_zero == (g.ci_low > 0 or g.ci_high < 0)
     speakers = pd.read_csv(tmp_path / "out" / "speakers.csv")
