@@ -202,7 +202,7 @@ def sets_table(reps: int, jobs: int, n_perm: int, seed: int, strength: float, we
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reps", type=int, default=100, help="replicates per row")
+    parser.add_argument("--reps", type=int, default=80, help="replicates per row")
     parser.add_argument("--boot", type=int, default=1000, help="bootstrap resamples of the gap CI")
     parser.add_argument("--perm", type=int, default=500, help="permutations per set-comparison test")
     parser.add_argument("--strength", type=float, default=1.0, help="class signal of every layer (sets)")
