@@ -47,6 +47,11 @@ class StoreWriter(_ItemsWriter):
     forked while the writer is open (DataLoader workers): a child that outlives a killed parent
     can never keep the store locked.
 
+    Copying data already in store form (:func:`~embedx.store.merging.merge`) goes through
+    :meth:`write_item_columns`, :meth:`set_merged_from`, :meth:`create_feature_set` with
+    ``fill=False``, :meth:`set_origin`, :meth:`dataset`, :meth:`mark_done` and
+    :meth:`append_failures`, never through the writer's private state.
+
     Example:
         >>> with StoreWriter("features.h5", command="embedx extract ...") as w:  # doctest: +SKIP
         ...     w.write_items(items)
