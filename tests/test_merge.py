@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-import embedx.store as store_mod
+import embedx.store.merging as store_mod  # MERGE_BLOCK_BYTES and _ensure_open_files live there
 from embedx.cli import app
 from embedx.errors import StoreError
 from embedx.extract import ExtractConfig, extract
