@@ -241,6 +241,8 @@ def fit(
                 note(f"--label-map: {int(domains.unmatched['count'].sum())} items with unmatched labels "
                      "left the study: " + ", ".join(f"{r.label!r} in {r.domain} ({r.count})"
                                                     for r in domains.unmatched.itertuples()))
+            for r in domains.not_shared.itertuples():  # kept, but a model trained without it never predicts it
+                note(f"--domain {domain}: label {r.label!r} occurs only in {r.domains}")
         if by:
             from embedx.fit.subgroups import prepare_subgroups
 

@@ -41,6 +41,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -331,17 +332,30 @@ def run_transfer(
                    key=lambda p: (order[p[0]], models.index(p[1])))
     configs = {c.name: c for c in dataset.configs}
     rows_of = {d: np.flatnonzero(domains.values == d) for d in domains.names}
+    if task == M.CLASSIFICATION:
+        # a classifier needs two classes to learn from: such a domain is only tested on
+        for d in [d for d, rows in rows_of.items() if len(np.unique(dataset.y[rows])) < 2]:
+            only = dataset.classes[int(dataset.y[rows_of[d]][0])]
+            notes.append(f"domain {d!r} has one class only ({only!r}): not trained on, only tested on")
+    trainable = [d for d in domains.names
+                 if task != M.CLASSIFICATION or len(np.unique(dataset.y[rows_of[d]])) >= 2]
     within: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
-    for d, rows in rows_of.items():
+    for d in trainable:
         try:
-            within[d] = _domain_folds(dataset, rows, settings)
+            folds = _domain_folds(dataset, rows_of[d], settings)
         except EmbedxError as exc:
             notes.append(f"domain {d!r}: no held-out-speaker score ({exc})")
+            continue
+        if task == M.CLASSIFICATION and any(len(np.unique(dataset.y[tr])) < 2 for tr, _ in folds):
+            notes.append(f"domain {d!r}: no held-out-speaker score (a training fold has one class)")
+            continue
+        within[d] = folds
     grids = result.grids or {}
     grouped = dataset.groups is not None
     tasks = []
     for pi in range(len(pairs)):
-        for d, rows in rows_of.items():
+        for d in trainable:
+            rows = rows_of[d]
             tasks.append(((pi, d, -1), rows, np.flatnonzero(domains.values != d)))
             tasks += [((pi, d, fi), tr, te) for fi, (tr, te) in enumerate(within.get(d, []))]
     note(f"transfer: {plural(len(pairs), 'configuration')} × {plural(len(domains.names), 'domain')} "
@@ -374,14 +388,18 @@ def run_transfer(
     def entry(y_true, pred, groups) -> dict[str, float]:
         low, high = holdout_ci(y_true, pred, main, groups=groups, num_classes=dataset.num_classes or None,
                                seed=int(settings["seed"]), enabled=int(settings["n_boot"]) > 0)
-        return {"score": float(main.func(y_true, pred)), "ci_low": low, "ci_high": high}
+        with warnings.catch_warnings():
+            # UAR averages the classes of the test domain; predicting others is the point here
+            warnings.filterwarnings("ignore", "y_pred contains classes not in y_true")
+            score = float(main.func(y_true, pred))
+        return {"score": score, "ci_low": low, "ci_high": high}
 
     rows = []
     for pi, (config, model) in enumerate(pairs):
         c = configs[config]
         head = {"config": config, "feature_set": c.feature_set,
                 "layer": c.layer if c.layer is not None else pd.NA, "pooling": c.pooling, "model": model}
-        for d in domains.names:
+        for d in trainable:
             out = outputs[(pi, d, -1)]
             test = tests[(pi, d, -1)]
             for e in domains.names:

@@ -139,3 +139,26 @@ def test_domain_validation(tmp_path):
     with pytest.raises(ConfigError, match="--label-map aligns class labels, but 'arousal' is a regression target"):
         embedx.fit(path, output=None, label="arousal", domain="corpus", label_map=lmap, progress=False)
     assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.filterwarnings("ignore:y_pred contains classes not in y_true")
+def test_a_single_class_domain_is_tested_on_not_trained_on(tmp_path):
+    items, pooled = planted()
+    spk = items["speaker"].str[1:].astype(int).to_numpy()
+    items["corpus"] = np.where(spk % 2 == 0, "A", "B")
+    items.loc[spk == 1, "corpus"] = "C"
+    items.loc[(items["corpus"] == "C").to_numpy(), "label"] = "c0"  # C: speaker 1, class c0 only
+    path = write_store(tmp_path / "c.h5", items, {"toy": (pooled, LAYERS)})
+    notes = []
+    res = embedx.fit(path, output=None, domain="corpus", layers="3", models="logreg", bootstrap=0,
+                     progress=False, log=notes.append)
+    transfer = res.study.analyses["transfer"]
+    table = transfer.table
+    assert set(table["train_domain"]) == {"A", "B"} and "C" in set(table["test_domain"])
+    assert any("domain 'C' has one class only ('c0')" in n for n in transfer.notes)
+    assert any("label 'c1' occurs only in A, B" in n for n in notes)
+    y, corpus = items["label"].to_numpy(), items["corpus"].to_numpy()
+    X = pooled[LAYERS.index(3)]
+    row = table[(table["train_domain"] == "A") & (table["test_domain"] == "C")].iloc[0]
+    pred = _logreg().fit(X[corpus == "A"], y[corpus == "A"]).predict(X[corpus == "C"])
+    assert row["score"] == pytest.approx(balanced_accuracy_score(y[corpus == "C"], pred))
