@@ -619,7 +619,8 @@ def write_report(
     if selectivity is not None:
         selectivity.to_csv(out / "selectivity.csv", index=False)
         files["selectivity"] = "selectivity.csv"
-    _write_analyses(getattr(result, "analyses", None) or {}, out, files)
+    analyses = getattr(result, "analyses", None) or {}
+    _write_analyses(analyses, out, files)
     key = result.best
     title = f"{key[0]} · {key[1]}"
     oof = result.predictions[key]
@@ -681,6 +682,8 @@ def write_report(
         "seconds": result.seconds,
         "files": files,
         "configurations": summary_records(result.summary),
+        # the model comparison table (several feature sets); transfer and subgroups are in their CSVs
+        "sets": summary_records(analyses["sets"].table) if "sets" in analyses else None,
     }
     (out / "summary.json").write_text(json.dumps(payload, indent=2), encoding="utf-8")
     (out / "report.md").write_text(_markdown(result, files, command, selectivity), encoding="utf-8")

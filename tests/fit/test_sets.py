@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -38,6 +40,8 @@ def test_set_table_rows_match_the_study(tmp_path):
     study = res.study
     table = pd.read_csv(tmp_path / "out" / "sets.csv")
     assert list(table["feature_set"]) == ["strong", "weak"]
+    records = json.loads((tmp_path / "out" / "summary.json").read_text())["sets"]
+    assert [r["feature_set"] for r in records] == ["strong", "weak"] and records[1]["worse_than_best_set"]
     s = study.summary
     ds = study.dataset
     _, clusters = np.unique(ds.groups, return_inverse=True)
