@@ -16,6 +16,12 @@ Files written into the results folder:
 * ``confusion_best.png`` (classification) or ``scatter_best.png`` (regression) of the best
   configuration's out-of-fold predictions;
 * ``predictions_best.csv`` – the best configuration's out-of-fold prediction of every item;
+* with several feature sets, ``sets.csv`` – the model comparison table (:mod:`embedx.fit.sets`),
+  which also opens ``report.md``;
+* with ``--domain``, ``transfer.csv``, ``transfer_<set>_<pooling>_<model>.png`` and, with
+  ``--label-map``, ``unmatched_labels.csv`` (:mod:`embedx.fit.transfer`);
+* with ``--by``, ``subgroups.csv``, ``subgroup_gaps.csv``, ``speakers.csv`` and ``subgroups.png``
+  (:mod:`embedx.fit.subgroups`);
 * ``report.md`` – all of the above in words;
 * ``model.joblib`` – the best configuration refitted (see :mod:`embedx.fit.predict`).
 
