@@ -7,7 +7,8 @@ stock models break that, and are repaired here without forking transformers' mod
 
 1. Group-norm feature encoders (``feat_extract_norm == "group"``: wav2vec2-base,
    hubert-base-ls960, wavlm-base) normalise every channel of the first convolution over the
-   whole time axis, padding included. That ``GroupNorm`` is swapped for :class:`MaskedGroupNorm`,
+   whole time axis, padding included. That ``GroupNorm`` is swapped for
+   :class:`~embedx.backends.padding.MaskedGroupNorm`,
    which computes the statistics of every item over its valid positions only.
 2. data2vec-audio's positional embedding is a stack of convolutions; padded frames turn
    non-zero after the first one and leak into the last valid frames. Forward hooks re-zero the
@@ -119,11 +120,11 @@ class HFBackend(Backend):
         precision: the resolved precision (``"fp32"``, ``"bf16"`` or ``"fp16"``).
         attn: the attention implementation the model runs with.
         do_normalize: whether :meth:`prepare` normalises items.
-        preparer: the picklable :class:`WavePreparer` behind :meth:`prepare` and
+        preparer: the picklable :class:`~embedx.backends.padding.WavePreparer` behind :meth:`prepare` and
             :meth:`fit_length`.
         model: the loaded backbone (``eval()`` mode, on :attr:`device`).
         config: its transformers config.
-        head: the checkpoint's :class:`UtteranceHead`, or ``None``; with a head every forward
+        head: the checkpoint's :class:`~embedx.backends.heads.UtteranceHead`, or ``None``; with a head every forward
             runs all blocks and returns the head's outputs in ``BackendOutput.heads``.
 
     Raises:
@@ -346,7 +347,7 @@ class HFBackend(Backend):
             )
 
     def _install_masked_group_norm(self) -> list[tuple[MaskedGroupNorm, int]]:
-        """Swap every GroupNorm of the feature encoder for a :class:`MaskedGroupNorm`.
+        """Swap every GroupNorm of the feature encoder for a masked one (see :mod:`~embedx.backends.padding`).
 
         Returns:
             ``(module, conv layer index)`` pairs; the index gives the valid length at its input.
