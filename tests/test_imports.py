@@ -138,6 +138,46 @@ def test_embedx_has_no_import_cycle():
     assert not cycles, "import cycles in embedx/: " + "; ".join(" <-> ".join(c) for c in cycles)
 
 
+def private_imports(root: Path, package: str) -> list[str]:
+    """``module: from other import _name`` for every private name one module takes from another.
+
+    Args:
+        root: folder of the package.
+        package: its dotted name.
+
+    Returns:
+        One line per offence, sorted; empty when every module keeps to the others' public names.
+    """
+    found = []
+    for name, path in module_names(root, package).items():
+        for node in _imports(ast.parse(path.read_text(), str(path))):
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            if not (node.level or (node.module or "").split(".")[0] == package):
+                continue  # a third-party library's private names are its business, not ours
+            for alias in node.names:
+                if alias.name.startswith("_") and not alias.name.startswith("__"):
+                    found.append(f"{name}: from {'.' * node.level}{node.module or ''} import {alias.name}")
+    return sorted(found)
+
+
+#: the family backends: each is one registry entry and imports no other one
+FAMILY_BACKENDS = ("embedx.backends.hf", "embedx.backends.whisper", "embedx.backends.opensmile")
+
+
+def test_no_module_imports_another_modules_private_names():
+    assert private_imports(PACKAGE, "embedx") == []
+
+
+def test_family_backends_import_no_other_backend():
+    graph = import_graph(PACKAGE, "embedx")
+    for backend in FAMILY_BACKENDS:
+        assert backend in graph
+        assert not graph[backend] & set(FAMILY_BACKENDS), f"{backend} imports {graph[backend] & set(FAMILY_BACKENDS)}"
+    # the registry is what picks Whisper for an ``hf`` checkpoint
+    assert {"embedx.backends.hf", "embedx.backends.whisper"} <= graph["embedx.backends"]
+
+
 def _write(root: Path, files: dict[str, str]) -> None:
     for rel, text in files.items():
         path = root / rel
@@ -164,6 +204,14 @@ def test_checker_finds_a_planted_cycle_at_any_depth(tmp_path):
     assert graph["pkg.sub.b"] == {"pkg.c"}
     assert graph["pkg.d"] == set() and graph["pkg.e"] == {"pkg.d"}
     assert find_cycles(graph) == [["pkg.a", "pkg.c", "pkg.sub.b"], ["pkg.f", "pkg.g"]]
+
+
+def test_checker_finds_planted_private_imports(tmp_path):
+    root = tmp_path / "pkg"
+    _write(root, {"__init__.py": "", "a.py": "_x = 1\n__all__ = []\n",
+                  "b.py": "from pkg.a import _x\nfrom .a import __all__\nfrom os.path import _get_sep\n",
+                  "c.py": "def f():\n    from . import a as _a\n    from .a import _x as x\n"})
+    assert private_imports(root, "pkg") == ["pkg.b: from pkg.a import _x", "pkg.c: from .a import _x"]
 
 
 def test_checker_passes_an_acyclic_package(tmp_path):

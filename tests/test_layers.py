@@ -54,15 +54,26 @@ def test_stored_layer_specs(spec, expected):
     assert select_layers(spec, STORED, "hubert") == expected
 
 
-@pytest.mark.parametrize("spec", ["all", "last", "-1", "-3", "0,6,12", "4:9", ":3", "10:", "0,4:6,-2", ":-1"])
-def test_both_stages_agree_when_every_layer_is_available(spec):
-    # extraction sees the model's layers 0..12, fitting a set that stored all of them
-    assert select_layers(spec, range(13), "s") == parse_layers(spec, 13)
-    model = list(range(13))  # plain Python indexing and slicing: the independent reference
-    if spec == "-3":
-        assert parse_layers(spec, 13) == [model[-3]]
-    if spec == ":-1":
-        assert parse_layers(spec, 13) == model[:-1]
+MODEL = list(range(13))  # plain Python indexing and slicing of a 12-block model: the reference
+
+
+@pytest.mark.parametrize("spec,reference", [
+    ("all", MODEL),
+    ("last", [MODEL[-1]]),
+    ("-1", [MODEL[-1]]),
+    ("-3", [MODEL[-3]]),
+    ("0,6,12", [0, 6, 12]),
+    ("4:9", MODEL[4:9]),
+    (":3", MODEL[:3]),
+    ("10:", MODEL[10:]),
+    (":-1", MODEL[:-1]),
+    ("-4:-1", MODEL[-4:-1]),
+    ("0,4:6,-2", sorted({0, *MODEL[4:6], MODEL[-2]})),
+])
+def test_both_stages_agree_when_every_layer_is_available(spec, reference):
+    # extraction sees the model's layers 0..12; fitting, a set that stored all of them
+    assert parse_layers(spec, 13) == reference
+    assert select_layers(spec, range(13), "s") == reference
 
 
 @pytest.mark.parametrize("spec,error,match", [
