@@ -165,8 +165,24 @@ def private_imports(root: Path, package: str) -> list[str]:
 FAMILY_BACKENDS = ("embedx.backends.hf", "embedx.backends.whisper", "embedx.backends.opensmile")
 
 
+#: packages whose files share package-private helpers: ``embedx.store`` is one HDF5 schema
+#: split by concern (spec, lock, base, layout, items, failures, reader, writer); its ``_attr``,
+#: ``_open_h5``, ``_create_set`` ... are the schema's internals, public to none outside it.
+#: Merge is held to the writer's public seam all the same (checked below).
+PACKAGE_PRIVATE = ("embedx.store",)
+
+
 def test_no_module_imports_another_modules_private_names():
-    assert private_imports(PACKAGE, "embedx") == []
+    def allowed(line: str) -> bool:
+        importer, source = line.split(": from ")[0], line.split(": from ")[1].split(" import ")[0]
+        return any(importer.startswith(p + ".") and source.startswith(p + ".") for p in PACKAGE_PRIVATE) \
+            and importer != "embedx.store.merging"
+
+    assert [line for line in private_imports(PACKAGE, "embedx") if not allowed(line)] == []
+    # the allowance is real but bounded: the store's files do share internals, merge does not
+    shared = private_imports(PACKAGE, "embedx")
+    assert any(line.startswith("embedx.store.writer:") for line in shared)
+    assert not any(line.startswith("embedx.store.merging:") for line in shared)
 
 
 def test_family_backends_import_no_other_backend():
