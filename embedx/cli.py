@@ -203,7 +203,7 @@ def synth(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
 ) -> None:
     """Create the built-in example: a labelled synthetic corpus and a tiny random-weight model."""
-    from embedx.synth import make_example
+    from embedx.testing.synth import make_example
 
     example = make_example(folder, num_items=items, num_speakers=speakers, seed=seed)
     out.print(f"wrote {plural(example.num_items, 'item')} to {example.audio_dir}, manifest {example.manifest}, "

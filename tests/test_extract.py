@@ -14,7 +14,7 @@ from embedx.cli import app
 from embedx.errors import StoreError
 from embedx.extract import ExtractConfig, extract
 from embedx.store import StoreReader
-from embedx.synth import EMOTIONS, chirp, noise, utterance
+from embedx.testing.synth import EMOTIONS, chirp, noise, utterance
 
 # lengths chosen so batches mix long and short items (and one item is shorter than 25 ms)
 SPECS = [  # (name, seconds, sample rate, channels)

@@ -24,7 +24,7 @@ from embedx.extract import (
     extract,
 )
 from embedx.store import StoreReader, StoreWriter
-from embedx.synth import noise
+from embedx.testing.synth import noise
 
 ROOT = Path(__file__).resolve().parents[1]
 

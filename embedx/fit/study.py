@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from embedx.errors import ConfigError
+from embedx.errors import ConfigError, one_line
 from embedx.fit import metrics as M
 from embedx.fit.compare import (
     MIN_CLUSTERS,
@@ -51,8 +51,10 @@ from embedx.fit.compare import (
 from embedx.fit.cv import UNGROUPED, Folds, inner_cv, make_folds
 from embedx.fit.data import Dataset
 from embedx.fit.models import build_model, get_model, parse_models
+from embedx.fit.speaker_norm import group_standardize
 from embedx.fit.stats import corrected_ttest, wilcoxon
 from embedx.progress import progress_bar
+from embedx.serial import plain
 from embedx.text import plural
 
 __all__ = [
@@ -60,7 +62,6 @@ __all__ = [
     "StudyResult",
     "StudySettings",
     "fit_final",
-    "group_standardize",
     "holdout_ci",
     "load_grids",
     "run_study",
@@ -173,44 +174,6 @@ class StudyResult:
     analyses: dict[str, Any] = field(default_factory=dict)
 
 
-# ------------------------------------------------------------------------- preprocessing
-
-
-def group_standardize(X: np.ndarray, groups: np.ndarray, eps: float = 1e-8,
-                      fallback: np.ndarray | None = None) -> np.ndarray:
-    """Standardise every group's rows with that group's own mean and std (ddof=0).
-
-    Uses features only. A feature that is constant within a group becomes 0 for that group. A
-    group of one item has no spread of its own (its own statistics would turn it into zeros): it
-    is standardised with the mean and std of ``fallback`` instead, with a warning.
-
-    Args:
-        X: ``(num_items, dim)`` features.
-        groups: ``(num_items,)`` group of every row.
-        eps: stds at or below this count as zero.
-        fallback: ``(n, dim)`` rows whose statistics standardise one-item groups (in a fold: the
-            training part's features); default: all rows of ``X``.
-
-    Returns:
-        ``(num_items, dim)`` float32 standardised features.
-    """
-    out = np.empty(X.shape, dtype=np.float32)
-    _, codes, counts = np.unique(np.asarray(groups), return_inverse=True, return_counts=True)
-    ref = np.asarray(X if fallback is None else fallback, dtype=np.float64)  # (n, dim)
-    ref_mean, ref_std = ref.mean(axis=0), ref.std(axis=0)
-    for g in range(len(counts)):
-        rows = codes == g
-        part = X[rows].astype(np.float64)  # (group_items, dim)
-        mean, std = (part.mean(axis=0), part.std(axis=0)) if counts[g] > 1 else (ref_mean, ref_std)
-        out[rows] = (part - mean) / np.where(std > eps, std, 1.0)
-    single = int((counts == 1).sum())
-    if single:
-        warnings.warn(f"speaker normalisation: {single} group(s) with a single item standardised with "
-                      f"the statistics of {'the training items' if fallback is not None else 'all items'}",
-                      stacklevel=2)
-    return out
-
-
 # ---------------------------------------------------------------------------------- grids
 
 
@@ -250,7 +213,7 @@ def load_grids(path: str | os.PathLike[str] | None = None) -> dict[str, dict[str
     except (OSError, ModuleNotFoundError) as exc:
         raise ConfigError(f"cannot read tuning grids {str(path or 'grids.yaml')!r}: {exc}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"tuning grids {str(path)!r} are not valid YAML: {str(exc).splitlines()[0]}") from None
+        raise ConfigError(f"tuning grids {str(path)!r} are not valid YAML: {one_line(exc, first_line=True)}") from None
     grids = data.get("grids", data) if isinstance(data, dict) else None
     if not isinstance(grids, dict) or not all(
         isinstance(g, dict) and all(isinstance(v, list) and v for v in g.values())
@@ -330,15 +293,7 @@ def _layer_weights(est) -> np.ndarray | None:
 def _best_params(est) -> dict[str, Any] | None:
     if not hasattr(est, "best_params_"):
         return None
-    return {k.removeprefix("model__"): _plain(v) for k, v in est.best_params_.items()}
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, tuple):
-        return list(value)
-    return value
+    return {k.removeprefix("model__"): plain(v) for k, v in est.best_params_.items()}
 
 
 def _run_task(
@@ -377,7 +332,7 @@ def _run_task(
         _fit(est, Xtr, y[train], gtr, grouped_inner)
         fit_seconds = time.perf_counter() - start
         pred = est.predict(Xte)
-    messages = sorted({str(w.message).splitlines()[0] for w in caught
+    messages = sorted({one_line(w.message, first_line=True) for w in caught
                        if not issubclass(w.category, DeprecationWarning)})
     scores = {m.name: m.func(y[test], pred) for m in M.metrics_for(task)}
     out: dict[str, Any] = {

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from embedx.errors import StoreError
+from embedx.errors import StoreError, one_line
 from embedx.store.lock import _holders, writer_status
 from embedx.store.spec import (
     _ORIGIN_ATTRS,
@@ -38,11 +38,6 @@ _MAX_ATTR_BYTES = 16 * 1024
 # ---------------------------------------------------------------------------------------------
 # opening files
 # ---------------------------------------------------------------------------------------------
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 def _writer_fapl() -> h5py.h5p.PropFAID:
@@ -101,10 +96,10 @@ def _open_h5(path: Path, mode: str) -> h5py.File:
                     f"{path} is {what} by another process ({who}); wait for it to finish"
                 ) from exc
             raise StoreError(
-                f"{path}: HDF5 cannot lock the file ({_first_line(exc)}); on a file system "
+                f"{path}: HDF5 cannot lock the file ({one_line(exc, first_line=True)}); on a file system "
                 "without locks set HDF5_USE_FILE_LOCKING=FALSE"
             ) from exc
-        raise StoreError(f"{path} cannot be opened as HDF5: {_first_line(exc)}") from exc
+        raise StoreError(f"{path} cannot be opened as HDF5: {one_line(exc, first_line=True)}") from exc
 
 
 def _check_schema(f: h5py.File, path: Path) -> None:

@@ -19,6 +19,7 @@ import numpy as np
 import yaml
 
 from embedx.errors import StoreError
+from embedx.serial import plain
 
 #: version of the layout in the package docstring; a reader refuses files with a higher one
 SCHEMA_VERSION = 1
@@ -74,18 +75,8 @@ def _now() -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def _plain(value: Any) -> Any:
-    """``value`` as plain YAML-safe Python (tuples -> lists, numpy -> Python, paths -> str)."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset, np.ndarray)):
-        items = sorted(value, key=str) if isinstance(value, (set, frozenset)) else value
-        return [_plain(v) for v in items]
-    if isinstance(value, np.generic):
-        return value.item()
-    if value is None or isinstance(value, (str, bool, int, float)):
-        return value
-    return str(value)
+#: the one definition lives in embedx.serial; the store's modules use it under this name
+_plain = plain
 
 
 def _yaml(value: Any) -> str:

@@ -10,7 +10,8 @@ from embedx.errors import ConfigError
 from embedx.fit import models as registry
 from embedx.fit.cv import make_folds
 from embedx.fit.data import Block, Dataset, FeatureConfig, load_dataset
-from embedx.fit.study import StudySettings, group_standardize, run_study
+from embedx.fit.speaker_norm import group_standardize
+from embedx.fit.study import StudySettings, run_study
 
 FAST = {"n_boot": 200, "threads": 1}
 
