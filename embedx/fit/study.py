@@ -65,6 +65,7 @@ __all__ = [
     "holdout_ci",
     "load_grids",
     "run_study",
+    "run_task",
 ]
 
 #: start of the warning of a configuration whose out-of-fold predictions are all the same
@@ -349,6 +350,12 @@ def _run_task(
         out["recall"] = M.per_class_recall(y[test], pred, num_classes)
         out["confusion"] = M.confusion(y[test], pred, num_classes)
     return out
+
+
+#: one task's fit and prediction, public for analyses that refit the study's configurations on
+#: other splits (:mod:`embedx.fit.transfer`); the function keeps its private name, which is the
+#: task name dask and ray show
+run_task = _run_task
 
 
 # ---------------------------------------------------------------------------------- runner

@@ -10,7 +10,7 @@ model) of the study, and every domain ``d``:
   the study's number of folds (fewer when ``d`` has fewer speakers); the entry is the pooled
   out-of-fold metric, the same estimand as the main study's.
 
-Every fit is the study's own fit (:func:`embedx.fit.study._run_task`: scaling, speaker
+Every fit is the study's own fit (:data:`embedx.fit.study.run_task`: scaling, speaker
 normalisation and tuning inside the training part), so a transfer entry differs from the main
 study only in which items are trained on and tested. The 95% CI of an entry is the study's
 delete-one-speaker jackknife-t over the *test* speakers (:func:`embedx.fit.study.holdout_ci`):
@@ -50,7 +50,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from embedx.errors import ConfigError, DataError, EmbedxError
+from embedx.errors import ConfigError, DataError, EmbedxError, one_line
 from embedx.fit import metrics as M
 from embedx.fit.data import Dataset, encode_labels, item_columns
 from embedx.text import plural
@@ -125,10 +125,10 @@ def read_label_map(path: str | os.PathLike[str]) -> LabelMap:
         with open(path, encoding="utf-8") as fh:
             data = yaml.safe_load(fh)
     except OSError as exc:
-        raise ConfigError(f"cannot read --label-map {str(path)!r}: {exc.strerror or exc}") from None
+        raise ConfigError(f"cannot read --label-map {str(path)!r}: {one_line(exc)}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"--label-map {str(path)!r} is not valid YAML: "
-                          f"{str(exc).splitlines()[0]}") from None
+                          f"{one_line(exc, first_line=True)}") from None
     if not isinstance(data, dict) or not data:
         raise ConfigError(f"--label-map {str(path)!r} must be a non-empty mapping; accepted: "
                           f"{LABEL_MAP_FORMAT}")
@@ -318,7 +318,7 @@ def run_transfer(
 
     from embedx.fit.cv import UNGROUPED, inner_cv
     from embedx.fit.engines import engine
-    from embedx.fit.study import _run_task, holdout_ci
+    from embedx.fit.study import holdout_ci, run_task
     from embedx.progress import progress_bar
 
     dataset, settings, metric = result.dataset, result.settings, result.metric
@@ -365,7 +365,7 @@ def run_transfer(
         for key, train, test in tasks:
             config, model = pairs[key[0]]
             grid = grids.get(model)
-            yield delayed(_run_task)(
+            yield delayed(run_task)(
                 dataset.X[config], dataset.y, dataset.groups, train, test, key=key, model=model,
                 task=task, num_classes=dataset.num_classes, seed=int(settings["seed"]),
                 class_weight=settings["class_weight"], threads=int(settings["threads"] or 1),
@@ -469,7 +469,7 @@ def plot_transfer(transfer: TransferResult, folder: str | os.PathLike[str]) -> l
         vmin, vmax = bounds if bounds is not None and np.isfinite(bounds).all() else (
             float(part["score"].min()), float(part["score"].max()))
         image = None
-        for ax, config in zip(axes.flat, panels, strict=False):
+        for index, (ax, config) in enumerate(zip(axes.flat, panels, strict=False)):
             cell = part[part["config"] == config]
             matrix = np.full((k, k), np.nan)  # (train domain, test domain)
             for r in cell.itertuples():
@@ -483,7 +483,8 @@ def plot_transfer(transfer: TransferResult, folder: str | os.PathLike[str]) -> l
             layer = cell["layer"].iloc[0]
             ax.set_title(f"layer {layer}" if not pd.isna(layer) else config, fontsize=8)
             ax.set_xticks(range(k), names, rotation=45, ha="right", fontsize=7)
-            ax.set_yticks(range(k), names, fontsize=7)
+            # domain names only left of the first column: long names would run into the next panel
+            ax.set_yticks(range(k), names if index % cols == 0 else [""] * k, fontsize=7)
         for ax in list(axes.flat)[len(panels):]:
             ax.axis("off")
         fig.supxlabel("test domain", fontsize=8)
