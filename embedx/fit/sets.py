@@ -193,7 +193,14 @@ def _f(value: Any) -> str:
 
 
 def sets_rows(comparison: SetComparison) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of the comparison table (shared by the report and the console)."""
+    """Header and rows of the comparison table (shared by the report and the console).
+
+    Args:
+        comparison: from :func:`compare_sets`.
+
+    Returns:
+        ``(header, rows)`` of strings.
+    """
     m = comparison.metric
     header = ["feature set", "best layer", m, "95% CI", "selection-aware", "95% CI ", "Δ to best set",
               "p (set)", "worse?"]
@@ -209,7 +216,14 @@ def sets_rows(comparison: SetComparison) -> tuple[list[str], list[list[str]]]:
 
 
 def sets_section(comparison: SetComparison) -> list[str]:
-    """Markdown lines of the report's opening model-comparison table."""
+    """Markdown lines of the report's opening model-comparison table.
+
+    Args:
+        comparison: from :func:`compare_sets`.
+
+    Returns:
+        The lines: the table, how to read it, and the layer-similarity line.
+    """
     header, rows = sets_rows(comparison)
     unit = "speaker" if comparison.cluster_kind == "group" else "item block"
     lines = ["## Model comparison", ""]

@@ -288,6 +288,10 @@ def plot_subgroups(sub: SubgroupResult, path: str | os.PathLike[str]) -> bool:
     One panel per ``--by`` column. Speakers are drawn in their subgroup when the column is
     constant within the speaker.
 
+    Args:
+        sub: the breakdown.
+        path: the PNG to write.
+
     Returns:
         Whether a figure was written.
     """
@@ -329,7 +333,14 @@ def plot_subgroups(sub: SubgroupResult, path: str | os.PathLike[str]) -> bool:
 
 
 def subgroup_section(sub: SubgroupResult) -> list[str]:
-    """Markdown lines of the report's subgroup section."""
+    """Markdown lines of the report's subgroup section.
+
+    Args:
+        sub: the breakdown.
+
+    Returns:
+        The lines: the best configuration's subgroups and gaps, then the flags of all.
+    """
     m = sub.metric
     lines = ["## Subgroups", ""]
     lines.append(
