@@ -88,7 +88,7 @@ def _replicates(y: np.ndarray, pred: np.ndarray, clusters: np.ndarray, metric: M
         k = num_classes
         cell = codes * (k * k) + y.astype(np.int64) * k + pred.astype(np.int64)
         per_cluster = np.bincount(cell, minlength=s * k * k).reshape(s, k * k)  # (s, k*k)
-        return metric.weighted((counts @ per_cluster).reshape(n_boot, k, k))
+        return metric.weighted((counts @ per_cluster).reshape(n_boot, k, k))  # (n_boot, k, k) confusions
     return metric.weighted(counts[:, codes], y.astype(np.float64), pred.astype(np.float64))
 
 
