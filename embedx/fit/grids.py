@@ -1,6 +1,6 @@
 """Tuning grids: which hyper-parameter values a nested search tries for each model.
 
-The packaged ``configs/grids.yaml`` is the default; ``--grids FILE`` replaces it.
+The packaged ``configs/grids.yaml`` is the default; ``fit --tune --grid FILE`` replaces it.
 """
 
 from __future__ import annotations
