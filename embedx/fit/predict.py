@@ -50,7 +50,7 @@ def save_model(bundle: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     """Write a model bundle with joblib.
 
     Args:
-        bundle: as built by :func:`embedx.fit.study.fit_final`.
+        bundle: as built by :func:`embedx.fit.refit.fit_final`.
         path: destination file.
 
     Returns:

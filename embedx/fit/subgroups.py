@@ -192,7 +192,7 @@ def _subgroup_rows(r: Any, pred: np.ndarray, values: dict[str, np.ndarray], test
                    clusters: np.ndarray, metric: M.Metric, ds: Dataset, n_boot: int, seed: int, level: float,
                    rows: list[dict[str, Any]], gap_rows: list[dict[str, Any]]) -> None:
     """Append one configuration's subgroup rows and gap rows (``r``: its summary row)."""
-    from embedx.fit.study import holdout_ci
+    from embedx.fit.refit import holdout_ci
 
     m, k = metric.name, ds.num_classes
     head = {"config": r.config, "feature_set": r.feature_set, "layer": r.layer, "pooling": r.pooling,

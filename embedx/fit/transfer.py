@@ -10,10 +10,10 @@ model) of the study, and every domain ``d``:
   the study's number of folds (fewer when ``d`` has fewer speakers); the entry is the pooled
   out-of-fold metric, the same estimand as the main study's.
 
-Every fit is the study's own fit (:data:`embedx.fit.study.run_task`: scaling, speaker
+Every fit is the study's own fit (:func:`embedx.fit.fitting.run_task`: scaling, speaker
 normalisation and tuning inside the training part), so a transfer entry differs from the main
 study only in which items are trained on and tested. The 95% CI of an entry is the study's
-delete-one-speaker jackknife-t over the *test* speakers (:func:`embedx.fit.study.holdout_ci`):
+delete-one-speaker jackknife-t over the *test* speakers (:func:`embedx.fit.refit.holdout_ci`):
 it covers the sampling of test speakers for the fitted model, not the sampling of the
 training corpus.
 
@@ -318,7 +318,8 @@ def run_transfer(
 
     from embedx.fit.cv import UNGROUPED, inner_cv
     from embedx.fit.engines import engine
-    from embedx.fit.study import holdout_ci, run_task
+    from embedx.fit.fitting import run_task
+    from embedx.fit.refit import holdout_ci
     from embedx.progress import progress_bar
 
     dataset, settings, metric = result.dataset, result.settings, result.metric

@@ -44,7 +44,7 @@ def test_dask_cluster_gives_the_loky_results(toy_store, local_dask):
     for key, pred in loky.predictions.items():
         pd.testing.assert_series_equal(pd.Series(pred), pd.Series(dask.predictions[key]))
     # the fits really ran on the cluster's worker processes, not in this one
-    assert any(p.startswith("batch_of__run_task") for p in local_dask.scheduler.task_prefixes)
+    assert any(p.startswith("batch_of_run_task") for p in local_dask.scheduler.task_prefixes)
     import os
 
     from distributed import Client
