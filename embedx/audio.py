@@ -119,15 +119,14 @@ def resample(wave: np.ndarray, orig_rate: int, new_rate: int) -> np.ndarray:
     return np.asarray(out, dtype=np.float32)
 
 
-def load(path: str | Path, sample_rate: int) -> np.ndarray:
-    """Decode a file to float32 mono at ``sample_rate``.
+def decode(path: str | Path) -> tuple[np.ndarray, int]:
+    """Decode a file to float32 mono at its own rate.
 
     Args:
         path: audio file.
-        sample_rate: target rate in Hz.
 
     Returns:
-        ``(num_samples,)`` float32 mono signal.
+        ``(num_samples,)`` float32 mono signal and the file's rate in Hz.
 
     Raises:
         AudioError: unreadable, not audio, empty, or holding NaN/inf samples.
@@ -148,4 +147,21 @@ def load(path: str | Path, sample_rate: int) -> np.ndarray:
         raise AudioError("audio contains NaN or infinite samples")
     # (num_samples, channels) -> (num_samples,): the average keeps the level of a dual-mono file
     wave = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
-    return resample(np.ascontiguousarray(wave), int(rate), sample_rate)
+    return np.ascontiguousarray(wave), int(rate)
+
+
+def load(path: str | Path, sample_rate: int) -> np.ndarray:
+    """Decode a file to float32 mono at ``sample_rate``: :func:`decode`, then :func:`resample`.
+
+    Args:
+        path: audio file.
+        sample_rate: target rate in Hz.
+
+    Returns:
+        ``(num_samples,)`` float32 mono signal.
+
+    Raises:
+        AudioError: unreadable, not audio, empty, or holding NaN/inf samples.
+    """
+    wave, rate = decode(path)
+    return resample(wave, rate, sample_rate)
