@@ -121,3 +121,22 @@ def test_bad_files_raise_one_line_audio_errors(tmp_path, write_audio):
     (tmp_path / "link.wav").symlink_to(tmp_path / "nowhere.wav")
     with pytest.raises(AudioError, match="broken symlink"):
         probe(tmp_path / "link.wav")
+
+
+@pytest.mark.parametrize("channels", [1, 2])
+def test_pcm16_decodes_to_exactly_libsndfiles_float_conversion(tmp_path, channels):
+    import soundfile as sf
+
+    from embedx.audio import decode
+
+    # every 16-bit value, in both channels (reversed in the second)
+    values = np.arange(-32768, 32768, dtype=np.int16)
+    data = values[:, None] if channels == 1 else np.stack([values, values[::-1]], axis=1)
+    path = tmp_path / "all.wav"
+    sf.write(path, data, 16000, subtype="PCM_16")
+    wave, rate = decode(path)
+    reference = sf.read(path, dtype="float32", always_2d=True)[0].mean(axis=1, dtype=np.float32)
+    assert rate == 16000 and wave.dtype == np.float32 and wave.flags.c_contiguous
+    np.testing.assert_array_equal(wave, reference)
+    if channels == 1:
+        assert wave[0] == -1.0 and wave[-1] == np.float32(32767 / 32768)
