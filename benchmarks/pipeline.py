@@ -1,23 +1,26 @@
-"""The extraction data path on its own: decode, resample, batch, transfer, pool, write.
+"""The extraction data path on its own: decode, resample, batch, hand-over, pool, write.
 
 A near-free model (HuBERT architecture, 1 block, width 16, conv width 8, random weights, no
 download) runs over a generated corpus of mixed rates and lengths (~2.4 s per file on average,
 every third file at 22.05 kHz, the rest at 16 kHz), so what is timed is everything *around* the
-forward. For each batch setting (GPU-sized 60-s batches, the CPU default) it reports:
+forward; ``--no-model`` also runs every setting with the forward replaced by zeros of the right
+shape (the data path alone: what the CPU of a GPU host does). For each setting it reports:
 
-- loop audio-s/s (the processing loop, from the first batch request to the last write) and the
-  time to the first batch;
-- where the main process's time goes (waiting for data, host->device transfer, forward,
-  pooling + device->host copy, write), from :attr:`ExtractSummary.timings` (when the code
-  under test records them);
-- the raw rate of the decoding workers' job measured on one core in this process: plain
-  ``soundfile`` decode, soxr resampling, and embedx's whole per-item preparation.
+- wall clock: loop audio-s/s (the processing loop, from the first batch request to the last
+  write), time to the first batch, where the main thread's time went, and the 1-min load
+  average during the run (other processes on the machine distort every wall-clock figure);
+- CPU ms per audio-second per part, whichever process spent it (:attr:`ExtractSummary.cpu`):
+  decode, resample, prepare (normalise), pack (the hand-over in the worker), receive (the
+  hand-over in the main process), forward, pool, write (the writer thread), the rest, and the
+  audio-s/s this CPU cost allows on the machine's cores when nothing else runs (``ceiling``);
+- the decoding workers' job on one core (CPU time): plain ``soundfile``, soxr, embedx's decode
+  and its whole per-item preparation.
 
 Usage:
-    python benchmarks/pipeline.py [--files 4000] [--repeats 2] [--workers N ...] [--corpus DIR]
+    python benchmarks/pipeline.py [--files 4000] [--repeats 2] [--workers N ...] [--no-model]
 
-Runs are interleaved (every setting once per repeat) and the best of the repeats is reported,
-so noise from other processes hits every setting alike. Prints markdown tables.
+Runs are interleaved (every setting once per repeat); the wall-clock table shows each setting's
+fastest run, the CPU table its run with the least CPU. Prints markdown tables.
 """
 
 from __future__ import annotations
