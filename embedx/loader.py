@@ -83,7 +83,7 @@ class SlotRing:
 
         # created before the workers start: forked workers inherit the mapping, spawned ones get
         # it through torch's shared-memory pickling; either way nothing is mapped per batch
-        self.data = torch.empty((workers, slots, slot_samples), dtype=torch.float32).share_memory_()
+        self.data = _shared_empty((workers, slots, slot_samples))
         self.state = torch.zeros((workers, slots), dtype=torch.uint8).share_memory_()
         self.slot_samples = slot_samples
 
@@ -103,6 +103,24 @@ class SlotRing:
     def view(self, slot: tuple[int, int]) -> np.ndarray:
         """The slot's ``(slot_samples,)`` buffer as numpy (no copy)."""
         return self.data[slot].numpy()
+
+
+def _shared_empty(shape: tuple[int, int, int]) -> Any:
+    """An uninitialised float32 tensor in shared memory, its pages untouched until written.
+
+    ``torch.empty(...).share_memory_()`` copies the whole buffer into the new segment, which
+    faults in every page at once (0.3 s and the full size in ``/dev/shm`` for 200 MiB, although
+    most slots are rarely all in use); a storage made shared from the start is not touched.
+    """
+    import math
+
+    import torch
+
+    make = getattr(torch.UntypedStorage, "_new_shared", None)
+    if make is None:  # a torch without it: allocated and copied at once
+        return torch.empty(shape, dtype=torch.float32).share_memory_()
+    storage = make(4 * math.prod(shape))  # float32: 4 bytes
+    return torch.empty(0, dtype=torch.float32).set_(storage).view(shape)
 
 
 class _CpuClock:

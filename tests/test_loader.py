@@ -32,6 +32,7 @@ def files(write_audio):
 def test_pack_fills_a_free_slot_unpack_reads_it_in_place_and_release_frees_it():
     rng = np.random.default_rng(0)
     ring = SlotRing(workers=2, slots=2, slot_samples=12)
+    assert ring.data.is_shared() and ring.data.shape == (2, 2, 12) and ring.state.is_shared()
     features = rng.standard_normal((3, 4))  # a CPU backend's (float64, 2-D) features
     items = [(4, rng.standard_normal(7).astype(np.float32), None), (9, None, "cannot decode audio: x"),
              (2, rng.standard_normal(3).astype(np.float32), None), (5, features, None)]
