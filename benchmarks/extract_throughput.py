@@ -25,7 +25,7 @@ import torch
 
 
 def make_items(folder: Path, num_items: int, seed: int) -> list[Path]:
-    from embedx.synth import EMOTIONS, utterance
+    from embedx.testing.synth import EMOTIONS, utterance
 
     rng = np.random.default_rng(seed)
     paths = []

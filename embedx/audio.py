@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from embedx.errors import AudioError
+from embedx.errors import AudioError, one_line
 
 #: file endings collected when a folder is scanned (lower case, without the dot)
 AUDIO_EXTENSIONS = ("wav", "flac", "ogg", "oga", "opus", "mp3", "aif", "aiff", "au", "w64", "caf")
@@ -42,7 +42,7 @@ class AudioInfo:
 
 def _reason(exc: Exception) -> str:
     # libsndfile messages span lines and repeat the path; keep one line
-    return " ".join(str(exc).split()) or type(exc).__name__
+    return one_line(exc)
 
 
 def probe(path: str | Path) -> AudioInfo:

@@ -203,7 +203,7 @@ def synth(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
 ) -> None:
     """Create the built-in example: a labelled synthetic corpus and a tiny random-weight model."""
-    from embedx.synth import make_example
+    from embedx.testing.synth import make_example
 
     example = make_example(folder, num_items=items, num_speakers=speakers, seed=seed)
     out.print(f"wrote {plural(example.num_items, 'item')} to {example.audio_dir}, manifest {example.manifest}, "
@@ -219,9 +219,11 @@ def _run_line(attrs: dict[str, Any]) -> str:
     """The feature set's last extraction run (its ``run_*`` attrs) in one line."""
     peak = float(attrs.get("run_peak_memory_bytes") or 0) / 2**30
     memory = "GPU peak" if str(attrs.get("run_device", "")).startswith("cuda") else "peak RSS"
+    workers = attrs.get("run_workers")
+    workers = "? decoding workers" if workers is None else plural(int(workers), "decoding worker")
     return (f"{float(attrs['run_audio_per_s']):,.1f} audio-s/s on {attrs.get('run_device_name', '?')} "
             f"({attrs.get('run_device', '?')}, {attrs.get('run_precision', '?')}), {memory} {peak:.2f} GiB, "
-            f"{attrs.get('run_workers', '?')} decoding workers, {attrs.get('run_batch_seconds', '?')} s batches, "
+            f"{workers}, {attrs.get('run_batch_seconds', '?')} s batches, "
             f"waited on data {float(attrs.get('run_data_wait_share', 0)):.0%}, {attrs.get('run_finished', '')}")
 
 

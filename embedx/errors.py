@@ -37,3 +37,24 @@ class StoreError(EmbedxError):
 
 class DataError(EmbedxError):
     """Stage-2 data are unusable (unknown column, a single class, NaN features, ...)."""
+
+
+def one_line(exc: BaseException, *, first_line: bool = False) -> str:
+    """An exception's message as one line, for an error message that quotes it.
+
+    Libraries raise multi-line messages (tracebacks of a remote call, YAML parser context, hub
+    retry notes); an embedx message quotes them inside one line, so the CLI prints one line.
+
+    Args:
+        exc: the exception (or warning) to quote.
+        first_line: keep only the first line of the message (the rest is context the user does
+            not need); otherwise all of it, its lines joined.
+
+    Returns:
+        The message with every run of whitespace collapsed to one space, or the exception's type
+        name when the message is empty.
+    """
+    text = str(exc).strip()
+    if first_line and text:
+        text = text.splitlines()[0]
+    return " ".join(text.split()) or type(exc).__name__

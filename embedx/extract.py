@@ -22,6 +22,7 @@ import pandas as pd
 
 from embedx.audio import RESAMPLER, AudioInfo, probe, resampled_length
 from embedx.backends import Backend, create_backend, parse_layers
+from embedx.backends.base import SHORT_POLICIES
 from embedx.batching import chunk_spans, make_batches
 from embedx.errors import AudioError, ConfigError, EmbedxError
 from embedx.loader import WORKER_PARTS, Loader
@@ -35,8 +36,6 @@ DTYPES = ("float32", "float16")
 #: default batch budgets (padded seconds) per device
 CUDA_BATCH_SECONDS = 60.0
 CPU_BATCH_SECONDS = 8.0
-#: short-item policies accepted by ``--short``
-SHORT_POLICIES = ("pad", "fail")
 #: ExtractConfig fields that define the stored values; they are stored with the feature set
 #: and a resume with any of them changed is refused
 DATA_KEYS = ("backend", "model", "revision", "name", "layers", "poolings", "frames", "dtype",

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from embedx.audio import AUDIO_EXTENSIONS
-from embedx.errors import InputError
+from embedx.errors import InputError, one_line
 
 #: columns the extractor fills in itself; a manifest column of that name is kept as ``<name>_manifest``
 RESERVED_COLUMNS = ("id", "path", "duration", "sample_rate", "num_samples")
@@ -145,7 +145,7 @@ def from_manifest(
     try:
         table = pd.read_csv(mpath, sep=_delimiter(mpath), encoding="utf-8")
     except Exception as exc:
-        raise InputError(f"cannot read manifest {str(manifest)!r}: {' '.join(str(exc).split())}") from None
+        raise InputError(f"cannot read manifest {str(manifest)!r}: {one_line(exc)}") from None
     columns = list(table.columns)
     if path_column is None:
         lower = {c.lower(): c for c in columns}

@@ -12,7 +12,7 @@ import soundfile as sf
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory):
     """Factory: family name -> directory of a tiny random-weight model (cached per session)."""
-    from embedx.backends.tiny import save_tiny_model
+    from embedx.testing.tiny import save_tiny_model
 
     cache: dict[tuple[str, int], Path] = {}
 

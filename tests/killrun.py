@@ -32,7 +32,7 @@ GRACE_SECONDS = 10.0
 
 def write_corpus(folder: Path, num_items: int, seed: int = 0) -> Path:
     """``num_items`` speech-like files of 0.3-1.6 s at 16 kHz."""
-    from embedx.synth import EMOTIONS, utterance
+    from embedx.testing.synth import EMOTIONS, utterance
 
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,7 @@ import pytest
 
 from embedx.audio import load, probe, resample, resampled_length
 from embedx.errors import AudioError
-from embedx.synth import chirp, tone
+from embedx.testing.synth import chirp, tone
 
 
 def test_stereo_44k_equals_its_16k_mono_equivalent(write_audio):

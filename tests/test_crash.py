@@ -20,7 +20,7 @@ from embedx.cli import app
 from embedx.errors import StoreError
 from embedx.extract import ExtractConfig, default_workers, extract
 from embedx.store import StoreReader, StoreWriter, writer_status
-from embedx.synth import noise
+from embedx.testing.synth import noise
 from tests.killrun import ZygoteLauncher, compare_stores, default_points, run_matrix, write_corpus
 
 REPO = Path(__file__).resolve().parents[1]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -15,7 +13,7 @@ from embedx.cli import app
 from embedx.errors import StoreError
 from embedx.extract import ExtractConfig, extract
 from embedx.store import StoreReader
-from embedx.synth import EMOTIONS, chirp, noise, utterance
+from embedx.testing.synth import EMOTIONS, chirp, noise, utterance
 
 # lengths chosen so batches mix long and short items (and one item is shorter than 25 ms)
 SPECS = [  # (name, seconds, sample rate, channels)
@@ -222,11 +220,14 @@ def test_cli_extract_with_manifest_then_info(tiny_model, corpus, tmp_path):
     with StoreReader(out) as r:
         assert r.items["label"].tolist() == [row["label"] for row in rows]
         assert r.items["id"].tolist() == [row["path"] for row in rows]
-        assert json.loads(json.dumps(r.spec(r.feature_sets()[0]).config))["poolings"] == ["mean", "std"]
+        config = r.spec(r.feature_sets()[0]).config
+        assert config["poolings"] == ["mean", "std"] and config["layers"] == "0,2"  # as given
     res = runner.invoke(app, args)
     assert res.exit_code == 0 and "nothing to do" in res.output
     res = runner.invoke(app, ["info", str(out)])
-    assert res.exit_code == 0 and "label" in res.output and "0, 2" in res.output.replace("(0, 2)", "0, 2")
+    assert res.exit_code == 0, res.output
+    assert "neutral (3), happy (3)" in res.output, res.output  # the label column's counts
+    assert "[0, 2] (2 layers)" in res.output
 
 
 @pytest.mark.parametrize("args,message", [

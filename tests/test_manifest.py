@@ -3,7 +3,7 @@ import pytest
 
 from embedx.errors import InputError
 from embedx.manifest import build_items
-from embedx.synth import tone
+from embedx.testing.synth import tone
 
 
 @pytest.fixture

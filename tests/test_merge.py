@@ -11,13 +11,13 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-import embedx.store as store_mod
+import embedx.store.merging as store_mod  # MERGE_BLOCK_BYTES and _ensure_open_files live there
 from embedx.cli import app
 from embedx.errors import StoreError
 from embedx.extract import ExtractConfig, extract
 from embedx.shard import items_digest, select
 from embedx.store import FeatureSetSpec, StoreReader, StoreWriter, merge
-from embedx.synth import EMOTIONS, chirp, noise, utterance
+from embedx.testing.synth import EMOTIONS, chirp, noise, utterance
 
 # root attrs and feature-set attrs that record when/how a file was made, not what it holds
 VOLATILE_ROOT = {"created", "command", "merged_from"}

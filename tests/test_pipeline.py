@@ -15,7 +15,7 @@ from embedx.cli import app
 from embedx.errors import StoreError
 from embedx.extract import ExtractConfig, _StoreQueue, available_cores, default_workers, extract
 from embedx.store import StoreReader, StoreWriter
-from embedx.synth import noise
+from embedx.testing.synth import noise
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -100,7 +100,7 @@ def test_the_run_profile_is_stored_and_shown_by_info(tiny_model, wavs, tmp_path)
     assert attrs["run_peak_memory_bytes"] > 2**20 and 0 <= attrs["run_data_wait_share"] <= 1
     shown = CliRunner().invoke(app, ["info", str(out)], terminal_width=400)
     assert shown.exit_code == 0, shown.output
-    assert f"{attrs['run_audio_per_s']:,.1f} audio-s/s" in shown.output and "1 decoding workers" in shown.output
+    assert f"{attrs['run_audio_per_s']:,.1f} audio-s/s" in shown.output and "1 decoding worker," in shown.output
 
 
 def test_default_workers_use_every_core_but_one():

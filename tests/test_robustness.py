@@ -18,7 +18,7 @@ from embedx.cli import app
 from embedx.errors import StoreError
 from embedx.extract import ExtractConfig, extract
 from embedx.store import StoreReader, StoreWriter
-from embedx.synth import chirp, noise, tone
+from embedx.testing.synth import chirp, noise, tone
 from tests.killrun import write_corpus
 
 _corpus = write_corpus  # the kill harness's corpus: speech-like items of 0.3-1.6 s

@@ -702,3 +702,96 @@ def test_spec_differences():
     assert "config.short_items: stored pad vs requested <absent>" in joined
     assert "frame_rate" not in joined and "attrs" not in joined
     assert len(diffs) == 7
+
+
+# ---------------------------------------------------------------- copying between stores (merge's seam)
+
+
+def test_a_store_copied_through_the_writers_copy_methods_reads_back_equal(tmp_path):
+    rng = np.random.default_rng(11)
+    spec = make_spec(frames=True)
+    counts = np.array([4, 0, 2, 7, 1, 3, 5, 2, 6, 1, 3])
+    src, dst = tmp_path / "src.h5", tmp_path / "dst.h5"
+    pooled = {p: random_batch(rng, N) for p in spec.poolings}  # (num_layers, num_items, dim)
+    heads = rng.standard_normal((N, 3)).astype(np.float32)
+    frames = [rng.standard_normal((c, len(LAYERS), DIM)).astype(np.float32) for c in counts]
+    written = np.array([0, 1, 2, 3, 5, 6, 8, 9, 10])  # 4 and 7 not done, 7 failed
+    with StoreWriter(src, command="embedx extract src") as w:
+        w.write_items(make_items())
+        w.create_feature_set(spec, num_frames=counts)
+        w.write(spec.name, written, pooled={p: x[:, written, :] for p, x in pooled.items()},
+                heads={"adv": heads[written]}, frames=[frames[i] for i in written])
+        w.record_failure(spec.name, 7, "decode", "cannot decode")
+    with StoreReader(src) as r, StoreWriter(dst, command="copy") as w:
+        w.set_merged_from(["a.h5", "b.h5"])
+        w.write_item_columns({c: r.item_column(c) for c in r.item_columns()})
+        w.create_feature_set(r.spec(spec.name), num_frames=np.diff(r.frame_offsets(spec.name)),
+                             fill=False)
+        w.set_origin(spec.name, r.origin(spec.name))
+        for key in ("pooled/mean", "pooled/std", "heads/adv", "frames/data"):
+            w.dataset(spec.name, key)[...] = r.dataset(spec.name, key)[()]
+        w.mark_done(spec.name, r.done(spec.name))
+        w.append_failures(r.failed())
+        origin = r.origin(spec.name)
+    assert origin["command"] == "embedx extract src" and set(origin) == {"created", "command",
+                                                                         "embedx_version"}
+    with StoreReader(dst) as r:
+        assert r.merged_from == ["a.h5", "b.h5"] and r.attrs["command"] == "copy"
+        pd.testing.assert_frame_equal(r.items, make_items().assign(
+            label=make_items()["label"].where(make_items()["label"].notna())))
+        assert r.item_column("label")[2] == ""  # a missing string is copied as stored
+        assert r.spec(spec.name) == spec and r.origin(spec.name) == origin
+        np.testing.assert_array_equal(r.done(spec.name), np.isin(np.arange(N), written))
+        for i in written:
+            for p in spec.poolings:
+                np.testing.assert_array_equal(r.pooled(spec.name, p, 3)[i], pooled[p][1, i])
+            np.testing.assert_array_equal(r.frames(spec.name, int(i)), frames[i])
+        np.testing.assert_array_equal(r.heads(spec.name, "adv")[0][written], heads[written])
+        assert r.failed()[["set", "index", "id", "stage"]].values.tolist() == [
+            [spec.name, 7, "spk1/utt07.wav", "decode"]]
+
+
+def test_the_copy_methods_refuse_bad_values_quoting_them(store):
+    spec = make_spec()
+    with StoreWriter(store) as w:
+        with pytest.raises(StoreError, match=r"include id and path, all of one length; got "
+                                             r"lengths \{'id': 2, 'path': 3\}"):
+            w.write_item_columns({"id": np.array(["a", "b"], dtype=object),
+                                  "path": np.array(["a", "b", "c"], dtype=object)})
+        w.write_items(make_items())
+        with pytest.raises(StoreError, match="has items already; write_item_columns starts a new"):
+            w.write_item_columns({"id": np.array(["a"], dtype=object),
+                                  "path": np.array(["a"], dtype=object)})
+        w.create_feature_set(spec)
+        with pytest.raises(StoreError, match=r"origin keys \['model_id'\] are not accepted; "
+                                             r"accepted: created, command, embedx_version"):
+            w.set_origin(spec.name, {"command": "x", "model_id": "y"})
+        with pytest.raises(StoreError, match=r"done must be 11 bools \(one per item\), got shape "
+                                             r"\(10,\) of bool"):
+            w.mark_done(spec.name, np.ones(10, dtype=bool))
+        with pytest.raises(StoreError, match=r"has no dataset 'pooled/max'"):
+            w.dataset(spec.name, "pooled/max")
+        with pytest.raises(StoreError, match=r"no item column 'gender'; stored: id, path, duration"):
+            w.item_column("gender")
+        assert not w.done(spec.name).any()  # nothing was marked by the refused calls
+
+
+def test_the_store_package_imports_without_cycles():
+    """Every module of embedx/store imports (at module level) only modules that import it not."""
+    import ast
+
+    root = REPO / "embedx" / "store"
+    graph = {}
+    for path in root.glob("*.py"):
+        deps = set()
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("embedx.store."):
+                deps.add(node.module.split(".")[2])
+        graph[path.stem] = deps
+    assert {"spec", "lock", "base", "reader", "writer", "merging"} <= set(graph)
+    order: list[str] = []  # Kahn's algorithm: a module goes once all it imports went
+    while len(order) < len(graph):
+        ready = sorted(m for m, deps in graph.items() if m not in order and deps <= set(order))
+        assert ready, f"import cycle among {sorted(set(graph) - set(order))}"
+        order += ready
+    assert order.index("spec") < order.index("writer") < order.index("merging")

@@ -2,6 +2,12 @@
 
 Entries are ``"module:attribute"`` strings so that listing the registry (``embedx --help``)
 imports neither torch nor transformers; the module is imported when a backend is created.
+
+To add a backend, write one module here with a :class:`~embedx.backends.base.Backend` subclass
+and add one line to ``_REGISTRY`` (or call :func:`register_backend` from your own code). The
+family backends share :mod:`~embedx.backends.loading` (options, device, config),
+:mod:`~embedx.backends.capture` (layer hooks, autocast) and :mod:`~embedx.backends.padding`
+(exact padded batches); no backend imports another backend.
 """
 
 from __future__ import annotations
@@ -10,21 +16,23 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
-from embedx.backends.base import Backend, BackendOutput, parse_layers
+from embedx.backends.base import Backend, BackendOutput
 from embedx.errors import ConfigError
+from embedx.layers import parse_layers  # the one layer grammar, re-exported for stage 1
 
 __all__ = [
     "Backend",
     "BackendOutput",
     "available_backends",
     "create_backend",
+    "load_hf_backend",
     "parse_layers",
     "register_backend",
 ]
 
 _REGISTRY: dict[str, str | Callable[..., Backend]] = {
     # HFBackend, or WhisperBackend when the checkpoint's model_type is whisper
-    "hf": "embedx.backends.hf:load_hf_backend",
+    "hf": "embedx.backends:load_hf_backend",
     "opensmile": "embedx.backends.opensmile:OpenSmileBackend",
     "whisper": "embedx.backends.whisper:WhisperBackend",
 }
@@ -65,3 +73,39 @@ def create_backend(name: str, /, **kwargs: Any) -> Backend:
         module, _, attr = factory.partition(":")
         factory = getattr(importlib.import_module(module), attr)
     return factory(**kwargs)
+
+
+def load_hf_backend(model: str, **kwargs: Any) -> Backend:
+    """The ``hf`` registry entry: the backend of a transformers checkpoint's family.
+
+    The checkpoint's config decides: ``model_type == "whisper"`` goes to
+    :class:`embedx.backends.whisper.WhisperBackend`, everything else to
+    :class:`embedx.backends.hf.HFBackend` (which refuses unsupported types).
+
+    Args:
+        model: hub id or local directory.
+        **kwargs: the backend's options (device, precision, short, ...).
+
+    Returns:
+        The backend.
+
+    Raises:
+        ConfigError: ``random_init`` asked for a Whisper model.
+        ModelError: when the checkpoint cannot be located or its config cannot be loaded.
+    """
+    # imported here: the registry must stay importable without torch and transformers
+    from embedx.backends.hub import locate
+    from embedx.backends.loading import load_config
+
+    checkpoint = locate(str(model), kwargs.get("revision"))
+    config = load_config(checkpoint.path, str(model))
+    if getattr(config, "model_type", None) == "whisper":
+        if kwargs.pop("random_init", False):
+            raise ConfigError(f"--random-init is not available for Whisper models yet ({model!r})")
+        kwargs.pop("seed", None)
+        from embedx.backends.whisper import WhisperBackend
+
+        return WhisperBackend(model, **kwargs)
+    from embedx.backends.hf import HFBackend
+
+    return HFBackend(model, **kwargs)

@@ -8,7 +8,6 @@ layer 0 is the transformer's input and layer k the output of block k (see DESIGN
 
 from __future__ import annotations
 
-import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -16,10 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from embedx.errors import AudioError, ConfigError
+from embedx.errors import AudioError
 
 if TYPE_CHECKING:  # torch is heavy; only the type checker needs it here
     import torch
+
+#: what to do with an item shorter than a backend's ``min_samples`` (``--short``): zero-pad it
+#: to one frame, or record it as failed
+SHORT_POLICIES: tuple[str, ...] = ("pad", "fail")
 
 
 @dataclass
@@ -141,7 +144,7 @@ def apply_short_policy(wave: np.ndarray, min_samples: int, short: str, sample_ra
     Args:
         wave: ``(num_samples,)`` prepared audio.
         min_samples: the backend's minimum (one frame).
-        short: ``"pad"`` or ``"fail"``.
+        short: one of :data:`SHORT_POLICIES`.
         sample_rate: rate of ``wave``, for the message.
 
     Returns:
@@ -160,65 +163,3 @@ def apply_short_policy(wave: np.ndarray, min_samples: int, short: str, sample_ra
             f"{min_samples} samples ({min_samples / sample_rate:.3f} s); use --short pad to zero-pad"
         )
     return np.pad(x, (0, min_samples - n))
-
-
-_RANGE = re.compile(r"^(-?\d*):(-?\d*)$")
-
-
-def parse_layers(spec: str | Sequence[int], num_layers: int | None) -> list[int]:
-    """Parse a layer specification into sorted, unique layer numbers.
-
-    Accepted forms: ``all``, ``last``, a comma list ``0,6,12``, negative indices counted from
-    the end (``-1`` is the last layer), and half-open Python-style ranges ``4:9`` (layers 4..8),
-    ``:3`` or ``10:``; forms can be combined with commas (``0,4:7,-1``).
-
-    Args:
-        spec: the specification, or a sequence of ints.
-        num_layers: number of layers the model exposes (``L + 1`` for an ``L``-block model);
-            ``None`` checks only the syntax (before a model is loaded), returning ``[]``.
-
-    Returns:
-        Sorted list of distinct layer numbers in ``0..num_layers-1``.
-
-    Raises:
-        ConfigError: when the spec is malformed, empty or out of range.
-    """
-    syntax_only = num_layers is None
-    accepted = "accepted: all, last, 0,6,12, -1, 4:9" + (
-        "" if syntax_only else f" (layers 0..{num_layers - 1})")
-    if syntax_only:
-        num_layers = 1 << 30  # any model: only the form is checked
-    if isinstance(spec, str):
-        parts = [p.strip() for p in spec.split(",") if p.strip()]
-    else:
-        parts = [str(int(p)) for p in spec]
-    if not parts:
-        raise ConfigError(f"empty layer spec {spec!r}; {accepted}")
-    layers: set[int] = set()
-    for part in parts:
-        low = part.lower()
-        if low == "all":
-            if not syntax_only:
-                layers.update(range(num_layers))
-            continue
-        if low == "last":
-            layers.add(num_layers - 1)
-            continue
-        m = _RANGE.match(part)
-        if m:
-            start = int(m.group(1)) if m.group(1) not in ("", "-") else 0
-            stop = int(m.group(2)) if m.group(2) not in ("", "-") else num_layers
-            picked = range(num_layers)[start:stop]
-            if not picked:
-                raise ConfigError(f"layer range {part!r} selects no layer; {accepted}")
-            if not syntax_only:  # a range over "any model" is never materialised
-                layers.update(picked)
-            continue
-        try:
-            k = int(part)
-        except ValueError:
-            raise ConfigError(f"bad layer {part!r} in {spec!r}; {accepted}") from None
-        if not -num_layers <= k < num_layers:
-            raise ConfigError(f"layer {k} out of range in {spec!r}; {accepted}")
-        layers.add(k % num_layers)
-    return [] if syntax_only else sorted(layers)

@@ -14,7 +14,7 @@ import os
 import re
 from dataclasses import dataclass
 
-from embedx.errors import ModelError
+from embedx.errors import ModelError, one_line
 
 #: a snapshot folder in the HF cache: .../snapshots/<commit>/
 _SNAPSHOT = re.compile(r"[\\/]snapshots[\\/]([0-9a-f]{40})(?:[\\/]|$)")
@@ -62,11 +62,6 @@ def _quiet_hub_logs() -> None:
     # huggingface_hub logs every retry of a failed request ("Retrying in 1s [Retry 1/5]") at
     # WARNING; embedx reports the outcome in one line instead
     logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return " ".join(text.splitlines()[0].split()) if text else type(exc).__name__
 
 
 def _from_cache(model: str, revision: str | None) -> Checkpoint | None:
@@ -144,7 +139,7 @@ def locate(model: str, revision: str | None = None) -> Checkpoint:
         cached = _from_cache(model, revision)
         if cached is None:
             raise ModelError(f"cannot reach the Hugging Face hub for {model!r} "
-                             f"({_first_line(exc)}) and it is not cached; {OFFLINE_HINT}") from None
+                             f"({one_line(exc, first_line=True)}) and it is not cached; {OFFLINE_HINT}") from None
         return cached
 
     commit = str(info.sha or "")
@@ -158,7 +153,7 @@ def locate(model: str, revision: str | None = None) -> Checkpoint:
         path = snapshot_download(model, revision=commit or revision, allow_patterns=patterns,
                                  etag_timeout=HUB_TIMEOUT)
     except Exception as exc:
-        raise ModelError(f"cannot download {model!r} from the hub: {_first_line(exc)}") from None
+        raise ModelError(f"cannot download {model!r} from the hub: {one_line(exc, first_line=True)}") from None
     return Checkpoint(source=model, path=str(path), commit=commit)
 
 

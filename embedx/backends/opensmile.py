@@ -38,7 +38,7 @@ import numpy as np
 import opensmile
 import torch
 
-from embedx.backends.base import Backend, BackendOutput
+from embedx.backends.base import SHORT_POLICIES, Backend, BackendOutput
 from embedx.errors import AudioError, ConfigError
 
 __all__ = [
@@ -80,7 +80,6 @@ MIN_SAMPLES: dict[str, int] = {
 SAMPLE_RATE = 16000
 #: samples between LLD frames (10 ms at 16 kHz)
 HOP_SAMPLES = 160
-SHORT_POLICIES: tuple[str, ...] = ("pad", "fail")
 _INT16_MAX = 32767 / 32768
 
 

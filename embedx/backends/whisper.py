@@ -38,13 +38,9 @@ from torch import nn
 from transformers import WhisperFeatureExtractor, WhisperModel
 
 from embedx.backends.base import Backend, BackendOutput
-from embedx.backends.hf import (
-    WavePreparer,
-    autocast,
-    capture_layers,
-    open_checkpoint,
-    quiet_loading,
-)
+from embedx.backends.capture import autocast, capture_layers
+from embedx.backends.loading import open_checkpoint, quiet_loading
+from embedx.backends.padding import WavePreparer
 from embedx.batching import chunk_spans
 from embedx.errors import AudioError, ConfigError, ModelError
 
@@ -71,7 +67,7 @@ class WhisperBackend(Backend):
         model: the encoder (``WhisperEncoder``, ``eval()`` mode, on :attr:`device`).
         extractor: the checkpoint's ``WhisperFeatureExtractor``.
         max_samples: samples in one window (480000); stage 1 chunks longer items to this.
-        preparer: the picklable :class:`~embedx.backends.hf.WavePreparer` (no normalisation;
+        preparer: the picklable :class:`~embedx.backends.padding.WavePreparer` (no normalisation;
             pads short items to 320 samples).
 
     Raises:

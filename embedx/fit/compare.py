@@ -48,7 +48,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from embedx.fit.metrics import CLASSIFICATION, Metric
+from embedx.fit.metrics import Metric
+from embedx.fit.tasks import CLASSIFICATION
 
 __all__ = [
     "EXACT_MAX_CLUSTERS",

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from embedx.errors import ConfigError, DataError
+from embedx.fit.tasks import CLASSIFICATION
 
 __all__ = [
     "UNGROUPED",
@@ -39,7 +40,6 @@ __all__ = [
     "resolve_scheme",
 ]
 
-CLASSIFICATION = "classification"
 #: schemes whose folds ignore groups (a speaker can be on both sides of a fold)
 UNGROUPED = ("stratified", "kfold")
 

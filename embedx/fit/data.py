@@ -29,7 +29,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from embedx.errors import ConfigError, DataError, StoreError
+from embedx.errors import ConfigError, DataError, StoreError, one_line
+from embedx.fit.tasks import CLASSIFICATION, REGRESSION, TASKS
+from embedx.layers import select_layers
 from embedx.text import plural
 
 __all__ = [
@@ -44,9 +46,9 @@ __all__ = [
     "read_block",
     "resolve_layers",
     "select_features",
+    "weighted_configs",
 ]
 
-TASKS = ("auto", "classification", "regression")
 #: a numeric label with more distinct values than this is a regression target under auto
 REGRESSION_MIN_UNIQUE = 20
 
@@ -178,7 +180,7 @@ class Dataset:
 
 
 def resolve_layers(text: str, stored: Sequence[int], set_name: str = "") -> list[int]:
-    """Resolve a layer spec against a feature set's stored layers.
+    """Resolve a layer spec against a feature set's stored layers (the grammar of :mod:`embedx.layers`).
 
     Args:
         text: ``all``, ``last``, a comma list (``0,6,12``), negative numbers (``-1`` = last
@@ -194,44 +196,36 @@ def resolve_layers(text: str, stored: Sequence[int], set_name: str = "") -> list
         StoreError: a requested layer is not stored (the message lists the stored ones).
         ConfigError: a malformed spec.
     """
-    from embedx.backends.base import parse_layers
+    return select_layers(str(text).strip(), stored, set_name)
 
-    stored = [int(x) for x in stored]
-    text = str(text).strip()
-    if text.lower() == "all":
-        return sorted(stored)
-    if text.lower() == "last":
-        return [max(stored)]
-    wanted: list[int] = []
-    for part in (p.strip() for p in text.split(",") if p.strip()):
-        try:
-            value = int(part)
-        except ValueError:
-            picked = [k for k in parse_layers(part, max(stored) + 1) if k in stored]
-            if not picked:
-                raise StoreError(
-                    f"layer range {part!r} selects no stored layer of feature set {set_name!r}; "
-                    f"stored layers: {', '.join(map(str, stored))}"
-                ) from None
-            wanted.extend(picked)  # a range selects the stored layers inside it
-            continue
-        if value < 0:
-            if -value > len(stored):
-                raise StoreError(
-                    f"layer {value} out of range for feature set {set_name!r}; "
-                    f"stored layers: {', '.join(map(str, stored))}"
-                )
-            value = sorted(stored)[value]
-        wanted.append(value)
-    if not wanted:
-        raise ConfigError(f"empty layer spec {text!r}; accepted: all, last, 0,6,12, -1, 4:9")
-    missing = [k for k in wanted if k not in stored]
-    if missing:
-        raise StoreError(
-            f"feature set {set_name!r} has no layer {missing[0]}; stored layers: "
-            f"{', '.join(map(str, stored))}"
-        )
-    return sorted(set(wanted))
+
+def weighted_configs(configs: Sequence[FeatureConfig]) -> list[FeatureConfig]:
+    """One weighted configuration per (feature set, pooling) of the single-layer configurations.
+
+    The configurations the weighted-layer probe (:mod:`embedx.fit.weighted`) is fitted on; they
+    are feature selection, so they live with :func:`select_features`.
+
+    Args:
+        configs: the study's :class:`FeatureConfig` list.
+
+    Returns:
+        The weighted configurations (each stacks that set's selected layers, in layer order).
+
+    Raises:
+        ConfigError: with ``--concat``, or when no set has two or more layers selected.
+    """
+    if any(c.concat for c in configs):
+        raise ConfigError("--weighted-layers learns its own mix of layers; it cannot be combined with --concat")
+    blocks: dict[tuple[str, str], list[Block]] = {}
+    for config in configs:
+        block = config.blocks[0]
+        blocks.setdefault((block.feature_set, block.pooling), []).append(block)
+    out = [FeatureConfig(tuple(sorted(found, key=lambda b: b.layer)), weighted=True)
+           for found in blocks.values() if len({b.layer for b in found}) > 1]
+    if not out:
+        raise ConfigError("--weighted-layers needs at least 2 layers of a feature set; "
+                          f"selected: {', '.join(c.name for c in configs)}")
+    return out
 
 
 def _parse_set(text: str, available: list[str]) -> tuple[str, str | None, str | None]:
@@ -356,7 +350,7 @@ def join_labels(items: pd.DataFrame, labels_csv: str | Path | None) -> pd.DataFr
     except FileNotFoundError:
         raise DataError(f"labels file {str(path)!r} does not exist") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise DataError(f"cannot read labels file {str(path)!r}: {str(exc).splitlines()[0]}") from None
+        raise DataError(f"cannot read labels file {str(path)!r}: {one_line(exc, first_line=True)}") from None
     key = "id" if "id" in table.columns else "path" if "path" in table.columns else None
     if key is None:
         raise DataError(
@@ -421,11 +415,11 @@ def detect_task(values: pd.Series, task: str = "auto") -> str:
     numeric = pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(values.dtype)
     if task == "auto":
         if not numeric:
-            return "classification"
+            return CLASSIFICATION
         finite = values.dropna().to_numpy(dtype=np.float64)
         fractional = bool(np.any(finite != np.round(finite)))
-        return "regression" if fractional or values.nunique() > REGRESSION_MIN_UNIQUE else "classification"
-    if task == "regression" and not numeric:
+        return REGRESSION if fractional or values.nunique() > REGRESSION_MIN_UNIQUE else CLASSIFICATION
+    if task == REGRESSION and not numeric:
         raise DataError(
             f"label column {values.name!r} is not numeric (e.g. {values.iloc[0]!r}); "
             "regression needs numbers"
@@ -446,7 +440,7 @@ def encode_labels(values: pd.Series, task: str) -> tuple[np.ndarray, list[str] |
     Raises:
         DataError: a single class, or non-numeric / non-finite regression targets.
     """
-    if task == "regression":
+    if task == REGRESSION:
         numeric = pd.to_numeric(values, errors="coerce")
         bad = numeric.isna() | ~np.isfinite(numeric.to_numpy(dtype=np.float64, na_value=np.nan))
         if bad.any():
@@ -522,8 +516,6 @@ def load_dataset(
     with StoreReader(path) as reader:
         configs = select_features(reader, sets, layers, pooling, concat)
         if weighted_layers:
-            from embedx.fit.weighted import weighted_configs
-
             configs = configs + weighted_configs(configs)
         items = join_labels(reader.items, labels_csv)
         labels = _column(items, label, "label")

@@ -22,7 +22,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from embedx.errors import ConfigError
+from embedx.errors import ConfigError, one_line
 
 __all__ = ["CLUSTER_ENGINES", "check_engine", "engine"]
 
@@ -139,7 +139,7 @@ def _dask_client(scheduler: str | None, workers: int, processes: bool) -> Iterat
         except (OSError, TimeoutError, ValueError) as exc:
             raise ConfigError(
                 f"--scheduler {scheduler!r}: cannot reach the dask scheduler "
-                f"({' '.join(str(exc).split()) or type(exc).__name__}); expected a running "
+                f"({one_line(exc)}); expected a running "
                 "scheduler's address such as tcp://host:8786"
             ) from None
         with client:

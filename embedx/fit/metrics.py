@@ -24,6 +24,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from embedx.errors import ConfigError
+from embedx.fit.tasks import (  # re-exported: callers write M.CLASSIFICATION
+    CLASSIFICATION,
+    REGRESSION,
+)
 
 __all__ = [
     "CLASSIFICATION",
@@ -37,9 +41,6 @@ __all__ = [
     "per_class_recall",
     "register_metric",
 ]
-
-CLASSIFICATION = "classification"
-REGRESSION = "regression"
 
 
 @dataclass(frozen=True)

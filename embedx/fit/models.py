@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from embedx.errors import ConfigError
+from embedx.fit.tasks import CLASSIFICATION, REGRESSION
 
 __all__ = [
     "ModelSpec",
@@ -25,9 +26,6 @@ __all__ = [
     "parse_models",
     "register_model",
 ]
-
-CLASSIFICATION = "classification"
-REGRESSION = "regression"
 
 
 @dataclass(frozen=True)
@@ -41,7 +39,6 @@ class ModelSpec:
         regressor: ``(seed, n_jobs) -> estimator`` or ``None``.
         scale: whether the pipeline standardises features first.
         class_weight: whether the classifier honours ``class_weight="balanced"``.
-        threaded: whether the estimator takes ``n_jobs`` threads (LightGBM, random forest).
         stacked: the estimator takes a ``(items, layers, dim)`` layer stack, not a feature
             matrix: it is the model of ``--weighted-layers`` configurations only, never a
             ``--models`` choice.
@@ -53,7 +50,6 @@ class ModelSpec:
     regressor: Callable[..., Any] | None = None
     scale: bool = True
     class_weight: bool = True
-    threaded: bool = False
     stacked: bool = False
     tasks: tuple[str, ...] = field(init=False)
 
@@ -312,9 +308,9 @@ for _spec in (
     ModelSpec("knn", "k nearest neighbours (k=10, distance-weighted)", classifier=_knn_clf,
               regressor=_knn_reg, class_weight=False),
     ModelSpec("rf", "random forest (300 trees)", classifier=_rf_clf, regressor=_rf_reg,
-              scale=False, threaded=True),
+              scale=False),
     ModelSpec("lgbm", "LightGBM (100 trees, 15 leaves, 63 bins, 30% features/tree)", classifier=_lgbm_clf, regressor=_lgbm_reg,
-              scale=False, threaded=True),
+              scale=False),
     ModelSpec("mlp", "one-hidden-layer MLP (256 units, early stopping)", classifier=_mlp_clf,
               regressor=_mlp_reg, class_weight=False),
     # scale=False: the probe standardises every layer itself, inside the training fold

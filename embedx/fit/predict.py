@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from embedx.errors import ConfigError, DataError, StoreError
+from embedx.fit.tasks import CLASSIFICATION
 
 __all__ = [
     "FORMAT",
@@ -49,7 +50,7 @@ def save_model(bundle: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     """Write a model bundle with joblib.
 
     Args:
-        bundle: as built by :func:`embedx.fit.study.fit_final`.
+        bundle: as built by :func:`embedx.fit.refit.fit_final`.
         path: destination file.
 
     Returns:
@@ -167,7 +168,7 @@ def predict(bundle: dict[str, Any], X: np.ndarray, groups: np.ndarray | None = N
     Raises:
         DataError: speaker normalisation without groups.
     """
-    from embedx.fit.study import group_standardize
+    from embedx.fit.speaker_norm import group_standardize
 
     if bundle.get("speaker_norm"):
         if groups is None:
@@ -179,7 +180,7 @@ def predict(bundle: dict[str, Any], X: np.ndarray, groups: np.ndarray | None = N
     pipe = bundle["pipeline"]
     pred = pipe.predict(X)
     out = pd.DataFrame()
-    if bundle["task"] == "classification":
+    if bundle["task"] == CLASSIFICATION:
         classes = bundle["classes"]
         out["prediction"] = [classes[int(k)] for k in pred]
         if hasattr(pipe, "predict_proba"):

@@ -30,10 +30,8 @@ from __future__ import annotations
 import json
 import os
 import time
-import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -42,15 +40,14 @@ import pandas as pd
 from embedx.errors import ConfigError
 from embedx.fit import metrics as M
 from embedx.fit.compare import (
-    MIN_CLUSTERS,
-    ClusterScores,
-    clusters_of,
     compare_configurations,
-    jackknife_ci,
 )
 from embedx.fit.cv import UNGROUPED, Folds, inner_cv, make_folds
 from embedx.fit.data import Dataset
-from embedx.fit.models import build_model, get_model, parse_models
+from embedx.fit.fitting import run_task
+from embedx.fit.grids import load_grids
+from embedx.fit.models import get_model, parse_models
+from embedx.fit.refit import fit_final, holdout_ci
 from embedx.fit.stats import corrected_ttest, wilcoxon
 from embedx.progress import progress_bar
 from embedx.text import plural
@@ -60,7 +57,6 @@ __all__ = [
     "StudyResult",
     "StudySettings",
     "fit_final",
-    "group_standardize",
     "holdout_ci",
     "load_grids",
     "run_study",
@@ -169,97 +165,7 @@ class StudyResult:
     chance: dict[str, Any] | None = None
 
 
-# ------------------------------------------------------------------------- preprocessing
-
-
-def group_standardize(X: np.ndarray, groups: np.ndarray, eps: float = 1e-8,
-                      fallback: np.ndarray | None = None) -> np.ndarray:
-    """Standardise every group's rows with that group's own mean and std (ddof=0).
-
-    Uses features only. A feature that is constant within a group becomes 0 for that group. A
-    group of one item has no spread of its own (its own statistics would turn it into zeros): it
-    is standardised with the mean and std of ``fallback`` instead, with a warning.
-
-    Args:
-        X: ``(num_items, dim)`` features.
-        groups: ``(num_items,)`` group of every row.
-        eps: stds at or below this count as zero.
-        fallback: ``(n, dim)`` rows whose statistics standardise one-item groups (in a fold: the
-            training part's features); default: all rows of ``X``.
-
-    Returns:
-        ``(num_items, dim)`` float32 standardised features.
-    """
-    out = np.empty(X.shape, dtype=np.float32)
-    _, codes, counts = np.unique(np.asarray(groups), return_inverse=True, return_counts=True)
-    ref = np.asarray(X if fallback is None else fallback, dtype=np.float64)  # (n, dim)
-    ref_mean, ref_std = ref.mean(axis=0), ref.std(axis=0)
-    for g in range(len(counts)):
-        rows = codes == g
-        part = X[rows].astype(np.float64)  # (group_items, dim)
-        mean, std = (part.mean(axis=0), part.std(axis=0)) if counts[g] > 1 else (ref_mean, ref_std)
-        out[rows] = (part - mean) / np.where(std > eps, std, 1.0)
-    single = int((counts == 1).sum())
-    if single:
-        warnings.warn(f"speaker normalisation: {single} group(s) with a single item standardised with "
-                      f"the statistics of {'the training items' if fallback is not None else 'all items'}",
-                      stacklevel=2)
-    return out
-
-
-# ---------------------------------------------------------------------------------- grids
-
-
-def _packaged(name: str):
-    """A file of the packaged ``embedx.configs`` (the repository's ``configs/`` in a checkout)."""
-    from importlib.resources import files
-
-    try:
-        return files("embedx.configs").joinpath(name)
-    except ModuleNotFoundError:  # editable install: configs/ has no __init__.py
-        import embedx
-
-        return Path(embedx.__file__).resolve().parent.parent / "configs" / name
-
-
-def load_grids(path: str | os.PathLike[str] | None = None) -> dict[str, dict[str, list[Any]]]:
-    """Tuning grids: model name -> {parameter: values}.
-
-    Args:
-        path: a YAML file; ``None`` reads ``grids.yaml`` of the packaged ``embedx.configs``.
-
-    Returns:
-        The grids.
-
-    Raises:
-        ConfigError: unreadable or malformed file.
-    """
-    import yaml
-
-    try:
-        if path is None:
-            text = _packaged("grids.yaml").read_text(encoding="utf-8")
-        else:
-            with open(path, encoding="utf-8") as fh:
-                text = fh.read()
-        data = yaml.safe_load(text) or {}
-    except (OSError, ModuleNotFoundError) as exc:
-        raise ConfigError(f"cannot read tuning grids {str(path or 'grids.yaml')!r}: {exc}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"tuning grids {str(path)!r} are not valid YAML: {str(exc).splitlines()[0]}") from None
-    grids = data.get("grids", data) if isinstance(data, dict) else None
-    if not isinstance(grids, dict) or not all(
-        isinstance(g, dict) and all(isinstance(v, list) and v for v in g.values())
-        for g in grids.values()
-    ):
-        raise ConfigError(
-            f"tuning grids {str(path or 'grids.yaml')!r} must map model names to "
-            "{parameter: [values, ...]}"
-        )
-    return grids
-
-
-# ------------------------------------------------------------------------------ one task
+# ---------------------------------------------------------------------------------- runner
 
 
 def _threads(settings: StudySettings) -> int:
@@ -271,128 +177,6 @@ def _threads(settings: StudySettings) -> int:
     took 836 s, with 1 thread 247 s, and 2 single-threaded workers 140 s.
     """
     return settings.threads or 1
-
-
-def _main_scorer(metric_name: str, task: str):
-    from sklearn.metrics import make_scorer
-
-    metric = M.get_metric(metric_name, task)
-    return make_scorer(metric.func, greater_is_better=metric.greater_is_better)
-
-
-def _estimator(
-    model: str,
-    task: str,
-    *,
-    seed: int,
-    class_weight: str | None,
-    threads: int,
-    grid: Mapping[str, list[Any]] | None,
-    inner: Any,
-    metric: str,
-):
-    pipe = build_model(model, task, seed=seed, class_weight=class_weight, n_jobs=threads)
-    if grid is None:
-        return pipe
-    from sklearn.model_selection import GridSearchCV
-
-    return GridSearchCV(
-        pipe,
-        {f"model__{k}": list(v) for k, v in grid.items()},
-        scoring=_main_scorer(metric, task),
-        cv=inner,
-        n_jobs=1,
-        refit=True,
-        error_score=np.nan,  # a candidate that cannot fit (e.g. k > items) is never chosen
-    )
-
-
-def _fit(est, X, y, groups, grouped_inner: bool):
-    if groups is not None and grouped_inner and hasattr(est, "param_grid"):
-        est.fit(X, y, groups=groups)
-    else:
-        est.fit(X, y)
-    return est
-
-
-def _layer_weights(est) -> np.ndarray | None:
-    """The learned layer weights of a weighted-layer probe (a pipeline's last step), else ``None``."""
-    final = est.best_estimator_ if hasattr(est, "best_estimator_") else est
-    final = final.steps[-1][1] if hasattr(final, "steps") else final
-    weights = getattr(final, "layer_weights_", None)
-    return None if weights is None else np.asarray(weights, dtype=np.float64)
-
-
-def _best_params(est) -> dict[str, Any] | None:
-    if not hasattr(est, "best_params_"):
-        return None
-    return {k.removeprefix("model__"): _plain(v) for k, v in est.best_params_.items()}
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, tuple):
-        return list(value)
-    return value
-
-
-def _run_task(
-    X: np.ndarray,
-    y: np.ndarray,
-    groups: np.ndarray | None,
-    train: np.ndarray,
-    test: np.ndarray,
-    *,
-    key: tuple[int, int, int],
-    model: str,
-    task: str,
-    num_classes: int,
-    seed: int,
-    class_weight: str | None,
-    threads: int,
-    speaker_norm: bool,
-    grid: Mapping[str, list[Any]] | None,
-    inner: Any,
-    grouped_inner: bool,
-    metric: str,
-) -> dict[str, Any]:
-    """Fit on ``train``, predict ``test``; returns scores and predictions (runs in a worker)."""
-    from threadpoolctl import threadpool_limits
-
-    start = time.perf_counter()
-    with threadpool_limits(limits=threads), warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        Xtr, Xte = X[train], X[test]  # (n_train, dim), (n_test, dim)
-        if speaker_norm:
-            Xtr = group_standardize(Xtr, groups[train])
-            Xte = group_standardize(Xte, groups[test], fallback=X[train])
-        est = _estimator(model, task, seed=seed, class_weight=class_weight, threads=threads,
-                         grid=grid, inner=inner, metric=metric)
-        gtr = None if groups is None else groups[train]
-        _fit(est, Xtr, y[train], gtr, grouped_inner)
-        fit_seconds = time.perf_counter() - start
-        pred = est.predict(Xte)
-    messages = sorted({str(w.message).splitlines()[0] for w in caught
-                       if not issubclass(w.category, DeprecationWarning)})
-    scores = {m.name: m.func(y[test], pred) for m in M.metrics_for(task)}
-    out: dict[str, Any] = {
-        "key": key,
-        "scores": scores,
-        "pred": np.asarray(pred),
-        "fit_seconds": fit_seconds,
-        "seconds": time.perf_counter() - start,
-        "params": _best_params(est),
-        "warning": messages[0][:200] if messages else "",
-        "layer_weights": _layer_weights(est),
-    }
-    if task == M.CLASSIFICATION:
-        out["recall"] = M.per_class_recall(y[test], pred, num_classes)
-        out["confusion"] = M.confusion(y[test], pred, num_classes)
-    return out
-
-
-# ---------------------------------------------------------------------------------- runner
 
 
 def _validate(dataset: Dataset, settings: StudySettings) -> tuple[list[str], str]:
@@ -536,7 +320,7 @@ def run_study(
         for pi, y in enumerate(labels):  # pi 0: the real labels; 1..N: permuted ones
             for ci, mi, fi in tasks:
                 train, test = folds.splits[fi]
-                yield delayed(_run_task)(
+                yield delayed(run_task)(
                     dataset.X[configs[ci].name], y, dataset.groups, train, test,
                     key=(pi, ci, mi, fi), model=all_models[mi], task=task,
                     num_classes=dataset.num_classes, seed=settings.seed,
@@ -764,123 +548,3 @@ def _assemble(
         seconds=seconds,
         layer_weights={k: np.vstack(v) for k, v in layer_weights.items()},
     )
-
-
-# ------------------------------------------------------------------------------------ refit
-
-
-def holdout_ci(
-    y_true: np.ndarray,
-    pred: np.ndarray,
-    metric: M.Metric,
-    *,
-    groups: np.ndarray | None,
-    num_classes: int | None,
-    seed: int,
-    enabled: bool = True,
-) -> tuple[float, float]:
-    """95% jackknife-t CI of the main metric on a held-out test part (speakers as clusters).
-
-    Returns:
-        ``(low, high)``; NaN when disabled (``--bootstrap 0``) or with too few clusters.
-    """
-    codes, _ = clusters_of(len(y_true), groups, seed)
-    scores = ClusterScores(np.asarray(y_true), [np.asarray(pred)], metric, codes, num_classes)
-    if not enabled or scores.num_clusters_ < MIN_CLUSTERS:
-        return float("nan"), float("nan")
-    return jackknife_ci(float(scores.pooled()[0]), scores.leave_one_out()[0], bounds=metric.bounds)
-
-
-def fit_final(result: StudyResult, *, threads: int = 1) -> tuple[dict[str, Any], dict[str, float] | None]:
-    """Refit the best configuration and bundle it for :mod:`embedx.fit.predict`.
-
-    With a held-out test part (predefined train/dev/test split) the model is fitted on
-    train + dev, scored once on test, and that model is the one bundled. Otherwise it is fitted
-    on every item of the study. With tuning, the grid search runs on the fitting items only.
-
-    Args:
-        result: a finished study.
-        threads: BLAS / estimator threads.
-
-    Returns:
-        ``(bundle, holdout_scores)``; ``holdout_scores`` is ``None`` without a held-out part.
-    """
-    from threadpoolctl import threadpool_limits
-
-    from embedx import __version__
-    from embedx.fit.predict import FORMAT, FORMAT_VERSION
-
-    dataset, settings = result.dataset, result.settings
-    config_name, model = result.best
-    config = next(c for c in dataset.configs if c.name == config_name)
-    X, y, groups = dataset.X[config_name], dataset.y, dataset.groups
-    train = np.arange(dataset.num_items)
-    test = None
-    if result.folds.holdout is not None:
-        train, test = result.folds.holdout
-    task = dataset.task
-    grid = result.grids.get(model) if result.grids else None
-    inner = (
-        inner_cv(result.folds.scheme, settings["inner_folds"], settings["seed"], task, groups is not None)
-        if grid is not None
-        else None
-    )
-    grouped_inner = groups is not None and result.folds.scheme not in UNGROUPED
-    holdout = None
-    with threadpool_limits(limits=threads), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        Xtr = X[train]
-        if settings["speaker_norm"]:
-            Xtr = group_standardize(Xtr, groups[train])
-        est = _estimator(model, task, seed=settings["seed"], class_weight=settings["class_weight"],
-                         threads=threads, grid=grid, inner=inner, metric=result.metric)
-        _fit(est, Xtr, y[train], None if groups is None else groups[train], grouped_inner)
-        if test is not None:
-            Xte = X[test]
-            if settings["speaker_norm"]:
-                Xte = group_standardize(Xte, groups[test], fallback=X[train])
-            pred = est.predict(Xte)
-            holdout = {m.name: m.func(y[test], pred) for m in M.metrics_for(task)}
-            holdout["n_test"] = len(test)
-            holdout["ci_low"], holdout["ci_high"] = holdout_ci(
-                y[test], pred, M.get_metric(result.metric, task),
-                groups=None if groups is None else groups[test], num_classes=dataset.num_classes or None,
-                seed=settings["seed"], enabled=settings["n_boot"] > 0,
-            )
-    params = _best_params(est)
-    pipeline = est.best_estimator_ if hasattr(est, "best_estimator_") else est
-    bundle = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "embedx_version": __version__,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "pipeline": pipeline,
-        "task": task,
-        "classes": dataset.classes,
-        "label": dataset.label,
-        "model": model,
-        "params": params,
-        "blocks": [b.to_dict() for b in config.blocks],
-        "config": config.name,
-        "concat": config.concat,
-        "feature_sets": {
-            name: {
-                "backend": spec.backend,
-                "dim": spec.dim,
-                "layers": list(spec.layers),
-                "poolings": list(spec.poolings),
-                "config": dict(spec.config),
-                "attrs": dict(spec.attrs),
-            }
-            for name, spec in dataset.specs.items()
-            if name in {b.feature_set for b in config.blocks}
-        },
-        "speaker_norm": bool(settings["speaker_norm"]),
-        "group": dataset.group,
-        "metric": result.metric,
-        "cv_score": float(result.summary.loc[0, f"{result.metric}_pooled"]),
-        "trained_on": int(len(train)),
-        "store": dataset.store,
-    }
-    return bundle, holdout
-

@@ -35,7 +35,6 @@ __all__ = [
     "WeightedLayerClassifier",
     "WeightedLayerRegressor",
     "layer_weights_table",
-    "weighted_configs",
 ]
 
 #: the model name of every weighted configuration (registered in :mod:`embedx.fit.models`)
@@ -237,34 +236,6 @@ class WeightedLayerRegressor(RegressorMixin, _WeightedLayerBase):
 
 
 # ------------------------------------------------------------------------------ configurations
-
-
-def weighted_configs(configs: Sequence[Any]) -> list[Any]:
-    """One weighted configuration per (feature set, pooling) of the single-layer configurations.
-
-    Args:
-        configs: the study's :class:`~embedx.fit.data.FeatureConfig` list.
-
-    Returns:
-        The weighted configurations (each stacks that set's selected layers, in layer order).
-
-    Raises:
-        ConfigError: with ``--concat``, or when no set has two or more layers selected.
-    """
-    from embedx.fit.data import FeatureConfig
-
-    if any(c.concat for c in configs):
-        raise ConfigError("--weighted-layers learns its own mix of layers; it cannot be combined with --concat")
-    blocks: dict[tuple[str, str], list[Any]] = {}
-    for config in configs:
-        block = config.blocks[0]
-        blocks.setdefault((block.feature_set, block.pooling), []).append(block)
-    out = [FeatureConfig(tuple(sorted(found, key=lambda b: b.layer)), weighted=True)
-           for found in blocks.values() if len({b.layer for b in found}) > 1]
-    if not out:
-        raise ConfigError("--weighted-layers needs at least 2 layers of a feature set; "
-                          f"selected: {', '.join(c.name for c in configs)}")
-    return out
 
 
 def layer_weights_table(weights: Mapping[tuple[str, str], np.ndarray], configs: Sequence[Any]) -> pd.DataFrame:

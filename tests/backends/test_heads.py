@@ -24,10 +24,10 @@ from transformers import (
 
 from embedx.backends import create_backend
 from embedx.backends.hf import HFBackend
-from embedx.backends.tiny import save_tiny_model
 from embedx.errors import ModelError
 from embedx.extract import ExtractConfig, extract
 from embedx.store import StoreReader
+from embedx.testing.tiny import save_tiny_model
 from tests.conftest import fake_hub_cache
 
 SR = 16000

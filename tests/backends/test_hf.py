@@ -20,9 +20,10 @@ from transformers import AutoModel, BertConfig, BertModel, Wav2Vec2FeatureExtrac
 
 import embedx
 from embedx.backends import create_backend
-from embedx.backends.hf import HFBackend, MaskedGroupNorm, conv_output_length
-from embedx.backends.tiny import TINY_FAMILIES, save_tiny_model
+from embedx.backends.hf import HFBackend
+from embedx.backends.padding import MaskedGroupNorm, conv_output_length
 from embedx.errors import AudioError, ConfigError, ModelError
+from embedx.testing.tiny import TINY_FAMILIES, save_tiny_model
 from tests.conftest import fake_hub_cache
 
 SR = 16000

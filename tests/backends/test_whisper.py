@@ -13,12 +13,12 @@ import torch
 from transformers import WhisperFeatureExtractor, WhisperModel
 
 from embedx.backends import create_backend
-from embedx.backends.tiny import save_tiny_model
 from embedx.backends.whisper import WhisperBackend
 from embedx.batching import chunk_spans
 from embedx.errors import AudioError, ConfigError, ModelError
 from embedx.extract import ExtractConfig, extract
 from embedx.store import StoreReader
+from embedx.testing.tiny import save_tiny_model
 
 SR = 16000
 TOL = 1e-4

@@ -27,14 +27,15 @@ def _comparable(result) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 @pytest.fixture
 def local_dask():
+    """A local cluster of worker processes, as `embedx fit --backend dask` starts by default."""
     distributed = pytest.importorskip("distributed")
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                   dashboard_address=None) as cluster:
         yield cluster
 
 
 def test_dask_cluster_gives_the_loky_results(toy_store, local_dask):
-    ds = load_dataset(toy_store(), label="label", group="speaker")
+    ds = load_dataset(toy_store(), label="label", group="speaker", layers="2,3")
     loky = run_study(ds, StudySettings(backend="loky", jobs=2, **FAST))
     dask = run_study(ds, StudySettings(backend="dask", scheduler=local_dask.scheduler_address, **FAST))
     for a, b in zip(_comparable(loky), _comparable(dask), strict=True):
@@ -42,22 +43,41 @@ def test_dask_cluster_gives_the_loky_results(toy_store, local_dask):
     assert loky.best == dask.best
     for key, pred in loky.predictions.items():
         pd.testing.assert_series_equal(pd.Series(pred), pd.Series(dask.predictions[key]))
-    # the fits really ran on the cluster's workers
-    assert any(p.startswith("batch_of__run_task") for p in local_dask.scheduler.task_prefixes)
+    # the fits really ran on the cluster's worker processes, not in this one
+    assert any(p.startswith("batch_of_run_task") for p in local_dask.scheduler.task_prefixes)
+    import os
+
+    from distributed import Client
+    with Client(local_dask) as client:
+        pids = set(client.run(os.getpid).values())
+    assert len(pids) == 2 and os.getpid() not in pids
+
+
+def _worker_pid(_i):
+    """Where a joblib task ran (module level, so worker processes can unpickle it)."""
+    import os
+
+    from distributed import get_worker
+    return get_worker().address, os.getpid()
 
 
 def test_engine_starts_and_stops_a_local_dask_cluster():
+    """The default `--backend dask` without a scheduler: worker processes, stopped afterwards."""
+    import os
+
     pytest.importorskip("distributed")
-    from distributed import get_worker
     from joblib import Parallel, delayed
 
-    def where(_i):
-        return get_worker().address
-
-    with engine("dask", jobs=2, processes=False) as return_as:
+    with engine("dask", jobs=2) as return_as:
         assert return_as == "generator_unordered"
-        workers = set(Parallel()(delayed(where)(i) for i in range(8)))
-    assert 1 <= len(workers) <= 2 and all(w.startswith("inproc://") for w in workers)
+        where = set(Parallel()(delayed(_worker_pid)(i) for i in range(8)))
+    addresses = {a for a, _ in where}
+    pids = {p for _, p in where}
+    assert 1 <= len(addresses) <= 2 and all(a.startswith("tcp://") for a in addresses)
+    assert os.getpid() not in pids
+    for pid in pids:  # the cluster's processes are gone once the block ends
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
 
 
 def test_loky_engine_is_joblib_parallel_config():

@@ -9,7 +9,8 @@ import pytest
 from embedx.errors import ConfigError, DataError, StoreError
 from embedx.fit.data import load_dataset
 from embedx.fit.predict import load_model, predict_store, save_model
-from embedx.fit.study import StudySettings, group_standardize, run_study
+from embedx.fit.speaker_norm import group_standardize
+from embedx.fit.study import StudySettings, run_study
 
 from .conftest import LAYERS, planted, write_store
 

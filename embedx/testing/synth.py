@@ -126,7 +126,7 @@ def make_example(folder: str | Path, num_items: int = 48, num_speakers: int = 6,
         num_items: number of utterances.
         num_speakers: number of speakers (a speaker-independent split needs >= 3).
         seed: random seed (files are identical for the same seed).
-        model_family: family of the tiny model (see :mod:`embedx.backends.tiny`).
+        model_family: family of the tiny model (see :mod:`embedx.testing.tiny`).
 
     Returns:
         The :class:`Example`.
@@ -134,7 +134,7 @@ def make_example(folder: str | Path, num_items: int = 48, num_speakers: int = 6,
     import pandas as pd
     import soundfile as sf
 
-    from embedx.backends.tiny import save_tiny_model
+    from embedx.testing.tiny import save_tiny_model
 
     folder = Path(folder)
     audio_dir = folder / "wavs"
