@@ -8,7 +8,7 @@ import torch
 
 from embedx.audio import load
 from embedx.loader import SLOTS_PER_WORKER, Batch, Decoder, Loader, SlotRing, pack, unpack
-from embedx.synth import noise
+from embedx.testing.synth import noise
 
 
 def _prepare(wave: np.ndarray) -> np.ndarray:
