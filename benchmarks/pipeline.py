@@ -1,29 +1,33 @@
-"""The extraction data path on its own: decode, resample, batch, transfer, pool, write.
+"""The extraction data path on its own: decode, resample, batch, hand-over, pool, write.
 
 A near-free model (HuBERT architecture, 1 block, width 16, conv width 8, random weights, no
 download) runs over a generated corpus of mixed rates and lengths (~2.4 s per file on average,
 every third file at 22.05 kHz, the rest at 16 kHz), so what is timed is everything *around* the
-forward. For each batch setting (GPU-sized 60-s batches, the CPU default) it reports:
+forward; ``--no-model`` also runs every setting with the forward replaced by zeros of the right
+shape (the data path alone: what the CPU of a GPU host does). For each setting it reports:
 
-- loop audio-s/s (the processing loop, from the first batch request to the last write) and the
-  time to the first batch;
-- where the main process's time goes (waiting for data, host->device transfer, forward,
-  pooling + device->host copy, write), from :attr:`ExtractSummary.timings` (when the code
-  under test records them);
-- the raw rate of the decoding workers' job measured on one core in this process: plain
-  ``soundfile`` decode, soxr resampling, and embedx's whole per-item preparation.
+- wall clock: loop audio-s/s (the processing loop, from the first batch request to the last
+  write), time to the first batch, where the main thread's time went, and the 1-min load
+  average during the run (other processes on the machine distort every wall-clock figure);
+- CPU ms per audio-second per part, whichever process spent it (:attr:`ExtractSummary.cpu`):
+  decode, resample, prepare (normalise), pack (the hand-over in the worker), receive (the
+  hand-over in the main process), forward, pool, write (the writer thread), the rest, and the
+  audio-s/s this CPU cost allows on the machine's cores when nothing else runs (``ceiling``);
+- the decoding workers' job on one core (CPU time): plain ``soundfile``, soxr, embedx's decode
+  and its whole per-item preparation.
 
 Usage:
-    python benchmarks/pipeline.py [--files 4000] [--repeats 2] [--workers N ...] [--corpus DIR]
+    python benchmarks/pipeline.py [--files 4000] [--repeats 2] [--workers N ...] [--no-model]
 
-Runs are interleaved (every setting once per repeat) and the best of the repeats is reported,
-so noise from other processes hits every setting alike. Prints markdown tables.
+Runs are interleaved (every setting once per repeat); the wall-clock table shows each setting's
+fastest run, the CPU table its run with the least CPU. Prints markdown tables.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -76,27 +80,41 @@ def make_model(folder: Path) -> Path:
 
 
 def raw_rates(paths: list[Path], limit: int = 600) -> dict[str, float]:
-    """audio-s/s of one core for plain decoding, soxr resampling, and embedx's per-item path."""
+    """CPU ms per audio-second of one core for plain decoding, soxr resampling, embedx's decode
+    and its whole per-item path (CPU time: it holds on a busy machine where wall time does not)."""
     import soundfile as sf
     import soxr
 
     from embedx.audio import load
 
+    try:
+        from embedx.audio import decode
+    except ImportError:  # a tree before decode() existed
+        def decode(path: Path) -> None:
+            sf.read(str(path), dtype="float32", always_2d=True)
+
     sample = paths[:limit]
     audio = sum(sf.info(str(p)).duration for p in sample)
-    t0 = time.perf_counter()
+    for p in sample:  # into the page cache first: the first reader would pay for the disk
+        p.read_bytes()
+    t0 = time.process_time()
     decoded = [sf.read(str(p), dtype="float32") for p in sample]
-    t1 = time.perf_counter()
+    t1 = time.process_time()
     for w, sr in decoded:
         if sr != 16000:
             soxr.resample(w, sr, 16000, quality="HQ")
-    t2 = time.perf_counter()
+    t2 = time.process_time()
+    for p in sample:
+        decode(p)
+    t3 = time.process_time()
     for p in sample:
         w = load(p, 16000)
         (w - w.mean()) / np.sqrt(w.var() + 1e-7)  # the model's normalisation, as the workers do it
-    t3 = time.perf_counter()
-    return {"decode": audio / (t1 - t0), "resample (all files' audio)": audio / (t2 - t1),
-            "embedx load + normalise": audio / (t3 - t2)}
+    t4 = time.process_time()
+    return {"soundfile decode (float32)": 1000 * (t1 - t0) / audio,
+            "soxr resample (per second of all files' audio)": 1000 * (t2 - t1) / audio,
+            "embedx decode": 1000 * (t3 - t2) / audio,
+            "embedx decode + resample + normalise": 1000 * (t4 - t3) / audio}
 
 
 def null_forward(self, waves, layers):  # noqa: ANN001, ANN201 - HFBackend.forward's signature
@@ -111,9 +129,14 @@ def null_forward(self, waves, layers):  # noqa: ANN001, ANN201 - HFBackend.forwa
     return BackendOutput(hidden=hidden, lengths=torch.tensor(lengths), heads={})
 
 
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_extract(corpus: Path, model: Path, out: Path, batch_seconds: float | None,
                 workers: int | None, no_model: bool = False) -> dict[str, float]:
-    """One in-process extraction; returns its loop figures."""
+    """One in-process extraction; returns its loop figures, CPU per part and the load average."""
     from embedx.backends.hf import HFBackend
     from embedx.extract import ExtractConfig, extract
 
@@ -123,17 +146,33 @@ def run_extract(corpus: Path, model: Path, out: Path, batch_seconds: float | Non
 
     config = ExtractConfig(model=str(model), layers="all", poolings=("mean",), device="cpu",
                            batch_seconds=batch_seconds, workers=workers, progress=False)
-    t0 = time.perf_counter()
+    load_before = os.getloadavg()[0]
+    t0, c0, k0 = time.perf_counter(), time.process_time(), _children_cpu()
     try:
         summary = extract([str(corpus)], out, config)
     finally:
         HFBackend.forward = original
     total = time.perf_counter() - t0
-    res = {"loop_rate": summary.audio_seconds / summary.elapsed, "loop_s": summary.elapsed,
-           "total_s": total, "audio": summary.audio_seconds, "items": summary.processed}
-    timings = getattr(summary, "timings", None) or {}
-    res.update({f"t_{k}": v for k, v in timings.items()})
+    audio = summary.audio_seconds
+    res = {"loop_rate": audio / summary.elapsed, "loop_s": summary.elapsed,
+           "total_s": total, "audio": audio, "items": summary.processed, "workers": summary.workers,
+           "load": max(load_before, os.getloadavg()[0]),
+           # the whole run (model load, header scan, loop), measured from outside: holds for any tree
+           "run_main_ms": 1000 * (time.process_time() - c0) / audio,
+           "run_workers_ms": 1000 * (_children_cpu() - k0) / audio}
+    res.update({f"t_{k}": v for k, v in (getattr(summary, "timings", None) or {}).items()})
+    res.update({f"c_{k}": 1000 * v / audio for k, v in (getattr(summary, "cpu", None) or {}).items()})
     return res
+
+
+def ceiling(r: dict[str, float], cores: int) -> float:
+    """audio-s/s the loop's CPU allows on ``cores`` idle cores: the main process (its loop),
+    the workers together, and all of it on the cores, whichever binds first."""
+    main, workers = r["c_main_total"], r["c_workers_total"]
+    bounds = [1000 * cores / (main + workers), 1000 / main]
+    if r["workers"]:
+        bounds.append(1000 * r["workers"] / workers)
+    return min(bounds)
 
 
 def small_run_wall(corpus: Path, model: Path, out: Path, files: int) -> tuple[float, float]:
@@ -164,6 +203,7 @@ def main() -> None:
     parser.add_argument("--small", type=int, default=480, help="files of the small CLI run (0: skip)")
     parser.add_argument("--no-model", action="store_true",
                         help="also run every setting with the forward replaced by zeros: the data path alone")
+    parser.add_argument("--only-no-model", action="store_true", help="run only the data path alone")
     args = parser.parse_args()
 
     import torch
@@ -175,8 +215,8 @@ def main() -> None:
         model = make_model(tmp / "model")
         paths = sorted(corpus.glob("*.wav"))
         rates = raw_rates(paths)
-        settings = [(b or None, w, nm) for b in args.batch_seconds for w in args.workers
-                    for nm in ([False, True] if args.no_model else [False])]
+        variants = [True] if args.only_no_model else [False, True] if args.no_model else [False]
+        settings = [(b or None, w, nm) for b in args.batch_seconds for w in args.workers for nm in variants]
         results: dict[tuple, list[dict[str, float]]] = {s: [] for s in settings}
         k = 0
         for _ in range(args.repeats):
@@ -186,30 +226,54 @@ def main() -> None:
                 (tmp / f"r{k}.h5").unlink()
         small = small_run_wall(corpus, model, tmp / "small.h5", args.small) if args.small else None
 
-    from embedx.extract import default_workers
+    from embedx.extract import available_cores, default_workers
 
+    cores = available_cores()
     print(f"\n{args.files} files, {audio:.0f} s of audio (1.2-3.6 s, every third at 22.05 kHz), "
-          f"near-free HuBERT (1 block, width 16), all layers, mean pooling, {os.cpu_count()} cores, "
+          f"near-free HuBERT (1 block, width 16), all layers, mean pooling, {cores} cores, "
           f"torch threads {torch.get_num_threads()}, default workers {default_workers()}, "
           f"best of {args.repeats} interleaved\n")
-    print("| batch budget | workers | model | loop audio-s/s | loop s | run s (with model load, scan) | "
+    print("Wall clock (best run; `load` = the 1-min load average during it: other processes on the machine)\n")
+    print("| batch budget | workers | model | loop audio-s/s | load | loop s | run s (with model load, scan) | "
           "first batch s | wait for data | pad + to device + forward | pool + to host | blocked on writes | "
           "writes (writer thread) |")
-    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for s, runs in results.items():
         best = max(runs, key=lambda r: r["loop_rate"])
         def cell(key: str, r: dict = best) -> str:
             return f"{r[key]:.2f}" if key in r else "n/a"
-        print(f"| {s[0] or 'CPU default'} s | {s[1] if s[1] is not None else 'default'} | "
+        print(f"| {s[0] or 'CPU default'} s | {best['workers']} | "
               f"{'none (zeros)' if s[2] else 'near-free'} | "
-              f"{best['loop_rate']:.0f} | {best['loop_s']:.2f} | {best['total_s']:.2f} | {cell('t_first_batch')} | "
-              f"{cell('t_wait')} | {cell('t_forward')} | {cell('t_pool')} | {cell('t_write_wait')} | "
-              f"{cell('t_write')} |")
-    print("\nOne core, the decoding workers' job alone (first 600 files):\n")
-    print("| step | audio-s/s |")
-    print("|---|---:|")
-    for label, rate in rates.items():
-        print(f"| {label} | {rate:.0f} |")
+              f"{best['loop_rate']:.0f} | {best['load']:.1f} | {best['loop_s']:.2f} | {best['total_s']:.2f} | "
+              f"{cell('t_first_batch')} | {cell('t_wait')} | {cell('t_forward')} | {cell('t_pool')} | "
+              f"{cell('t_write_wait')} | {cell('t_write')} |")
+    parts = ["decode", "resample", "prepare", "pack", "receive", "forward", "pool", "write"]
+    print("\nCPU ms per audio-second (run with the least CPU; whichever process spent it). `worker other`: "
+          "worker start-up and sending; `main other`: the rest of the main process's loop (progress, "
+          "queueing, torch threads); `ceiling`: audio-s/s this CPU cost allows on "
+          f"{cores} idle cores (main process, workers, all cores: whichever binds first)\n")
+    print("| batch budget | workers | model | " + " | ".join(parts) + " | worker other | main other | "
+          "loop total | ceiling audio-s/s | whole run: main, workers |")
+    print("|---|---:|---|" + "---:|" * (len(parts) + 6))
+    for s, runs in results.items():
+        best = min(runs, key=lambda r: r["run_main_ms"] + r["run_workers_ms"])
+        head = f"| {s[0] or 'CPU default'} s | {best['workers']} | {'none (zeros)' if s[2] else 'near-free'} | "
+        tail = f"{best['run_main_ms']:.3f}, {best['run_workers_ms']:.3f} |"
+        if "c_main_total" not in best:  # a tree without CPU accounting
+            print(head + " | ".join(["n/a"] * (len(parts) + 4)) + " | " + tail)
+            continue
+        decoding = sum(best[f"c_{p}"] for p in ("decode", "resample", "prepare", "pack"))
+        in_main = best["c_receive"] + best["c_forward"] + best["c_pool"] + best["c_write"]
+        worker_other = best["c_workers_total"] - decoding if best["workers"] else 0.0
+        main_other = best["c_main_total"] - in_main - (0.0 if best["workers"] else decoding)
+        total = best["c_main_total"] + best["c_workers_total"]
+        print(head + " | ".join(f"{best[f'c_{p}']:.3f}" for p in parts)
+              + f" | {worker_other:.3f} | {main_other:.3f} | {total:.3f} | {ceiling(best, cores):.0f} | " + tail)
+    print("\nOne core, the decoding workers' job alone (first 600 files), CPU ms per audio-second:\n")
+    print("| step | CPU ms per audio-s | audio-s/s per core |")
+    print("|---|---:|---:|")
+    for label, ms in rates.items():
+        print(f"| {label} | {ms:.3f} | {1000 / ms:.0f} |")
     if small:
         print(f"\nSmall run: `embedx extract` CLI on {args.small} files, fresh process: {small[0]:.2f} s wall "
               f"(of which `import embedx.cli`: {small[1]:.2f} s)")

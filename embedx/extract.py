@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -21,11 +20,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from embedx.audio import RESAMPLER, AudioInfo, load, probe, resampled_length
+from embedx.audio import RESAMPLER, AudioInfo, probe, resampled_length
 from embedx.backends import Backend, create_backend, parse_layers
 from embedx.backends.base import SHORT_POLICIES
 from embedx.batching import chunk_spans, make_batches
 from embedx.errors import AudioError, ConfigError, EmbedxError
+from embedx.loader import WORKER_PARTS, Loader
 from embedx.manifest import build_items, find_manifest
 from embedx.pooling import chunk_poolings, combine_chunks, get_pooling, parse_poolings
 from embedx.progress import progress_bar
@@ -175,6 +175,8 @@ class ExtractSummary:
         peak_memory: peak accelerator memory of the loop in bytes (CUDA), else the process's
             peak resident memory.
         timings: where the loop's time went, in seconds (see :func:`_run_batches`).
+        cpu: where the run's CPU time went, in CPU seconds, whichever process spent it (see
+            :func:`_run_batches`).
     """
 
     output: Path
@@ -191,6 +193,7 @@ class ExtractSummary:
     workers: int = 0
     peak_memory: int = 0
     timings: dict[str, float] = field(default_factory=dict)
+    cpu: dict[str, float] = field(default_factory=dict)
 
     @property
     def nothing_to_do(self) -> bool:
@@ -283,140 +286,6 @@ def _model_lengths(items: pd.DataFrame, backend: Backend) -> tuple[np.ndarray, n
     return decoded, padded, frames
 
 
-class _Decoder:
-    """Map-style dataset: item index -> (index, prepared waveform or None, error or None).
-
-    Runs in DataLoader workers, so decoding, resampling and normalisation stay off the
-    forward's critical path. Errors are returned, not raised, so one bad file never stops a run.
-    """
-
-    def __init__(self, paths: Sequence[str], expected: np.ndarray, sample_rate: int,
-                 prepare: Callable[[np.ndarray], np.ndarray],
-                 fit_length: Callable[[np.ndarray], np.ndarray]) -> None:
-        self.paths = list(paths)
-        self.expected = expected
-        self.sample_rate = sample_rate
-        self.prepare = prepare
-        self.fit_length = fit_length
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> tuple[int, np.ndarray | None, str | None]:
-        try:
-            wave = load(self.paths[index], self.sample_rate)
-            if wave.shape[0] != self.expected[index]:
-                # the header promised another length (some mp3 encoders); the frame layout in the
-                # store was planned from the header, so refuse rather than misplace frames
-                raise AudioError(f"decoded {wave.shape[0]} samples but the header implies "
-                                 f"{self.expected[index]}; re-encode the file as wav/flac")
-            # prepare may be heavy (a CPU-bound backend computes its features here, in workers)
-            return index, self.fit_length(self.prepare(wave)), None
-        except EmbedxError as exc:
-            return index, None, str(exc)
-        except Exception as exc:  # a decoder bug must not end a long run; record it instead
-            return index, None, f"{type(exc).__name__}: {' '.join(str(exc).split())}"
-
-
-def _collate(batch: list[Any]) -> Any:
-    """Hand a worker's batch over as one tensor, which torch moves through shared memory.
-
-    A pickled numpy batch goes through the result pipe; when the main process is killed while
-    a large one is being written, the worker's queue feeder thread blocks forever and the worker
-    lives on. A tensor travels as a small shared-memory handle instead. Every shared tensor costs
-    a shared-memory segment and a descriptor hand-over, so the batch's 1-D float32 waveforms
-    travel packed in one tensor (one segment per batch, not per item); :func:`_unpack` splits
-    it again. Anything else (a CPU backend's features) travels as its own tensor.
-
-    Returns:
-        In a worker: ``(flat, entries)``, ``flat`` a ``(total_samples,)`` float32 tensor and
-        ``entries`` a list of ``(index, offset, length, other, error)``; in the main process the
-        batch unchanged.
-    """
-    import torch.utils.data
-
-    if torch.utils.data.get_worker_info() is None:  # decoding in the main process
-        return batch
-    packable = [w for _, w, _ in batch
-                if isinstance(w, np.ndarray) and w.ndim == 1 and w.dtype == np.float32]
-    flat = torch.from_numpy(np.concatenate(packable) if packable else np.zeros(0, np.float32))
-    entries = []
-    offset = 0
-    for i, w, err in batch:
-        if isinstance(w, np.ndarray) and w.ndim == 1 and w.dtype == np.float32:
-            entries.append((i, offset, w.shape[0], None, err))
-            offset += w.shape[0]
-        else:
-            other = torch.from_numpy(np.ascontiguousarray(w)) if isinstance(w, np.ndarray) else w
-            entries.append((i, 0, 0, other, err))
-    return flat, entries
-
-
-def _unpack(batch: Any) -> list[tuple[int, np.ndarray | None, str | None]]:
-    """A batch from :func:`_collate` as ``[(index, wave or None, error or None), ...]``.
-
-    The waves are numpy views of the shared tensor (no copy).
-    """
-    if isinstance(batch, list):  # decoded in the main process
-        return batch
-    flat, entries = batch
-    data = flat.numpy()
-    return [(i, other.numpy() if hasattr(other, "numpy") else data[offset:offset + length]
-             if err is None else None, err)
-            for i, offset, length, other, err in entries]
-
-
-#: prctl option that sends the caller a signal when its parent dies (linux/prctl.h)
-_PR_SET_PDEATHSIG = 1
-
-
-def _worker_init(parent: int | None, worker_id: int) -> None:
-    """Set up a decoding worker: it dies with the main process, and leaves stop signals to it.
-
-    Args:
-        parent: pid the worker's parent must have (the main process when workers are forked
-            or spawned from it; None when a fork server is the parent).
-        worker_id: the DataLoader's worker number (unused).
-    """
-    deathsig = False
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        try:
-            # the kernel SIGKILLs this worker the moment its parent dies, whatever killed the
-            # parent (kill -9, OOM killer): no orphan can outlive the run
-            libc = ctypes.CDLL(None, use_errno=True)
-            deathsig = libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) == 0
-        except (OSError, AttributeError):
-            deathsig = False
-    if parent is not None and os.getppid() != parent:
-        os._exit(0)  # the parent died before the death signal was armed
-    # a terminal's Ctrl-C, a hangup and a scheduler's SIGTERM reach the whole process group; the
-    # main process stops the run cleanly and ends its workers. Without the death signal a worker
-    # keeps SIGTERM, so that it can still be ended when its parent is gone.
-    for name in ("SIGINT", "SIGHUP", "SIGTERM") if deathsig else ("SIGINT",):
-        signal.signal(getattr(signal, name), signal.SIG_IGN)
-
-
-def _batch_loader(decoder: _Decoder, batches: list[list[int]], workers: int) -> Any:
-    import functools
-    import multiprocessing
-
-    import torch.utils.data
-
-    parent = None
-    if workers > 0 and multiprocessing.get_start_method() in ("fork", "spawn"):
-        parent = os.getpid()
-    return torch.utils.data.DataLoader(
-        decoder,
-        batch_sampler=batches,
-        collate_fn=_collate,
-        num_workers=workers,
-        prefetch_factor=4 if workers > 0 else None,
-        worker_init_fn=functools.partial(_worker_init, parent) if workers > 0 else None,
-    )
-
-
 def _forward_isolating(backend: Backend, indices: list[int], waves: list[np.ndarray],
                        layers: list[int]) -> tuple[list[tuple[list[int], Any]], dict[int, str]]:
     """Run a batch; on an error split it in halves so only the items that fail alone are lost.
@@ -464,6 +333,12 @@ def _to_store_arrays(output: Any, poolings: Sequence[str], frames: bool
         ]
     return pooled, frame_arrays
 
+
+#: wall-clock parts of the loop in :attr:`ExtractSummary.timings` (see :func:`_run_batches`)
+WALL_PARTS = ("first_batch", "wait", "forward", "pool", "write_wait", "write")
+#: CPU parts of the loop in :attr:`ExtractSummary.cpu` (see :func:`_run_batches`)
+CPU_PARTS = (*WORKER_PARTS, "receive", "forward", "pool", "write_wait", "write", "main_total",
+             "workers_total")
 
 #: signals that stop a run cleanly; the process then exits with 128 + the signal's number
 STOP_SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP")
@@ -672,6 +547,7 @@ class _StoreQueue:
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=depth)
         self._error: BaseException | None = None
         self.busy = 0.0  # seconds the thread spent in store calls
+        self.busy_cpu = 0.0  # CPU seconds of the thread in store calls
         self._thread = threading.Thread(target=self._run, name="embedx-store-writer", daemon=True)
         self._thread.start()
 
@@ -683,12 +559,13 @@ class _StoreQueue:
             if self._error is not None:
                 continue  # drain without writing: the run is failing
             fn, args, kwargs = job
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.thread_time()
             try:
                 fn(*args, **kwargs)
             except BaseException as exc:  # handed to the main thread, which raises it
                 self._error = exc
             self.busy += time.perf_counter() - t0
+            self.busy_cpu += time.thread_time() - c0
 
     def put(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
         """Queue ``fn(*args, **kwargs)``; raise a failed earlier call's error first."""
@@ -707,6 +584,44 @@ class _StoreQueue:
             raise self._error
 
 
+class _Meter:
+    """Wall-clock and CPU seconds (the main thread's CPU clock) per part of the loop.
+
+    CPU time is what tells the parts' costs apart on a machine shared with other work, where
+    waiting and wall-clock time mostly measure the neighbours.
+    """
+
+    def __init__(self) -> None:
+        self.wall = dict.fromkeys(WALL_PARTS, 0.0)
+        self.cpu = dict.fromkeys(CPU_PARTS, 0.0)
+
+    @staticmethod
+    def mark() -> tuple[float, float]:
+        """Now, as ``(wall, cpu)`` seconds."""
+        return time.perf_counter(), time.thread_time()
+
+    def add(self, part: str, since: tuple[float, float], cpu_part: str | None = None) -> tuple[float, float]:
+        """Add the time since ``since`` to ``part`` (its CPU time to ``cpu_part``, default
+        ``part``); returns now (the next part's start)."""
+        now = self.mark()
+        cpu_part = cpu_part or part
+        if part in self.wall:
+            self.wall[part] += now[0] - since[0]
+        if cpu_part in self.cpu:
+            self.cpu[cpu_part] += now[1] - since[1]
+        return now
+
+
+def _children_cpu() -> float:
+    """CPU seconds of this process's ended and waited-for children (the decoding workers)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return 0.0
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _run_batches(store: Any, name: str, backend: Backend, layers: list[int], config: ExtractConfig,
                  items: pd.DataFrame, todo: np.ndarray, decoded: np.ndarray, lengths: np.ndarray,
                  summary: ExtractSummary, note: Callable[[str], None], stop: _StopRequest) -> None:
@@ -721,6 +636,12 @@ def _run_batches(store: Any, name: str, backend: Backend, layers: list[int], con
     went (seconds): ``first_batch``, ``wait`` (for decoded data), ``forward`` (padding, the copy
     to the device and the model), ``pool`` (pooling and the copy back), ``write_wait`` (blocked
     on a full write queue), and ``write`` (the writer thread's time in store calls, overlapped).
+    ``summary.cpu`` gets CPU seconds per part, whichever process or thread spent them: the
+    decoding parts of :data:`embedx.loader.WORKER_PARTS` (in the workers, or in the main process
+    without workers), ``receive`` (the main thread's hand-over: receiving and unpacking
+    batches), ``forward``, ``pool``, ``write_wait``, ``write`` (the writer thread), and the
+    totals ``main_total`` (every thread of the main process during the loop) and
+    ``workers_total`` (the workers, start-up and sending included).
     """
     budget = int(batch_seconds(config, backend) * backend.sample_rate)
     max_chunk = _max_chunk_samples(config, backend)
@@ -739,8 +660,8 @@ def _run_batches(store: Any, name: str, backend: Backend, layers: list[int], con
          f"{plural(workers, 'decoding worker')}")
     # a backend's small picklable preparer, so workers never need the model itself
     prep = backend.preparer or backend
-    decoder = _Decoder(items["path"].tolist(), decoded, backend.sample_rate,
-                       prep.prepare, prep.fit_length)
+    loader = Loader(items["path"].tolist(), decoded, backend.sample_rate, prep.prepare, prep.fit_length,
+                    batches, workers, budget)
     durations = items["duration"].to_numpy(dtype=np.float64)
     long_set = set(long_first)
     if long_set:
@@ -748,52 +669,62 @@ def _run_batches(store: Any, name: str, backend: Backend, layers: list[int], con
     # items done or failed before this loop, for the progress published to `embedx info`
     before = len(items) - len(todo) - summary.failed  # this run's probe failures count below
     store.set_progress(name, before, len(items))
-    timings = dict.fromkeys(("first_batch", "wait", "forward", "pool", "write_wait", "write"), 0.0)
-    summary.timings = timings
+    meter = _Meter()
+    summary.timings, summary.cpu = meter.wall, meter.cpu
     _reset_peak_memory(backend)
     writes = _StoreQueue()
     start = time.perf_counter()
+    cpu_start, children_start = time.process_time(), _children_cpu()
     try:
         with progress_bar(config.progress, rate=True) as progress:
             task = progress.add_task(f"extract {name}", total=len(todo), rate="")
-            loader = iter(_batch_loader(decoder, batches, workers))
-            clock = time.perf_counter()
+            mark = meter.mark()
             for batch in loader:
-                now = time.perf_counter()
-                timings["wait"] += now - clock
-                if not timings["first_batch"]:
-                    timings["first_batch"] = now - start
-                batch = _unpack(batch)
-                good = [(i, w) for i, w, err in batch if err is None]
-                for i, _w, err in batch:
+                mark = meter.add("wait", mark, cpu_part="receive")
+                if not meter.wall["first_batch"]:
+                    meter.wall["first_batch"] = mark[0] - start
+                # decoded in the main process (no workers), the decoding parts ran inside the
+                # loader's step: what is left of the step is the hand-over
+                in_step = sum(batch.cpu.values()) if workers == 0 else 0.0
+                meter.cpu["receive"] -= in_step
+                for part, seconds in batch.cpu.items():
+                    meter.cpu[part] += seconds
+                batch_items = loader.items(batch)
+                good = [(i, w) for i, w, err in batch_items if err is None]
+                for i, _w, err in batch_items:
                     if err is not None:
                         writes.put(store.record_failure, name, i, "decode", err)
                         summary.failed += 1
+                mark = meter.add("receive", mark)
                 if len(good) == 1 and good[0][0] in long_set:
                     written, errors = _run_long(writes, store, name, backend, layers, config, *good[0],
-                                                budget, timings)
+                                                budget, meter)
                 else:
-                    written, errors = _run_short(writes, store, name, backend, layers, config, good, timings)
+                    written, errors = _run_short(writes, store, name, backend, layers, config, good, meter)
+                del good
+                loader.release(batch)  # the forward has consumed the waves: the worker may refill the slot
                 for i, err in errors.items():
                     writes.put(store.record_failure, name, i, "forward", err)
                     summary.failed += 1
                 summary.processed += len(written)
                 summary.audio_seconds += float(np.nansum(durations[written]))
                 elapsed = time.perf_counter() - start
-                progress.update(task, advance=len(batch), rate=(
+                progress.update(task, advance=len(batch_items), rate=(
                     f"{summary.processed / elapsed:.1f} items/s "
                     f"{summary.audio_seconds / elapsed:.1f} audio-s/s"))
                 writes.put(store.set_progress, name, before + summary.processed + summary.failed,
                            len(items))
-                clock = time.perf_counter()
+                mark = meter.mark()
                 if stop.signal is not None:
                     break
-            del loader  # ends the workers now, before the store is closed
     finally:
+        loader.close()  # ends the workers now, before the store is closed
         # the batches already computed are written (and marked done) before the store closes,
         # also when the loop is stopped by a signal or fails; a writer error is raised here
         writes.close()
-        timings["write"] = writes.busy
+        meter.wall["write"], meter.cpu["write"] = writes.busy, writes.busy_cpu
+        meter.cpu["main_total"] = time.process_time() - cpu_start
+        meter.cpu["workers_total"] = _children_cpu() - children_start
     summary.elapsed = time.perf_counter() - start
     summary.peak_memory = _peak_memory(backend)
 
@@ -883,31 +814,28 @@ def _max_chunk_samples(config: ExtractConfig, backend: Backend) -> int | None:
 
 
 def _run_short(writes: _StoreQueue, store: Any, name: str, backend: Backend, layers: list[int],
-               config: ExtractConfig, good: list[tuple[int, np.ndarray]], timings: dict[str, float]
+               config: ExtractConfig, good: list[tuple[int, np.ndarray]], meter: _Meter
                ) -> tuple[list[int], dict[int, str]]:
     """Run one batch of items that fit in one piece and queue their writes."""
     if not good:
         return [], {}
-    t0 = time.perf_counter()
+    mark = meter.mark()
     parts, errors = _forward_isolating(backend, [i for i, _ in good], [w for _, w in good], layers)
-    t1 = time.perf_counter()
+    mark = meter.add("forward", mark)
     written: list[int] = []
-    timings["forward"] += t1 - t0
     for indices, out in parts:
-        t2 = time.perf_counter()
         pooled, frames = _to_store_arrays(out, config.poolings, config.frames)
-        t3 = time.perf_counter()
+        mark = meter.add("pool", mark)
         writes.put(store.write, name, np.asarray(indices), pooled=pooled, frames=frames,
                    heads=out.heads or None)
-        timings["pool"] += t3 - t2
-        timings["write_wait"] += time.perf_counter() - t3
+        mark = meter.add("write_wait", mark)
         written.extend(indices)
     return written, errors
 
 
 def _run_long(writes: _StoreQueue, store: Any, name: str, backend: Backend, layers: list[int],
               config: ExtractConfig, index: int, wave: np.ndarray, budget: int,
-              timings: dict[str, float]) -> tuple[list[int], dict[int, str]]:
+              meter: _Meter) -> tuple[list[int], dict[int, str]]:
     """Run one long item in chunks, combine its pooled values, stream its frames to the store.
 
     Memory is bounded by the chunk size: frames go to the store chunk by chunk, and only the
@@ -922,15 +850,14 @@ def _run_long(writes: _StoreQueue, store: Any, name: str, backend: Backend, laye
     counts: list[int] = []
     for b in range(0, len(spans), per_batch):
         group = spans[b:b + per_batch]
-        t0 = time.perf_counter()
+        mark = meter.mark()
         try:
             out = backend.forward([wave[s.start:s.stop] for s in group], layers)
         except (EmbedxError, RuntimeError, ValueError) as exc:
             return [], {index: f"chunk {b + 1}/{len(spans)}: " + " ".join(str(exc).split())[:500]}
-        t1 = time.perf_counter()
+        mark = meter.add("forward", mark)
         pooled, frames = _to_store_arrays(out, wanted, config.frames)
-        timings["forward"] += t1 - t0
-        timings["pool"] += time.perf_counter() - t1
+        meter.add("pool", mark)
         if out.lengths.tolist() != [s.num_frames for s in group]:
             raise RuntimeError(f"chunk frames {out.lengths.tolist()} differ from the plan "
                                f"{[s.num_frames for s in group]}")  # a backend bug, not bad input

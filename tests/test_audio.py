@@ -121,3 +121,56 @@ def test_bad_files_raise_one_line_audio_errors(tmp_path, write_audio):
     (tmp_path / "link.wav").symlink_to(tmp_path / "nowhere.wav")
     with pytest.raises(AudioError, match="broken symlink"):
         probe(tmp_path / "link.wav")
+
+
+@pytest.mark.parametrize("channels", [1, 2])
+def test_pcm16_decodes_to_exactly_libsndfiles_float_conversion(tmp_path, channels):
+    import soundfile as sf
+
+    from embedx.audio import decode
+
+    # every 16-bit value, in both channels (reversed in the second)
+    values = np.arange(-32768, 32768, dtype=np.int16)
+    data = values[:, None] if channels == 1 else np.stack([values, values[::-1]], axis=1)
+    path = tmp_path / "all.wav"
+    sf.write(path, data, 16000, subtype="PCM_16")
+    wave, rate = decode(path)
+    reference = sf.read(path, dtype="float32", always_2d=True)[0].mean(axis=1, dtype=np.float32)
+    assert rate == 16000 and wave.dtype == np.float32 and wave.flags.c_contiguous
+    np.testing.assert_array_equal(wave, reference)
+    if channels == 1:
+        assert wave[0] == -1.0 and wave[-1] == np.float32(32767 / 32768)
+
+
+def _with_chunk_before_data(path, chunk: bytes, payload: bytes) -> None:
+    """Insert a chunk (odd sizes padded) between a wav file's fmt and data chunks."""
+    blob = bytearray(path.read_bytes())
+    at = blob.index(b"data")
+    extra = chunk + len(payload).to_bytes(4, "little") + payload + (b"\0" if len(payload) % 2 else b"")
+    blob[at:at] = extra
+    blob[4:8] = (len(blob) - 8).to_bytes(4, "little")
+    path.write_bytes(bytes(blob))
+
+
+@pytest.mark.parametrize("case", ["mono-odd", "stereo", "extra-chunk", "wavex", "pcm24", "truncated"])
+def test_wav_files_decode_exactly_as_libsndfile_reads_them(tmp_path, case):
+    import soundfile as sf
+
+    from embedx.audio import _read_plain_wav, decode
+
+    rng = np.random.default_rng(1)
+    channels = 2 if case == "stereo" else 1
+    data = (0.3 * rng.standard_normal((16001, channels))).astype(np.float32)
+    path = tmp_path / f"{case}.wav"
+    fmt = "WAVEX" if case == "wavex" else "WAV"
+    sf.write(path, data, 16000, format=fmt, subtype="PCM_24" if case == "pcm24" else "PCM_16")
+    if case == "extra-chunk":
+        _with_chunk_before_data(path, b"junk", b"abc")  # an odd-sized chunk: padded to 4 bytes
+    if case == "truncated":
+        path.write_bytes(path.read_bytes()[:-1001])  # the data chunk claims more than the file holds
+    reference, rate = sf.read(path, dtype="float32", always_2d=True)
+    wave, got_rate = decode(path)
+    np.testing.assert_array_equal(wave, reference.mean(axis=1, dtype=np.float32))
+    assert got_rate == rate == 16000
+    plain = case in ("mono-odd", "stereo", "extra-chunk")
+    assert (_read_plain_wav(path) is not None) == plain  # the others go through libsndfile

@@ -1,4 +1,4 @@
-"""The extraction data path: packed worker batches, the writer thread, the run profile, workers."""
+"""The extraction data path: the writer thread, the run profile and CPU accounting, workers."""
 
 from __future__ import annotations
 
@@ -9,20 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from embedx.cli import app
 from embedx.errors import StoreError
-from embedx.extract import (
-    ExtractConfig,
-    _collate,
-    _StoreQueue,
-    _unpack,
-    available_cores,
-    default_workers,
-    extract,
-)
+from embedx.extract import ExtractConfig, _StoreQueue, available_cores, default_workers, extract
 from embedx.store import StoreReader, StoreWriter
 from embedx.testing.synth import noise
 
@@ -39,24 +30,6 @@ def wavs(write_audio):
 
 def _writer_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name == "embedx-store-writer"]
-
-
-def test_worker_batch_travels_as_one_tensor_and_unpacks_to_the_same_arrays(monkeypatch):
-    rng = np.random.default_rng(0)
-    features = rng.standard_normal((3, 4))  # a CPU backend's (float64, 2-D) features
-    batch = [(4, rng.standard_normal(7).astype(np.float32), None), (9, None, "cannot decode audio: x"),
-             (2, rng.standard_normal(3).astype(np.float32), None), (5, features, None)]
-    assert _collate(batch) is batch  # decoding in the main process: nothing to hand over
-    monkeypatch.setattr(torch.utils.data, "get_worker_info", lambda: object())
-    flat, entries = _collate(batch)
-    assert isinstance(flat, torch.Tensor) and flat.shape == (10,)  # both waves, one tensor
-    out = _unpack((flat, entries))
-    assert [i for i, _, _ in out] == [4, 9, 2, 5]
-    assert out[1][1] is None and out[1][2] == "cannot decode audio: x"
-    for (_, want, _), (_, got, err) in zip([batch[0], batch[2], batch[3]], [out[0], out[2], out[3]], strict=True):
-        assert err is None
-        np.testing.assert_array_equal(got, want)
-    assert out[3][1].dtype == np.float64 and out[3][1].shape == (3, 4)
 
 
 def test_store_queue_runs_calls_in_order_and_raises_a_failed_call_on_the_main_thread():
@@ -145,3 +118,20 @@ def test_gpu_benchmark_smoke_runs_on_the_cpu(tmp_path):
     with StoreReader(tmp_path / "base-fp32.h5") as r:
         name = r.feature_sets()[0]
         assert r.done(name).all() and r.spec(name).attrs["run_items"] == 6
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_the_run_accounts_cpu_per_part_in_the_process_that_spent_it(tiny_model, wavs, tmp_path, workers):
+    summary = extract([str(wavs)], tmp_path / "f.h5", ExtractConfig(model=str(tiny_model("hubert")), device="cpu",
+                                                                    workers=workers, progress=False, batch_seconds=2.0))
+    cpu = summary.cpu
+    assert cpu["decode"] > 0 and cpu["resample"] > 0 and cpu["forward"] > 0 and cpu["write"] > 0
+    decoding = cpu["decode"] + cpu["resample"] + cpu["prepare"] + cpu["pack"]
+    if workers:
+        # the workers' own clocks account for part of what the kernel charged them (start-up,
+        # sending); the main process only received
+        assert cpu["pack"] > 0 and 0 < decoding <= cpu["workers_total"] + 0.01
+        assert cpu["main_total"] >= cpu["forward"] + cpu["pool"] + cpu["receive"]
+    else:
+        assert cpu["pack"] == 0 and cpu["workers_total"] < 0.01
+        assert cpu["main_total"] >= decoding + cpu["forward"] + cpu["pool"]
