@@ -20,139 +20,25 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from embedx.audio import RESAMPLER, AudioInfo, probe, resampled_length
+from embedx.audio import AudioInfo, probe, resampled_length
 from embedx.backends import Backend, create_backend, parse_layers
-from embedx.backends.base import SHORT_POLICIES
 from embedx.batching import chunk_spans, make_batches
-from embedx.errors import AudioError, ConfigError, EmbedxError
+from embedx.errors import AudioError, ConfigError, EmbedxError, one_line
+from embedx.extract_config import (  # re-exported: the settings of a run of this module
+    CLI_FIELDS,
+    CPU_BATCH_SECONDS,
+    CUDA_BATCH_SECONDS,
+    DATA_KEYS,
+    ExtractConfig,
+    config_from_options,
+    config_from_spec,
+    load_preset,
+)
 from embedx.loader import WORKER_PARTS, Loader
 from embedx.manifest import build_items, find_manifest
-from embedx.pooling import chunk_poolings, combine_chunks, get_pooling, parse_poolings
+from embedx.pooling import chunk_poolings, combine_chunks, get_pooling
 from embedx.progress import progress_bar
 from embedx.text import plural
-
-#: storage dtypes accepted by ``--dtype``
-DTYPES = ("float32", "float16")
-#: default batch budgets (padded seconds) per device
-CUDA_BATCH_SECONDS = 60.0
-CPU_BATCH_SECONDS = 8.0
-#: ExtractConfig fields that define the stored values; they are stored with the feature set
-#: and a resume with any of them changed is refused
-DATA_KEYS = ("backend", "model", "revision", "name", "layers", "poolings", "frames", "dtype",
-             "precision", "short", "max_chunk_seconds", "resampler", "backend_options")
-
-
-@dataclass
-class ExtractConfig:
-    """Everything that controls one extraction.
-
-    The fields in :data:`DATA_KEYS` define the stored values and are saved with the feature
-    set (``ExtractConfig(**spec.config)`` rebuilds an equivalent config, e.g. for ``predict`` on
-    new audio); the others only control how the run goes.
-
-    Attributes:
-        backend: backend registry name (``"hf"``).
-        model: hub id or local directory of the model.
-        revision: hub revision (branch, tag or commit).
-        name: feature-set name in the store (default: the backend's, e.g. the model's name).
-        layers: layer spec (``all``, ``last``, ``0,6,12``, ``-1``, ``4:9``).
-        poolings: pooling names (see :mod:`embedx.pooling`).
-        frames: also store frame-level states of the chosen layers.
-        dtype: storage dtype, ``float32`` or ``float16``.
-        precision: compute precision, ``auto``, ``fp32``, ``fp16`` or ``bf16``.
-        short: policy for items shorter than the model's minimum, ``pad`` or ``fail``.
-        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
-        batch_seconds: budget of padded audio seconds per batch (``None``: 60 on a GPU, where
-            batching is what matters, 8 on the CPU, where large padded batches only cost cache).
-        max_chunk_seconds: items longer than this run in chunks of at most this length whose
-            frames tile the item exactly; pooled values are combined over the chunks
-            (``None``: never chunk). Chunking bounds memory but gives every chunk its own
-            attention context, so it is part of the stored config.
-        max_batch_items: optional cap on items per batch.
-        workers: DataLoader worker processes for decoding (``None``: every available core but
-            one, see :func:`default_workers`; 0 decodes in the main process).
-        manifest: CSV with a path column and label/group columns.
-        path_column: the manifest's path column.
-        overwrite: replace an existing feature set of the same name with other settings.
-        retry_failed: retry items recorded as failed by an earlier run.
-        progress: show a progress bar.
-        shard: ``"K/N"``: process only shard K (0-based) of N, balanced by duration, into its
-            own file (:mod:`embedx.shard`; ``embedx merge`` combines them). A run option: not
-            stored with the data, so shards and an unsharded run have the same config.
-        backend_options: further keyword arguments of the backend (opensmile: ``feature_set``
-            and ``level``); stored, as the backend resolved them, when not empty.
-        resampler: the resampler (:data:`embedx.audio.RESAMPLER`, the only one available). It
-            is stored because it defines the values of every item not at the model's rate: a
-            resume of a store written with another resampler is refused.
-    """
-
-    backend: str = "hf"
-    model: str | None = None
-    revision: str | None = None
-    name: str | None = None
-    layers: str = "all"
-    poolings: Sequence[str] = ("mean",)
-    frames: bool = False
-    dtype: str = "float32"
-    precision: str = "auto"
-    short: str = "pad"
-    device: str = "auto"
-    batch_seconds: float | None = None
-    max_chunk_seconds: float | None = 60.0
-    max_batch_items: int | None = None
-    workers: int | None = None
-    manifest: str | None = None
-    path_column: str | None = None
-    overwrite: bool = False
-    retry_failed: bool = False
-    progress: bool = True
-    shard: str | None = None
-    backend_options: dict[str, Any] = field(default_factory=dict)
-    resampler: str = RESAMPLER
-
-    def validate(self) -> None:
-        """Check the run-independent options.
-
-        Raises:
-            ConfigError: naming the bad value and what is accepted.
-        """
-        if self.resampler != RESAMPLER:
-            raise ConfigError(f"resampler {self.resampler!r} is not available; accepted: {RESAMPLER}")
-        if self.dtype not in DTYPES:
-            raise ConfigError(f"--dtype {self.dtype!r} not accepted; accepted: {', '.join(DTYPES)}")
-        if self.short not in SHORT_POLICIES:
-            raise ConfigError(f"--short {self.short!r} not accepted; accepted: {', '.join(SHORT_POLICIES)}")
-        if self.batch_seconds is not None and not self.batch_seconds > 0:
-            raise ConfigError(f"--batch-seconds must be positive, got {self.batch_seconds}")
-        if self.max_chunk_seconds is not None and not self.max_chunk_seconds > 0:
-            raise ConfigError(f"--max-chunk-seconds must be positive, got {self.max_chunk_seconds}")
-        if self.workers is not None and self.workers < 0:
-            raise ConfigError(f"--workers must be >= 0, got {self.workers}")
-        if self.name is not None and (not self.name or "/" in self.name):
-            raise ConfigError(f"feature-set name {self.name!r} must be non-empty and contain no '/'")
-        self.poolings = parse_poolings(self.poolings)
-        parse_layers(self.layers, None)  # the form now; the range once the model is known
-        if self.model and Path(self.model).expanduser().is_dir():
-            # a local model is stored by absolute path, so `predict` on new audio and resumes
-            # from another working directory find it again
-            self.model = str(Path(self.model).expanduser().resolve())
-        if self.shard is not None:
-            from embedx.shard import parse_shard
-
-            parse_shard(self.shard)
-
-    def backend_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for :func:`embedx.backends.create_backend`."""
-        kwargs: dict[str, Any] = {"device": self.device, "precision": self.precision,
-                                  "short": self.short}
-        if self.model is not None:
-            kwargs["model"] = self.model
-        if self.revision is not None:
-            kwargs["revision"] = self.revision
-        if self.name is not None:
-            kwargs["name"] = self.name
-        kwargs.update(self.backend_options)
-        return kwargs
 
 
 @dataclass
@@ -300,7 +186,7 @@ def _forward_isolating(backend: Backend, indices: list[int], waves: list[np.ndar
         return [(indices, backend.forward(waves, layers))], {}
     except (EmbedxError, RuntimeError, ValueError) as exc:
         if len(indices) == 1:
-            return [], {indices[0]: " ".join(str(exc).split())[:500] or type(exc).__name__}
+            return [], {indices[0]: one_line(exc)[:500]}
         _free_accelerator_memory()
     half = len(indices) // 2
     ok_a, bad_a = _forward_isolating(backend, indices[:half], waves[:half], layers)
@@ -854,7 +740,7 @@ def _run_long(writes: _StoreQueue, store: Any, name: str, backend: Backend, laye
         try:
             out = backend.forward([wave[s.start:s.stop] for s in group], layers)
         except (EmbedxError, RuntimeError, ValueError) as exc:
-            return [], {index: f"chunk {b + 1}/{len(spans)}: " + " ".join(str(exc).split())[:500]}
+            return [], {index: f"chunk {b + 1}/{len(spans)}: " + one_line(exc)[:500]}
         mark = meter.add("forward", mark)
         pooled, frames = _to_store_arrays(out, wanted, config.frames)
         meter.add("pool", mark)
@@ -882,112 +768,8 @@ def _run_long(writes: _StoreQueue, store: Any, name: str, backend: Backend, laye
     return [index], {}
 
 
-#: CLI option -> ExtractConfig field, for :func:`config_from_options`
-CLI_FIELDS = {
-    "backend": "backend", "model": "model", "revision": "revision", "name": "name",
-    "layers": "layers", "pooling": "poolings", "frames": "frames", "dtype": "dtype",
-    "precision": "precision", "short": "short", "device": "device",
-    "batch_seconds": "batch_seconds", "max_chunk_seconds": "max_chunk_seconds",
-    "workers": "workers", "manifest": "manifest", "path_column": "path_column",
-    "overwrite": "overwrite", "retry_failed": "retry_failed", "shard": "shard",
-}
-
-
-def load_preset(path: str | Path) -> dict[str, Any]:
-    """Read a YAML preset of extraction settings (keys: :class:`ExtractConfig` fields).
-
-    Args:
-        path: the YAML file.
-
-    Returns:
-        The settings, keyed by field name.
-
-    Raises:
-        ConfigError: unreadable file, not a mapping, or an unknown key.
-    """
-    import yaml
-
-    try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read preset {str(path)!r}: {' '.join(str(exc).split())}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"preset {str(path)!r} must be a mapping of settings, got {type(data).__name__}")
-    fields = ExtractConfig.__dataclass_fields__
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ConfigError(f"unknown setting(s) {', '.join(unknown)} in preset {str(path)!r}; "
-                          f"accepted: {', '.join(f for f in fields if f != 'progress')}")
-    return data
-
-
-def config_from_options(options: dict[str, Any], given: set[str] | None = None,
-                        preset: str | Path | None = None) -> ExtractConfig:
-    """Build the config of ``embedx extract`` from its options and an optional YAML preset.
-
-    A preset fills every setting whose option was not typed on the command line; typed options
-    win. ``--opensmile SET`` / ``--opensmile-level`` select the openSMILE backend.
-
-    Args:
-        options: CLI parameter name -> value (typer's ``ctx.params``).
-        given: the parameters typed on the command line (default: all of ``options``).
-        preset: YAML preset (see :func:`load_preset`).
-
-    Returns:
-        The :class:`ExtractConfig`.
-
-    Raises:
-        ConfigError: conflicting or missing options, or a bad preset.
-    """
-    given = set(options) if given is None else given
-    values: dict[str, Any] = load_preset(preset) if preset is not None else {}
-    for param, field_name in CLI_FIELDS.items():
-        if param in options and (param in given or field_name not in values):
-            values[field_name] = options[param]
-    if isinstance(values.get("poolings"), str):
-        values["poolings"] = values["poolings"].split(",")
-    values["max_chunk_seconds"] = values.get("max_chunk_seconds") or None  # 0 = never chunk
-    feature_set, level = options.get("opensmile"), options.get("opensmile_level")
-    if feature_set is not None or level is not None or values.get("backend") == "opensmile":
-        if values.get("backend", "hf") not in ("hf", "opensmile"):
-            raise ConfigError(f"--opensmile selects the opensmile backend; it cannot be combined with "
-                              f"--backend {values['backend']}")
-        if values.get("model") is not None:
-            raise ConfigError("--opensmile and --model are exclusive: run embedx extract once per feature "
-                              "source with the same -o file to store both")
-        stored = dict(values.get("backend_options") or {})
-        values["backend"] = "opensmile"
-        values["backend_options"] = {"feature_set": feature_set or stored.get("feature_set", "egemaps"),
-                                     "level": level or stored.get("level", "functionals")}
-    if options.get("random_init"):
-        if values.get("backend", "hf") != "hf":
-            raise ConfigError(f"--random-init needs a model of the hf backend, not {values['backend']!r}")
-        seed = options.get("seed")
-        values["backend_options"] = {**(values.get("backend_options") or {}), "random_init": True,
-                                     "seed": 0 if seed is None else seed}
-    elif options.get("seed") is not None:
-        raise ConfigError(f"--seed {options['seed']} seeds the weights of --random-init; give --random-init too")
-    if values.get("backend", "hf") == "hf" and not values.get("model"):
-        raise ConfigError("--model is required for the hf backend (a hub id or a local directory); "
-                          "or extract openSMILE features with --opensmile egemaps")
-    return ExtractConfig(**values, progress=not options.get("quiet", False))
-
-
-def config_from_spec(spec_config: dict[str, Any], **overrides: Any) -> ExtractConfig:
-    """Rebuild an :class:`ExtractConfig` from a stored feature set's config.
-
-    Args:
-        spec_config: ``FeatureSetSpec.config`` of a stored feature set.
-        **overrides: run options to set (device, workers, progress, ...).
-
-    Returns:
-        A config that extracts the same features.
-    """
-    known = {k: v for k, v in spec_config.items() if k in ExtractConfig.__dataclass_fields__}
-    return ExtractConfig(**{**known, **overrides})
-
-
-__all__ = ["DATA_KEYS", "ExtractConfig", "ExtractSummary", "config_from_spec", "extract"]
+__all__ = ["CLI_FIELDS", "CPU_BATCH_SECONDS", "CUDA_BATCH_SECONDS", "DATA_KEYS", "ExtractConfig", "ExtractSummary",
+           "config_from_options", "config_from_spec", "extract", "load_preset"]
 
 
 # `embedx.extract(...)` (the module called) runs embedx.api.extract, the CLI's twin
