@@ -11,7 +11,7 @@ one more copy) cost ~0.13 CPU-ms per audio-second in the worker, a third of its 
 
 Every batch carries the CPU seconds its decoding parts took (:data:`WORKER_PARTS`), measured
 with the thread's CPU clock in whichever process decoded it, so a run can say where the CPU
-went however busy the machine is (:attr:`embedx.extract.ExtractSummary.cpu`).
+went however busy the machine is (:attr:`embedx.run_stats.ExtractSummary.cpu`).
 
 Workers die with the main process (``PR_SET_PDEATHSIG``) and leave stop signals to it; the
 ring's memory is unlinked at creation, so nothing stays in ``/dev/shm`` after a kill.
