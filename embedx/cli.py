@@ -498,10 +498,14 @@ def _print_fit_summary(result: Any, top: int = 8) -> None:
                   f"{num(own['score'].mean())} on held-out speakers of the same domain; see transfer.csv",
                   highlight=False, markup=False, soft_wrap=True)
     if "subgroups" in analyses:
+        from embedx.fit.compare import MIN_CLUSTERS
+
         g = analyses["subgroups"].gaps
         for r in g[(g["config"] == result.best[0]) & (g["model"] == result.best[1])].itertuples():
-            out.print(f"{r.by}: {m} gap {r.high} − {r.low} = {num(r.gap)} (95% CI {num(r.ci_low)}–"
-                      f"{num(r.ci_high)})" + (" ⚑ CI excludes 0" if r.excludes_zero else ""),
+            ci = (f"95% CI {num(r.ci_low)}–{num(r.ci_high)}" if math.isfinite(r.ci_low)
+                  else f"no CI: a subgroup has fewer than {MIN_CLUSTERS} speakers")
+            out.print(f"{r.by}: {m} gap {r.high} − {r.low} = {num(r.gap)} ({ci})"
+                      + (" ⚑ CI excludes 0" if r.excludes_zero else ""),
                       highlight=False, markup=False, soft_wrap=True)
     if chance is not None and chance["beats_chance"]:
         out.print(f"the best configuration beats chance: family-wise permutation p = {chance['p_best']:.3g} "
