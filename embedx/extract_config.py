@@ -15,7 +15,7 @@ from typing import Any
 
 from embedx.audio import RESAMPLER
 from embedx.backends.base import SHORT_POLICIES
-from embedx.errors import ConfigError
+from embedx.errors import ConfigError, one_line
 from embedx.layers import parse_layers
 from embedx.pooling import parse_poolings
 
@@ -172,8 +172,10 @@ def load_preset(path: str | Path) -> dict[str, Any]:
 
     try:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError:
+        raise ConfigError(f"preset {str(path)!r} is not a UTF-8 text (YAML) file") from None
     except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read preset {str(path)!r}: {' '.join(str(exc).split())}") from None
+        raise ConfigError(f"cannot read preset {str(path)!r}: {one_line(exc)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"preset {str(path)!r} must be a mapping of settings, got {type(data).__name__}")
     fields = ExtractConfig.__dataclass_fields__

@@ -48,3 +48,19 @@ def test_every_recommended_option_exists():
 def test_plural():
     assert [plural(n, "item") for n in (0, 1, 2)] == ["0 items", "1 item", "2 items"]
     assert plural(1, "batch", "batches") == "1 batch" and plural(3, "batch", "batches") == "3 batches"
+
+
+def test_a_binary_file_given_as_yaml_is_one_line(tmp_path):
+    """--label-map, --grid and --preset name a binary file (e.g. the store) in one line."""
+    import pytest
+
+    from embedx.errors import ConfigError
+    from embedx.extract_config import load_preset
+    from embedx.fit.grids import load_grids
+    from embedx.fit.transfer import read_label_map
+
+    binary = tmp_path / "feats.h5"
+    binary.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(range(256)))
+    for load, what in ((read_label_map, "--label-map"), (load_grids, "tuning grids"), (load_preset, "preset")):
+        with pytest.raises(ConfigError, match=rf"{what} '.*feats.h5' is not a UTF-8 text \(YAML\) file"):
+            load(binary)

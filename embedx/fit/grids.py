@@ -49,6 +49,8 @@ def load_grids(path: str | os.PathLike[str] | None = None) -> dict[str, dict[str
         data = yaml.safe_load(text) or {}
     except (OSError, ModuleNotFoundError) as exc:
         raise ConfigError(f"cannot read tuning grids {str(path or 'grids.yaml')!r}: {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"tuning grids {str(path)!r} are not a UTF-8 text (YAML) file") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"tuning grids {str(path)!r} are not valid YAML: {one_line(exc, first_line=True)}") from None
     grids = data.get("grids", data) if isinstance(data, dict) else None

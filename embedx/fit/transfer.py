@@ -126,6 +126,8 @@ def read_label_map(path: str | os.PathLike[str]) -> LabelMap:
             data = yaml.safe_load(fh)
     except OSError as exc:
         raise ConfigError(f"cannot read --label-map {str(path)!r}: {one_line(exc)}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"--label-map {str(path)!r} is not a UTF-8 text (YAML) file") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"--label-map {str(path)!r} is not valid YAML: "
                           f"{one_line(exc, first_line=True)}") from None
