@@ -62,5 +62,5 @@ def test_a_binary_file_given_as_yaml_is_one_line(tmp_path):
     binary = tmp_path / "feats.h5"
     binary.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(range(256)))
     for load, what in ((read_label_map, "--label-map"), (load_grids, "tuning grids"), (load_preset, "preset")):
-        with pytest.raises(ConfigError, match=rf"{what} '.*feats.h5' is not a UTF-8 text \(YAML\) file"):
+        with pytest.raises(ConfigError, match=rf"{what} '.*feats.h5' (is|are) not a UTF-8 text \(YAML\) file"):
             load(binary)
