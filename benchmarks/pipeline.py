@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -129,16 +128,12 @@ def null_forward(self, waves, layers):  # noqa: ANN001, ANN201 - HFBackend.forwa
     return BackendOutput(hidden=hidden, lengths=torch.tensor(lengths), heads={})
 
 
-def _children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
 def run_extract(corpus: Path, model: Path, out: Path, batch_seconds: float | None,
                 workers: int | None, no_model: bool = False) -> dict[str, float]:
     """One in-process extraction; returns its loop figures, CPU per part and the load average."""
     from embedx.backends.hf import HFBackend
     from embedx.extract import ExtractConfig, extract
+    from embedx.run_stats import children_cpu
 
     original = HFBackend.forward
     if no_model:
@@ -147,7 +142,7 @@ def run_extract(corpus: Path, model: Path, out: Path, batch_seconds: float | Non
     config = ExtractConfig(model=str(model), layers="all", poolings=("mean",), device="cpu",
                            batch_seconds=batch_seconds, workers=workers, progress=False)
     load_before = os.getloadavg()[0]
-    t0, c0, k0 = time.perf_counter(), time.process_time(), _children_cpu()
+    t0, c0, k0 = time.perf_counter(), time.process_time(), children_cpu()
     try:
         summary = extract([str(corpus)], out, config)
     finally:
@@ -159,7 +154,7 @@ def run_extract(corpus: Path, model: Path, out: Path, batch_seconds: float | Non
            "load": max(load_before, os.getloadavg()[0]),
            # the whole run (model load, header scan, loop), measured from outside: holds for any tree
            "run_main_ms": 1000 * (time.process_time() - c0) / audio,
-           "run_workers_ms": 1000 * (_children_cpu() - k0) / audio}
+           "run_workers_ms": 1000 * (children_cpu() - k0) / audio}
     res.update({f"t_{k}": v for k, v in (getattr(summary, "timings", None) or {}).items()})
     res.update({f"c_{k}": 1000 * v / audio for k, v in (getattr(summary, "cpu", None) or {}).items()})
     return res

@@ -11,10 +11,11 @@ import os
 import numpy as np
 import pandas as pd
 
-__all__ = ["chance_level", "layer_curve_figure", "plot_confusion", "plot_layer_curve", "plot_scatter"]
+__all__ = ["chance_level", "pyplot", "layer_curve_figure", "plot_confusion", "plot_layer_curve", "plot_scatter"]
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (files only, no display), imported on first use."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -72,7 +73,7 @@ def plot_layer_curve(
     if fig is None:
         return False
     fig.savefig(path, dpi=120)
-    _pyplot().close(fig)
+    pyplot().close(fig)
     return True
 
 
@@ -97,7 +98,7 @@ def layer_curve_figure(
     mixed = plain[plain["layer"].isna()]
     if single.empty:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     pairs = list(dict.fromkeys(zip(single["feature_set"], single["pooling"], strict=True)))
     present = [p for p in pairs if not (p[0] in twin_of and (twin_of[p[0]], p[1]) in pairs)]
     order = [p for p in (panels or []) if p in present] + [p for p in present if p not in (panels or [])]
@@ -164,7 +165,7 @@ def plot_confusion(
         path: PNG to write.
         title: figure title.
     """
-    plt = _pyplot()
+    plt = pyplot()
     counts = np.asarray(counts)
     rows = counts.sum(axis=1, keepdims=True)
     share = np.divide(counts, rows, out=np.zeros(counts.shape), where=rows > 0)
@@ -190,7 +191,7 @@ def plot_scatter(
     y_true: np.ndarray, y_pred: np.ndarray, path: str | os.PathLike[str], title: str = ""
 ) -> None:
     """Predicted vs. true targets (regression) with the identity line."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(4.8, 4.5))
     ax.scatter(y_true, y_pred, s=8, alpha=0.5)
     lo = float(np.nanmin([np.nanmin(y_true), np.nanmin(y_pred)]))

@@ -437,10 +437,9 @@ def similarity(
 
 def _heatmap(m: np.ndarray, a: str, b: str, layers_a: Sequence[int], layers_b: Sequence[int],
              path: Path, debiased: bool) -> None:
-    import matplotlib
+    from embedx.figures import pyplot
 
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     size = (max(4.0, 0.35 * len(layers_b) + 2), max(3.5, 0.35 * len(layers_a) + 1.5))
     fig, ax = plt.subplots(figsize=size)

@@ -295,10 +295,9 @@ def plot_subgroups(sub: SubgroupResult, path: str | os.PathLike[str]) -> bool:
     Returns:
         Whether a figure was written.
     """
-    import matplotlib
+    from embedx.figures import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     best = sub.table[(sub.table["config"] == sub.best[0]) & (sub.table["model"] == sub.best[1])]
     if not len(best):

@@ -454,10 +454,9 @@ def plot_transfer(transfer: TransferResult, folder: str | os.PathLike[str]) -> l
     Returns:
         The file names written (relative to ``folder``).
     """
-    import matplotlib
+    from embedx.figures import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     table, names = transfer.table, transfer.domains.names
     k = len(names)

@@ -282,10 +282,9 @@ def plot_layer_weights(table: pd.DataFrame, path: Any) -> bool:
     """
     if table.empty:
         return False
-    import matplotlib
+    from embedx.figures import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     panels = list(dict.fromkeys(zip(table["set"], table["pooling"], table["model"], strict=True)))
     fig, axes = plt.subplots(1, len(panels), figsize=(max(6.0, 4.6 * len(panels)), 3.8), squeeze=False,
