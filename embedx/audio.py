@@ -40,11 +40,6 @@ class AudioInfo:
         return self.num_samples / self.sample_rate if self.sample_rate else float("nan")
 
 
-def _reason(exc: Exception) -> str:
-    # libsndfile messages span lines and repeat the path; keep one line
-    return one_line(exc)
-
-
 def probe(path: str | Path) -> AudioInfo:
     """Read a file's header without decoding it.
 
@@ -66,7 +61,7 @@ def probe(path: str | Path) -> AudioInfo:
     try:
         info = sf.info(str(p))
     except Exception as exc:  # libsndfile raises LibsndfileError/RuntimeError/OSError
-        raise AudioError(f"cannot read audio header: {_reason(exc)}") from None
+        raise AudioError(f"cannot read audio header: {one_line(exc)}") from None
     if info.frames <= 0:
         raise AudioError("file contains no samples")
     return AudioInfo(num_samples=int(info.frames), sample_rate=int(info.samplerate),
@@ -187,7 +182,7 @@ def decode(path: str | Path) -> tuple[np.ndarray, int]:
                 # libsndfile's own conversion to float
                 raw = f.read(dtype="int16" if pcm16 else "float32", always_2d=True)  # (num_samples, channels)
     except Exception as exc:
-        raise AudioError(f"cannot decode audio: {_reason(exc)}") from None
+        raise AudioError(f"cannot decode audio: {one_line(exc)}") from None
     # int16 * 2**-15 is exact in float32: the very values libsndfile's float conversion gives
     data = np.multiply(raw, np.float32(2.0**-15), dtype=np.float32) if pcm16 else raw
     if data.shape[0] == 0:

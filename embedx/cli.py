@@ -434,8 +434,7 @@ def _print_fit_summary(result: Any, top: int = 8) -> None:
 
     from rich.table import Table
 
-    def num(value: Any) -> str:
-        return f"{value:.3f}" if value is not None and math.isfinite(float(value)) else "–"
+    from embedx.text import number as num
 
     m = result.metric
     s = result.summary

@@ -47,6 +47,7 @@ from embedx.figures import (  # re-exported: the report is where users look for 
     plot_scatter,
 )
 from embedx.fit.stats import wilcoxon_floor
+from embedx.text import number as _f
 from embedx.text import plural
 
 __all__ = [
@@ -82,18 +83,6 @@ def summary_records(summary: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 # ------------------------------------------------------------------------------ markdown
-
-
-def _f(value: Any, digits: int = 3) -> str:
-    if value is None or value is pd.NA:
-        return "–"
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return str(value)
-    if not math.isfinite(value):
-        return "–"
-    return f"{value:.{digits}f}"
 
 
 def _p(value: Any) -> str:

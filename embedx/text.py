@@ -17,4 +17,25 @@ def plural(count: int, word: str, many: str | None = None) -> str:
     return f"{count} {word if count == 1 else (many or word + 's')}"
 
 
-__all__ = ["plural"]
+def number(value: object, digits: int = 3) -> str:
+    """A score as printed in tables and messages: ``digits`` decimals, ``–`` when missing or not finite.
+
+    Args:
+        value: a number, ``None``, ``pd.NA`` or NaN; a non-numeric value is printed as it is.
+        digits: decimals.
+
+    Returns:
+        The text.
+    """
+    import math
+
+    if value is None:
+        return "–"
+    try:
+        value = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):  # pd.NA raises TypeError; a label stays itself
+        return "–" if type(value).__name__ == "NAType" else str(value)
+    return f"{value:.{digits}f}" if math.isfinite(value) else "–"
+
+
+__all__ = ["number", "plural"]

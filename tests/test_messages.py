@@ -64,3 +64,16 @@ def test_a_binary_file_given_as_yaml_is_one_line(tmp_path):
     for load, what in ((read_label_map, "--label-map"), (load_grids, "tuning grids"), (load_preset, "preset")):
         with pytest.raises(ConfigError, match=rf"{what} '.*feats.h5' (is|are) not a UTF-8 text \(YAML\) file"):
             load(binary)
+
+
+def test_number():
+    import math
+
+    import pandas as pd
+
+    from embedx.text import number
+
+    assert [number(v) for v in (0.12345, 1, -0.5)] == ["0.123", "1.000", "-0.500"]
+    assert number(0.12345, digits=1) == "0.1"
+    assert {number(v) for v in (None, pd.NA, math.nan, math.inf)} == {"–"}
+    assert number("egemaps") == "egemaps"

@@ -37,6 +37,7 @@ import pandas as pd
 
 from embedx.fit import metrics as M
 from embedx.fit.compare import ClusterScores, clusters_of, nested_best
+from embedx.text import number as _f
 
 __all__ = ["SetComparison", "compare_sets", "nested_predictions", "set_verdicts", "sets_rows", "sets_section"]
 
@@ -186,10 +187,6 @@ def _cka_to_best(X: dict[str, np.ndarray], configs: list[str], rows: np.ndarray)
         x = X[name][rows]
         out.append(float(linear_cka(ref, x)) if ref.ndim == 2 and x.ndim == 2 else float("nan"))
     return out
-
-
-def _f(value: Any) -> str:
-    return f"{float(value):.3f}" if value is not None and not pd.isna(value) and np.isfinite(float(value)) else "–"
 
 
 def sets_rows(comparison: SetComparison) -> tuple[list[str], list[list[str]]]:
