@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO ?= demo
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test wheel-test lint bench clean
 
 $(BIN)/embedx: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest -q
 
+# what users install: sdist + wheel, installed (not editable) into a fresh venv, the main commands
+# run from a folder outside the checkout (CI runs it after the suite)
+wheel-test: setup
+	bash scripts/wheel-smoke $(BIN)/python
+
 lint: setup
 	$(BIN)/ruff check embedx tests benchmarks
 
@@ -37,4 +42,4 @@ bench: setup
 	$(BIN)/python benchmarks/extract_throughput.py
 
 clean:
-	rm -rf $(DEMO) .pytest_cache build *.egg-info
+	rm -rf $(DEMO) .pytest_cache build dist *.egg-info

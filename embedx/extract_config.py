@@ -156,11 +156,43 @@ CLI_FIELDS = {
 }
 
 
+def packaged_presets() -> dict[str, Any]:
+    """The extraction presets shipped in ``embedx/configs/``, by name (file name without ``.yaml``).
+
+    Returns:
+        Name -> an importlib.resources traversable of the YAML file (``grids.yaml`` excluded:
+        tuning grids are not an extraction preset).
+    """
+    from importlib.resources import files
+
+    return {p.name[:-5]: p for p in sorted(files("embedx.configs").iterdir(), key=lambda p: p.name)
+            if p.name.endswith(".yaml") and p.name != "grids.yaml"}
+
+
+def _preset_text(path: str | Path) -> str:
+    """The text of a preset file, or of a packaged preset named ``path`` when no such file exists.
+
+    A wheel has no ``configs/`` folder beside the user's work, so ``--config hubert-base`` names
+    the packaged copy; a file of that name in the current folder still wins.
+    """
+    candidate = Path(path)
+    if not candidate.exists() and candidate.parent == Path("."):
+        presets = packaged_presets()
+        name = candidate.name[:-5] if candidate.name.endswith(".yaml") else candidate.name
+        if name in presets:
+            return presets[name].read_text(encoding="utf-8")
+        if not candidate.suffix:
+            raise ConfigError(f"no preset file {str(path)!r} and no packaged preset of that name; "
+                              f"packaged: {', '.join(presets)}")
+    return candidate.read_text(encoding="utf-8")
+
+
 def load_preset(path: str | Path) -> dict[str, Any]:
     """Read a YAML preset of extraction settings (keys: :class:`ExtractConfig` fields).
 
     Args:
-        path: the YAML file.
+        path: the YAML file, or the name of a packaged preset (``hubert-base``; see
+            :func:`packaged_presets`).
 
     Returns:
         The settings, keyed by field name.
@@ -171,7 +203,7 @@ def load_preset(path: str | Path) -> dict[str, Any]:
     import yaml
 
     try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        data = yaml.safe_load(_preset_text(path)) or {}
     except UnicodeDecodeError:
         raise ConfigError(f"preset {str(path)!r} is not a UTF-8 text (YAML) file") from None
     except (OSError, yaml.YAMLError) as exc:

@@ -1,12 +1,11 @@
 """Tuning grids: which hyper-parameter values a nested search tries for each model.
 
-The packaged ``configs/grids.yaml`` is the default; ``fit --tune --grid FILE`` replaces it.
+The packaged ``embedx/configs/grids.yaml`` is the default; ``fit --tune --grid FILE`` replaces it.
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 from embedx.errors import ConfigError, one_line
@@ -15,15 +14,10 @@ __all__ = ["load_grids"]
 
 
 def _packaged(name: str):
-    """A file of the packaged ``embedx.configs`` (the repository's ``configs/`` in a checkout)."""
+    """A file of the packaged presets, ``embedx/configs/`` (installed and in a checkout)."""
     from importlib.resources import files
 
-    try:
-        return files("embedx.configs").joinpath(name)
-    except ModuleNotFoundError:  # editable install: configs/ has no __init__.py
-        import embedx
-
-        return Path(embedx.__file__).resolve().parent.parent / "configs" / name
+    return files("embedx.configs").joinpath(name)
 
 
 def load_grids(path: str | os.PathLike[str] | None = None) -> dict[str, dict[str, list[Any]]]:
