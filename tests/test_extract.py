@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from embedx.audio import load
 from embedx.cli import app
-from embedx.errors import StoreError
+from embedx.errors import ConfigError, StoreError
 from embedx.extract import ExtractConfig, extract
 from embedx.store import StoreReader
 from embedx.testing.synth import EMOTIONS, chirp, noise, utterance
@@ -384,3 +384,18 @@ def test_shipped_presets_are_valid():
     assert len(presets) >= 4
     for p in presets:
         ExtractConfig(**load_preset(str(p))).validate()
+
+
+def test_a_packaged_preset_is_found_by_name_and_a_local_file_wins(tmp_path, monkeypatch):
+    from embedx.extract_config import load_preset, packaged_presets
+
+    presets = packaged_presets()
+    assert {"hubert-base", "wavlm-base-plus", "audeering-emotion", "egemaps"} <= set(presets)
+    monkeypatch.chdir(tmp_path)
+    by_name = load_preset("hubert-base")
+    assert by_name == load_preset(str(presets["hubert-base"])) == load_preset("hubert-base.yaml")
+    assert by_name["model"] == "facebook/hubert-base-ls960"
+    (tmp_path / "hubert-base.yaml").write_text("dtype: float16\n")  # a user's own file of that name
+    assert load_preset("hubert-base.yaml") == {"dtype": "float16"}
+    with pytest.raises(ConfigError, match=r"no preset file 'hubrt-base'.*packaged: audeering-emotion"):
+        load_preset("hubrt-base")
