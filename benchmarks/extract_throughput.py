@@ -3,7 +3,7 @@
 A base-size HuBERT with random weights (the compute of hubert-base-ls960, no download) runs
 over synthetic items of 1-8 s. Three ways, same items, all layers, mean pooling:
 
-- embedx: ``embedx.extract.extract`` (length-bucketed batches, decoding in workers, store writes)
+- embedx: ``embedx.extraction.extract.extract`` (length-bucketed batches, decoding in workers, store writes)
 - naive loop: per file ``soundfile.read`` -> ``Wav2Vec2FeatureExtractor`` -> forward with
   ``output_hidden_states=True`` -> mean of every layer (what most tutorials do)
 - bare forward: the model alone on pre-loaded tensors, one item at a time (the floor)
@@ -82,7 +82,8 @@ def bare_forward(paths: list[Path], model_dir: Path, device: str) -> float:
 
 def embedx_extract(paths: list[Path], model_dir: Path, out: Path, device: str, precision: str,
                    batch_seconds: float | None) -> float:
-    from embedx.extract import ExtractConfig, extract
+    from embedx.extraction.config import ExtractConfig
+    from embedx.extraction.extract import extract
 
     config = ExtractConfig(model=str(model_dir), layers="all", poolings=("mean",), device=device,
                            precision=precision, batch_seconds=batch_seconds, progress=False)

@@ -85,8 +85,8 @@ def main() -> None:
                         help="label permutations of the permutations variants")
     args = parser.parse_args()
 
-    from embedx.fit.data import load_dataset
-    from embedx.fit.study import StudySettings, run_study
+    from embedx.probing.data import load_dataset
+    from embedx.probing.study import StudySettings, run_study
 
     models = args.models.split(",")
     rows, per_model = [], []

@@ -127,7 +127,8 @@ def main() -> None:
     precisions = args.precision or (["bf16", "fp16"] if args.device.startswith("cuda") else ["fp32"])
     files, low, high = (6, 1.0, 2.0) if args.quick else (args.files, 2.0, 8.0)
 
-    from embedx.extract import ExtractConfig, default_workers, extract
+    from embedx.extraction.config import ExtractConfig
+    from embedx.extraction.extract import default_workers, extract
     from embedx.store import StoreReader
 
     name, peak = peak_tflops(args.device, args.peak_tflops)

@@ -45,7 +45,7 @@ def main() -> None:
     parser.add_argument("--batch-seconds", type=float, default=None)
     opts = parser.parse_args()
 
-    from embedx.extract import default_workers
+    from embedx.extraction.extract import default_workers
     from embedx.testing.tiny import save_tiny_model
 
     with tempfile.TemporaryDirectory() as tmp:

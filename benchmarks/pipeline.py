@@ -84,10 +84,10 @@ def raw_rates(paths: list[Path], limit: int = 600) -> dict[str, float]:
     import soundfile as sf
     import soxr
 
-    from embedx.audio import load
+    from embedx.extraction.audio import load
 
     try:
-        from embedx.audio import decode
+        from embedx.extraction.audio import decode
     except ImportError:  # a tree before decode() existed
         def decode(path: Path) -> None:
             sf.read(str(path), dtype="float32", always_2d=True)
@@ -132,8 +132,9 @@ def run_extract(corpus: Path, model: Path, out: Path, batch_seconds: float | Non
                 workers: int | None, no_model: bool = False) -> dict[str, float]:
     """One in-process extraction; returns its loop figures, CPU per part and the load average."""
     from embedx.backends.hf import HFBackend
-    from embedx.extract import ExtractConfig, extract
-    from embedx.run_stats import children_cpu
+    from embedx.extraction.config import ExtractConfig
+    from embedx.extraction.extract import extract
+    from embedx.extraction.run_stats import children_cpu
 
     original = HFBackend.forward
     if no_model:
@@ -221,7 +222,7 @@ def main() -> None:
                 (tmp / f"r{k}.h5").unlink()
         small = small_run_wall(corpus, model, tmp / "small.h5", args.small) if args.small else None
 
-    from embedx.extract import available_cores, default_workers
+    from embedx.extraction.extract import available_cores, default_workers
 
     cores = available_cores()
     print(f"\n{args.files} files, {audio:.0f} s of audio (1.2-3.6 s, every third at 22.05 kHz), "

@@ -54,7 +54,7 @@ def features(rows: np.ndarray, base: np.ndarray) -> np.ndarray:
 
 
 def write_shards(folder: Path, items: pd.DataFrame, args: argparse.Namespace) -> list[Path]:
-    from embedx.shard import items_digest, select
+    from embedx.extraction.shard import items_digest, select
     from embedx.store import FeatureSetSpec, StoreWriter
 
     spec = FeatureSetSpec(

@@ -3,7 +3,7 @@
 Writes one synthetic store through ``StoreWriter`` (no model): ``--sets`` feature sets of
 ``--items`` items x ``--layers`` layers x ``--dim`` dims, mean pooling, each layer a noisy
 mixture of the one below (so the CKA matrix has structure). Then runs
-``embedx.similarity.similarity`` on it in a fresh process per estimator (biased, debiased) and
+``embedx.cka.similarity`` on it in a fresh process per estimator (biased, debiased) and
 reports wall time, that process's resident memory after the imports and its peak (``VmHWM``),
 the computation method (``features``: Gram-free, two layers in memory; ``gram``: cached
 ``(n, n)`` matrices) and the number of CKA values. The size of one layer, ``n x dim`` float64, is printed for reference:
@@ -77,7 +77,7 @@ def _child(path: str, out: str, debiased: bool, queue: mp.Queue) -> None:
     import h5py  # noqa: F401 - loaded before the baseline, like matplotlib and pandas
     import matplotlib.pyplot  # noqa: F401
 
-    from embedx.similarity import similarity
+    from embedx.cka import similarity
 
     base = _memory_mib("VmRSS")
     start = time.perf_counter()

@@ -4,12 +4,12 @@ Synthetic features with 13 layers, 4 balanced classes and speakers that differ (
 offset and an expressiveness factor per speaker, so accuracy varies from speaker to speaker as
 it does in real corpora). Two engines produce a replicate:
 
-* ``--engine oof`` (default, ~0.3 s per study): the study's folds (:func:`embedx.fit.cv.make_folds`,
+* ``--engine oof`` (default, ~0.3 s per study): the study's folds (:func:`embedx.probing.cv.make_folds`,
   5 speaker-grouped folds), a closed-form linear discriminant fitted inside every training fold
-  (standardised on the training part), then :func:`embedx.fit.compare.compare_configurations`,
+  (standardised on the training part), then :func:`embedx.probing.compare.compare_configurations`,
   the exact function ``embedx fit`` uses for the pooled estimand, the CIs, the confidence set
   that decides ``worse_than_best`` and the selection-aware estimate;
-* ``--engine study``: the whole of :func:`embedx.fit.study.run_study` with ``--model`` (slower,
+* ``--engine study``: the whole of :func:`embedx.probing.study.run_study` with ``--model`` (slower,
   ~2 s per study), to check that the two agree.
 
 Two cases at each size (speakers × items per speaker):
@@ -84,8 +84,8 @@ def lda_fit_predict(X: np.ndarray, y: np.ndarray, X_test: np.ndarray) -> np.ndar
 def true_uar(strength: float, train_speakers: int, per_speaker: int, engine: str, model: str,
              draws: int = 30, test_speakers: int = 400, seed: int = 999) -> float:
     """Expected UAR on new speakers of the engine's model trained on ``train_speakers`` speakers."""
-    from embedx.fit.metrics import get_metric
-    from embedx.fit.models import build_model
+    from embedx.probing.metrics import get_metric
+    from embedx.probing.models import build_model
 
     uar = get_metric("uar")
     values = []
@@ -112,9 +112,9 @@ def one_study(num_speakers: int, per_speaker: int, strengths: np.ndarray, seed: 
 
 def _oof_study(num_speakers: int, per_speaker: int, strengths: np.ndarray, seed: int,
                n_perm: int) -> dict[str, object]:
-    from embedx.fit.compare import compare_configurations
-    from embedx.fit.cv import make_folds
-    from embedx.fit.metrics import get_metric
+    from embedx.probing.compare import compare_configurations
+    from embedx.probing.cv import make_folds
+    from embedx.probing.metrics import get_metric
 
     y, spk, X = simulate(num_speakers, per_speaker, strengths, seed)
     folds = make_folds(y, scheme="group", n_splits=5, seed=seed, groups=spk, num_classes=NUM_CLASSES)
@@ -138,8 +138,8 @@ def _oof_study(num_speakers: int, per_speaker: int, strengths: np.ndarray, seed:
 
 def _full_study(num_speakers: int, per_speaker: int, strengths: np.ndarray, seed: int, model: str,
                 n_perm: int) -> dict[str, object]:
-    from embedx.fit.data import Block, Dataset, FeatureConfig
-    from embedx.fit.study import StudySettings, run_study
+    from embedx.probing.data import Block, Dataset, FeatureConfig
+    from embedx.probing.study import StudySettings, run_study
 
     y, spk, X = simulate(num_speakers, per_speaker, strengths, seed)
     configs = [FeatureConfig((Block("sim", layer, "mean"),)) for layer in range(len(strengths))]

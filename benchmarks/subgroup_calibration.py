@@ -1,6 +1,6 @@
 """Calibration of the subgroup gap CI (``fit --by``) and of the set comparison, by simulation.
 
-**Gap CI** (:func:`embedx.fit.subgroups.gap_ci`, the function ``embedx fit --by`` calls). Out-of-fold
+**Gap CI** (:func:`embedx.probing.subgroups.gap_ci`, the function ``embedx fit --by`` calls). Out-of-fold
 predictions are simulated directly, since the CI is about the sampling of *speakers* for given
 predictions: every speaker has its own accuracy (``sigmoid(a)``, ``a ~ N(logit(p_group), 0.8)``,
 so accuracy varies a lot from speaker to speaker as in real corpora), 8-16 items over 4 balanced
@@ -12,8 +12,8 @@ pair makes it harder). Both interval methods are reported: ``t`` (bootstrap stan
 the ``S/(S-1)`` correction and a Welch t quantile; the default) and ``percentile``.
 
 **Set comparison** (what ``embedx fit``'s model-comparison table decides: the study's confidence
-set over every configuration, :func:`embedx.fit.compare.compare_configurations`, then
-:func:`embedx.fit.sets.set_verdicts`). Two feature sets that are equally good (every layer the
+set over every configuration, :func:`embedx.probing.compare.compare_configurations`, then
+:func:`embedx.probing.sets.set_verdicts`). Two feature sets that are equally good (every layer the
 same class signal, :func:`stats_calibration.simulate`), out-of-fold predictions of a linear
 discriminant on 5 speaker-grouped folds (as ``benchmarks/stats_calibration.py``). Reported: how
 often either set is called significantly worse (every flag is false), and, for the rejected
@@ -81,8 +81,8 @@ def simulate_predictions(groups: list[tuple[str, int, float]], seed: int):
 
 def one_gap(groups: list[tuple[str, int, float]], truth: dict[str, float], seed: int, n_boot: int) -> dict:
     """One replicate: the observed extremes' gap CI (both methods) and whether it covers the truth."""
-    from embedx.fit.metrics import get_metric
-    from embedx.fit.subgroups import gap_ci
+    from embedx.probing.metrics import get_metric
+    from embedx.probing.subgroups import gap_ci
 
     uar = get_metric("uar")
     y, pred, spk, sub = simulate_predictions(groups, seed)
@@ -131,10 +131,15 @@ def one_sets(layers_a: int, layers_b: int, speakers: int, per: int, strength: fl
     """One replicate of two equally good sets: is one of them called worse?"""
     from stats_calibration import lda_fit_predict, simulate
 
-    from embedx.fit.compare import ClusterScores, clusters_of, compare_configurations, signflip_test
-    from embedx.fit.cv import make_folds
-    from embedx.fit.metrics import get_metric
-    from embedx.fit.sets import nested_predictions, set_verdicts
+    from embedx.probing.compare import (
+        ClusterScores,
+        clusters_of,
+        compare_configurations,
+        signflip_test,
+    )
+    from embedx.probing.cv import make_folds
+    from embedx.probing.metrics import get_metric
+    from embedx.probing.sets import nested_predictions, set_verdicts
 
     uar = get_metric("uar")
     strengths = np.full(layers_a + layers_b, strength)
@@ -213,12 +218,12 @@ def main() -> None:
     args = parser.parse_args()
     start = time.perf_counter()
     if args.only in (None, "gap"):
-        print("## Subgroup gap CI (embedx.fit.subgroups.gap_ci)\n")
+        print("## Subgroup gap CI (embedx.probing.subgroups.gap_ci)\n")
         print("\n".join(gap_table(args.reps, args.jobs, args.boot, args.seed)))
         print(f"\n({time.perf_counter() - start:.0f} s)\n", flush=True)
     if args.only in (None, "sets"):
         t = time.perf_counter()
-        print("## Set comparison under the null (embedx.fit.sets.set_verdicts)\n")
+        print("## Set comparison under the null (embedx.probing.sets.set_verdicts)\n")
         print("\n".join(sets_table(args.reps, args.jobs, args.perm, args.seed, args.strength, args.weaker)))
         print(f"\n({time.perf_counter() - t:.0f} s)")
     print(f"\ntotal {time.perf_counter() - start:.0f} s")

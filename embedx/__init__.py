@@ -7,23 +7,32 @@ The Python API mirrors the command line (see :mod:`embedx.api`)::
     result = embedx.fit("feats.h5", output="results")
     reader = embedx.open("feats.h5")
     embedx.similarity("feats.h5", "sim")     # linear CKA between every pair of layers
+
+Stage 1 lives in :mod:`embedx.extraction`, stage 2 in :mod:`embedx.probing`, the HDF5 contract in
+:mod:`embedx.store`, the feature sources in :mod:`embedx.backends`; ``docs/architecture.md`` maps
+the rest.
 """
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
-__version__ = "0.3.0"
+from embedx.version import __version__
 
 __all__ = ["__version__", "extract", "fit", "open", "similarity"]
 
+_API = ("extract", "fit", "open", "similarity")
+
 
 def __getattr__(name: str) -> Any:
-    # lazy, so `import embedx` (and `embedx --help`) stays light; `extract`, `fit` and
-    # `similarity` are modules, made callable (see embedx._callable), `open` the API's reader
-    if name in ("extract", "fit", "similarity"):
-        return importlib.import_module(f"embedx.{name}")
-    if name == "open":
-        return importlib.import_module("embedx.api").open
+    # the API's functions are plain functions of embedx.api, imported on first use so that
+    # `import embedx` (and `embedx --help`) stays light
+    if name in _API:
+        from embedx import api
+
+        return getattr(api, name)
     raise AttributeError(f"module 'embedx' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_API])

@@ -28,9 +28,9 @@ from embedx.errors import ConfigError
 if TYPE_CHECKING:  # heavy modules stay out of `import embedx`
     import pandas as pd
 
-    from embedx.extract import ExtractSummary
-    from embedx.fit.study import StudyResult
-    from embedx.similarity import SimilarityResult
+    from embedx.cka import SimilarityResult
+    from embedx.extraction.run_stats import ExtractSummary
+    from embedx.probing.study import StudyResult
     from embedx.store import StoreReader
 
 #: the store name `embedx extract` writes and `embedx fit` reads when none is given
@@ -68,14 +68,14 @@ def extract(
             ``seed`` (of those weights, default 0).
 
     Returns:
-        The run's :class:`embedx.extract.ExtractSummary` (``.line()`` is what the CLI prints).
+        The run's :class:`embedx.extraction.extract.ExtractSummary` (``.line()`` is what the CLI prints).
 
     Raises:
         EmbedxError: a bad option, input, model or store, in one line. Problems of single
             items are recorded in the store (``embedx.open(output).failed()``), not raised.
     """
-    from embedx.extract import CLI_FIELDS, config_from_options
-    from embedx.extract import extract as run_extract
+    from embedx.extraction.config import CLI_FIELDS, config_from_options
+    from embedx.extraction.extract import extract as run_extract
 
     accepted = set(CLI_FIELDS) | {"opensmile", "opensmile_level", "random_init", "seed"}
     unknown = sorted(set(options) - accepted)
@@ -100,7 +100,7 @@ class FitResult:
         output: the results folder, or ``None`` when nothing was written.
         files: output kind -> path of every file written (``report``, ``summary``, ``model``, ...).
         group: the group column the folds kept apart (``None``: ungrouped folds).
-        study: the full :class:`embedx.fit.study.StudyResult` (per-fold results, predictions,
+        study: the full :class:`embedx.probing.study.StudyResult` (per-fold results, predictions,
             folds, the refitted model).
     """
 
@@ -181,15 +181,15 @@ def fit(
             save_model: as in ``embedx fit --help``.
         weighted_layers: add per feature set and pooling a configuration
             ``<set>@weighted/<pooling>`` that learns softmax weights over the selected layers
-            with a linear probe (``--weighted-layers``; see :mod:`embedx.fit.weighted`).
+            with a linear probe (``--weighted-layers``; see :mod:`embedx.probing.weighted`).
         permutations: label permutations of the chance control per configuration
-            (``--permutations``; 0: none; see :mod:`embedx.fit.permutation`).
+            (``--permutations``; 0: none; see :mod:`embedx.probing.permutation`).
         domain: item column of the domains (``--domain``): every configuration is also
             trained on each domain and tested on every other (``transfer.csv``; see
-            :mod:`embedx.fit.transfer`).
+            :mod:`embedx.probing.transfer`).
         label_map: YAML aligning the domains' label sets (``--label-map``; needs ``domain``).
         by: item columns to break the scores down by (``--by``, repeatable; see
-            :mod:`embedx.fit.subgroups`).
+            :mod:`embedx.probing.subgroups`).
         progress: show a progress bar. log: where to send notes.
         command: the command line quoted in the report.
 
@@ -200,7 +200,7 @@ def fit(
         EmbedxError: bad options, store, labels or output folder, in one line, before any
             model is fitted.
     """
-    from embedx.report import prepare_output
+    from embedx.probing.report import prepare_output
 
     cv = str(cv).strip()
     if cv.isdigit():  # `--cv 10` is shorthand for ten folds of the automatic scheme
@@ -215,9 +215,10 @@ def fit(
     created = output is not None and not Path(output).exists()
     out = prepare_output(output, overwrite=overwrite) if output is not None else None
     with _drop_created_folder_on_error(out, created):
-        from embedx.fit.data import load_dataset
-        from embedx.fit.study import StudySettings, load_grids, run_study
-        from embedx.report import write_report
+        from embedx.probing.data import load_dataset
+        from embedx.probing.grids import load_grids
+        from embedx.probing.report import write_report
+        from embedx.probing.study import StudySettings, run_study
 
         note = log or (lambda _msg: None)
         dataset = load_dataset(
@@ -234,7 +235,7 @@ def fit(
         )
         domains = subgroups = None
         if domain is not None:  # checked before any model is fitted
-            from embedx.fit.transfer import prepare_domains
+            from embedx.probing.transfer import prepare_domains
 
             dataset, domains = prepare_domains(dataset, domain, label_map=label_map, labels_csv=labels)
             if len(domains.unmatched):
@@ -244,7 +245,7 @@ def fit(
             for r in domains.not_shared.itertuples():  # kept, but a model trained without it never predicts it
                 note(f"--domain {domain}: label {r.label!r} occurs only in {r.domains}")
         if by:
-            from embedx.fit.subgroups import prepare_subgroups
+            from embedx.probing.subgroups import prepare_subgroups
 
             subgroups = prepare_subgroups(dataset, list(by), labels_csv=labels)
         if dataset.group_auto:
@@ -257,18 +258,18 @@ def fit(
             result.notes.insert(0, f"Folds are grouped by the items' `{dataset.group}` column, found "
                                    "automatically (speaker-independent folds; `--no-group` turns "
                                    "this off).")
-        from embedx.fit.sets import compare_sets
+        from embedx.probing.sets import compare_sets
 
         sets_table = compare_sets(result)
         if sets_table is not None:
             result.analyses["sets"] = sets_table
         if domains is not None:
-            from embedx.fit.transfer import run_transfer
+            from embedx.probing.transfer import run_transfer
 
             result.analyses["transfer"] = run_transfer(result, domains, progress=progress,
                                                        log=log if progress else None)
         if subgroups is not None:
-            from embedx.fit.subgroups import subgroup_breakdown
+            from embedx.probing.subgroups import subgroup_breakdown
 
             result.analyses["subgroups"] = subgroup_breakdown(result, subgroups, progress=progress)
         files: dict[str, Path] = {}
@@ -294,7 +295,7 @@ def similarity(
     """Linear CKA between every pair of layers within and across a store's feature sets.
 
     The arguments are ``embedx similarity``'s options (``sets`` is ``--set``, repeatable
-    there); see :func:`embedx.similarity.similarity`.
+    there); see :func:`embedx.cka.similarity`.
 
     Args:
         features: the HDF5 store.
@@ -310,14 +311,14 @@ def similarity(
         command: the command line quoted in ``similarity.md``.
 
     Returns:
-        A :class:`embedx.similarity.SimilarityResult` (``.table`` is ``cka.csv``).
+        A :class:`embedx.cka.SimilarityResult` (``.table`` is ``cka.csv``).
 
     Raises:
         EmbedxError: unknown set or pooling, a set without frames, unequal frame counts,
             too few items, or an unwritable output folder, in one line, before any CKA is
             computed (unequal frame counts: before that pair's).
     """
-    from embedx.similarity import similarity as run_similarity
+    from embedx.cka import similarity as run_similarity
 
     return run_similarity(features, output, sets=sets, pooling=pooling, frames=frames,
                           max_frames=max_frames, debiased=debiased, seed=seed, progress=progress,

@@ -17,7 +17,6 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from embedx import __version__
 from embedx.backends import available_backends
 from embedx.errors import (
     AudioError,
@@ -28,8 +27,9 @@ from embedx.errors import (
     ModelError,
     StoreError,
 )
-from embedx.pooling import available_poolings
+from embedx.extraction.pooling import available_poolings
 from embedx.text import plural
+from embedx.version import __version__
 
 app = typer.Typer(
     name="embedx",
@@ -148,8 +148,8 @@ def extract(
                                                 show_default=False)] = None,
 ) -> None:
     """Extract hidden states (all layers in one pass, pooled and/or frame-level) into HDF5."""
-    from embedx.extract import config_from_options
-    from embedx.extract import extract as run_extract
+    from embedx.extraction.config import config_from_options
+    from embedx.extraction.extract import extract as run_extract
 
     # by name: typer ships its own copy of click, whose ParameterSource is another enum
     given = {p for p in ctx.params if getattr(ctx.get_parameter_source(p), "name", "") == "COMMANDLINE"}
@@ -328,14 +328,14 @@ def similarity(
 def _fit_choices(kind: str) -> str:
     """Registry names for a help text (the registries import no scikit-learn)."""
     if kind == "models":
-        from embedx.fit.models import available_models
+        from embedx.probing.models import available_models
 
         return ", ".join(available_models())
     if kind == "cv":
-        from embedx.fit.cv import available_splitters
+        from embedx.probing.cv import available_splitters
 
         return ", ".join(available_splitters())
-    from embedx.fit.metrics import available_metrics
+    from embedx.probing.metrics import available_metrics
 
     return ", ".join(available_metrics())
 
@@ -449,7 +449,7 @@ def _print_fit_summary(result: Any, top: int = 8) -> None:
                   f"(alpha {chance['alpha']:g}); see report.md", highlight=False, markup=False, soft_wrap=True)
     analyses = getattr(result, "analyses", None) or {}
     if "sets" in analyses:  # "which model?" first
-        from embedx.fit.sets import sets_rows
+        from embedx.probing.sets import sets_rows
 
         header, rows = sets_rows(analyses["sets"])
         sets_table = Table(title=f"feature sets at their best layer ({m})",
@@ -497,7 +497,7 @@ def _print_fit_summary(result: Any, top: int = 8) -> None:
                   f"{num(own['score'].mean())} on held-out speakers of the same domain; see transfer.csv",
                   highlight=False, markup=False, soft_wrap=True)
     if "subgroups" in analyses:
-        from embedx.fit.compare import MIN_CLUSTERS
+        from embedx.probing.compare import MIN_CLUSTERS
 
         g = analyses["subgroups"].gaps
         for r in g[(g["config"] == result.best[0]) & (g["model"] == result.best[1])].itertuples():
@@ -539,7 +539,7 @@ def predict(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Apply a saved model to a feature store or to new audio."""
-    from embedx.fit.predict import load_model, predict_audio, predict_store
+    from embedx.probing.predict import load_model, predict_audio, predict_store
 
     bundle = load_model(model)
     first = Path(inputs[0])

@@ -87,7 +87,7 @@ def layer_curve_figure(
     single_split: bool = False,
 ):
     """The figure of :func:`plot_layer_curve` (same arguments), or ``None``; the caller closes it."""
-    from embedx.fit.selectivity import random_twins
+    from embedx.probing.selectivity import random_twins
 
     plain = summary[~summary["concat"].astype(bool)]
     single = plain[plain["layer"].notna()]

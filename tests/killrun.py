@@ -166,7 +166,7 @@ class SubprocessLauncher:
 
 _ZYGOTE = r"""
 import json, os, sys
-import embedx.cli, embedx.extract, embedx.store, embedx.backends.hf, torch.utils.data  # the slow imports, once
+import embedx.cli, embedx.extraction.extract, embedx.store, embedx.backends.hf, torch.utils.data  # the slow imports, once
 for line in sys.stdin:
     req = json.loads(line)
     if "wait" in req:

@@ -120,9 +120,9 @@ def test_readme_python_snippet_runs(tmp_path, monkeypatch):
 def test_api_names_mirror_the_cli(tmp_path):
     with pytest.raises(ConfigError, match="unknown extract option.*polling"):
         embedx.extract(tmp_path, tmp_path / "f.h5", model="x", polling="mean")
-    assert callable(embedx.extract) and callable(embedx.fit)
-    importlib.import_module("embedx.fit.data")  # binding the subpackage keeps embedx.fit callable
-    assert callable(embedx.fit) and embedx.fit.data.__name__ == "embedx.fit.data"
+    assert callable(embedx.extraction.extract) and callable(embedx.probing)
+    importlib.import_module("embedx.probing.data")  # binding the subpackage keeps embedx.probing callable
+    assert callable(embedx.probing) and embedx.probing.data.__name__ == "embedx.probing.data"
 
 
 @pytest.mark.parametrize("args, message", [
@@ -137,7 +137,7 @@ def test_api_names_mirror_the_cli(tmp_path):
 ])
 def test_typos_fail_before_the_model_loads(tmp_path, monkeypatch, args, message):
     """A typo must not cost a model download: the backend is never created."""
-    import embedx.extract as stage1
+    import embedx.extraction.extract as stage1
 
     def no_model(*_a, **_k):
         raise AssertionError("the model was loaded before the options were checked")
@@ -178,7 +178,7 @@ def read_only_folder(tmp_path):
 
 
 def test_read_only_outputs_fail_in_one_line_before_work(read_only_folder, demo, monkeypatch):
-    import embedx.extract as stage1
+    import embedx.extraction.extract as stage1
 
     monkeypatch.setattr(stage1, "create_backend", lambda *a, **k: pytest.fail("model loaded"))
     res = CliRunner().invoke(app, ["extract", "--model", "x/y", str(demo / "wavs"),

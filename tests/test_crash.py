@@ -18,7 +18,8 @@ from typer.testing import CliRunner
 
 from embedx.cli import app
 from embedx.errors import StoreError
-from embedx.extract import ExtractConfig, default_workers, extract
+from embedx.extraction.config import ExtractConfig
+from embedx.extraction.extract import default_workers, extract
 from embedx.store import StoreReader, StoreWriter, writer_status
 from embedx.testing.synth import noise
 from tests.killrun import ZygoteLauncher, compare_stores, default_points, run_matrix, write_corpus
@@ -82,7 +83,7 @@ def test_a_second_stop_signal_exits_at_once(tmp_path):
     code = textwrap.dedent(
         """
         import os, signal, time
-        from embedx.extract import _StopRequest
+        from embedx.extraction.extract import _StopRequest
         with _StopRequest() as stop:
             stop.graceful = True
             os.kill(os.getpid(), signal.SIGTERM)
@@ -102,7 +103,7 @@ def test_stop_signal_before_the_store_is_open_exits_with_one_line(tmp_path):
     code = textwrap.dedent(
         """
         import os, signal, time
-        from embedx.extract import _StopRequest
+        from embedx.extraction.extract import _StopRequest
         with _StopRequest():
             os.kill(os.getpid(), signal.SIGHUP)
             time.sleep(30)
@@ -243,7 +244,7 @@ def _poisoned(monkeypatch, poison):
     Returns:
         The list of batch sizes of every forward call.
     """
-    import embedx.extract as ex
+    import embedx.extraction.extract as ex
 
     calls: list[int] = []
     real_create = ex.create_backend
@@ -330,7 +331,7 @@ def test_a_failing_chunk_fails_its_item_and_retry_failed_completes_it(tiny_model
 
 
 def test_a_header_length_disagreeing_with_the_decoded_length_is_recorded(tiny_model, tmp_path, monkeypatch):
-    import embedx.extract as ex
+    import embedx.extraction.extract as ex
 
     wavs = _short_corpus(tmp_path / "wavs", n=3)
     real_probe = ex.probe

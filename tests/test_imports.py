@@ -13,6 +13,12 @@ What counts as an edge ``A -> B`` (``B`` a module of the package):
   ``pkg`` (its ``__init__``). Importing ``a.b.c`` is an edge to ``a.b.c`` only, not to its parent
   packages: a package ``__init__`` that re-exports its submodules would otherwise form a "cycle"
   with each of them, which Python resolves fine and which says nothing about the design.
+- dynamic imports count too: ``importlib.import_module("pkg.x")`` and ``__import__("pkg.x")``
+  with a literal name are edges to ``pkg.x``. When a module imports a *computed* name (an
+  f-string, a variable: a lazy registry, a module ``__getattr__``), every string constant of that
+  module that names one of the package's modules (``"pkg.x"``, ``"pkg.x:attr"``, or the literal
+  prefix of an f-string such as ``f"pkg.{name}"``, which stands for every module under it) is an
+  edge: the checker cannot know which of them the computed name will be, so it assumes all.
 """
 
 from __future__ import annotations
@@ -59,6 +65,33 @@ def _imports(tree: ast.AST) -> list[ast.Import | ast.ImportFrom]:
     return found
 
 
+_DYNAMIC = ("import_module", "__import__")
+
+
+def _dynamic_imports(tree: ast.AST, modules: dict[str, Path]) -> set[str]:
+    """Modules a file imports by name at run time (see the module docstring for the rules)."""
+    calls = [node for node in ast.walk(tree) if isinstance(node, ast.Call) and node.args
+             and ((isinstance(node.func, ast.Attribute) and node.func.attr in _DYNAMIC)
+                  or (isinstance(node.func, ast.Name) and node.func.id in _DYNAMIC))]
+    targets: set[str] = set()
+    computed = False
+    for call in calls:
+        arg = call.args[0]
+        if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+            targets.add(arg.value)
+        else:
+            computed = True
+    if computed:
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                targets.add(node.value.partition(":")[0])
+            elif isinstance(node, ast.JoinedStr) and node.values \
+                    and isinstance(node.values[0], ast.Constant):  # f"pkg.{name}": all under pkg.
+                prefix = str(node.values[0].value)
+                targets.update(m for m in modules if m.startswith(prefix) and m != prefix.rstrip("."))
+    return {t for t in targets if t in modules}
+
+
 def import_graph(root: Path, package: str) -> dict[str, set[str]]:
     """Module -> the package's modules it imports (see the module docstring for what counts).
 
@@ -73,7 +106,9 @@ def import_graph(root: Path, package: str) -> dict[str, set[str]]:
     graph: dict[str, set[str]] = {name: set() for name in modules}
     for name, path in modules.items():
         is_package = path.name == "__init__.py"
-        for node in _imports(ast.parse(path.read_text(), str(path))):
+        tree = ast.parse(path.read_text(), str(path))
+        graph[name].update(t for t in _dynamic_imports(tree, modules) if t != name)
+        for node in _imports(tree):
             if isinstance(node, ast.Import):
                 targets = [alias.name for alias in node.names]
             else:
@@ -220,6 +255,28 @@ def test_checker_finds_a_planted_cycle_at_any_depth(tmp_path):
     assert graph["pkg.sub.b"] == {"pkg.c"}
     assert graph["pkg.d"] == set() and graph["pkg.e"] == {"pkg.d"}
     assert find_cycles(graph) == [["pkg.a", "pkg.c", "pkg.sub.b"], ["pkg.f", "pkg.g"]]
+
+
+def test_checker_sees_dynamic_imports_and_lazy_attributes(tmp_path):
+    root = tmp_path / "pkg"
+    _write(root, {
+        "__init__.py": ("import importlib\n"
+                        "def __getattr__(name):\n"
+                        "    return importlib.import_module(f'pkg.{name}')\n"),   # all under pkg.
+        "api.py": "from pkg import stage\n",
+        "stage.py": "import importlib\ndef run():\n    return importlib.import_module('pkg.api').go\n",
+        "registry.py": ("import importlib\nREG = {'x': 'pkg.plugin:make'}\n"
+                        "def create(k):\n    m, _, a = REG[k].partition(':')\n"
+                        "    return getattr(importlib.import_module(m), a)\n"),
+        "plugin.py": "from pkg import registry\n",
+        "quiet.py": "NAME = 'pkg.api'\n",   # a module name in a string, never imported: no edge
+    })
+    graph = import_graph(root, "pkg")
+    assert graph["pkg.stage"] == {"pkg.api"}                      # a literal import_module
+    assert graph["pkg.registry"] == {"pkg.plugin"}                # a "module:attr" registry entry
+    assert {"pkg.api", "pkg.stage", "pkg.plugin"} <= graph["pkg"]  # an f-string stands for all
+    assert graph["pkg.quiet"] == set()
+    assert find_cycles(graph) == [["pkg.api", "pkg.stage"], ["pkg.plugin", "pkg.registry"]]
 
 
 def test_checker_finds_planted_private_imports(tmp_path):

@@ -14,8 +14,9 @@ from typer.testing import CliRunner
 import embedx.store.merging as store_mod  # MERGE_BLOCK_BYTES and _ensure_open_files live there
 from embedx.cli import app
 from embedx.errors import StoreError
-from embedx.extract import ExtractConfig, extract
-from embedx.shard import items_digest, select
+from embedx.extraction.config import ExtractConfig
+from embedx.extraction.extract import extract
+from embedx.extraction.shard import items_digest, select
 from embedx.store import FeatureSetSpec, StoreReader, StoreWriter, merge
 from embedx.testing.synth import EMOTIONS, chirp, noise, utterance
 

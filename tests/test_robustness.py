@@ -16,7 +16,8 @@ from typer.testing import CliRunner
 
 from embedx.cli import app
 from embedx.errors import StoreError
-from embedx.extract import ExtractConfig, extract
+from embedx.extraction.config import ExtractConfig
+from embedx.extraction.extract import extract
 from embedx.store import StoreReader, StoreWriter
 from embedx.testing.synth import chirp, noise, tone
 from tests.killrun import write_corpus

@@ -16,17 +16,13 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
-from embedx.backends.base import Backend, BackendOutput
+from embedx.backends.base import Backend
 from embedx.errors import ConfigError
-from embedx.layers import parse_layers  # the one layer grammar, re-exported for stage 1
 
 __all__ = [
-    "Backend",
-    "BackendOutput",
     "available_backends",
     "create_backend",
     "load_hf_backend",
-    "parse_layers",
     "register_backend",
 ]
 

@@ -41,8 +41,8 @@ from embedx.backends.base import Backend, BackendOutput
 from embedx.backends.capture import autocast, capture_layers
 from embedx.backends.loading import open_checkpoint, quiet_loading
 from embedx.backends.padding import WavePreparer
-from embedx.batching import chunk_spans
 from embedx.errors import AudioError, ConfigError, ModelError
+from embedx.extraction.batching import chunk_spans
 
 __all__ = ["WhisperBackend"]
 

@@ -146,7 +146,7 @@ class _ItemsWriter(_FailureLog):
             indices: ``(num_items,)`` increasing global positions of the file's items.
             total_items: items of the full, unsharded list.
             items_digest: SHA-256 hex of the full list's ids joined by newlines
-                (:func:`embedx.shard.items_digest`).
+                (:func:`embedx.extraction.shard.items_digest`).
 
         Raises:
             StoreError: invalid values, items not written yet, or the file already holds

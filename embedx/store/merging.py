@@ -151,7 +151,7 @@ def _check_split(shards: list[_Shard]) -> list[_Shard]:
 
 def _merged_items(shards: list[_Shard]) -> dict[str, np.ndarray]:
     """Item columns (in stored column order) in global item order, checked against the digest."""
-    from embedx.shard import items_digest
+    from embedx.extraction.shard import items_digest
 
     first = shards[0]
     total = first.info.total_items

@@ -61,7 +61,7 @@ _ORIGIN_ATTRS = ("created", "command", "embedx_version")
 
 
 def _embedx_version() -> str:
-    from embedx import __version__
+    from embedx.version import __version__
 
     return str(__version__)
 
@@ -285,7 +285,7 @@ def _validate_spec(spec: FeatureSetSpec) -> None:
 
 @dataclass(frozen=True)
 class ShardInfo:
-    """Which part of which item list a shard file holds (see :mod:`embedx.shard`).
+    """Which part of which item list a shard file holds (see :mod:`embedx.extraction.shard`).
 
     Attributes:
         index: K, 0-based.

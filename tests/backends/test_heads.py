@@ -25,7 +25,8 @@ from transformers import (
 from embedx.backends import create_backend
 from embedx.backends.hf import HFBackend
 from embedx.errors import ModelError
-from embedx.extract import ExtractConfig, extract
+from embedx.extraction.config import ExtractConfig
+from embedx.extraction.extract import extract
 from embedx.store import StoreReader
 from embedx.testing.tiny import save_tiny_model
 from tests.conftest import fake_hub_cache
@@ -246,7 +247,7 @@ def test_extract_stores_heads_with_their_names(tiny, write_audio, tmp_path):
             wave = np.asarray(load_wave(path))
             if path.endswith("long.wav"):
                 # documented approximation: the frame-weighted mean of the chunks' heads
-                from embedx.batching import chunk_spans
+                from embedx.extraction.batching import chunk_spans
 
                 prepared = backend.prepare(wave)
                 spans = chunk_spans(prepared.size, 2 * SR, 320, 400)
@@ -262,7 +263,7 @@ def test_extract_stores_heads_with_their_names(tiny, write_audio, tmp_path):
 
 
 def load_wave(path: str) -> np.ndarray:
-    from embedx.audio import load
+    from embedx.extraction.audio import load
 
     return load(path, SR)
 

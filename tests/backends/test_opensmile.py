@@ -15,7 +15,6 @@ import opensmile
 import pytest
 import torch
 
-from embedx.audio import load
 from embedx.backends import create_backend
 from embedx.backends.opensmile import (
     FEATURE_SETS,
@@ -25,7 +24,9 @@ from embedx.backends.opensmile import (
     resolve_feature_set,
 )
 from embedx.errors import AudioError, ConfigError
-from embedx.extract import ExtractConfig, config_from_spec, extract
+from embedx.extraction.audio import load
+from embedx.extraction.config import ExtractConfig, config_from_spec
+from embedx.extraction.extract import extract
 from embedx.store import StoreReader
 
 SR = 16000

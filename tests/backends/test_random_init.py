@@ -10,7 +10,7 @@ import torch
 
 from embedx.backends.hf import HFBackend
 from embedx.errors import ConfigError
-from embedx.extract import config_from_options
+from embedx.extraction.config import config_from_options
 
 
 def _weights(backend):

@@ -14,9 +14,10 @@ from transformers import WhisperFeatureExtractor, WhisperModel
 
 from embedx.backends import create_backend
 from embedx.backends.whisper import WhisperBackend
-from embedx.batching import chunk_spans
 from embedx.errors import AudioError, ConfigError, ModelError
-from embedx.extract import ExtractConfig, extract
+from embedx.extraction.batching import chunk_spans
+from embedx.extraction.config import ExtractConfig
+from embedx.extraction.extract import extract
 from embedx.store import StoreReader
 from embedx.testing.tiny import save_tiny_model
 

@@ -1,0 +1,596 @@
+"""Stage 1: items -> length-sorted batches -> backend -> pooling -> store.
+
+The run is resumable: items whose ``done`` flag is set are skipped, and a re-run with other
+settings into the same feature set is refused (unless ``overwrite``). A file that cannot be
+decoded, or a batch item the model cannot process, is recorded under ``/failed`` and the run
+goes on.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from embedx.backends import create_backend
+from embedx.backends.base import Backend
+from embedx.errors import AudioError, ConfigError, EmbedxError, one_line
+from embedx.extraction.audio import AudioInfo, probe, resampled_length
+from embedx.extraction.batching import chunk_spans, make_batches
+from embedx.extraction.config import (
+    DATA_KEYS,
+    ExtractConfig,
+    batch_seconds,
+)
+from embedx.extraction.layers import parse_layers
+from embedx.extraction.loader import Loader
+from embedx.extraction.manifest import build_items, find_manifest
+from embedx.extraction.pooling import chunk_poolings, combine_chunks, get_pooling
+from embedx.extraction.run_stats import (
+    ExtractSummary,
+    Meter,
+    children_cpu,
+    peak_memory,
+    reset_peak_memory,
+    run_profile,
+)
+from embedx.progress import progress_bar
+from embedx.text import plural
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask: a SLURM or container cpuset)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
+
+
+def default_workers() -> int:
+    """Decoding workers: every available core but one, which runs the model and the writes.
+
+    Decoding and resampling scale with cores (one core decodes ~2,000 audio-s/s of 16/22 kHz
+    wav), and a GPU forward needs far more than one core can decode, so there is no cap.
+    """
+    return max(0, available_cores() - 1)
+
+
+def probe_items(items: pd.DataFrame) -> tuple[pd.DataFrame, dict[int, str]]:
+    """Add ``duration``, ``sample_rate`` and ``num_samples`` from the files' headers.
+
+    Args:
+        items: table with a ``path`` column.
+
+    Returns:
+        The table with the three columns after ``path`` (NaN/0 for unreadable files), and
+        item index -> reason for every file whose header could not be read.
+    """
+    infos: list[AudioInfo | None] = []
+    errors: dict[int, str] = {}
+    for i, path in enumerate(items["path"]):
+        try:
+            infos.append(probe(path))
+        except AudioError as exc:
+            infos.append(None)
+            errors[i] = str(exc)
+    out = items[["id", "path"]].copy()
+    out["duration"] = np.array([x.duration if x else np.nan for x in infos], dtype=np.float32)
+    out["sample_rate"] = np.array([x.sample_rate if x else 0 for x in infos], dtype=np.int64)
+    out["num_samples"] = np.array([x.num_samples if x else 0 for x in infos], dtype=np.int64)
+    rest = items.drop(columns=["id", "path"])
+    return pd.concat([out, rest], axis=1), errors
+
+
+def _model_lengths(items: pd.DataFrame, backend: Backend) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Lengths at the model's rate, before and after the short-item policy, and frame counts.
+
+    Returns:
+        Three ``(num_items,)`` int64 arrays: samples after decoding and resampling, samples
+        after the short-item policy (what batching plans with), and frames (0 for unreadable
+        items and for short items under ``short="fail"``).
+    """
+    decoded = np.zeros(len(items), dtype=np.int64)
+    padded = np.zeros(len(items), dtype=np.int64)
+    frames = np.zeros(len(items), dtype=np.int64)
+    for i, (n, sr) in enumerate(zip(items["num_samples"], items["sample_rate"], strict=True)):
+        if n <= 0:
+            continue
+        decoded[i] = m = resampled_length(int(n), int(sr), backend.sample_rate)
+        if m < backend.min_samples and backend.short == "pad":
+            m = backend.min_samples
+        padded[i] = m
+        frames[i] = backend.num_frames(m) if m >= backend.min_samples else 0
+    return decoded, padded, frames
+
+
+def _forward_isolating(backend: Backend, indices: list[int], waves: list[np.ndarray],
+                       layers: list[int]) -> tuple[list[tuple[list[int], Any]], dict[int, str]]:
+    """Run a batch; on an error split it in halves so only the items that fail alone are lost.
+
+    Splitting also recovers from running out of GPU memory on a too-large batch.
+
+    Returns:
+        ``[(indices, BackendOutput), ...]`` for the parts that ran, and index -> error message
+        for the items that failed on their own.
+    """
+    try:
+        return [(indices, backend.forward(waves, layers))], {}
+    except (EmbedxError, RuntimeError, ValueError) as exc:
+        if len(indices) == 1:
+            return [], {indices[0]: one_line(exc)[:500]}
+        _free_accelerator_memory()
+    half = len(indices) // 2
+    ok_a, bad_a = _forward_isolating(backend, indices[:half], waves[:half], layers)
+    ok_b, bad_b = _forward_isolating(backend, indices[half:], waves[half:], layers)
+    return ok_a + ok_b, {**bad_a, **bad_b}
+
+
+def _free_accelerator_memory() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _to_store_arrays(output: Any, poolings: Sequence[str], frames: bool
+                     ) -> tuple[dict[str, np.ndarray], list[np.ndarray] | None]:
+    """Pool on the model's device and move only what is stored to the host."""
+    pooled = {
+        # (num_layers, batch, num_frames, dim) -> (num_layers, batch, dim)
+        p: get_pooling(p)(output.hidden, output.lengths).float().cpu().numpy()
+        for p in poolings
+    }
+    frame_arrays = None
+    if frames:
+        lengths = output.lengths.tolist()
+        frame_arrays = [
+            # (num_layers, num_frames, dim) -> (num_frames, num_layers, dim): the store's frame layout
+            output.hidden[:, b, :n, :].permute(1, 0, 2).float().cpu().numpy()
+            for b, n in enumerate(lengths)
+        ]
+    return pooled, frame_arrays
+
+
+#: signals that stop a run cleanly; the process then exits with 128 + the signal's number
+STOP_SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP")
+
+
+class _StopRequest:
+    """SIGTERM, SIGINT and SIGHUP, turned into a request to stop after the batch in flight.
+
+    Schedulers (SLURM time limits and preemption, Kubernetes, ``timeout``) send SIGTERM and
+    wait a while before SIGKILL; a terminal sends SIGINT or SIGHUP. While :attr:`graceful` is
+    False (before the store is open: nothing to flush) a signal ends the process at once with
+    one line; afterwards the first signal is recorded for the loop to stop at the next batch
+    boundary, and a second one ends the process at once (everything marked done is already on
+    disk, so that is as safe as a kill -9). Handlers are only installed in the main thread.
+    """
+
+    def __init__(self) -> None:
+        self.signal: str | None = None
+        self.graceful = False
+        self._saved: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            for name in STOP_SIGNALS:
+                sig = getattr(signal, name, None)
+                if sig is not None:
+                    self._saved[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._saved.items():
+            signal.signal(sig, handler)
+        self._saved.clear()
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if self.graceful and self.signal is None:
+            self.signal = name
+            return
+        what = "second " if self.signal else ""
+        when = "before the store was opened" if not self.graceful else "at once"
+        os.write(2, f"embedx: stopped by {what}{name} {when}; re-run the same command to resume\n".encode())
+        os._exit(128 + signum)
+
+
+def extract(inputs: Sequence[str | Path], output: str | Path, config: ExtractConfig,
+            *, command: str | None = None, log: Callable[[str], None] | None = None) -> ExtractSummary:
+    """Run stage 1: extract one feature set from audio into an HDF5 store.
+
+    Args:
+        inputs: folders, audio files or file lists; with ``config.manifest``, at most the folder
+            its relative paths are relative to.
+        output: the HDF5 store; created, or extended/resumed when it exists.
+        config: the extraction settings.
+        command: the command line, stored in the file's attributes.
+        log: where to send progress notes (default: nowhere).
+
+    Returns:
+        The run's :class:`ExtractSummary`.
+
+    Raises:
+        EmbedxError: bad options, inputs, model or store (one clear line each). Problems of a
+            single item are recorded in the store, not raised.
+    """
+    with _StopRequest() as stop:
+        return _extract(inputs, output, config, command, log, stop)
+
+
+def _extract(inputs: Sequence[str | Path], output: str | Path, config: ExtractConfig,
+             command: str | None, log: Callable[[str], None] | None, stop: _StopRequest) -> ExtractSummary:
+    """The body of :func:`extract`; ``stop`` turns stop signals into a clean end of the loop."""
+    from embedx.store import FeatureSetSpec, StoreWriter, check_store_path
+
+    note = log or (lambda _msg: None)
+    config.validate()
+    check_store_path(output)  # a typo in -o must not cost a model download
+    manifest = config.manifest
+    if manifest is None and (manifest := find_manifest(inputs)) is not None:
+        note(f"items and their columns from {manifest} (found in the input folder; --manifest "
+             "names another CSV)")
+    items = build_items(inputs, manifest, config.path_column)
+    items, probe_errors = probe_items(items)
+    shard = None
+    if config.shard:
+        from embedx.extraction.shard import take
+
+        # this process's part of the items, balanced by duration; global order kept
+        items, probe_errors, shard = take(items, probe_errors, config.shard)
+        note(f"shard {shard.label}: {len(items)} of {plural(shard.total_items, 'item')}")
+    note(f"{plural(len(items), 'item')}, {np.nansum(items['duration']):.1f} s of audio, "
+         f"{len(probe_errors)} unreadable")
+
+    backend = create_backend(config.backend, **config.backend_kwargs())
+    layers = parse_layers(config.layers, backend.num_layers)
+    if config.frames and backend.frame_rate is None:
+        raise ConfigError(f"--frames needs frame-level features, but '{backend.name}' has one vector "
+                          "per item (openSMILE functionals); use --opensmile-level lld for frames")
+    decoded, lengths, num_frames = _model_lengths(items, backend)
+    stored_config = {k: getattr(config, k) for k in DATA_KEYS}
+    # the backend's resolved options (e.g. opensmile 'egemaps' -> 'eGeMAPSv02'); stored only
+    # when there are any, so stores written before the key existed still resume
+    options = dict(getattr(backend, "options", None) or config.backend_options)
+    if options:
+        stored_config["backend_options"] = options
+    else:
+        del stored_config["backend_options"]
+    stored_config.update(
+        name=config.name or backend.name,
+        layers=",".join(map(str, layers)),
+        poolings=list(config.poolings),
+        precision=getattr(backend, "precision", config.precision),
+    )
+    spec = FeatureSetSpec(
+        name=stored_config["name"],
+        backend=config.backend,
+        layers=tuple(layers),
+        dim=backend.dim,
+        poolings=tuple(config.poolings),
+        frames=config.frames,
+        dtype=config.dtype,
+        frame_rate=backend.frame_rate,
+        heads={k: tuple(v) for k, v in backend.head_names.items()},
+        feature_names=tuple(backend.feature_names) if backend.feature_names else None,
+        # the spec's own fields (backend, layers, dim, ...) are stored by the store itself
+        attrs={k: v for k, v in backend.metadata().items() if k not in FeatureSetSpec.__dataclass_fields__
+               and k not in ("embedx_version", "created", "command")},
+        config=stored_config,
+    )
+
+    with StoreWriter(output, command=command) as store:
+        stop.graceful = True  # from here on a stop signal ends the loop cleanly
+        store.write_items(items)
+        if shard is not None:
+            store.set_shard(shard.index, shard.count, shard.indices, shard.total_items,
+                            shard.items_digest)
+        spec = _without_inert_settings(store, spec, backend)
+        store.create_feature_set(spec, num_frames=num_frames if config.frames else None,
+                                 overwrite=config.overwrite)
+        name = spec.name
+        done = store.done(name)
+        failed_before = store.failed(name)
+        skip = np.zeros(len(items), dtype=bool)
+        if len(failed_before):
+            if config.retry_failed:
+                store.clear_failures(name)
+            else:
+                skip[failed_before["index"].to_numpy(dtype=np.int64)] = True
+        todo = np.flatnonzero(~done & ~skip)
+        summary = ExtractSummary(output=Path(output), name=name, num_items=len(items))
+        for i in todo[np.isin(todo, list(probe_errors))]:
+            store.record_failure(name, int(i), "probe", probe_errors[int(i)])
+            summary.failed += 1
+        todo = todo[~np.isin(todo, list(probe_errors))]
+        if len(todo) and stop.signal is None:
+            _run_batches(store, name, backend, layers, config, items, todo, decoded, lengths,
+                         summary, note, stop)
+        if summary.processed:
+            store.set_run_profile(name, run_profile(summary, backend, config))
+        summary.done_total = int(store.done(name).sum())
+        summary.failed_total = len(store.failed(name))
+        summary.stopped = stop.signal
+    return summary
+
+
+def _without_inert_settings(store: Any, spec: Any, backend: Backend) -> Any:
+    """Keep settings that cannot change the values out of the resume check.
+
+    ``max_chunk_seconds`` does nothing for a backend that never chunks (openSMILE computes
+    whole items): a new feature set stores None, and an existing one keeps what it stored, so a
+    resume with another ``--max-chunk-seconds`` is not refused.
+    """
+    import dataclasses
+
+    if backend.hop_samples is not None:
+        return spec
+    config = dict(spec.config)
+    config["max_chunk_seconds"] = None
+    if spec.name in store.feature_sets():
+        stored = store.spec(spec.name).config
+        if "max_chunk_seconds" in stored:
+            config["max_chunk_seconds"] = stored["max_chunk_seconds"]
+        else:
+            del config["max_chunk_seconds"]
+    return dataclasses.replace(spec, config=config)
+
+
+class _StoreQueue:
+    """Store writes on a writer thread, behind a bounded queue, so they overlap the next forward.
+
+    The main thread hands over finished host arrays; the thread runs the store calls in order.
+    ``store.write`` flushes an item's data before it sets ``done``, on whichever thread it runs,
+    so resume semantics do not change. The queue holds at most ``depth`` pending calls (the
+    main thread blocks beyond that): memory stays bounded when the disk is slower than the
+    model. An error on the thread stops further writes and is raised on the main thread at the
+    next :meth:`put` or at :meth:`close`; :meth:`close` always joins the thread.
+
+    Args:
+        depth: pending calls allowed before :meth:`put` blocks.
+    """
+
+    _STOP = object()
+
+    def __init__(self, depth: int = 4) -> None:
+        import queue
+
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self.busy = 0.0  # seconds the thread spent in store calls
+        self.busy_cpu = 0.0  # CPU seconds of the thread in store calls
+        self._thread = threading.Thread(target=self._run, name="embedx-store-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is self._STOP:
+                return
+            if self._error is not None:
+                continue  # drain without writing: the run is failing
+            fn, args, kwargs = job
+            t0, c0 = time.perf_counter(), time.thread_time()
+            try:
+                fn(*args, **kwargs)
+            except BaseException as exc:  # handed to the main thread, which raises it
+                self._error = exc
+            self.busy += time.perf_counter() - t0
+            self.busy_cpu += time.thread_time() - c0
+
+    def put(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        """Queue ``fn(*args, **kwargs)``; raise a failed earlier call's error first."""
+        self._raise()
+        self._queue.put((fn, args, kwargs))
+
+    def close(self) -> None:
+        """Finish the queued calls, join the thread, and raise a call's error if one failed."""
+        if self._thread.is_alive():
+            self._queue.put(self._STOP)
+            self._thread.join()
+        self._raise()
+
+    def _raise(self) -> None:
+        if self._error is not None:  # kept: every later put and close fails too
+            raise self._error
+
+
+def _run_batches(store: Any, name: str, backend: Backend, layers: list[int], config: ExtractConfig,
+                 items: pd.DataFrame, todo: np.ndarray, decoded: np.ndarray, lengths: np.ndarray,
+                 summary: ExtractSummary, note: Callable[[str], None], stop: _StopRequest) -> None:
+    """The processing loop of :func:`extract` over the items in ``todo``.
+
+    ``decoded`` are the items' lengths as decoded at the model's rate, ``lengths`` after the
+    short-item policy (what the batches are planned with). Store calls run on a writer thread
+    (:class:`_StoreQueue`), overlapped with the next batch's forward; the thread is drained and
+    joined before the loop returns, whether it ends, is stopped or fails. The loop publishes its
+    progress in the store's lock record after every batch and ends after the batch in flight
+    when ``stop`` has caught a signal. ``summary.timings`` gets where the main thread's time
+    went (seconds): ``first_batch``, ``wait`` (for decoded data), ``forward`` (padding, the copy
+    to the device and the model), ``pool`` (pooling and the copy back), ``write_wait`` (blocked
+    on a full write queue), and ``write`` (the writer thread's time in store calls, overlapped).
+    ``summary.cpu`` gets CPU seconds per part, whichever process or thread spent them: the
+    decoding parts of :data:`embedx.extraction.loader.WORKER_PARTS` (in the workers, or in the main process
+    without workers), ``receive`` (the main thread's hand-over: receiving and unpacking
+    batches), ``forward``, ``pool``, ``write_wait``, ``write`` (the writer thread), and the
+    totals ``main_total`` (every thread of the main process during the loop) and
+    ``workers_total`` (the workers, start-up and sending included).
+    """
+    budget = int(batch_seconds(config, backend) * backend.sample_rate)
+    max_chunk = _max_chunk_samples(config, backend)
+    is_long = lengths[todo] > max_chunk if max_chunk else np.zeros(len(todo), dtype=bool)
+    plan = make_batches(todo[~is_long], lengths[todo[~is_long]], budget, config.max_batch_items)
+    # long items come first and alone: the decoder hands over the whole prepared item, the
+    # loop runs its chunks; failing early on them beats failing after hours
+    long_first = sorted(todo[is_long].tolist(), key=lambda i: -lengths[i])
+    batches = [[i] for i in long_first] + plan.batches
+    summary.padded_fraction = plan.padded_fraction
+    workers = default_workers() if config.workers is None else config.workers
+    workers = min(workers, len(batches))  # a worker with no batch to decode only costs its start
+    summary.workers = workers
+    note(f"{plural(len(todo), 'item')} to process in {plural(len(batches), 'batch', 'batches')} "
+         f"({plan.padded_fraction:.1%} padding, {plural(len(long_first), 'long item')} in chunks), "
+         f"{plural(workers, 'decoding worker')}")
+    # a backend's small picklable preparer, so workers never need the model itself
+    prep = backend.preparer or backend
+    loader = Loader(items["path"].tolist(), decoded, backend.sample_rate, prep.prepare, prep.fit_length,
+                    batches, workers, budget)
+    durations = items["duration"].to_numpy(dtype=np.float64)
+    long_set = set(long_first)
+    if long_set:
+        chunk_poolings(tuple(config.poolings))  # refuse poolings that cannot combine, up front
+    # items done or failed before this loop, for the progress published to `embedx info`
+    before = len(items) - len(todo) - summary.failed  # this run's probe failures count below
+    store.set_progress(name, before, len(items))
+    meter = Meter()
+    summary.timings, summary.cpu = meter.wall, meter.cpu
+    reset_peak_memory(backend)
+    writes = _StoreQueue()
+    start = time.perf_counter()
+    cpu_start, children_start = time.process_time(), children_cpu()
+    try:
+        with progress_bar(config.progress, rate=True) as progress:
+            task = progress.add_task(f"extract {name}", total=len(todo), rate="")
+            mark = meter.mark()
+            for batch in loader:
+                mark = meter.add("wait", mark, cpu_part="receive")
+                if not meter.wall["first_batch"]:
+                    meter.wall["first_batch"] = mark[0] - start
+                # decoded in the main process (no workers), the decoding parts ran inside the
+                # loader's step: what is left of the step is the hand-over
+                in_step = sum(batch.cpu.values()) if workers == 0 else 0.0
+                meter.cpu["receive"] -= in_step
+                for part, seconds in batch.cpu.items():
+                    meter.cpu[part] += seconds
+                batch_items = loader.items(batch)
+                good = [(i, w) for i, w, err in batch_items if err is None]
+                for i, _w, err in batch_items:
+                    if err is not None:
+                        writes.put(store.record_failure, name, i, "decode", err)
+                        summary.failed += 1
+                mark = meter.add("receive", mark)
+                if len(good) == 1 and good[0][0] in long_set:
+                    written, errors = _run_long(writes, store, name, backend, layers, config, *good[0],
+                                                budget, meter)
+                else:
+                    written, errors = _run_short(writes, store, name, backend, layers, config, good, meter)
+                del good
+                loader.release(batch)  # the forward has consumed the waves: the worker may refill the slot
+                for i, err in errors.items():
+                    writes.put(store.record_failure, name, i, "forward", err)
+                    summary.failed += 1
+                summary.processed += len(written)
+                summary.audio_seconds += float(np.nansum(durations[written]))
+                elapsed = time.perf_counter() - start
+                progress.update(task, advance=len(batch_items), rate=(
+                    f"{summary.processed / elapsed:.1f} items/s "
+                    f"{summary.audio_seconds / elapsed:.1f} audio-s/s"))
+                writes.put(store.set_progress, name, before + summary.processed + summary.failed,
+                           len(items))
+                mark = meter.mark()
+                if stop.signal is not None:
+                    break
+    finally:
+        loader.close()  # ends the workers now, before the store is closed
+        # the batches already computed are written (and marked done) before the store closes,
+        # also when the loop is stopped by a signal or fails; a writer error is raised here
+        writes.close()
+        meter.wall["write"], meter.cpu["write"] = writes.busy, writes.busy_cpu
+        meter.cpu["main_total"] = time.process_time() - cpu_start
+        meter.cpu["workers_total"] = children_cpu() - children_start
+    summary.elapsed = time.perf_counter() - start
+    summary.peak_memory = peak_memory(backend)
+
+
+def _max_chunk_samples(config: ExtractConfig, backend: Backend) -> int | None:
+    """Longest item (in samples) run in one piece; ``None`` when items are never chunked."""
+    if backend.hop_samples is None:
+        return None
+    # a backend with a fixed input window (Whisper: 30 s) runs longer items in chunks anyway
+    limit = getattr(backend, "max_samples", None)
+    if config.max_chunk_seconds is None:
+        return limit
+    wanted = int(config.max_chunk_seconds * backend.sample_rate)
+    return min(wanted, limit) if limit else wanted
+
+
+def _run_short(writes: _StoreQueue, store: Any, name: str, backend: Backend, layers: list[int],
+               config: ExtractConfig, good: list[tuple[int, np.ndarray]], meter: Meter
+               ) -> tuple[list[int], dict[int, str]]:
+    """Run one batch of items that fit in one piece and queue their writes."""
+    if not good:
+        return [], {}
+    mark = meter.mark()
+    parts, errors = _forward_isolating(backend, [i for i, _ in good], [w for _, w in good], layers)
+    mark = meter.add("forward", mark)
+    written: list[int] = []
+    for indices, out in parts:
+        pooled, frames = _to_store_arrays(out, config.poolings, config.frames)
+        mark = meter.add("pool", mark)
+        writes.put(store.write, name, np.asarray(indices), pooled=pooled, frames=frames,
+                   heads=out.heads or None)
+        mark = meter.add("write_wait", mark)
+        written.extend(indices)
+    return written, errors
+
+
+def _run_long(writes: _StoreQueue, store: Any, name: str, backend: Backend, layers: list[int],
+              config: ExtractConfig, index: int, wave: np.ndarray, budget: int,
+              meter: Meter) -> tuple[list[int], dict[int, str]]:
+    """Run one long item in chunks, combine its pooled values, stream its frames to the store.
+
+    Memory is bounded by the chunk size: frames go to the store chunk by chunk, and only the
+    per-chunk pooled values are kept. Head outputs are the frame-weighted mean over chunks.
+    """
+    spans = chunk_spans(wave.shape[0], _max_chunk_samples(config, backend) or wave.shape[0],
+                        backend.hop_samples or 1, backend.min_samples)
+    wanted = chunk_poolings(tuple(config.poolings))
+    per_batch = max(1, budget // max(s.stop - s.start for s in spans))
+    parts: dict[str, list[np.ndarray]] = {p: [] for p in wanted}
+    heads: dict[str, list[np.ndarray]] = {}
+    counts: list[int] = []
+    for b in range(0, len(spans), per_batch):
+        group = spans[b:b + per_batch]
+        mark = meter.mark()
+        try:
+            out = backend.forward([wave[s.start:s.stop] for s in group], layers)
+        except (EmbedxError, RuntimeError, ValueError) as exc:
+            return [], {index: f"chunk {b + 1}/{len(spans)}: " + one_line(exc)[:500]}
+        mark = meter.add("forward", mark)
+        pooled, frames = _to_store_arrays(out, wanted, config.frames)
+        meter.add("pool", mark)
+        if out.lengths.tolist() != [s.num_frames for s in group]:
+            raise RuntimeError(f"chunk frames {out.lengths.tolist()} differ from the plan "
+                               f"{[s.num_frames for s in group]}")  # a backend bug, not bad input
+        for p in wanted:
+            parts[p].extend(pooled[p].transpose(1, 0, 2))  # (num_layers, chunks, dim) -> chunks x (num_layers, dim)
+        for h, y in (out.heads or {}).items():
+            heads.setdefault(h, []).extend(y)
+        counts.extend(s.num_frames for s in group)
+        if frames is not None:
+            for s, rows in zip(group, frames, strict=True):
+                writes.put(store.write_frame_rows, name, index, s.first_frame, rows)
+    weights = np.asarray(counts, dtype=np.float64)
+    combined = combine_chunks({p: np.stack(v) for p, v in parts.items()}, weights,
+                              tuple(config.poolings))
+    writes.put(
+        store.write, name, np.asarray([index]),
+        pooled={p: v[:, None, :] for p, v in combined.items()},  # (num_layers, dim) -> (num_layers, 1, dim)
+        heads={h: (np.stack(v) * (weights / weights.sum())[:, None]).sum(0, keepdims=True)
+               for h, v in heads.items()} or None,
+        frames_written=config.frames,
+    )
+    return [index], {}
+
+
+__all__ = [
+    "extract",
+]
+

@@ -1,0 +1,302 @@
+"""Cross-validation splitters, a registry keyed by name.
+
+The folds of a study are computed once (seeded) and shared by every configuration (feature
+set × layer × pooling × model), so per-fold scores are paired and can be compared.
+
+Schemes:
+
+* ``stratified`` – stratified k-fold (classification; a regression target cannot be stratified,
+  so for regression the scheme is ``kfold`` and is named so in every output).
+* ``kfold`` – plain shuffled k-fold.
+* ``group`` – speaker-independent k-fold: :class:`~sklearn.model_selection.StratifiedGroupKFold`
+  (shuffled :class:`~sklearn.model_selection.GroupKFold` for regression); no group is ever in
+  both the training and the test part of a fold.
+* ``logo`` – leave-one-group-out.
+* ``predefined`` – a split column with ``train`` / ``dev`` / ``test`` values. With ``dev`` and
+  ``test`` the study's fold is train → dev (used to rank and compare configurations) and the
+  best configuration is refitted on train + dev and scored once on the held-out test part;
+  with only one of them the fold is train → that part.
+* ``auto`` – ``group`` when a group column is given, else ``stratified`` (``kfold`` for
+  regression).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from embedx.errors import ConfigError, DataError
+from embedx.probing.tasks import CLASSIFICATION
+
+__all__ = [
+    "UNGROUPED",
+    "Folds",
+    "available_splitters",
+    "inner_cv",
+    "make_folds",
+    "register_splitter",
+    "resolve_scheme",
+]
+
+#: schemes whose folds ignore groups (a speaker can be on both sides of a fold)
+UNGROUPED = ("stratified", "kfold")
+
+
+@dataclass
+class Folds:
+    """Folds shared by every configuration of a study.
+
+    Attributes:
+        scheme: the splitter name that produced them.
+        splits: ``(train_idx, test_idx)`` int arrays, positions into the study's items.
+        seed: the seed used to shuffle.
+        holdout: ``(train_idx, test_idx)`` of a held-out test part (``predefined`` with dev and
+            test), scored once with the best configuration; ``None`` otherwise.
+        notes: remarks for the report (e.g. folds that are not speaker-independent).
+    """
+
+    scheme: str
+    splits: list[tuple[np.ndarray, np.ndarray]]
+    seed: int
+    holdout: tuple[np.ndarray, np.ndarray] | None = None
+    notes: tuple[str, ...] = ()
+
+    @property
+    def n_splits(self) -> int:
+        """Number of folds."""
+        return len(self.splits)
+
+    def fold_of(self, num_items: int) -> np.ndarray:
+        """``(num_items,)`` fold number of every item's test part (-1 when never tested)."""
+        out = np.full(num_items, -1, dtype=np.int64)
+        for k, (_, test) in enumerate(self.splits):
+            out[test] = k
+        return out
+
+
+Splitter = Callable[..., list[tuple[np.ndarray, np.ndarray]]]
+_REGISTRY: dict[str, Splitter] = {}
+
+
+def register_splitter(name: str, func: Splitter) -> None:
+    """Register ``func(y, groups, split, n_splits, seed, task) -> splits`` under ``name``."""
+    _REGISTRY[name] = func
+
+
+def available_splitters() -> list[str]:
+    """Scheme names ``--cv`` accepts (``auto`` included)."""
+    return ["auto", *_REGISTRY]
+
+
+def resolve_scheme(scheme: str, groups: np.ndarray | None) -> str:
+    """Turn ``auto`` into ``group`` / ``stratified`` and validate the name.
+
+    Raises:
+        ConfigError: unknown scheme, or a group scheme without a group column.
+    """
+    if scheme == "auto":
+        return "group" if groups is not None else "stratified"
+    if scheme not in _REGISTRY:
+        raise ConfigError(f"unknown CV scheme {scheme!r}; accepted: {', '.join(available_splitters())}")
+    if scheme in ("group", "logo") and groups is None:
+        raise ConfigError(f"CV scheme {scheme!r} needs a group column; give --group COLUMN")
+    return scheme
+
+
+def _stratified(y, groups, split, n_splits, seed, task):
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    if task == CLASSIFICATION:
+        counts = np.bincount(y)
+        if counts[counts > 0].min() < n_splits:
+            raise DataError(
+                f"class with {counts[counts > 0].min()} item(s) cannot be split into {n_splits} "
+                f"stratified folds; use fewer --folds (at most {counts[counts > 0].min()})"
+            )
+        cv = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    else:
+        cv = KFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    return list(cv.split(np.zeros(len(y)), y))
+
+
+def _kfold(y, groups, split, n_splits, seed, task):
+    from sklearn.model_selection import KFold
+
+    if len(y) < n_splits:
+        raise DataError(f"{len(y)} items cannot be split into {n_splits} folds; use fewer --folds")
+    return list(KFold(n_splits=n_splits, shuffle=True, random_state=seed).split(np.zeros(len(y))))
+
+
+def _group(y, groups, split, n_splits, seed, task):
+    from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
+
+    num_groups = len(np.unique(groups))
+    if num_groups < n_splits:
+        raise DataError(
+            f"only {num_groups} groups cannot be split into {n_splits} group folds; "
+            f"use --folds {num_groups} or fewer, or --cv logo"
+        )
+    if task == CLASSIFICATION:
+        cv = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    else:
+        cv = GroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    return list(cv.split(np.zeros(len(y)), y, groups))
+
+
+def _logo(y, groups, split, n_splits, seed, task):
+    from sklearn.model_selection import LeaveOneGroupOut
+
+    if len(np.unique(groups)) < 2:
+        raise DataError("leave-one-group-out needs at least 2 groups; found 1")
+    return list(LeaveOneGroupOut().split(np.zeros(len(y)), y, groups))
+
+
+def _partitions(split: np.ndarray | None) -> dict[str, np.ndarray]:
+    if split is None:
+        raise ConfigError("CV scheme 'predefined' needs a split column; give --split-col COLUMN")
+    values = np.asarray([str(v).strip().lower() for v in split])
+    unknown = sorted(set(values.tolist()) - {"train", "dev", "test"})
+    if unknown:
+        raise DataError(
+            f"split column has value(s) {', '.join(map(repr, unknown))}; accepted: train, dev, test"
+        )
+    parts = {name: np.flatnonzero(values == name) for name in ("train", "dev", "test")}
+    if len(parts["train"]) == 0 or len(parts["dev"]) + len(parts["test"]) == 0:
+        raise DataError("split column needs 'train' items and 'dev' or 'test' items")
+    return parts
+
+
+def _predefined(y, groups, split, n_splits, seed, task):
+    parts = _partitions(split)
+    evaluate = parts["dev"] if len(parts["dev"]) else parts["test"]
+    return [(parts["train"], evaluate)]
+
+
+for _name, _func in (
+    ("stratified", _stratified),
+    ("kfold", _kfold),
+    ("group", _group),
+    ("logo", _logo),
+    ("predefined", _predefined),
+):
+    register_splitter(_name, _func)
+
+
+def make_folds(
+    y: np.ndarray,
+    *,
+    scheme: str = "auto",
+    n_splits: int = 5,
+    seed: int = 0,
+    groups: np.ndarray | None = None,
+    split: np.ndarray | None = None,
+    task: str = CLASSIFICATION,
+    num_classes: int | None = None,
+    class_names: list[str] | None = None,
+) -> Folds:
+    """Compute the folds of a study once.
+
+    Args:
+        y: ``(num_items,)`` integer-coded classes or float targets.
+        scheme: a name from :func:`available_splitters`.
+        n_splits: number of folds of k-fold schemes (at least 2).
+        seed: shuffling seed.
+        groups: ``(num_items,)`` group (speaker) of every item, or ``None``.
+        split: ``(num_items,)`` train/dev/test values for ``predefined``.
+        task: ``classification`` or ``regression``.
+        num_classes: number of classes (classification), to check every training part.
+        class_names: names of the classes, for messages.
+
+    Returns:
+        The folds.
+
+    Raises:
+        ConfigError: unknown scheme or missing column.
+        DataError: too few items/groups for the folds, or a fold whose training part lacks a
+            class (or whose test part lacks one in a k-fold scheme).
+    """
+    scheme = resolve_scheme(scheme, groups)
+    if scheme == "stratified" and task != CLASSIFICATION:
+        scheme = "kfold"  # named for what it is: regression targets are not stratified
+    if scheme in ("stratified", "kfold", "group") and n_splits < 2:
+        raise ConfigError(f"--folds must be at least 2; got {n_splits}")
+    notes: list[str] = []
+    if scheme in UNGROUPED and groups is not None:
+        notes.append(
+            f"folds are {scheme} but NOT speaker-independent: a group can be in both the "
+            "training and the test part of a fold (use --cv group)"
+        )
+    if groups is not None:
+        groups = np.asarray(groups)
+    splits = _REGISTRY[scheme](y, groups, split, n_splits, seed, task)
+    holdout = None
+    if scheme == "predefined":
+        parts = _partitions(split)
+        if len(parts["dev"]) and len(parts["test"]):
+            holdout = (np.concatenate([parts["train"], parts["dev"]]), parts["test"])
+        elif len(parts["test"]):
+            notes.append(
+                "the predefined split has no dev part, so configurations are ranked on the "
+                "test part; the best configuration's score is optimistic"
+            )
+        if groups is not None:
+            for a, b in ((parts["train"], parts["dev"]), (parts["train"], parts["test"])):
+                shared = np.intersect1d(groups[a], groups[b])
+                if len(shared):
+                    notes.append(
+                        f"{len(shared)} group(s) occur in more than one split partition "
+                        "(not speaker-independent)"
+                    )
+                    break
+    splits = [(np.sort(tr).astype(np.int64), np.sort(te).astype(np.int64)) for tr, te in splits]
+    if task == CLASSIFICATION and num_classes is not None:
+        names = class_names or [str(k) for k in range(num_classes)]
+        check = splits + ([holdout] if holdout is not None else [])
+        for k, (train, test) in enumerate(check):
+            missing = np.setdiff1d(np.arange(num_classes), y[train])
+            if len(missing):
+                raise DataError(
+                    f"fold {k} of CV scheme {scheme!r} has no training item of class "
+                    f"{names[missing[0]]!r}; use fewer --folds or another --cv"
+                )
+            missing = np.setdiff1d(np.arange(num_classes), y[test])
+            if len(missing) and scheme in ("stratified", "group"):
+                raise DataError(
+                    f"fold {k} of CV scheme {scheme!r} has no test item of class "
+                    f"{names[missing[0]]!r}; use fewer --folds"
+                )
+    return Folds(scheme=scheme, splits=splits, seed=seed, holdout=holdout, notes=tuple(notes))
+
+
+def inner_cv(scheme: str, n_splits: int, seed: int, task: str, grouped: bool):
+    """Splitter for nested tuning inside an outer training part.
+
+    Grouped whenever the outer folds are grouped (``group``, ``logo`` or a predefined split
+    with groups), so tuning is speaker-independent too.
+
+    Args:
+        scheme: the outer scheme.
+        n_splits: inner folds.
+        seed: shuffling seed.
+        task: ``classification`` or ``regression``.
+        grouped: whether groups are available.
+
+    Returns:
+        A scikit-learn splitter; pass ``groups`` to its ``split`` when ``grouped``.
+    """
+    from sklearn.model_selection import (
+        GroupKFold,
+        KFold,
+        StratifiedGroupKFold,
+        StratifiedKFold,
+    )
+
+    if grouped and scheme not in UNGROUPED:
+        if task == CLASSIFICATION:
+            return StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+        return GroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    if task == CLASSIFICATION:
+        return StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    return KFold(n_splits=n_splits, shuffle=True, random_state=seed)

@@ -1,0 +1,572 @@
+"""Write a study's outputs: tables, JSON, figures, a Markdown report and the refitted model.
+
+Files written into the results folder:
+
+* ``results.csv`` – tidy, one row per (configuration, model, fold): every metric, per-class
+  recall, fit time, tuned parameters, warnings;
+* ``summary.csv`` / ``summary.json`` – one row per (configuration, model), ranked by the
+  estimand ``<metric>_pooled`` (the pooled out-of-fold metric) with its 95% CI (``ci_low``,
+  ``ci_high``), ``diff_to_best`` (how much better the best is, >= 0), ``worse_than_best``
+  (outside the 95% confidence set for the best configuration; see :mod:`embedx.probing.compare` and
+  docs/statistics.md), ``p_set``, ``p_paired``, the per-fold reference tests, mean ± std over
+  folds and a ``warning`` (e.g. constant out-of-fold predictions); the JSON adds the settings,
+  data description, notes, per-fold scores and the selection-aware best score;
+* ``layer_curve.png`` – the pooled main metric vs. layer with its 95% CI, a chance line, one line
+  per model, one panel per (feature set, pooling) in the order requested, legend outside;
+* ``confusion_best.png`` (classification) or ``scatter_best.png`` (regression) of the best
+  configuration's out-of-fold predictions;
+* ``predictions_best.csv`` – the best configuration's out-of-fold prediction of every item;
+* with several feature sets, ``sets.csv`` – the model comparison table (:mod:`embedx.probing.sets`),
+  which also opens ``report.md``;
+* with ``--domain``, ``transfer.csv``, ``transfer_<set>_<pooling>_<model>.png`` and, with
+  ``--label-map``, ``unmatched_labels.csv`` (:mod:`embedx.probing.transfer`);
+* with ``--by``, ``subgroups.csv``, ``subgroup_gaps.csv``, ``speakers.csv`` and ``subgroups.png``
+  (:mod:`embedx.probing.subgroups`);
+* ``report.md`` – all of the above in words;
+* ``model.joblib`` – the best configuration refitted (see :mod:`embedx.probing.predict`).
+
+matplotlib is imported (with the Agg backend) only when figures are drawn.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from embedx.figures import (
+    chance_level,
+    plot_confusion,
+    plot_layer_curve,
+    plot_scatter,
+)
+from embedx.probing.stats import wilcoxon_floor
+from embedx.text import number as _f
+from embedx.text import plural
+
+__all__ = [
+    "summary_records",
+    "write_report",
+]
+
+
+def _json_value(value: Any) -> Any:
+    if value is None or value is pd.NA:
+        return None
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_json_value(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _json_value(v) for k, v in value.items()}
+    return value
+
+
+def summary_records(summary: pd.DataFrame) -> list[dict[str, Any]]:
+    """The summary table as JSON-ready dicts (NaN -> null)."""
+    return [
+        {k: _json_value(v) for k, v in row.items()} for row in summary.to_dict(orient="records")
+    ]
+
+
+# ------------------------------------------------------------------------------ markdown
+
+
+def _p(value: Any) -> str:
+    if value is None or value is pd.NA or not math.isfinite(float(value)):
+        return "–"
+    return "<0.001" if float(value) < 0.001 else f"{float(value):.3f}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _markdown(result: Any, files: dict[str, str], command: str | None,
+              selectivity: pd.DataFrame | None = None) -> str:
+    ds = result.dataset
+    s = result.summary
+    m = result.metric
+    settings = result.settings
+    best = s.iloc[0]
+    lines = ["# embedx fit report", ""]
+    if command:
+        lines += ["```", command, "```", ""]
+    chance = getattr(result, "chance", None)
+    verdict = _chance_verdict(result)
+    if verdict is not None:  # before anything that reads like a finding
+        title = ("The best configuration does not beat chance" if chance["beats_chance"] is False
+                 else "The chance control is undecided")
+        lines += [f"## ⚠ {title}", "", verdict, ""]
+    analyses = getattr(result, "analyses", None) or {}
+    if "sets" in analyses:  # "which model?" opens the report
+        from embedx.probing.sets import sets_section
+
+        lines += [*sets_section(analyses["sets"]), ""]
+    lines += ["## Data", ""]
+    lines.append(f"- store: `{ds.store}`")
+    lines.append(f"- items used: {ds.num_items}" + (
+        " (" + ", ".join(f"{v} {k}" for k, v in ds.skipped.items()) + " skipped)" if ds.skipped else ""))
+    lines.append(f"- task: {ds.task}, label column `{ds.label}`")
+    if ds.classes:
+        lines.append("- classes: " + ", ".join(f"{c} ({n})" for c, n in ds.counts().items()))
+    else:
+        lines.append(f"- target: mean {np.mean(ds.y):.3f}, std {np.std(ds.y):.3f}")
+    if ds.groups is not None:
+        lines.append(f"- groups: `{ds.group}`, {len(np.unique(ds.groups))} distinct")
+    lines.append(
+        f"- feature configurations: {len(ds.configs)}; models: {', '.join(settings['models'])}"
+    )
+    lines += ["", "## Protocol", ""]
+    folds = result.folds
+    lines.append(
+        f"- cross-validation: `{folds.scheme}`, {plural(folds.n_splits, 'fold')}, seed {folds.seed}; the "
+        "same folds for every configuration and model"
+    )
+    lines.append(
+        f"- main metric: **{m}**; scaling fitted inside each training fold"
+        + ("; features standardised per group (speaker normalisation: each group by its own "
+           "statistics, within its part of the fold, using no labels)" if settings["speaker_norm"] else "")
+    )
+    if settings["tune"]:
+        lines.append(
+            f"- tuning: nested grid search with {settings['inner_folds']} inner folds inside every "
+            "training part (nothing selected on a test fold); chosen parameters per fold are in "
+            "results.csv"
+        )
+    if settings.get("class_weight"):
+        lines.append(f"- class weights: {settings['class_weight']}")
+    unit = "speaker" if settings.get("clusters") == "group" else "item block"
+    one_split = folds.n_splits == 1
+    where = "dev part" if one_split and folds.holdout is not None else (
+        "evaluation part" if one_split else "pooled out-of-fold predictions")
+    lines.append(
+        f"- estimand: the **{m} of the {where}** (every item predicted by the model that did not "
+        "train on it, the metric computed once over all of them). It ranks the configurations and "
+        "is what the CIs, Δ to best and the tests are about"
+        + ("" if one_split else "; mean ± std over folds is a description only")
+    )
+    tested = settings["n_boot"] > 0 and bool(np.isfinite(s["ci_low"].to_numpy(dtype=float)).any())
+    if tested:
+        lines.append(
+            f"- statistics over {settings.get('num_clusters')} {unit}s as the unit "
+            + ("(items of one speaker are not independent)" if unit == "speaker"
+               else "(seeded random blocks of items; no group column)")
+            + f": 95% CIs from the delete-one-{unit} jackknife with a t quantile; configurations "
+            f"compared with a 95% confidence set for the best configuration (model confidence set "
+            f"with {settings['n_boot']} within-{unit} permutations per step, alpha "
+            f"{settings['alpha']}); see docs/statistics.md"
+        )
+    else:
+        reason = ("--bootstrap 0" if settings["n_boot"] == 0
+                  else f"too few {unit}s (see Notes)")
+        lines.append(f"- statistics: none ({reason}): no CIs, no tests, no configuration marked worse")
+    lines += ["", "## Best configuration", ""]
+    value = (f"{m} {_f(best[f'{m}_pooled'])}"
+             + (f" (95% CI {_f(best['ci_low'])}–{_f(best['ci_high'])})" if tested else ""))
+    spread = "" if one_split else (
+        f"; per fold {_f(best[f'{m}_mean'])} ± {_f(best[f'{m}_std'])} (mean ± std)")
+    lines.append(f"**{best['config']}** with **{best['model']}**: {value}{spread}.")
+    sel = result.selection
+    if sel is not None and len(s) > 1:
+        lines.append("")
+        text = (f"This score is the best of {sel['candidates']} and therefore optimistic")
+        if np.isfinite(sel["estimate"]):
+            text += (f"; the selection-aware estimate of choosing the best configuration this way "
+                     f"is {_f(sel['estimate'])} (95% CI {_f(sel['ci_low'])}–{_f(sel['ci_high'])}; "
+                     f"each {unit} scored by the configuration that is best on the other {unit}s)")
+        lines.append(text + ".")
+    if result.holdout is not None:
+        h = result.holdout
+        ci = (f" (95% CI {_f(h['ci_low'])}–{_f(h['ci_high'])})"
+              if np.isfinite(h.get("ci_low", np.nan)) else "")
+        lines.append("")
+        lines.append(
+            f"Held-out test ({h['n_test']} items, refitted on train + dev): {m} {_f(h[m])}{ci}; "
+            + ", ".join(f"{k} {_f(v)}" for k, v in h.items()
+                        if k not in ("n_test", "ci_low", "ci_high", m))
+        )
+    lines.append("")
+    if len(s) > 1 and tested:
+        worse = int(s["worse_than_best"].astype(bool).sum())
+        lines.append(
+            f"{len(s) - 1 - worse} of {len(s) - 1} other configurations are in the 95% confidence "
+            f"set for the best configuration (not significantly worse); {worse} "
+            f"{'is' if worse == 1 else 'are'} significantly worse than the best (outside the set)."
+        )
+    elif len(s) > 1:
+        lines.append("No configuration was compared with the best (no statistics; see Protocol).")
+    if ds.classes:
+        rec = result.results[(result.results["config"] == best["config"])
+                             & (result.results["model"] == best["model"])]
+        cols = [f"recall_{c}" for c in ds.classes]
+        lines += ["", "Per-class recall (mean over folds): " + ", ".join(
+            f"{c} {_f(rec[col].mean())}" for c, col in zip(ds.classes, cols, strict=True))]
+    lines += ["", "## Ranking", ""]
+    names = [c for c in s.columns if c.endswith("_mean") and c != f"{m}_mean"]
+    header = ["rank", "features", "model", m, "95% CI",
+              *([] if one_split else [f"{m} per fold (mean ± std)"]),
+              *[n.removesuffix("_mean") for n in names], "Δ to best", "p (set)", "worse?",
+              *(["p (perm.)"] if "p_permutation" in s else [])]
+    rows = []
+    for _, r in s.head(25).iterrows():
+        flag = ("yes" if r["worse_than_best"] else "no") if tested else "–"
+        rows.append([
+            str(r["rank"]), f"`{r['config']}`", r["model"] + (" ⚠" if r.get("warning") else ""),
+            _f(r[f"{m}_pooled"]),
+            f"{_f(r['ci_low'])}–{_f(r['ci_high'])}" if tested else "–",
+            *([] if one_split else [f"{_f(r[f'{m}_mean'])} ± {_f(r[f'{m}_std'])}"]),
+            *[_f(r[n]) for n in names],
+            _f(r["diff_to_best"]) if r["rank"] > 1 else "–",
+            _p(r["p_set"]),
+            flag if r["rank"] > 1 else "best",
+            *([_p(r["p_permutation"])] if "p_permutation" in s else []),
+        ])
+    lines.append(_table(header, rows))
+    if len(s) > 25:
+        lines.append(f"\n({len(s) - 25} more rows in summary.csv)")
+    direction = "higher" if result.greater_is_better else "lower"
+    floor = wilcoxon_floor(folds.n_splits, "greater")
+    lines += [
+        "",
+        f"{m}: the estimand ({direction} is better). Δ to best: how much better the best is on "
+        f"the estimand (≥ 0, also for error metrics). worse?: yes when the configuration is "
+        "outside the 95% confidence set for the best configuration, which accounts for the best "
+        "having been picked on the same data; a configuration that is better than another is "
+        "never marked worse. p (set): its confidence-set p-value. Other metric columns are means "
+        "over folds. ⚠: see the warning column of summary.csv. summary.csv also has p_paired "
+        f"(one-sided sign-flip test of the best against this configuration over {unit}s, exact "
+        "with up to 12, not adjusted for the selection of the best) and, on per-fold scores "
+        "for reference only, the Nadeau–Bengio corrected t-test and the Wilcoxon signed-rank "
+        f"test (one-sided; with {folds.n_splits} folds its p-value cannot go below {floor:.3g})."
+    ]
+    if chance is not None:
+        lines += ["", *_chance_section(result, chance)]
+    if getattr(result, "layer_weights", None):
+        lines += ["", *_weighted_section(result)]
+    if selectivity is not None:
+        lines += ["", *_selectivity_section(result, selectivity)]
+    if "transfer" in analyses:
+        from embedx.probing.transfer import transfer_section
+
+        lines += ["", *transfer_section(analyses["transfer"], result.best)]
+        for k in (k for k in files if k.startswith("transfer_plot")):
+            lines += ["", f"![Transfer matrices]({files[k]})"]
+    if "subgroups" in analyses:
+        from embedx.probing.subgroups import subgroup_section
+
+        lines += ["", *subgroup_section(analyses["subgroups"])]
+        if "subgroups_plot" in files:
+            lines += ["", f"![Subgroups]({files['subgroups_plot']})"]
+    warned = s[s["warning"].astype(str) != ""] if "warning" in s else s.iloc[:0]
+    if len(warned):
+        lines += ["", "## Warnings", ""]
+        lines += [f"- `{r['config']}` with {r['model']}: {r['warning']}" for _, r in warned.head(20).iterrows()]
+        if len(warned) > 20:
+            lines.append(f"- ... {len(warned) - 20} more in summary.csv")
+    lines += ["", "## Figures", ""]
+    for key, label in (("layer_curve", "Layer curve"), ("layer_weights_plot", "Learned layer weights"),
+                       ("confusion", "Confusion matrix of the best configuration"),
+                       ("scatter", "Predictions of the best configuration")):
+        if key in files:
+            lines.append(f"![{label}]({files[key]})")
+            lines.append("")
+    notes = [n for n in result.notes if n != verdict]  # the verdict is already the first section
+    if notes:
+        lines += ["## Notes", ""]
+        lines += [f"- {n}" for n in notes]
+        lines.append("")
+    lines += ["## Files", ""]
+    lines += [f"- `{v}`" for k, v in files.items() if k not in ("report",)]
+    lines.append("")
+    return "\n".join(lines)
+
+
+def _selectivity_section(result: Any, table: pd.DataFrame) -> list[str]:
+    """The random-network control: trained minus random per layer, with the paired test."""
+    m = result.metric
+    lines = ["## Random-network control (selectivity)", ""]
+    lines.append(f"Each layer of a trained model against the same layer of its random-initialised twin "
+                 f"(`embedx extract --random-init`), same folds and models. Selectivity = trained − random "
+                 f"{m} (> 0: the trained weights add information); p: one-sided paired sign-flip test "
+                 "over speakers (the study's paired test), per layer, not adjusted for testing every layer. "
+                 "All rows are in `selectivity.csv`.")
+    lines.append("")
+    header = ["set", "pooling", "model", "layer", f"{m} trained", f"{m} random", "selectivity", "p"]
+    rows = [[f"`{r['set']}`", r["pooling"], r["model"], str(r["layer"]), _f(r["trained"]), _f(r["random"]),
+             _f(r["selectivity"]), _p(r["p_selectivity"])] for _, r in table.head(60).iterrows()]
+    lines.append(_table(header, rows))
+    best = table.loc[table["selectivity"].idxmax()]
+    lines += ["", f"Largest selectivity: layer {best['layer']} of `{best['set']}` ({best['model']}, "
+              f"{best['pooling']}): {_f(best['selectivity'])}."]
+    return lines
+
+
+def _chance_verdict(result: Any) -> str | None:
+    """The chance control's warning note (not beating chance, or undecided), else ``None``."""
+    chance = getattr(result, "chance", None)
+    if chance is None or chance["beats_chance"]:
+        return None
+    starts = ("The best configuration does not beat chance", "The chance control is undecided")
+    return next((n for n in result.notes if n.startswith(starts)), None)
+
+
+def _chance_section(result: Any, chance: dict[str, Any]) -> list[str]:
+    """The chance control: how the labels were permuted, and what the best configuration's p means."""
+    s, m = result.summary, result.metric
+    best = s.iloc[0]
+    verdict = {True: "beats chance", False: "does **not** beat chance",
+               None: "cannot be tested at this alpha with so few permutations"}[chance["beats_chance"]]
+    lines = ["## Chance control (label permutations)", ""]
+    lines.append(
+        f"Every configuration was refitted on {chance['permutations']} permutations of the labels "
+        f"(permuted {chance['scheme']}, so the folds hold the same items; the same permutations for "
+        f"every configuration) and scored like the real study. The best configuration {verdict}: "
+        f"its {m} {_f(best[f'{m}_pooled'])} against a mean best-of-{len(s)} {_f(chance['null_best_mean'])} "
+        f"on permuted labels (95th percentile {_f(chance['null_best_q95'])}); family-wise permutation "
+        f"p = {_p(chance['p_best'])} (alpha {chance['alpha']:g}; the smallest possible p is "
+        f"{chance['min_p']:.3g})."
+    )
+    lines += ["", "p (perm.) in the ranking (`p_permutation` in summary.csv) is each configuration's own "
+              "permutation p-value, `(1 + #{permuted score ≥ real score}) / (1 + N)`; "
+              "`p_permutation_fwer` compares the real score with the best configuration of every "
+              "permutation, which accounts for the best having been picked among all of them."]
+    return lines
+
+
+def _weighted_section(result: Any) -> list[str]:
+    """The weighted-layer probe: its score next to the best single layer, and where its weight went."""
+    s, m = result.summary, result.metric
+    lines = ["## Weighted layers", ""]
+    lines.append("Each `SET@weighted/POOLING` configuration learns softmax weights over the layers (each "
+                 "layer standardised in the training fold) jointly with a linear probe, on the training "
+                 "part of every fold; weights per fold are in `layer_weights.csv`.")
+    lines.append("")
+    for (name, model), w in result.layer_weights.items():
+        row = s[(s["config"] == name) & (s["model"] == model)].iloc[0]
+        fset, pooling = name.split("@")[0], name.rsplit("/", 1)[1]
+        singles = s[(s["feature_set"] == fset) & (s["pooling"] == pooling) & s["layer"].notna()]
+        config = next(c for c in result.dataset.configs if c.name == name)
+        mean = np.asarray(w).mean(axis=0)
+        top = np.argsort(-mean)[:3]
+        text = (f"- `{name}`: {m} {_f(row[f'{m}_pooled'])} (rank {row['rank']}"
+                + (", outside the confidence set for the best" if bool(row["worse_than_best"]) else "") + ")")
+        if len(singles):
+            b = singles.iloc[0]
+            text += f"; best single layer `{b['config']}` ({b['model']}) {_f(b[f'{m}_pooled'])}"
+        text += "; largest mean weights: " + ", ".join(
+            f"layer {config.blocks[i].layer} {mean[i]:.2f}" for i in top) + f" (uniform {1 / len(mean):.2f})"
+        lines.append(text)
+    return lines
+
+
+# ---------------------------------------------------------------------------------- write
+
+
+def write_report(
+    result: Any,
+    output: str | os.PathLike[str],
+    *,
+    command: str | None = None,
+    save_model: bool = True,
+) -> dict[str, Path]:
+    """Write every output of a study into ``output``.
+
+    Args:
+        result: a :class:`embedx.probing.study.StudyResult`.
+        output: the results folder (created).
+        command: the command line, quoted in the report.
+        save_model: write ``model.joblib`` when the study refitted a model.
+
+    Returns:
+        Output kind -> path written.
+    """
+    out = Path(output)
+    out.mkdir(parents=True, exist_ok=True)
+    ds = result.dataset
+    files: dict[str, str] = {}
+
+    result.results.to_csv(out / "results.csv", index=False)
+    files["results"] = "results.csv"
+    summary = result.summary.copy()
+    summary["fold_scores"] = [json.dumps(v) for v in summary["fold_scores"]]
+    summary.to_csv(out / "summary.csv", index=False)
+    files["summary"] = "summary.csv"
+
+    requested = list(dict.fromkeys((c.feature_set, c.pooling) for c in ds.configs if not c.concat))
+    if plot_layer_curve(result.summary, result.metric, out / "layer_curve.png", panels=requested,
+                        models=list(result.settings["models"]),
+                        chance=chance_level(result.metric, len(ds.classes) if ds.classes else None),
+                        single_split=result.folds.n_splits == 1):
+        files["layer_curve"] = "layer_curve.png"
+    weights = getattr(result, "layer_weights", None)
+    if weights:
+        from embedx.probing.weighted import layer_weights_table, plot_layer_weights
+
+        table = layer_weights_table(weights, ds.configs)
+        table.to_csv(out / "layer_weights.csv", index=False)
+        files["layer_weights"] = "layer_weights.csv"
+        if plot_layer_weights(table, out / "layer_weights.png"):
+            files["layer_weights_plot"] = "layer_weights.png"
+    from embedx.probing.selectivity import selectivity_table
+
+    selectivity = selectivity_table(result)
+    if selectivity is not None:
+        selectivity.to_csv(out / "selectivity.csv", index=False)
+        files["selectivity"] = "selectivity.csv"
+    analyses = getattr(result, "analyses", None) or {}
+    _write_analyses(analyses, out, files)
+    key = result.best
+    title = f"{key[0]} · {key[1]}"
+    oof = result.predictions[key]
+    tested = result.folds.fold_of(ds.num_items) >= 0
+    if ds.classes:
+        plot_confusion(result.confusions[key], ds.classes, out / "confusion_best.png", title)
+        files["confusion"] = "confusion_best.png"
+        true = [ds.classes[k] for k in ds.y[tested]]
+        pred = [ds.classes[k] for k in oof[tested]]
+    else:
+        plot_scatter(ds.y[tested], oof[tested], out / "scatter_best.png", title)
+        files["scatter"] = "scatter_best.png"
+        true, pred = ds.y[tested], oof[tested]
+    pd.DataFrame({
+        "id": ds.ids[tested], "path": ds.paths[tested],
+        "fold": result.folds.fold_of(ds.num_items)[tested], "true": true, "prediction": pred,
+    }).to_csv(out / "predictions_best.csv", index=False)
+    files["predictions"] = "predictions_best.csv"
+
+    if save_model and result.final is not None:
+        from embedx.probing.predict import save_model as save
+
+        save(result.final, out / "model.joblib")
+        files["model"] = "model.joblib"
+    files["summary_json"] = "summary.json"
+    files["report"] = "report.md"
+
+    payload = {
+        "settings": _json_value(result.settings),
+        "data": {
+            "store": ds.store,
+            "num_items": ds.num_items,
+            "skipped": ds.skipped,
+            "task": ds.task,
+            "label": ds.label,
+            "classes": ds.classes,
+            "class_counts": ds.counts(),
+            "group": ds.group,
+            "num_groups": None if ds.groups is None else int(len(np.unique(ds.groups))),
+            "feature_sets": {
+                name: {"backend": spec.backend, "dim": spec.dim, "attrs": _json_value(dict(spec.attrs))}
+                for name, spec in ds.specs.items()
+            },
+        },
+        "folds": {
+            "scheme": result.folds.scheme,
+            "n_splits": result.folds.n_splits,
+            "seed": result.folds.seed,
+            "test_sizes": [len(te) for _, te in result.folds.splits],
+        },
+        "metric": result.metric,
+        "best": {"config": key[0], "model": key[1],
+                 **{k: _json_value(v) for k, v in result.summary.iloc[0].items()}},
+        "holdout": _json_value(result.holdout),
+        "selection": _json_value(result.selection),
+        "chance": _json_value(getattr(result, "chance", None)),
+        "confusion_best": _json_value(result.confusions.get(key)),
+        "notes": result.notes,
+        "seconds": result.seconds,
+        "files": files,
+        "configurations": summary_records(result.summary),
+        # the model comparison table (several feature sets); transfer and subgroups are in their CSVs
+        "sets": summary_records(analyses["sets"].table) if "sets" in analyses else None,
+    }
+    (out / "summary.json").write_text(json.dumps(payload, indent=2), encoding="utf-8")
+    (out / "report.md").write_text(_markdown(result, files, command, selectivity), encoding="utf-8")
+    return {k: out / v for k, v in files.items()}
+
+
+def _write_analyses(analyses: dict[str, Any], out: Path, files: dict[str, str]) -> None:
+    """Tables and figures of the analyses added to a study (model comparison, transfer, subgroups)."""
+    if "sets" in analyses:
+        analyses["sets"].table.to_csv(out / "sets.csv", index=False)
+        files["sets"] = "sets.csv"
+    if "transfer" in analyses:
+        from embedx.probing.transfer import plot_transfer
+
+        transfer = analyses["transfer"]
+        transfer.table.to_csv(out / "transfer.csv", index=False)
+        files["transfer"] = "transfer.csv"
+        if transfer.domains.label_map is not None:
+            transfer.domains.unmatched.to_csv(out / "unmatched_labels.csv", index=False)
+            files["unmatched_labels"] = "unmatched_labels.csv"
+        for i, name in enumerate(plot_transfer(transfer, out)):
+            files[f"transfer_plot_{i}"] = name
+    if "subgroups" in analyses:
+        from embedx.probing.subgroups import plot_subgroups
+
+        sub = analyses["subgroups"]
+        sub.table.to_csv(out / "subgroups.csv", index=False)
+        sub.gaps.to_csv(out / "subgroup_gaps.csv", index=False)
+        sub.speakers.to_csv(out / "speakers.csv", index=False)
+        files.update(subgroups="subgroups.csv", subgroup_gaps="subgroup_gaps.csv", speakers="speakers.csv")
+        if plot_subgroups(sub, out / "subgroups.png"):
+            files["subgroups_plot"] = "subgroups.png"
+
+
+#: files a study writes into its results folder, whatever its options (summary.json lists
+#: the rest); their presence marks the folder as another study's results
+STUDY_FILES = ("report.md", "summary.json", "summary.csv", "results.csv", "model.joblib",
+               "predictions_best.csv", "layer_curve.png", "confusion_best.png", "scatter_best.png",
+               "layer_weights.csv", "layer_weights.png", "selectivity.csv", "sets.csv", "transfer.csv",
+               "unmatched_labels.csv", "subgroups.csv", "subgroup_gaps.csv", "speakers.csv",
+               "subgroups.png")
+
+
+def prepare_output(output: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+    """Check (and create) a results folder before a study runs, so that no fit is wasted.
+
+    A folder holding another study's results is refused unless ``overwrite``: a stale
+    ``model.joblib`` beside a new report would be a silent wrong answer. With ``overwrite``,
+    the old study's files are removed (only those; anything else in the folder stays).
+
+    Args:
+        output: the results folder.
+        overwrite: replace another study's results.
+
+    Returns:
+        The folder, created and writable.
+
+    Raises:
+        ConfigError: ``output`` is a file or lies under one, cannot be created or written, or
+            holds another study's results and ``overwrite`` is false.
+    """
+    from embedx.errors import ConfigError
+    from embedx.paths import writable_folder
+
+    out = writable_folder(output, "results")
+    previous = [name for name in STUDY_FILES if (out / name).exists()]
+    if not previous:
+        return out
+    if not overwrite:
+        raise ConfigError(f"-o {str(output)!r} holds another study's results "
+                          f"({', '.join(previous[:3])}{', ...' if len(previous) > 3 else ''}); "
+                          "use --overwrite to replace them, or another -o folder")
+    listed: list[str] = []
+    try:
+        listed = list(json.loads((out / "summary.json").read_text(encoding="utf-8"))["files"].values())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass  # an older or damaged summary: the fixed list is enough
+    for name in {*STUDY_FILES, *map(str, listed)}:
+        target = out / name
+        if target.parent == out and target.is_file():  # never follow a listed path elsewhere
+            target.unlink()
+    return out

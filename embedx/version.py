@@ -1,0 +1,3 @@
+"""The version of embedx: one source, read by the build (pyproject) and by the code."""
+
+__version__ = "0.3.0"

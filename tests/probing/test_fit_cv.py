@@ -1,0 +1,88 @@
+"""Splitters: grouped folds never share a group, folds are seeded and checked."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from embedx.errors import ConfigError, DataError
+from embedx.probing.cv import available_splitters, make_folds
+
+
+def _data(n=120, k=3, speakers=12):
+    y = np.arange(n) % k
+    groups = np.array([f"s{s:02d}" for s in (np.arange(n) // k) % speakers])
+    return y, groups
+
+
+@pytest.mark.parametrize("scheme,task", [("group", "classification"), ("group", "regression"),
+                                         ("logo", "classification"), ("auto", "classification")])
+def test_grouped_folds_never_share_a_group(scheme, task):
+    y, groups = _data()
+    target = y if task == "classification" else np.random.default_rng(0).normal(size=len(y))
+    folds = make_folds(target, scheme=scheme, n_splits=4, seed=3, groups=groups, task=task,
+                       num_classes=3 if task == "classification" else None)
+    assert folds.scheme in ("group", "logo")
+    tested = np.concatenate([te for _, te in folds.splits])
+    assert sorted(tested) == list(range(len(y)))  # every item tested exactly once
+    for train, test in folds.splits:
+        assert len(np.intersect1d(train, test)) == 0
+        assert not set(groups[train]) & set(groups[test])
+    if scheme == "logo":
+        assert folds.n_splits == 12
+
+
+def test_stratified_folds_are_balanced_and_seeded():
+    y, _ = _data()
+    a = make_folds(y, scheme="stratified", n_splits=5, seed=0, num_classes=3)
+    b = make_folds(y, scheme="stratified", n_splits=5, seed=0, num_classes=3)
+    c = make_folds(y, scheme="stratified", n_splits=5, seed=1, num_classes=3)
+    for (tr1, te1), (tr2, te2) in zip(a.splits, b.splits, strict=True):
+        np.testing.assert_array_equal(te1, te2)
+        np.testing.assert_array_equal(tr1, tr2)
+        assert np.bincount(y[te1]).tolist() == [8, 8, 8]
+    assert any(not np.array_equal(x[1], z[1]) for x, z in zip(a.splits, c.splits, strict=True))
+
+
+def test_stratified_with_groups_is_flagged():
+    y, groups = _data()
+    folds = make_folds(y, scheme="stratified", groups=groups, num_classes=3)
+    assert any("NOT speaker-independent" in n for n in folds.notes)
+
+
+def test_predefined_split_with_dev_and_test():
+    y, groups = _data()
+    split = np.where(np.arange(120) < 80, "train", np.where(np.arange(120) < 100, "dev", "Test "))
+    folds = make_folds(y, scheme="predefined", split=split, num_classes=3)
+    (train, test), = folds.splits
+    np.testing.assert_array_equal(train, np.arange(80))
+    np.testing.assert_array_equal(test, np.arange(80, 100))
+    np.testing.assert_array_equal(folds.holdout[0], np.arange(100))
+    np.testing.assert_array_equal(folds.holdout[1], np.arange(100, 120))
+    # without dev the test part is the fold, and the report is warned
+    split2 = np.where(np.arange(120) < 80, "train", "test")
+    folds2 = make_folds(y, scheme="predefined", split=split2, num_classes=3)
+    assert folds2.holdout is None and any("optimistic" in n for n in folds2.notes)
+    with pytest.raises(DataError, match="'valid'; accepted: train, dev, test"):
+        make_folds(y, scheme="predefined", split=np.where(np.arange(120) < 80, "train", "valid"))
+    with pytest.raises(ConfigError, match="--split-col"):
+        make_folds(y, scheme="predefined")
+
+
+def test_errors():
+    y, groups = _data()
+    with pytest.raises(ConfigError, match="unknown CV scheme 'kfolds'; accepted: auto, stratified, kfold"):
+        make_folds(y, scheme="kfolds")
+    with pytest.raises(ConfigError, match="needs a group column"):
+        make_folds(y, scheme="group")
+    with pytest.raises(DataError, match="only 12 groups cannot be split into 13"):
+        make_folds(y, scheme="group", n_splits=13, groups=groups, num_classes=3)
+    # one speaker holds all of class 2: a group fold without that class in training
+    y2 = y.copy()
+    y2[groups == "s00"] = 2
+    y2[(groups != "s00") & (y2 == 2)] = 0
+    with pytest.raises(DataError, match="has no training item of class 'c2'"):
+        make_folds(y2, scheme="logo", groups=groups, num_classes=3, class_names=["c0", "c1", "c2"])
+    with pytest.raises(DataError, match="use fewer --folds"):
+        make_folds(np.array([0] * 10 + [1] * 3), scheme="stratified", n_splits=5, num_classes=2)
+    assert available_splitters() == ["auto", "stratified", "kfold", "group", "logo", "predefined"]
