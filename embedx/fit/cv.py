@@ -152,7 +152,8 @@ def _group(y, groups, split, n_splits, seed, task):
     if num_groups < n_splits:
         raise DataError(
             f"only {num_groups} groups cannot be split into {n_splits} group folds; "
-            f"use --cv logo (one fold per group, {num_groups} folds) or --folds {num_groups} or fewer"
+            f"use --cv logo (one fold per group, {num_groups} folds) "
+            f"or --folds {num_groups} or fewer"
         )
     if task == CLASSIFICATION:
         cv = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
@@ -221,7 +222,8 @@ def _auto_choice(
         else:
             unit, scheme_name = f"{group_name!r} groups", "leave-one-group-out"
         # one group per test fold: every fold trains on all other groups, the most there can be
-        return "logo", num_groups, f"{num_groups} {unit} < {k} folds: {scheme_name}, {num_groups} folds"
+        reason = f"{num_groups} {unit} < {k} folds: {scheme_name}, {num_groups} folds"
+        return "logo", num_groups, reason
     if task == CLASSIFICATION and len(y):
         counts = np.bincount(y)
         smallest = int(counts[counts > 0].min())
@@ -231,8 +233,10 @@ def _auto_choice(
     return "stratified", k, ""
 
 
-def _missing_training_class(scheme: str, fold: int, name: str, holders: np.ndarray | None) -> DataError:
-    """The error of a fold whose training part lacks class ``name`` (``holders``: its items' groups)."""
+def _missing_training_class(
+    scheme: str, fold: int, name: str, holders: np.ndarray | None
+) -> DataError:
+    """The error of a fold whose training part lacks class ``name`` (``holders``: its groups)."""
     if holders is not None and scheme not in UNGROUPED and len(np.unique(holders)) == 1:
         # no speaker-independent split can help: testing that speaker leaves none to train on
         return DataError(
@@ -240,8 +244,10 @@ def _missing_training_class(scheme: str, fold: int, name: str, holders: np.ndarr
             "speaker-independent fold can train on it while testing that speaker; drop the "
             "class's items, or use --no-group (folds NOT speaker-independent)"
         )
-    fix = "use another --cv" if scheme in ("logo", "predefined") else "use fewer --folds or another --cv"
-    return DataError(f"fold {fold} of CV scheme {scheme!r} has no training item of class {name!r}; {fix}")
+    fix = "another --cv" if scheme in ("logo", "predefined") else "fewer --folds or another --cv"
+    return DataError(
+        f"fold {fold} of CV scheme {scheme!r} has no training item of class {name!r}; use {fix}"
+    )
 
 
 def make_folds(
@@ -353,8 +359,8 @@ def check_inner_groups(folds: Folds, groups: np.ndarray, inner_folds: int) -> No
         return
     fix = f"use --inner-folds {fewest}" if fewest >= 2 else "drop --tune"
     raise ConfigError(
-        f"--inner-folds {inner_folds} needs {inner_folds} groups (speakers) in every training part, "
-        f"but fold {counts.index(fewest)} of the {folds.scheme} CV trains on {fewest}; {fix}"
+        f"--inner-folds {inner_folds} needs {inner_folds} groups (speakers) in every training "
+        f"part, but fold {counts.index(fewest)} of the {folds.scheme} CV trains on {fewest}; {fix}"
     )
 
 

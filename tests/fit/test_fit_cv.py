@@ -148,3 +148,14 @@ def test_tuning_needs_as_many_groups_as_inner_folds_in_every_training_part():
         check_inner_groups(folds, groups, 3)
     assert str(err.value) == ("--inner-folds 3 needs 3 groups (speakers) in every training part, but "
                               "fold 0 of the logo CV trains on 2; use --inner-folds 2")
+
+
+def test_auto_leave_one_speaker_out_with_a_speaker_of_one_class():
+    y, groups = _data(n=40, k=4, speakers=4)
+    y = y.copy()
+    y[groups == "s03"] = 0  # s03 speaks class 0 only; the others every class
+    folds = make_folds(y, groups=groups, num_classes=4)
+    assert (folds.scheme, folds.n_splits) == ("logo", 4)
+    tests = {groups[te][0]: set(y[te].tolist()) for _, te in folds.splits}
+    assert tests["s03"] == {0}  # a test part of one class is allowed
+    assert all(set(y[tr].tolist()) == {0, 1, 2, 3} for tr, _ in folds.splits)
