@@ -138,7 +138,7 @@ def fit(
     concat: bool = False,
     models: str | None = None,
     cv: str = "auto",
-    folds: int = 5,
+    folds: int | None = None,
     split_col: str = "split",
     task: str = "auto",
     metric: str | None = None,
@@ -176,9 +176,13 @@ def fit(
         group: group (speaker) column; ``"auto"``: a ``speaker``/``speaker_id``/``spk`` column
             when the items have one; ``None``: no groups (``--no-group``).
         sets, layers, pooling, concat: which stored features to probe.
-        models, cv, folds, split_col, task, metric, class_weight, speaker_norm, tune, grid,
+        models, cv, split_col, task, metric, class_weight, speaker_norm, tune, grid,
             inner_folds, bootstrap, alpha, seed, jobs, threads, backend, scheduler,
             save_model: as in ``embedx fit --help``.
+        folds: folds of k-fold schemes; ``None``: 5, or, with ``cv="auto"`` on data too small
+            for 5, what they allow (one fold per speaker with fewer than 5 speakers), said in
+            a note and the report. Folds or a scheme given explicitly are used as given, and
+            fail in one line when the data cannot have them.
         weighted_layers: add per feature set and pooling a configuration
             ``<set>@weighted/<pooling>`` that learns softmax weights over the selected layers
             with a linear probe (``--weighted-layers``; see :mod:`embedx.probing.weighted`).
@@ -254,6 +258,8 @@ def fit(
         if dataset.skipped:  # dropped data is never quiet
             note("skipped items: " + ", ".join(f"{v} {k}" for k, v in dataset.skipped.items()))
         result = run_study(dataset, settings, progress=progress, log=log if progress else None)
+        if result.folds.reason and not progress:  # with progress, the study said it before fitting
+            note(result.folds.reason)
         if dataset.group_auto:
             result.notes.insert(0, f"Folds are grouped by the items' `{dataset.group}` column, found "
                                    "automatically (speaker-independent folds; `--no-group` turns "

@@ -363,7 +363,9 @@ def fit(
     models: Annotated[str | None, typer.Option("--models", "-m", help=f"Comma list or all: {_fit_choices('models')} "
                                                "(default: logreg / ridge).", show_default=False)] = None,
     cv: Annotated[str, typer.Option(help=f"CV scheme ({_fit_choices('cv')}) or a number of folds.")] = "auto",
-    folds: Annotated[int, typer.Option("--folds", "-k", help="Folds of k-fold schemes.")] = 5,
+    folds: Annotated[int | None, typer.Option("--folds", "-k", help="Folds of k-fold schemes [default: 5; with "
+                                              "--cv auto and fewer speakers: one fold per speaker].",
+                                              show_default=False)] = None,
     split_col: Annotated[str, typer.Option(help="Split column (train/dev/test) for --cv predefined.")] = "split",
     task: Annotated[str, typer.Option(help="auto, classification or regression.")] = "auto",
     metric: Annotated[str | None, typer.Option(help=f"Main metric: {_fit_choices('metrics')} (default: uar / ccc).",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from tests.probing.conftest import write_store
 from typer.testing import CliRunner
 
 import embedx.cka as sim
@@ -14,6 +13,7 @@ from embedx.cka import linear_cka
 from embedx.cli import app
 from embedx.errors import ConfigError, DataError
 from embedx.store import FeatureSetSpec, StoreReader, StoreWriter
+from tests.probing.conftest import write_store
 
 # --- independent references: the Gram-matrix formulas, written out with explicit matrices ---
 

@@ -17,7 +17,12 @@ Schemes:
   best configuration is refitted on train + dev and scored once on the held-out test part;
   with only one of them the fold is train → that part.
 * ``auto`` – ``group`` when a group column is given, else ``stratified`` (``kfold`` for
-  regression).
+  regression), with :data:`DEFAULT_FOLDS` folds. When the number of folds was not given and the
+  data are too small for that many, ``auto`` picks what works and says why (:attr:`Folds.reason`):
+  with fewer groups (speakers) than folds, ``logo`` (one fold per speaker, the most training
+  speakers per fold); ungrouped, with a class of fewer items than folds, as many stratified folds
+  as that class has items. A scheme or a number of folds the user gave is never changed: it
+  works or fails in one line that says what would work.
 """
 
 from __future__ import annotations
@@ -31,9 +36,11 @@ from embedx.errors import ConfigError, DataError
 from embedx.probing.tasks import CLASSIFICATION
 
 __all__ = [
+    "DEFAULT_FOLDS",
     "UNGROUPED",
     "Folds",
     "available_splitters",
+    "check_inner_groups",
     "inner_cv",
     "make_folds",
     "register_splitter",
@@ -42,6 +49,8 @@ __all__ = [
 
 #: schemes whose folds ignore groups (a speaker can be on both sides of a fold)
 UNGROUPED = ("stratified", "kfold")
+#: folds of k-fold schemes when none are given (``--folds``)
+DEFAULT_FOLDS = 5
 
 
 @dataclass
@@ -55,6 +64,9 @@ class Folds:
         holdout: ``(train_idx, test_idx)`` of a held-out test part (``predefined`` with dev and
             test), scored once with the best configuration; ``None`` otherwise.
         notes: remarks for the report (e.g. folds that are not speaker-independent).
+        reason: why ``auto`` chose another scheme or number of folds than its default (e.g.
+            ``"4 speakers < 5 folds: leave-one-speaker-out, 4 folds"``), for the console and the
+            report; ``""`` when it did not.
     """
 
     scheme: str
@@ -62,6 +74,7 @@ class Folds:
     seed: int
     holdout: tuple[np.ndarray, np.ndarray] | None = None
     notes: tuple[str, ...] = ()
+    reason: str = ""
 
     @property
     def n_splits(self) -> int:
@@ -133,10 +146,14 @@ def _group(y, groups, split, n_splits, seed, task):
     from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
 
     num_groups = len(np.unique(groups))
+    if num_groups < 2:
+        raise DataError("speaker-independent folds need at least 2 groups (speakers); found 1 "
+                        "(--no-group for ungrouped folds)")
     if num_groups < n_splits:
         raise DataError(
             f"only {num_groups} groups cannot be split into {n_splits} group folds; "
-            f"use --folds {num_groups} or fewer, or --cv logo"
+            f"use --cv logo (one fold per group, {num_groups} folds) "
+            f"or --folds {num_groups} or fewer"
         )
     if task == CLASSIFICATION:
         cv = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
@@ -184,30 +201,83 @@ for _name, _func in (
     register_splitter(_name, _func)
 
 
+def _auto_choice(
+    y: np.ndarray, groups: np.ndarray | None, task: str, group_name: str | None
+) -> tuple[str, int, str]:
+    """``(scheme, n_splits, reason)`` of ``auto`` when no number of folds was given.
+
+    :data:`DEFAULT_FOLDS` folds of ``group`` (with groups) or ``stratified`` (without), unless the
+    data have fewer groups or a class has fewer items than that: then leave-one-group-out, or as
+    many stratified folds as the smallest class has items; ``reason`` says so (``""`` otherwise).
+    """
+    from embedx.probing.data import SPEAKER_COLUMNS
+
+    k = DEFAULT_FOLDS
+    if groups is not None:
+        num_groups = len(np.unique(groups))
+        if num_groups >= k or num_groups < 2:  # < 2: the group splitter says why nothing works
+            return "group", k, ""
+        if group_name is None or group_name in SPEAKER_COLUMNS:
+            unit, scheme_name = "speakers", "leave-one-speaker-out"
+        else:
+            unit, scheme_name = f"{group_name!r} groups", "leave-one-group-out"
+        # one group per test fold: every fold trains on all other groups, the most there can be
+        reason = f"{num_groups} {unit} < {k} folds: {scheme_name}, {num_groups} folds"
+        return "logo", num_groups, reason
+    if task == CLASSIFICATION and len(y):
+        counts = np.bincount(y)
+        smallest = int(counts[counts > 0].min())
+        if 2 <= smallest < k:
+            return "stratified", smallest, (
+                f"smallest class has {smallest} items < {k} folds: stratified, {smallest} folds")
+    return "stratified", k, ""
+
+
+def _missing_training_class(
+    scheme: str, fold: int, name: str, holders: np.ndarray | None
+) -> DataError:
+    """The error of a fold whose training part lacks class ``name`` (``holders``: its groups)."""
+    if holders is not None and scheme not in UNGROUPED and len(np.unique(holders)) == 1:
+        # no speaker-independent split can help: testing that speaker leaves none to train on
+        return DataError(
+            f"class {name!r} occurs only in group (speaker) {str(holders[0])!r}, so no "
+            "speaker-independent fold can train on it while testing that speaker; drop the "
+            "class's items, or use --no-group (folds NOT speaker-independent)"
+        )
+    fix = "another --cv" if scheme in ("logo", "predefined") else "fewer --folds or another --cv"
+    return DataError(
+        f"fold {fold} of CV scheme {scheme!r} has no training item of class {name!r}; use {fix}"
+    )
+
+
 def make_folds(
     y: np.ndarray,
     *,
     scheme: str = "auto",
-    n_splits: int = 5,
+    n_splits: int | None = None,
     seed: int = 0,
     groups: np.ndarray | None = None,
     split: np.ndarray | None = None,
     task: str = CLASSIFICATION,
     num_classes: int | None = None,
     class_names: list[str] | None = None,
+    group_name: str | None = None,
 ) -> Folds:
     """Compute the folds of a study once.
 
     Args:
         y: ``(num_items,)`` integer-coded classes or float targets.
         scheme: a name from :func:`available_splitters`.
-        n_splits: number of folds of k-fold schemes (at least 2).
+        n_splits: number of folds of k-fold schemes (at least 2); ``None``: not given, so
+            :data:`DEFAULT_FOLDS`, and ``auto`` may choose another scheme or number that the
+            data allow (see the module docstring; the choice is :attr:`Folds.reason`).
         seed: shuffling seed.
         groups: ``(num_items,)`` group (speaker) of every item, or ``None``.
         split: ``(num_items,)`` train/dev/test values for ``predefined``.
         task: ``classification`` or ``regression``.
         num_classes: number of classes (classification), to check every training part.
         class_names: names of the classes, for messages.
+        group_name: the group column, for messages (``None``: speakers).
 
     Returns:
         The folds.
@@ -217,6 +287,12 @@ def make_folds(
         DataError: too few items/groups for the folds, or a fold whose training part lacks a
             class (or whose test part lacks one in a k-fold scheme).
     """
+    if groups is not None:
+        groups = np.asarray(groups)
+    reason = ""
+    if scheme == "auto" and n_splits is None:
+        scheme, n_splits, reason = _auto_choice(y, groups, task, group_name)
+    n_splits = DEFAULT_FOLDS if n_splits is None else n_splits
     scheme = resolve_scheme(scheme, groups)
     if scheme == "stratified" and task != CLASSIFICATION:
         scheme = "kfold"  # named for what it is: regression targets are not stratified
@@ -228,8 +304,6 @@ def make_folds(
             f"folds are {scheme} but NOT speaker-independent: a group can be in both the "
             "training and the test part of a fold (use --cv group)"
         )
-    if groups is not None:
-        groups = np.asarray(groups)
     splits = _REGISTRY[scheme](y, groups, split, n_splits, seed, task)
     holdout = None
     if scheme == "predefined":
@@ -257,17 +331,37 @@ def make_folds(
         for k, (train, test) in enumerate(check):
             missing = np.setdiff1d(np.arange(num_classes), y[train])
             if len(missing):
-                raise DataError(
-                    f"fold {k} of CV scheme {scheme!r} has no training item of class "
-                    f"{names[missing[0]]!r}; use fewer --folds or another --cv"
-                )
+                raise _missing_training_class(scheme, k, names[missing[0]],
+                                              None if groups is None else groups[y == missing[0]])
             missing = np.setdiff1d(np.arange(num_classes), y[test])
             if len(missing) and scheme in ("stratified", "group"):
                 raise DataError(
                     f"fold {k} of CV scheme {scheme!r} has no test item of class "
                     f"{names[missing[0]]!r}; use fewer --folds"
                 )
-    return Folds(scheme=scheme, splits=splits, seed=seed, holdout=holdout, notes=tuple(notes))
+    return Folds(scheme=scheme, splits=splits, seed=seed, holdout=holdout, notes=tuple(notes),
+                 reason=reason)
+
+
+def check_inner_groups(folds: Folds, groups: np.ndarray, inner_folds: int) -> None:
+    """Check that grouped nested tuning can split every outer training part into ``inner_folds``.
+
+    A grouped inner split needs as many groups as inner folds in every training part, which few
+    speakers (e.g. leave-one-speaker-out on 3) do not have; checked before any fit, not in a worker.
+
+    Raises:
+        ConfigError: a training part with fewer groups than ``inner_folds``, saying what works.
+    """
+    groups = np.asarray(groups)
+    counts = [len(np.unique(groups[train])) for train, _ in folds.splits]
+    fewest = min(counts)
+    if fewest >= inner_folds:
+        return
+    fix = f"use --inner-folds {fewest}" if fewest >= 2 else "drop --tune"
+    raise ConfigError(
+        f"--inner-folds {inner_folds} needs {inner_folds} groups (speakers) in every training "
+        f"part, but fold {counts.index(fewest)} of the {folds.scheme} CV trains on {fewest}; {fix}"
+    )
 
 
 def inner_cv(scheme: str, n_splits: int, seed: int, task: str, grouped: bool):

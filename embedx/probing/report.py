@@ -131,6 +131,7 @@ def _markdown(result: Any, files: dict[str, str], command: str | None,
     lines.append(
         f"- cross-validation: `{folds.scheme}`, {plural(folds.n_splits, 'fold')}, seed {folds.seed}; the "
         "same folds for every configuration and model"
+        + (f" (chosen by `--cv auto`: {folds.reason})" if folds.reason else "")
     )
     lines.append(
         f"- main metric: **{m}**; scaling fitted inside each training fold"
@@ -473,6 +474,7 @@ def write_report(
             "scheme": result.folds.scheme,
             "n_splits": result.folds.n_splits,
             "seed": result.folds.seed,
+            "reason": result.folds.reason,
             "test_sizes": [len(te) for _, te in result.folds.splits],
         },
         "metric": result.metric,

@@ -42,7 +42,7 @@ from embedx.probing import metrics as M
 from embedx.probing.compare import (
     compare_configurations,
 )
-from embedx.probing.cv import UNGROUPED, Folds, inner_cv, make_folds
+from embedx.probing.cv import UNGROUPED, Folds, check_inner_groups, inner_cv, make_folds
 from embedx.probing.data import Dataset
 from embedx.probing.fitting import run_task
 from embedx.probing.grids import load_grids
@@ -72,7 +72,8 @@ class StudySettings:
     Attributes:
         models: model names (``None``: the task's default).
         scheme: CV scheme name (see :func:`embedx.probing.cv.available_splitters`).
-        n_splits: folds of k-fold schemes.
+        n_splits: folds of k-fold schemes (``None``: not given; ``auto`` then picks what the
+            data allow, see :func:`embedx.probing.cv.make_folds`).
         seed: seed of the folds, the models and the bootstrap.
         metric: main metric (``None``: UAR for classification, CCC for regression).
         class_weight: ``None`` or ``"balanced"``.
@@ -94,7 +95,7 @@ class StudySettings:
 
     models: list[str] | None = None
     scheme: str = "auto"
-    n_splits: int = 5
+    n_splits: int | None = None
     seed: int = 0
     metric: str | None = None
     class_weight: str | None = None
@@ -289,8 +290,13 @@ def run_study(
         task=task,
         num_classes=dataset.num_classes or None,
         class_names=dataset.classes,
+        group_name=dataset.group,
     )
+    if folds.reason:
+        note(folds.reason)
     grouped_inner = dataset.groups is not None and folds.scheme not in UNGROUPED
+    if settings.tune and grouped_inner:
+        check_inner_groups(folds, dataset.groups, settings.inner_folds)
     inner = (
         inner_cv(folds.scheme, settings.inner_folds, settings.seed, task, dataset.groups is not None)
         if settings.tune

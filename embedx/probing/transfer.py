@@ -284,10 +284,10 @@ def _domain_folds(dataset: Dataset, rows: np.ndarray, settings: dict[str, Any]) 
     Raises:
         EmbedxError: the domain is too small for any folds.
     """
-    from embedx.probing.cv import make_folds
+    from embedx.probing.cv import DEFAULT_FOLDS, make_folds
 
     groups = None if dataset.groups is None else dataset.groups[rows]
-    n_splits = int(settings["n_splits"])
+    n_splits = int(settings["n_splits"] or DEFAULT_FOLDS)
     if groups is not None:
         # fewer folds for a domain with fewer speakers than the study's folds
         n_splits = min(n_splits, len(np.unique(groups)))

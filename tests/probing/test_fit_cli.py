@@ -96,7 +96,7 @@ def test_data_errors_are_one_line(tmp_path):
     items.loc[items["label"] == "c2", "speaker"] = "s99"
     path = write_store(tmp_path / "fold.h5", items, {"toy": (pooled[[0]], (0,))})
     _one_line_error(["-f", str(path), "-g", "speaker", "--cv", "logo", "-o", str(tmp_path / "o")],
-                    "has no training item of class 'c2'")
+                    "class 'c2' occurs only in group (speaker) 's99', so no speaker-independent fold")
     _one_line_error(["-f", str(tmp_path / "absent.h5"), "-o", str(tmp_path / "o")], "absent.h5")
 
 
