@@ -72,7 +72,7 @@ def fit_estimator(est, X, y, groups, grouped_inner: bool):
 
 def layer_weights_of(est) -> np.ndarray | None:
     """The learned layer weights of a weighted-layer probe (a pipeline's last step), else ``None``."""
-    final = est.bestmake_estimator_ if hasattr(est, "bestmake_estimator_") else est
+    final = est.best_estimator_ if hasattr(est, "best_estimator_") else est
     final = final.steps[-1][1] if hasattr(final, "steps") else final
     weights = getattr(final, "layer_weights_", None)
     return None if weights is None else np.asarray(weights, dtype=np.float64)

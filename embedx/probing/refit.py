@@ -100,7 +100,7 @@ def fit_final(result: StudyResult, *, threads: int = 1) -> tuple[dict[str, Any],
                 seed=settings["seed"], enabled=settings["n_boot"] > 0,
             )
     params = best_params(est)
-    pipeline = est.bestmake_estimator_ if hasattr(est, "bestmake_estimator_") else est
+    pipeline = est.best_estimator_ if hasattr(est, "best_estimator_") else est
     bundle = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,

@@ -87,3 +87,23 @@ def test_parse_models():
         parse_models("logreg", "regression")
     with pytest.raises(ConfigError, match="empty --models"):
         parse_models(" , ", "classification")
+
+
+def test_layer_weights_and_the_saved_pipeline_come_from_a_tuned_search():
+    """With --tune the estimator is a search: weights and the refit must come from its best."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GridSearchCV
+    from sklearn.pipeline import Pipeline
+
+    from embedx.probing.fitting import layer_weights_of
+
+    class Probe(LogisticRegression):
+        def fit(self, X, y):
+            super().fit(X, y)
+            self.layer_weights_ = np.array([0.25, 0.75])
+            return self
+
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(40, 3)), np.repeat([0, 1], 20)
+    search = GridSearchCV(Pipeline([("model", Probe())]), {"model__C": [0.1, 1.0]}, cv=2).fit(X, y)
+    np.testing.assert_array_equal(layer_weights_of(search), [0.25, 0.75])
