@@ -120,9 +120,21 @@ def test_readme_python_snippet_runs(tmp_path, monkeypatch):
 def test_api_names_mirror_the_cli(tmp_path):
     with pytest.raises(ConfigError, match="unknown extract option.*polling"):
         embedx.extract(tmp_path, tmp_path / "f.h5", model="x", polling="mean")
-    assert callable(embedx.extraction.extract) and callable(embedx.probing)
-    importlib.import_module("embedx.probing.data")  # binding the subpackage keeps embedx.probing callable
-    assert callable(embedx.probing) and embedx.probing.data.__name__ == "embedx.probing.data"
+
+def test_the_api_names_are_plain_functions_and_no_module_is_callable():
+    import inspect
+    import types
+
+    for name in ("extract", "fit", "similarity", "open"):
+        function = getattr(embedx, name)
+        assert inspect.isfunction(function) and function.__module__ == "embedx.api", name
+        assert name in dir(embedx)
+    for module in ("embedx.extraction.extract", "embedx.probing", "embedx.probing.study", "embedx.cka"):
+        imported = importlib.import_module(module)  # importing a stage never rebinds the API names
+        assert type(imported) is types.ModuleType and not callable(imported), module
+    assert inspect.isfunction(embedx.fit) and inspect.isfunction(embedx.extract)
+    with pytest.raises(AttributeError, match="no attribute 'fitt'"):
+        embedx.fitt  # noqa: B018
 
 
 @pytest.mark.parametrize("args, message", [

@@ -327,7 +327,7 @@ def test_cli_bad_max_frames_and_missing_store(tmp_path):
     one_line_error(run_cli(tmp_path / "nope.h5", "-o", tmp_path / "o"), "store")
 
 
-def test_callable_module_and_reader_unchanged(store, tmp_path):
+def test_the_api_function_runs_and_leaves_the_store_unchanged(store, tmp_path):
     import embedx
 
     path, _, _ = store

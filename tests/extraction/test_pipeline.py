@@ -18,7 +18,7 @@ from embedx.extraction.extract import _StoreQueue, available_cores, default_work
 from embedx.store import StoreReader, StoreWriter
 from embedx.testing.synth import noise
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
