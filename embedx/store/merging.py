@@ -19,10 +19,13 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from embedx.errors import StoreError
+from embedx.errors import OVERWRITE, Param, StoreConflictError, StoreError
 from embedx.store.reader import StoreReader
 from embedx.store.spec import FeatureSetSpec, ShardInfo
 from embedx.store.writer import StoreWriter
+
+#: the extract option that writes shard files
+SHARD = Param("shard", "K/N")
 
 #: most bytes of one block :func:`merge` holds in memory while copying a dataset
 MERGE_BLOCK_BYTES = 16 << 20
@@ -83,7 +86,7 @@ def _open_shard(path: Path, stack: Any) -> _Shard:
         what = "a merged store" if reader.merged_from is not None else "a whole store"
         raise StoreError(
             f"{path} is not a shard file ({what}, no shard_index attr); merge combines the "
-            "files written by `embedx extract --shard K/N`"
+            "files written by an extraction with ", SHARD
         )
     if len(info.indices) != reader.num_items:
         raise StoreError(
@@ -117,7 +120,7 @@ def _check_split(shards: list[_Shard]) -> list[_Shard]:
             raise StoreError(
                 f"the files are shards of different splits: {first.path} is shard "
                 f"{first.info.label} but {s.path} is shard {s.info.label}; merge the N files of "
-                "one --shard K/N run"
+                "one run with ", SHARD
             )
         if (s.info.total_items, s.info.items_digest) != (
             first.info.total_items,
@@ -416,9 +419,9 @@ def merge(
         A :class:`MergeSummary`.
 
     Raises:
-        StoreError: no inputs, a file given twice, the output among the inputs or existing
-            (without ``overwrite``), or a check above failing (the message names the shard,
-            file, set or difference).
+        StoreConflictError: ``output`` exists and ``overwrite`` is not given.
+        StoreError: no inputs, a file given twice, the output among the inputs, or a check
+            above failing (the message names the shard, file, set or difference).
     """
     from contextlib import ExitStack
     from time import perf_counter
@@ -427,7 +430,7 @@ def merge(
     paths = [Path(p) for p in inputs]
     if not paths:
         raise StoreError(
-            "no shard files to merge; give the N files written by `embedx extract --shard K/N`"
+            "no shard files to merge; give the N files written by an extraction with ", SHARD
         )
     seen: dict[Path, Path] = {}
     for p in paths:
@@ -441,7 +444,7 @@ def merge(
     if out.is_dir():
         raise StoreError(f"output {out} is a directory, expected a file name")
     if out.exists() and not overwrite:
-        raise StoreError(f"{out} exists; use --overwrite to replace it")
+        raise StoreConflictError(f"{out} exists; use ", OVERWRITE, " to replace it")
     if not out.parent.is_dir():
         raise StoreError(f"cannot create {out}: directory {out.parent} does not exist")
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from embedx.errors import StoreError
+from embedx.errors import OVERWRITE, Param, StoreConflictError, StoreError
 from embedx.store.base import _check_schema, _open_h5
 from embedx.store.items import _ItemsWriter
 from embedx.store.layout import _check_num_frames, _create_set, _runs
@@ -178,8 +178,9 @@ class StoreWriter(_ItemsWriter):
                 allocated and the fill value recorded, but not written twice.
 
         Raises:
-            StoreError: items not written yet, an invalid spec or num_frames, or an existing
-                set with another spec (the message lists the differences) and no overwrite.
+            StoreConflictError: an existing set with another spec (the message lists the
+                differences) and no overwrite, or with other frame counts.
+            StoreError: items not written yet, or an invalid spec or num_frames.
         """
         if not isinstance(spec, FeatureSetSpec):
             raise StoreError(f"expected a FeatureSetSpec, got {type(spec).__name__}")
@@ -204,19 +205,18 @@ class StoreWriter(_ItemsWriter):
                     changed = np.flatnonzero(np.diff(offsets) != counts)
                     if len(changed):
                         i = int(changed[0])
-                        raise StoreError(
+                        raise StoreConflictError(
                             f"feature set {spec.name!r}: {len(changed)} items have another frame "
                             f"count than stored, first {self._id(i)!r}: stored "
                             f"{int(offsets[i + 1] - offsets[i])}, requested {int(counts[i])}; "
-                            "use --overwrite to replace the set"
+                            "use ", OVERWRITE, " to replace the set"
                         )
                 return
             if not overwrite:
-                raise StoreError(
+                raise StoreConflictError(
                     f"feature set {spec.name!r} in {self.path} was extracted with other settings: "
-                    + "; ".join(diffs)
-                    + ". Use --overwrite to replace it, or --name NAME to store these settings "
-                    "as another feature set"
+                    + "; ".join(diffs) + ". Use ", OVERWRITE, " to replace it, or ", Param("name", "NAME"),
+                    " to store these settings as another feature set"
                 )
             del features[spec.name]
             self._specs.pop(spec.name, None)
@@ -497,7 +497,8 @@ def check_store_path(path: str | os.PathLike[str]) -> Path:
 
     p = Path(path)
     if p.is_dir():
-        raise StoreError(f"-o {str(path)!r} is a folder; give a file name, e.g. {str(p / 'feats.h5')!r}")
+        raise StoreError(Param("output", str(path)), " is a folder; give a file name, e.g. ",
+                         Param("output", str(p / "feats.h5")))
     parent = p.parent
     if not parent.exists():
         raise StoreError(f"cannot create {p}: directory {parent} does not exist")
