@@ -65,7 +65,7 @@ def flag(param: Param) -> str:
     """How the command line spells an option an error message names: ``--overwrite``,
     ``--name NAME``, ``-o feats.h5`` (the library names it as the API argument)."""
     text = _SHORT_FLAGS.get(param.name, "--" + param.name.replace("_", "-"))
-    return text if param.value is None else f"{text} {shlex.quote(param.value)}"
+    return text if param.value is None else f"{text} {shlex.quote(str(param.value))}"
 
 
 

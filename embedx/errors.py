@@ -24,13 +24,13 @@ class Param:
     Attributes:
         name: the option's Python name (``"overwrite"``, ``"retry_failed"``); the CLI option is
             the same name with dashes.
-        value: a value to give it (``"NAME"``, ``"pad"``), or ``None``.
+        value: a value to give it (``"NAME"``, ``"pad"``, ``7``), or ``None``.
         switch: a boolean option to turn on (``overwrite=True``); otherwise the option is named
             alone, or with :attr:`value`.
     """
 
     name: str
-    value: str | None = None
+    value: str | int | float | None = None
     switch: bool = False
 
     def api(self) -> str:

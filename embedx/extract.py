@@ -22,7 +22,7 @@ import pandas as pd
 from embedx.audio import AudioInfo, probe, resampled_length
 from embedx.backends import Backend, create_backend, parse_layers
 from embedx.batching import chunk_spans, make_batches
-from embedx.errors import AudioError, ConfigError, EmbedxError, one_line
+from embedx.errors import AudioError, ConfigError, EmbedxError, Param, one_line
 from embedx.extract_config import (  # re-exported: the settings of a run of this module
     CLI_FIELDS,
     CPU_BATCH_SECONDS,
@@ -256,8 +256,9 @@ def _extract(inputs: Sequence[str | Path], output: str | Path, config: ExtractCo
     backend = create_backend(config.backend, **config.backend_kwargs())
     layers = parse_layers(config.layers, backend.num_layers)
     if config.frames and backend.frame_rate is None:
-        raise ConfigError(f"--frames needs frame-level features, but '{backend.name}' has one vector "
-                          "per item (openSMILE functionals); use --opensmile-level lld for frames")
+        raise ConfigError(Param("frames"), f" needs frame-level features, but '{backend.name}' has one "
+                          "vector per item (openSMILE functionals); use ", Param("opensmile_level", "lld"),
+                          " for frames")
     decoded, lengths, num_frames = _model_lengths(items, backend)
     stored_config = {k: getattr(config, k) for k in DATA_KEYS}
     # the backend's resolved options (e.g. opensmile 'egemaps' -> 'eGeMAPSv02'); stored only

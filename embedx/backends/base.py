@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from embedx.errors import AudioError
+from embedx.errors import AudioError, Param
 
 if TYPE_CHECKING:  # torch is heavy; only the type checker needs it here
     import torch
@@ -160,6 +160,6 @@ def apply_short_policy(wave: np.ndarray, min_samples: int, short: str, sample_ra
     if short == "fail":
         raise AudioError(
             f"item too short: {n} samples ({n / sample_rate:.3f} s) < the model's minimum of "
-            f"{min_samples} samples ({min_samples / sample_rate:.3f} s); use --short pad to zero-pad"
+            f"{min_samples} samples ({min_samples / sample_rate:.3f} s); use ", Param("short", "pad"), " to zero-pad"
         )
     return np.pad(x, (0, min_samples - n))

@@ -62,7 +62,7 @@ from embedx.backends.padding import (
     pad_batch,
     receptive_field,
 )
-from embedx.errors import AudioError, ConfigError, ModelError
+from embedx.errors import AudioError, ConfigError, ModelError, Param
 from embedx.store import RANDOM_SUFFIX
 
 __all__ = ["SUPPORTED_MODEL_TYPES", "HFBackend", "resolve_attn"]
@@ -146,7 +146,7 @@ class HFBackend(Backend):
         seed: int = 0,
     ) -> None:
         if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-            raise ConfigError(f"--seed must be a non-negative integer; got {seed!r}")
+            raise ConfigError(Param("seed"), f" must be a non-negative integer; got {seed!r}")
         self.random_init = bool(random_init)
         self.init_seed = int(seed)
         path, config = open_checkpoint(self, model, revision, device, precision, short, attn)
