@@ -109,7 +109,7 @@ class ExtractConfig:
         if self.resampler != RESAMPLER:
             raise ConfigError(f"resampler {self.resampler!r} is not available; accepted: {RESAMPLER}")
         from embedx.store.spec import (
-            STORAGE_DTYPES,  # the store owns them; h5py only when validating
+            STORAGE_DTYPES,  # the store owns them (spec.py: no h5py)
         )
 
         if self.dtype not in STORAGE_DTYPES:

@@ -63,7 +63,7 @@ from embedx.backends.padding import (
     receptive_field,
 )
 from embedx.errors import AudioError, ConfigError, ModelError, Param
-from embedx.store import RANDOM_SUFFIX
+from embedx.store.spec import RANDOM_SUFFIX
 
 __all__ = ["SUPPORTED_MODEL_TYPES", "HFBackend", "resolve_attn"]
 
