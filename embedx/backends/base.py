@@ -3,7 +3,7 @@
 A backend turns a batch of mono float32 waveforms at its own ``sample_rate`` into hidden
 states of the requested layers, with the number of valid frames of every item, so that pooling
 and the store never see padding. Layers are numbered ``0..num_layers-1``; for transformer models
-layer 0 is the transformer's input and layer k the output of block k (see DESIGN.md).
+layer 0 is the transformer's input and layer k the output of block k (see docs/architecture.md).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 The backend is *exact in padded batches*: the hidden states of an item in a zero-padded,
 masked batch equal those of the item run alone (within float rounding). Three things in the
 stock models break that, and are repaired here without forking transformers' model code
-(see DESIGN.md, "Facts about the models"):
+(see docs/architecture.md, "Facts about the models"):
 
 1. Group-norm feature encoders (``feat_extract_norm == "group"``: wav2vec2-base,
    hubert-base-ls960, wavlm-base) normalise every channel of the first convolution over the
