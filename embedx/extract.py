@@ -263,7 +263,7 @@ def _extract(inputs: Sequence[str | Path], output: str | Path, config: ExtractCo
     stored_config = {k: getattr(config, k) for k in DATA_KEYS}
     # the backend's resolved options (e.g. opensmile 'egemaps' -> 'eGeMAPSv02'); stored only
     # when there are any, so stores written before the key existed still resume
-    options = dict(getattr(backend, "options", None) or config.backend_options)
+    options = dict(backend.options or config.backend_options)
     if options:
         stored_config["backend_options"] = options
     else:
@@ -272,7 +272,7 @@ def _extract(inputs: Sequence[str | Path], output: str | Path, config: ExtractCo
         name=config.name or backend.name,
         layers=",".join(map(str, layers)),
         poolings=list(config.poolings),
-        precision=getattr(backend, "precision", config.precision),
+        precision=backend.precision,
     )
     spec = FeatureSetSpec(
         name=stored_config["name"],
@@ -519,7 +519,7 @@ def _max_chunk_samples(config: ExtractConfig, backend: Backend) -> int | None:
     if backend.hop_samples is None:
         return None
     # a backend with a fixed input window (Whisper: 30 s) runs longer items in chunks anyway
-    limit = getattr(backend, "max_samples", None)
+    limit = backend.max_samples
     if config.max_chunk_seconds is None:
         return limit
     wanted = int(config.max_chunk_seconds * backend.sample_rate)

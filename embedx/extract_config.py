@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from embedx.audio import RESAMPLER
-from embedx.backends.base import SHORT_POLICIES
+from embedx.backends.base import SHORT_POLICIES, Backend
 from embedx.errors import ConfigError, Param, one_line
 from embedx.layers import parse_layers
 from embedx.pooling import parse_poolings
@@ -257,7 +257,7 @@ def config_from_spec(spec_config: dict[str, Any], **overrides: Any) -> ExtractCo
     return ExtractConfig(**{**known, **overrides})
 
 
-def batch_seconds(config: ExtractConfig, backend: Any) -> float:
+def batch_seconds(config: ExtractConfig, backend: Backend) -> float:
     """The batch budget in padded seconds: the configured one, else a per-device default.
 
     On the CPU the forward is compute-bound and big padded batches were slower (base HuBERT,
@@ -266,5 +266,5 @@ def batch_seconds(config: ExtractConfig, backend: Any) -> float:
     """
     if config.batch_seconds is not None:
         return config.batch_seconds
-    device = str(getattr(backend, "device", "cpu"))
+    device = str(backend.device)
     return CUDA_BATCH_SECONDS if device.startswith("cuda") else CPU_BATCH_SECONDS

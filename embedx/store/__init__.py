@@ -97,19 +97,16 @@ _EXPORTS: dict[str, str] = {
 }
 
 if TYPE_CHECKING:  # what the type checker sees; at run time __getattr__ loads them
-    from embedx.store.layout import FRAMES_CHUNK_BYTES, FRAMES_CHUNK_ROWS
+    from embedx.store.layout import FRAMES_CHUNK_BYTES as FRAMES_CHUNK_BYTES
+    from embedx.store.layout import FRAMES_CHUNK_ROWS as FRAMES_CHUNK_ROWS
     from embedx.store.lock import WriterStatus, writer_status
-    from embedx.store.merging import MERGE_BLOCK_BYTES, MergeSummary, merge
+    from embedx.store.merging import MERGE_BLOCK_BYTES as MERGE_BLOCK_BYTES
+    from embedx.store.merging import MergeSummary, merge
     from embedx.store.reader import StoreReader
-    from embedx.store.spec import (
-        FAILED_COLUMNS,
-        RANDOM_SUFFIX,
-        REQUIRED_ITEM_COLUMNS,
-        SCHEMA_VERSION,
-        STORAGE_DTYPES,
-        FeatureSetSpec,
-        ShardInfo,
-    )
+    from embedx.store.spec import FAILED_COLUMNS as FAILED_COLUMNS
+    from embedx.store.spec import RANDOM_SUFFIX, SCHEMA_VERSION, FeatureSetSpec, ShardInfo
+    from embedx.store.spec import REQUIRED_ITEM_COLUMNS as REQUIRED_ITEM_COLUMNS
+    from embedx.store.spec import STORAGE_DTYPES as STORAGE_DTYPES
     from embedx.store.writer import StoreWriter, check_store_path
 
 __all__ = [
