@@ -389,6 +389,50 @@ def _write_merged(
     w.append_failures(failed)
 
 
+def _check_paths(inputs: Sequence[str | os.PathLike[str]], output: str | os.PathLike[str],
+                 overwrite: bool) -> tuple[list[Path], Path]:
+    """The shard paths and the output path, checked before any shard is opened."""
+    paths = [Path(p) for p in inputs]
+    if not paths:
+        raise StoreError(
+            "no shard files to merge; give the N files written by an extraction with ", SHARD
+        )
+    seen: dict[Path, Path] = {}
+    for p in paths:
+        key = p.resolve()
+        if key in seen:
+            raise StoreError(f"{p} is given twice (as {seen[key]} and {p}); give each shard once")
+        seen[key] = p
+    out = Path(output)
+    if out.resolve() in seen:
+        raise StoreError(f"output {out} is one of the shard files; merge into a new file")
+    if out.is_dir():
+        raise StoreError(f"output {out} is a directory, expected a file name")
+    if out.exists() and not overwrite:
+        raise StoreConflictError(f"{out} exists; use ", OVERWRITE, " to replace it")
+    if not out.parent.is_dir():
+        raise StoreError(f"cannot create {out}: directory {out.parent} does not exist")
+    return paths, out
+
+
+def _merged_failures(shards: list[_Shard], names: list[str]) -> pd.DataFrame:
+    """Every shard's failure rows with global item indices, by feature set (in ``names``
+    order, sets not among them last), then item."""
+    failures = []
+    for s in shards:
+        df = s.reader.failed()
+        df["index"] = s.info.indices[df["index"].to_numpy(dtype=np.int64)]
+        failures.append(df)
+    order = {name: i for i, name in enumerate(names)}
+    failed = pd.concat(failures, ignore_index=True)
+    return (
+        failed.assign(_set=failed["set"].map(order).fillna(len(order)))
+        .sort_values(["_set", "set", "index"], kind="stable")
+        .drop(columns="_set")
+        .reset_index(drop=True)
+    )
+
+
 def merge(
     inputs: Sequence[str | os.PathLike[str]],
     output: str | os.PathLike[str],
@@ -427,45 +471,13 @@ def merge(
     from time import perf_counter
 
     start = perf_counter()
-    paths = [Path(p) for p in inputs]
-    if not paths:
-        raise StoreError(
-            "no shard files to merge; give the N files written by an extraction with ", SHARD
-        )
-    seen: dict[Path, Path] = {}
-    for p in paths:
-        key = p.resolve()
-        if key in seen:
-            raise StoreError(f"{p} is given twice (as {seen[key]} and {p}); give each shard once")
-        seen[key] = p
-    out = Path(output)
-    if out.resolve() in seen:
-        raise StoreError(f"output {out} is one of the shard files; merge into a new file")
-    if out.is_dir():
-        raise StoreError(f"output {out} is a directory, expected a file name")
-    if out.exists() and not overwrite:
-        raise StoreConflictError(f"{out} exists; use ", OVERWRITE, " to replace it")
-    if not out.parent.is_dir():
-        raise StoreError(f"cannot create {out}: directory {out.parent} does not exist")
-
+    paths, out = _check_paths(inputs, output, overwrite)
     _ensure_open_files(len(paths))
     with ExitStack() as stack:
         shards = _check_split([_open_shard(p, stack) for p in paths])
         columns = _merged_items(shards)
         specs, notes = _merged_sets(shards)
-        failures = []
-        for s in shards:
-            df = s.reader.failed()
-            df["index"] = s.info.indices[df["index"].to_numpy(dtype=np.int64)]
-            failures.append(df)
-        order = {name: i for i, name in enumerate(specs)}
-        failed = pd.concat(failures, ignore_index=True)
-        failed = (
-            failed.assign(_set=failed["set"].map(order).fillna(len(order)))
-            .sort_values(["_set", "set", "index"], kind="stable")
-            .drop(columns="_set")
-            .reset_index(drop=True)
-        )
+        failed = _merged_failures(shards, list(specs))
         tmp = out.with_name(f".{out.name}.merging-{os.getpid()}")
         try:
             with StoreWriter(tmp, command=command) as w:
