@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -42,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from embedx.errors import ConfigError, DataError, StoreError
-from embedx.paths import writable_folder
+from embedx.paths import file_part, writable_folder
 
 __all__ = [
     "CSV_COLUMNS",
@@ -241,10 +240,6 @@ class SimilarityResult:
                 f"{self.output} ({self.method}, {self.seconds:.1f} s)")
 
 
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
-
-
 def _check_options(reader: Any, sets: Sequence[str] | None, pooling: str, frames: bool,
                    max_frames: int) -> list[str]:
     available = reader.feature_sets()
@@ -422,7 +417,7 @@ def similarity(
     files: dict[str, Path] = {"csv": out / "cka.csv"}
     table.to_csv(files["csv"], index=False)
     for (a, b), m in matrices.items():
-        path = out / f"cka_{_safe(a)}__{_safe(b)}.png"
+        path = out / f"cka_{file_part(a)}__{file_part(b)}.png"
         _heatmap(m, a, b, specs[a].layers, specs[b].layers, path, debiased)
         files[f"heatmap:{a}:{b}"] = path
     seconds = time.perf_counter() - start

@@ -25,6 +25,7 @@ from embedx.errors import (
     EmbedxError,
     InputError,
     ModelError,
+    Param,
     StoreError,
 )
 from embedx.extraction.pooling import available_poolings
@@ -56,6 +57,17 @@ ERROR_PREFIXES: dict[type[EmbedxError], str] = {
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+#: options whose flag is not their Python name with dashes
+_SHORT_FLAGS = {"output": "-o"}
+
+
+def flag(param: Param) -> str:
+    """How the command line spells an option an error message names: ``--overwrite``,
+    ``--name NAME``, ``-o feats.h5`` (the library names it as the API argument)."""
+    text = _SHORT_FLAGS.get(param.name, "--" + param.name.replace("_", "-"))
+    return text if param.value is None else f"{text} {shlex.quote(str(param.value))}"
+
+
 
 def _one_line_errors(fn: F) -> F:
     """Turn an EmbedxError into one printed line and a non-zero exit code."""
@@ -66,7 +78,8 @@ def _one_line_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except EmbedxError as exc:
             prefix = next(p for cls, p in ERROR_PREFIXES.items() if isinstance(exc, cls))
-            console.print(f"[bold red]embedx: {prefix}:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            message = exc.render(flag)  # the options it names, as this command's flags
+            console.print(f"[bold red]embedx: {prefix}:[/] {escape(message)}", highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
 
     return wrapper  # type: ignore[return-value]

@@ -3,16 +3,75 @@
 Every error a user can cause is an :class:`EmbedxError` subclass whose message names the bad
 value and what is accepted. The CLI prints such an error as one line and exits non-zero; any
 other exception is a bug and keeps its traceback.
+
+A message that names an option (what the user could do: ``overwrite``, ``name``, ...) names it
+as a :class:`Param` among its parts, never as a command-line flag: the library does not know
+whether it was called from Python or from the command line. ``str(exc)`` spells it as the
+Python API argument (``overwrite=True``); the CLI renders the same error with its flags
+(``--overwrite``) through :meth:`EmbedxError.render`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Param:
+    """An option named in an error message, by its Python name (API argument and CLI option).
+
+    Attributes:
+        name: the option's Python name (``"overwrite"``, ``"retry_failed"``); the CLI option is
+            the same name with dashes.
+        value: a value to give it (``"NAME"``, ``"pad"``, ``7``), or ``None``.
+        switch: a boolean option to turn on (``overwrite=True``); otherwise the option is named
+            alone, or with :attr:`value`.
+    """
+
+    name: str
+    value: str | int | float | None = None
+    switch: bool = False
+
+    def api(self) -> str:
+        """The Python API's spelling: ``overwrite=True``, ``name='NAME'`` or ``seed``."""
+        if self.switch:
+            return f"{self.name}=True"
+        return self.name if self.value is None else f"{self.name}={self.value!r}"
+
 
 class EmbedxError(Exception):
-    """Base class of every error embedx raises on purpose."""
+    """Base class of every error embedx raises on purpose.
+
+    The message is its positional arguments joined: strings, and :class:`Param` parts naming
+    the options the user could give (``StoreError(f"{out} exists; use ", OVERWRITE, " to
+    replace it")``). A message without :class:`Param` parts is a plain exception message.
+    """
 
     #: process exit code the CLI uses for this kind of error
     exit_code: int = 2
+
+    @property
+    def params(self) -> tuple[Param, ...]:
+        """The options this message names (what the user could do), as structured data."""
+        return tuple(a for a in self.args if isinstance(a, Param))
+
+    def render(self, spell: Callable[[Param], str] = Param.api) -> str:
+        """The message with every :class:`Param` spelled by ``spell``.
+
+        Args:
+            spell: how an option is written; the Python API's spelling by default, the CLI
+                passes one that writes its flags (``--overwrite``).
+
+        Returns:
+            The message.
+        """
+        if not self.params:
+            return super().__str__()
+        return "".join(spell(a) if isinstance(a, Param) else str(a) for a in self.args)
+
+    def __str__(self) -> str:
+        return self.render()
 
 
 class ConfigError(EmbedxError):
@@ -33,6 +92,16 @@ class ModelError(EmbedxError):
 
 class StoreError(EmbedxError):
     """The HDF5 store is missing, locked, of another schema, or disagrees with the request."""
+
+
+class StoreConflictError(StoreError):
+    """The store already holds what the request would replace (a file, a feature set of other
+    settings); replacing it is the user's choice, named by :attr:`~EmbedxError.params`
+    (``overwrite``, and ``name`` where another name avoids the conflict)."""
+
+
+#: the switch that replaces what a store already holds
+OVERWRITE = Param("overwrite", switch=True)
 
 
 class DataError(EmbedxError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from embedx.errors import ConfigError
@@ -41,4 +42,17 @@ def writable_folder(output: str | os.PathLike[str], what: str = "the outputs") -
     return out
 
 
-__all__ = ["writable_folder"]
+def file_part(text: str) -> str:
+    """``text`` made safe as part of a file name (a feature-set, pooling or model name).
+
+    Args:
+        text: any name.
+
+    Returns:
+        ``text`` with every run of characters other than ``A-Z a-z 0-9 . _ -`` replaced by
+        ``-``, without leading or trailing ``-``; ``"x"`` when nothing is left.
+    """
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "x"
+
+
+__all__ = ["file_part", "writable_folder"]

@@ -291,3 +291,18 @@ def test_checker_passes_an_acyclic_package(tmp_path):
     root = tmp_path / "pkg"
     _write(root, {"__init__.py": "from pkg import a\n", "a.py": "import pkg.b\n", "b.py": "x = 1\n"})
     assert find_cycles(import_graph(root, "pkg")) == []
+
+
+def test_a_backend_and_the_store_spec_load_without_h5py():
+    """Only the store's file operations need h5py: its constants and specs (embedx.store.spec,
+    e.g. RANDOM_SUFFIX for hf.py) load without it, also through ``from embedx.store import``."""
+    import subprocess
+    import sys
+
+    code = ("import sys, embedx.backends.hf, embedx.store.spec\n"
+            "from embedx.store import RANDOM_SUFFIX, FeatureSetSpec\n"
+            "assert 'h5py' not in sys.modules, 'h5py imported'\n"
+            "from embedx.store import StoreReader\n"
+            "assert 'h5py' in sys.modules\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

@@ -251,7 +251,7 @@ def test_merge_refuses_doubled_missing_and_foreign_shards(tmp_path, shards):
     whole = write_whole(tmp_path / "whole.h5", data)
     _refused([whole], out, "is not a shard file (a whole store")
     merge(files, out)
-    _refused(files, out, "exists; use --overwrite", keep=True)
+    _refused(files, out, "exists; use overwrite=True", keep=True)
     merge(files, out, overwrite=True)
     _refused(files, files[0], "is one of the shard files", keep=True)
 
@@ -355,6 +355,13 @@ def test_sharded_extract_merges_into_the_unsharded_store(tiny_model, corpus, tmp
     with StoreReader(out) as r:
         assert r.failed()["id"].tolist() == ["c/broken.wav"]
         assert r.done(r.feature_sets()[0]).sum() == 6
+
+    # the CLI names its flag where the library names the API argument (overwrite=True)
+    result = runner.invoke(app, ["merge", *map(str, files), "-o", str(out)])
+    assert result.exit_code == 2 and f"{out} exists; use --overwrite to replace it" in result.output
+    # ... and the shard files a merge wants, by the option that writes them
+    result = runner.invoke(app, ["merge", str(whole), "-o", str(tmp_path / "m2.h5")])
+    assert result.exit_code == 2 and "written by an extraction with --shard K/N" in result.output
 
 
 def test_merge_many_small_shards(tmp_path):

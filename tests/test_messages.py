@@ -45,6 +45,60 @@ def test_every_recommended_option_exists():
     assert not unknown, f"messages name options the CLI does not have: {unknown}"
 
 
+def _params_in_package() -> dict[str, list[str]]:
+    """The options error messages name as ``Param("name", ...)`` parts, by the CLI's spelling."""
+    from embedx.cli import flag
+    from embedx.errors import Param
+
+    found: dict[str, list[str]] = {}
+    root = Path(embedx.__file__).parent
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "Param"
+                    and node.args and isinstance(node.args[0], ast.Constant)):
+                option = flag(Param(node.args[0].value)).split()[0]
+                found.setdefault(option, []).append(str(path.relative_to(root)))
+    return found
+
+
+def test_every_option_an_error_names_exists():
+    named = _params_in_package()
+    assert {"--overwrite", "--name", "--shard", "--short", "--seed", "-o"} <= set(named)
+    options = _cli_options() | {"-o"}
+    unknown = {o: where for o, where in named.items() if o not in options}
+    assert not unknown, f"errors name options the CLI does not have: {unknown}"
+
+
+def test_the_library_names_arguments_and_the_cli_names_flags():
+    """One error, two spellings: str() for the Python API, render(flag) for the command line."""
+    import pickle
+
+    from embedx.cli import flag
+    from embedx.errors import OVERWRITE, Param, StoreConflictError, StoreError
+
+    err = StoreConflictError("set 'x' {differs}. Use ", OVERWRITE, " to replace it, or ",
+                             Param("name", "NAME"), " to keep both; or ", Param("output", "my dir/f.h5"))
+    assert str(err) == ("set 'x' {differs}. Use overwrite=True to replace it, or name='NAME' to keep "
+                        "both; or output='my dir/f.h5'")
+    assert err.render(flag) == ("set 'x' {differs}. Use --overwrite to replace it, or --name NAME to keep "
+                                "both; or -o 'my dir/f.h5'")
+    assert [p.name for p in err.params] == ["overwrite", "name", "output"]
+    assert isinstance(err, StoreError)
+    again = pickle.loads(pickle.dumps(err))  # errors cross process boundaries intact
+    assert type(again) is StoreConflictError and again.render(flag) == err.render(flag)
+    plain = StoreError("no such store")  # a message without options is untouched
+    assert str(plain) == plain.render(flag) == "no such store" and plain.params == ()
+
+
+def test_the_cli_prints_the_flags_of_an_error(tmp_path):
+    from typer.testing import CliRunner
+
+    res = CliRunner().invoke(app, ["extract", str(tmp_path), "--opensmile", "egemaps", "--seed", "7",
+                                   "-o", str(tmp_path / "f.h5")])
+    assert res.exit_code == 2, res.output
+    assert "--seed 7 seeds the weights of --random-init; give --random-init too" in res.output
+
+
 def test_plural():
     assert [plural(n, "item") for n in (0, 1, 2)] == ["0 items", "1 item", "2 items"]
     assert plural(1, "batch", "batches") == "1 batch" and plural(3, "batch", "batches") == "3 batches"

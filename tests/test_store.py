@@ -403,7 +403,7 @@ def test_resume_with_other_settings_is_refused(store):
     message = str(info.value)
     assert "layers: stored (0, 3, 7) vs requested (0, 7)" in message
     assert "config.precision: stored fp32 vs requested fp16" in message
-    assert "--overwrite" in message
+    assert "Use overwrite=True to replace it" in message and "--overwrite" not in message
 
 
 def test_resume_with_other_frame_counts_is_refused(store):

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from embedx.backends.base import Backend
-from embedx.errors import ConfigError
+from embedx.errors import ConfigError, Param
 
 __all__ = [
     "available_backends",
@@ -97,7 +97,7 @@ def load_hf_backend(model: str, **kwargs: Any) -> Backend:
     config = load_config(checkpoint.path, str(model))
     if getattr(config, "model_type", None) == "whisper":
         if kwargs.pop("random_init", False):
-            raise ConfigError(f"--random-init is not available for Whisper models yet ({model!r})")
+            raise ConfigError(Param("random_init", switch=True), f" is not available for Whisper models yet ({model!r})")
         kwargs.pop("seed", None)
         from embedx.backends.whisper import WhisperBackend
 

@@ -3,19 +3,20 @@
 A backend turns a batch of mono float32 waveforms at its own ``sample_rate`` into hidden
 states of the requested layers, with the number of valid frames of every item, so that pooling
 and the store never see padding. Layers are numbered ``0..num_layers-1``; for transformer models
-layer 0 is the transformer's input and layer k the output of block k (see DESIGN.md).
+layer 0 is the transformer's input and layer k the output of block k (see docs/architecture.md).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from embedx.errors import AudioError
+from embedx.errors import AudioError, Param
 
 if TYPE_CHECKING:  # torch is heavy; only the type checker needs it here
     import torch
@@ -44,7 +45,8 @@ class BackendOutput:
 class Backend(ABC):
     """A feature source: a speech model or a signal-processing toolkit.
 
-    Subclasses set the attributes below in ``__init__`` and implement :meth:`forward`.
+    Subclasses set the attributes below in ``__init__`` and implement :meth:`forward`. They are
+    everything stage 1 reads of a backend; the ones with a default here may be left as they are.
 
     Attributes:
         name: default feature-set name in the store (e.g. ``"hubert-base-ls960"``).
@@ -63,6 +65,14 @@ class Backend(ABC):
         feature_names: names of the ``dim`` features, when they have names (openSMILE).
         preparer: optional picklable object with ``prepare``/``fit_length`` that the DataLoader
             workers run (see :meth:`prepare`).
+        device: where :meth:`forward` computes (a ``torch.device``, or ``"cpu"``); decides the
+            default batch budget and where peak memory is measured.
+        precision: the precision :meth:`forward` computes in (``"fp32"``, ``"bf16"``,
+            ``"fp16"``), as resolved from the requested one; stored with the feature set.
+        options: the backend's resolved options (openSMILE: ``feature_set``, ``level``), stored
+            with the feature set; empty when the requested options are stored as given.
+        max_samples: longest item :meth:`forward` runs in one piece (Whisper: its 30-s window);
+            stage 1 chunks longer items to it. ``None``: no limit of the backend's own.
     """
 
     name: str
@@ -76,6 +86,10 @@ class Backend(ABC):
     head_names: dict[str, list[str]]
     feature_names: list[str] | None = None
     preparer: Any = None
+    device: torch.device | str = "cpu"
+    precision: str = "fp32"
+    options: Mapping[str, Any] = MappingProxyType({})
+    max_samples: int | None = None
 
     def num_frames(self, num_samples: int) -> int:
         """Number of frames :meth:`forward` returns for an item of ``num_samples`` samples.
@@ -160,6 +174,6 @@ def apply_short_policy(wave: np.ndarray, min_samples: int, short: str, sample_ra
     if short == "fail":
         raise AudioError(
             f"item too short: {n} samples ({n / sample_rate:.3f} s) < the model's minimum of "
-            f"{min_samples} samples ({min_samples / sample_rate:.3f} s); use --short pad to zero-pad"
+            f"{min_samples} samples ({min_samples / sample_rate:.3f} s); use ", Param("short", "pad"), " to zero-pad"
         )
     return np.pad(x, (0, min_samples - n))

@@ -3,7 +3,7 @@
 The backend is *exact in padded batches*: the hidden states of an item in a zero-padded,
 masked batch equal those of the item run alone (within float rounding). Three things in the
 stock models break that, and are repaired here without forking transformers' model code
-(see DESIGN.md, "Facts about the models"):
+(see docs/architecture.md, "Facts about the models"):
 
 1. Group-norm feature encoders (``feat_extract_norm == "group"``: wav2vec2-base,
    hubert-base-ls960, wavlm-base) normalise every channel of the first convolution over the
@@ -54,7 +54,7 @@ from transformers import (
 from embedx.backends.base import Backend, BackendOutput
 from embedx.backends.capture import autocast, capture_layers
 from embedx.backends.heads import load_head
-from embedx.backends.loading import open_checkpoint, quiet_loading
+from embedx.backends.loading import checkpoint_metadata, open_checkpoint, quiet_loading
 from embedx.backends.padding import (
     MaskedGroupNorm,
     WavePreparer,
@@ -62,8 +62,8 @@ from embedx.backends.padding import (
     pad_batch,
     receptive_field,
 )
-from embedx.errors import AudioError, ConfigError, ModelError
-from embedx.store import RANDOM_SUFFIX
+from embedx.errors import AudioError, ConfigError, ModelError, Param
+from embedx.store.spec import RANDOM_SUFFIX
 
 __all__ = ["SUPPORTED_MODEL_TYPES", "HFBackend", "resolve_attn"]
 
@@ -146,7 +146,7 @@ class HFBackend(Backend):
         seed: int = 0,
     ) -> None:
         if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-            raise ConfigError(f"--seed must be a non-negative integer; got {seed!r}")
+            raise ConfigError(Param("seed"), f" must be a non-negative integer; got {seed!r}")
         self.random_init = bool(random_init)
         self.init_seed = int(seed)
         path, config = open_checkpoint(self, model, revision, device, precision, short, attn)
@@ -283,29 +283,15 @@ class HFBackend(Backend):
         """Describe the model for the store (str, int, float and bool values only)."""
         return {
             "backend": "hf",
-            "model_id": self.model_id,
-            "revision": self.revision or "",
-            "commit_hash": self.commit_hash,
-            "model_type": self.model_type,
-            "architectures": ",".join(getattr(self.config, "architectures", None) or []),
+            **checkpoint_metadata(self, self.model_type, self.config.num_hidden_layers),
             "feat_extract_norm": self.feat_extract_norm,
             "do_stable_layer_norm": self.do_stable_layer_norm,
             "last_layer_before_final_norm": self.do_stable_layer_norm,
             "do_normalize": self.do_normalize,
             "do_normalize_source": self.do_normalize_source,
-            "attn_implementation": self.attn,
             "head": self.head.kind if self.head is not None else "",
-            "precision": self.precision,
-            "device": self.device.type,
-            "short": self.short,
-            "sample_rate": self.sample_rate,
-            "min_samples": self.min_samples,
-            "num_hidden_layers": int(self.config.num_hidden_layers),
-            "hidden_size": self.dim,
             "random_init": self.random_init,
             "init_seed": self.init_seed if self.random_init else -1,
-            "transformers_version": transformers.__version__,
-            "torch_version": torch.__version__,
         }
 
     # --- internals --------------------------------------------------------------------------

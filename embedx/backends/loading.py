@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 import transformers
@@ -24,6 +25,7 @@ from embedx.errors import ConfigError, ModelError, one_line
 __all__ = [
     "ATTN_IMPLEMENTATIONS",
     "PRECISIONS",
+    "checkpoint_metadata",
     "load_config",
     "load_error",
     "open_checkpoint",
@@ -149,6 +151,38 @@ def open_checkpoint(
     checkpoint = locate(backend.model_id, revision)
     backend.commit_hash = checkpoint.commit
     return checkpoint.path, load_config(checkpoint.path, backend.model_id)
+
+
+def checkpoint_metadata(backend: Any, model_type: str, num_hidden_layers: int) -> dict[str, Any]:
+    """The metadata every transformer backend stores: checkpoint, run settings, versions.
+
+    Args:
+        backend: a backend opened with :func:`open_checkpoint` (``model_id``, ``revision``,
+            ``commit_hash``, ``device``, ``precision``), with its ``config``, ``attn``,
+            ``short``, ``sample_rate``, ``min_samples`` and ``dim`` set.
+        model_type: the checkpoint's model type.
+        num_hidden_layers: its number of transformer blocks.
+
+    Returns:
+        str / int / float / bool values by key; a backend adds its own keys to them.
+    """
+    return {
+        "model_id": backend.model_id,
+        "revision": backend.revision or "",
+        "commit_hash": backend.commit_hash,
+        "model_type": model_type,
+        "architectures": ",".join(getattr(backend.config, "architectures", None) or []),
+        "attn_implementation": backend.attn,
+        "precision": backend.precision,
+        "device": backend.device.type,
+        "short": backend.short,
+        "sample_rate": backend.sample_rate,
+        "min_samples": backend.min_samples,
+        "num_hidden_layers": int(num_hidden_layers),
+        "hidden_size": backend.dim,
+        "transformers_version": transformers.__version__,
+        "torch_version": torch.__version__,
+    }
 
 
 @contextlib.contextmanager

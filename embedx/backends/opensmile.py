@@ -39,7 +39,7 @@ import opensmile
 import torch
 
 from embedx.backends.base import SHORT_POLICIES, Backend, BackendOutput
-from embedx.errors import AudioError, ConfigError
+from embedx.errors import AudioError, ConfigError, Param
 
 __all__ = [
     "FEATURE_SETS",
@@ -251,7 +251,7 @@ class OpenSmileBackend(Backend):
             if ignored.get(key) is not None:
                 raise ConfigError(
                     f"the opensmile backend takes no {key} (got {ignored[key]!r}); choose the "
-                    "feature set with --opensmile instead"
+                    "feature set with ", Param("opensmile"), " instead"
                 )
         if short not in SHORT_POLICIES:
             raise ConfigError(

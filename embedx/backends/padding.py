@@ -1,7 +1,7 @@
 """Exactness in padded batches: convolution arithmetic, per-item preparation, the masked GroupNorm.
 
 A batched, zero-padded forward must give every item the hidden states it gets alone. This module
-holds the model-free pieces that make it so (see DESIGN.md, "Facts about the models"):
+holds the model-free pieces that make it so (see docs/architecture.md, "Facts about the models"):
 
 - :func:`conv_output_length` / :func:`receptive_field`: how many frames a convolutional front end
   gives an item, and how many samples one frame needs (the short-item minimum);

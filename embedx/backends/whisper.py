@@ -39,7 +39,7 @@ from transformers import WhisperFeatureExtractor, WhisperModel
 
 from embedx.backends.base import Backend, BackendOutput
 from embedx.backends.capture import autocast, capture_layers
-from embedx.backends.loading import open_checkpoint, quiet_loading
+from embedx.backends.loading import checkpoint_metadata, open_checkpoint, quiet_loading
 from embedx.backends.padding import WavePreparer
 from embedx.errors import AudioError, ConfigError, ModelError
 from embedx.extraction.batching import chunk_spans
@@ -196,11 +196,7 @@ class WhisperBackend(Backend):
         """Describe the model for the store (str, int, float and bool values only)."""
         return {
             "backend": "whisper",
-            "model_id": self.model_id,
-            "revision": self.revision or "",
-            "commit_hash": self.commit_hash,
-            "model_type": "whisper",
-            "architectures": ",".join(getattr(self.config, "architectures", None) or []),
+            **checkpoint_metadata(self, "whisper", self.config.encoder_layers),
             "encoder_only": True,
             "last_layer_after_final_norm": True,
             "window_seconds": self.max_samples / self.sample_rate,
@@ -208,16 +204,6 @@ class WhisperBackend(Backend):
             "num_mel_bins": int(self.config.num_mel_bins),
             "feature_extractor_source": self.extractor_source,
             "dither": float(getattr(self.extractor, "dither", 0.0)),
-            "attn_implementation": self.attn,
-            "precision": self.precision,
-            "device": self.device.type,
-            "short": self.short,
-            "sample_rate": self.sample_rate,
-            "min_samples": self.min_samples,
-            "num_hidden_layers": int(self.config.encoder_layers),
-            "hidden_size": self.dim,
-            "transformers_version": transformers.__version__,
-            "torch_version": torch.__version__,
         }
 
     # --- internals --------------------------------------------------------------------------

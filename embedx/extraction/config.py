@@ -13,11 +13,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from embedx.backends.base import SHORT_POLICIES
-from embedx.errors import ConfigError, one_line
+from embedx.backends.base import SHORT_POLICIES, Backend
+from embedx.errors import ConfigError, Param, one_line
 from embedx.extraction.audio import RESAMPLER
 from embedx.extraction.layers import parse_layers
 from embedx.extraction.pooling import parse_poolings
+
+#: options named in the messages below (the CLI spells them as flags)
+OPENSMILE = Param("opensmile")
+RANDOM_INIT = Param("random_init", switch=True)
 
 #: default batch budgets (padded seconds) per device
 CUDA_BATCH_SECONDS = 60.0
@@ -105,19 +109,19 @@ class ExtractConfig:
         if self.resampler != RESAMPLER:
             raise ConfigError(f"resampler {self.resampler!r} is not available; accepted: {RESAMPLER}")
         from embedx.store.spec import (
-            STORAGE_DTYPES,  # the store owns them; h5py only when validating
+            STORAGE_DTYPES,  # the store owns them (spec.py: no h5py)
         )
 
         if self.dtype not in STORAGE_DTYPES:
-            raise ConfigError(f"--dtype {self.dtype!r} not accepted; accepted: {', '.join(STORAGE_DTYPES)}")
+            raise ConfigError(Param("dtype"), f" {self.dtype!r} not accepted; accepted: {', '.join(STORAGE_DTYPES)}")
         if self.short not in SHORT_POLICIES:
-            raise ConfigError(f"--short {self.short!r} not accepted; accepted: {', '.join(SHORT_POLICIES)}")
+            raise ConfigError(Param("short"), f" {self.short!r} not accepted; accepted: {', '.join(SHORT_POLICIES)}")
         if self.batch_seconds is not None and not self.batch_seconds > 0:
-            raise ConfigError(f"--batch-seconds must be positive, got {self.batch_seconds}")
+            raise ConfigError(Param("batch_seconds"), f" must be positive, got {self.batch_seconds}")
         if self.max_chunk_seconds is not None and not self.max_chunk_seconds > 0:
-            raise ConfigError(f"--max-chunk-seconds must be positive, got {self.max_chunk_seconds}")
+            raise ConfigError(Param("max_chunk_seconds"), f" must be positive, got {self.max_chunk_seconds}")
         if self.workers is not None and self.workers < 0:
-            raise ConfigError(f"--workers must be >= 0, got {self.workers}")
+            raise ConfigError(Param("workers"), f" must be >= 0, got {self.workers}")
         if self.name is not None and (not self.name or "/" in self.name):
             raise ConfigError(f"feature-set name {self.name!r} must be non-empty and contain no '/'")
         self.poolings = parse_poolings(self.poolings)
@@ -247,26 +251,27 @@ def config_from_options(options: dict[str, Any], given: set[str] | None = None,
     feature_set, level = options.get("opensmile"), options.get("opensmile_level")
     if feature_set is not None or level is not None or values.get("backend") == "opensmile":
         if values.get("backend", "hf") not in ("hf", "opensmile"):
-            raise ConfigError(f"--opensmile selects the opensmile backend; it cannot be combined with "
-                              f"--backend {values['backend']}")
+            raise ConfigError(OPENSMILE, " selects the opensmile backend; it cannot be combined with ",
+                              Param("backend", values["backend"]))
         if values.get("model") is not None:
-            raise ConfigError("--opensmile and --model are exclusive: run embedx extract once per feature "
-                              "source with the same -o file to store both")
+            raise ConfigError(OPENSMILE, " and ", Param("model"), " are exclusive: run embedx extract once "
+                              "per feature source with the same ", Param("output"), " file to store both")
         stored = dict(values.get("backend_options") or {})
         values["backend"] = "opensmile"
         values["backend_options"] = {"feature_set": feature_set or stored.get("feature_set", "egemaps"),
                                      "level": level or stored.get("level", "functionals")}
     if options.get("random_init"):
         if values.get("backend", "hf") != "hf":
-            raise ConfigError(f"--random-init needs a model of the hf backend, not {values['backend']!r}")
+            raise ConfigError(RANDOM_INIT, f" needs a model of the hf backend, not {values['backend']!r}")
         seed = options.get("seed")
         values["backend_options"] = {**(values.get("backend_options") or {}), "random_init": True,
                                      "seed": 0 if seed is None else seed}
     elif options.get("seed") is not None:
-        raise ConfigError(f"--seed {options['seed']} seeds the weights of --random-init; give --random-init too")
+        raise ConfigError(Param("seed", options["seed"]), " seeds the weights of ", RANDOM_INIT,
+                          "; give ", RANDOM_INIT, " too")
     if values.get("backend", "hf") == "hf" and not values.get("model"):
-        raise ConfigError("--model is required for the hf backend (a hub id or a local directory); "
-                          "or extract openSMILE features with --opensmile egemaps")
+        raise ConfigError(Param("model"), " is required for the hf backend (a hub id or a local directory); "
+                          "or extract openSMILE features with ", Param("opensmile", "egemaps"))
     return ExtractConfig(**values, progress=not options.get("quiet", False))
 
 
@@ -284,7 +289,7 @@ def config_from_spec(spec_config: dict[str, Any], **overrides: Any) -> ExtractCo
     return ExtractConfig(**{**known, **overrides})
 
 
-def batch_seconds(config: ExtractConfig, backend: Any) -> float:
+def batch_seconds(config: ExtractConfig, backend: Backend) -> float:
     """The batch budget in padded seconds: the configured one, else a per-device default.
 
     On the CPU the forward is compute-bound and big padded batches were slower (base HuBERT,
@@ -293,5 +298,5 @@ def batch_seconds(config: ExtractConfig, backend: Any) -> float:
     """
     if config.batch_seconds is not None:
         return config.batch_seconds
-    device = str(getattr(backend, "device", "cpu"))
+    device = str(backend.device)
     return CUDA_BATCH_SECONDS if device.startswith("cuda") else CPU_BATCH_SECONDS

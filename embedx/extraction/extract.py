@@ -21,7 +21,7 @@ import pandas as pd
 
 from embedx.backends import create_backend
 from embedx.backends.base import Backend
-from embedx.errors import AudioError, ConfigError, EmbedxError, one_line
+from embedx.errors import AudioError, ConfigError, EmbedxError, Param, one_line
 from embedx.extraction.audio import AudioInfo, probe, resampled_length
 from embedx.extraction.batching import chunk_spans, make_batches
 from embedx.extraction.config import (
@@ -252,13 +252,14 @@ def _extract(inputs: Sequence[str | Path], output: str | Path, config: ExtractCo
     backend = create_backend(config.backend, **config.backend_kwargs())
     layers = parse_layers(config.layers, backend.num_layers)
     if config.frames and backend.frame_rate is None:
-        raise ConfigError(f"--frames needs frame-level features, but '{backend.name}' has one vector "
-                          "per item (openSMILE functionals); use --opensmile-level lld for frames")
+        raise ConfigError(Param("frames"), f" needs frame-level features, but '{backend.name}' has one "
+                          "vector per item (openSMILE functionals); use ", Param("opensmile_level", "lld"),
+                          " for frames")
     decoded, lengths, num_frames = _model_lengths(items, backend)
     stored_config = {k: getattr(config, k) for k in DATA_KEYS}
     # the backend's resolved options (e.g. opensmile 'egemaps' -> 'eGeMAPSv02'); stored only
     # when there are any, so stores written before the key existed still resume
-    options = dict(getattr(backend, "options", None) or config.backend_options)
+    options = dict(backend.options or config.backend_options)
     if options:
         stored_config["backend_options"] = options
     else:
@@ -267,7 +268,7 @@ def _extract(inputs: Sequence[str | Path], output: str | Path, config: ExtractCo
         name=config.name or backend.name,
         layers=",".join(map(str, layers)),
         poolings=list(config.poolings),
-        precision=getattr(backend, "precision", config.precision),
+        precision=backend.precision,
     )
     spec = FeatureSetSpec(
         name=stored_config["name"],
@@ -514,7 +515,7 @@ def _max_chunk_samples(config: ExtractConfig, backend: Backend) -> int | None:
     if backend.hop_samples is None:
         return None
     # a backend with a fixed input window (Whisper: 30 s) runs longer items in chunks anyway
-    limit = getattr(backend, "max_samples", None)
+    limit = backend.max_samples
     if config.max_chunk_seconds is None:
         return limit
     wanted = int(config.max_chunk_seconds * backend.sample_rate)

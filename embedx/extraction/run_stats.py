@@ -146,7 +146,7 @@ def run_profile(summary: ExtractSummary, backend: Backend, config: ExtractConfig
     import datetime
     import platform
 
-    device = str(getattr(backend, "device", "cpu"))
+    device = str(backend.device)
     if device.startswith("cuda"):
         import torch
 
@@ -160,7 +160,7 @@ def run_profile(summary: ExtractSummary, backend: Backend, config: ExtractConfig
         "audio_seconds": round(summary.audio_seconds, 1),
         "device": device,
         "device_name": device_name,
-        "precision": str(getattr(backend, "precision", config.precision)),
+        "precision": str(backend.precision),
         "peak_memory_bytes": int(summary.peak_memory),
         "batch_seconds": float(batch_seconds(config, backend)),
         "workers": int(summary.workers),
@@ -170,7 +170,7 @@ def run_profile(summary: ExtractSummary, backend: Backend, config: ExtractConfig
 
 
 def reset_peak_memory(backend: Backend) -> None:
-    device = str(getattr(backend, "device", "cpu"))
+    device = str(backend.device)
     if device.startswith("cuda"):
         import torch
 
@@ -179,7 +179,7 @@ def reset_peak_memory(backend: Backend) -> None:
 
 def peak_memory(backend: Backend) -> int:
     """Peak accelerator memory of the loop in bytes (CUDA), else the process's peak RSS."""
-    device = str(getattr(backend, "device", "cpu"))
+    device = str(backend.device)
     if device.startswith("cuda"):
         import torch
 

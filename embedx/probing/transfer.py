@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -51,6 +50,7 @@ import numpy as np
 import pandas as pd
 
 from embedx.errors import ConfigError, DataError, EmbedxError, one_line
+from embedx.paths import file_part
 from embedx.probing import metrics as M
 from embedx.probing.data import Dataset, encode_labels, item_columns
 from embedx.text import plural
@@ -436,10 +436,6 @@ def run_transfer(
                           greater_is_better=main.greater_is_better, notes=notes)
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "x"
-
-
 def plot_transfer(transfer: TransferResult, folder: str | os.PathLike[str]) -> list[str]:
     """One heatmap PNG per (feature set, pooling, model), one panel per layer (configuration).
 
@@ -494,7 +490,7 @@ def plot_transfer(transfer: TransferResult, folder: str | os.PathLike[str]) -> l
         fig.suptitle(f"{fset} / {pooling} / {model}: {transfer.metric}", fontsize=9)
         if image is not None:
             fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8)
-        name = f"transfer_{_slug(fset)}_{_slug(pooling)}_{_slug(model)}.png"
+        name = f"transfer_{file_part(fset)}_{file_part(pooling)}_{file_part(model)}.png"
         fig.savefig(Path(folder) / name, dpi=110)
         plt.close(fig)
         files.append(name)

@@ -1,6 +1,7 @@
 """The HDF5 store: the one file between stage 1 (extract) and stage 2 (fit).
 
-This package is the only one that touches h5py. It implements schema version 1 of DESIGN.md:
+This package is the only one that touches h5py. It implements schema version 1 (see
+docs/architecture.md):
 
 ```
 /                       attrs: schema_version, embedx_version, created, command
@@ -68,19 +69,45 @@ merging.py    merge (through the writer's public "copying" methods)
 
 from __future__ import annotations
 
-# constants outside __all__ are re-exported too (``X as X``): embedx.store keeps every public
-# name it had as one module. Patch them where they are used (e.g. embedx.store.merging).
-from embedx.store.layout import FRAMES_CHUNK_BYTES as FRAMES_CHUNK_BYTES
-from embedx.store.layout import FRAMES_CHUNK_ROWS as FRAMES_CHUNK_ROWS
-from embedx.store.lock import WriterStatus, writer_status
-from embedx.store.merging import MERGE_BLOCK_BYTES as MERGE_BLOCK_BYTES
-from embedx.store.merging import MergeSummary, merge
-from embedx.store.reader import StoreReader
-from embedx.store.spec import FAILED_COLUMNS as FAILED_COLUMNS
-from embedx.store.spec import RANDOM_SUFFIX, SCHEMA_VERSION, FeatureSetSpec, ShardInfo
-from embedx.store.spec import REQUIRED_ITEM_COLUMNS as REQUIRED_ITEM_COLUMNS
-from embedx.store.spec import STORAGE_DTYPES as STORAGE_DTYPES
-from embedx.store.writer import StoreWriter, check_store_path
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# The names below are loaded on first use (PEP 562), so that importing a light module of the
+# package (embedx.store.spec, for a constant) does not import h5py. Constants outside __all__
+# are public too: embedx.store keeps every name it had as one module. Patch them where they
+# are used (e.g. embedx.store.merging).
+_EXPORTS: dict[str, str] = {
+    "FRAMES_CHUNK_BYTES": "layout",
+    "FRAMES_CHUNK_ROWS": "layout",
+    "WriterStatus": "lock",
+    "writer_status": "lock",
+    "MERGE_BLOCK_BYTES": "merging",
+    "MergeSummary": "merging",
+    "merge": "merging",
+    "StoreReader": "reader",
+    "FAILED_COLUMNS": "spec",
+    "RANDOM_SUFFIX": "spec",
+    "REQUIRED_ITEM_COLUMNS": "spec",
+    "SCHEMA_VERSION": "spec",
+    "STORAGE_DTYPES": "spec",
+    "FeatureSetSpec": "spec",
+    "ShardInfo": "spec",
+    "StoreWriter": "writer",
+    "check_store_path": "writer",
+}
+
+if TYPE_CHECKING:  # what the type checker sees; at run time __getattr__ loads them
+    from embedx.store.layout import FRAMES_CHUNK_BYTES as FRAMES_CHUNK_BYTES
+    from embedx.store.layout import FRAMES_CHUNK_ROWS as FRAMES_CHUNK_ROWS
+    from embedx.store.lock import WriterStatus, writer_status
+    from embedx.store.merging import MERGE_BLOCK_BYTES as MERGE_BLOCK_BYTES
+    from embedx.store.merging import MergeSummary, merge
+    from embedx.store.reader import StoreReader
+    from embedx.store.spec import FAILED_COLUMNS as FAILED_COLUMNS
+    from embedx.store.spec import RANDOM_SUFFIX, SCHEMA_VERSION, FeatureSetSpec, ShardInfo
+    from embedx.store.spec import REQUIRED_ITEM_COLUMNS as REQUIRED_ITEM_COLUMNS
+    from embedx.store.spec import STORAGE_DTYPES as STORAGE_DTYPES
+    from embedx.store.writer import StoreWriter, check_store_path
 
 __all__ = [
     "RANDOM_SUFFIX",
@@ -95,3 +122,16 @@ __all__ = [
     "merge",
     "writer_status",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'embedx.store' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"embedx.store.{module}"), name)
+    globals()[name] = value  # later look-ups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})

@@ -19,10 +19,13 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from embedx.errors import StoreError
+from embedx.errors import OVERWRITE, Param, StoreConflictError, StoreError
 from embedx.store.reader import StoreReader
 from embedx.store.spec import FeatureSetSpec, ShardInfo
 from embedx.store.writer import StoreWriter
+
+#: the extract option that writes shard files
+SHARD = Param("shard", "K/N")
 
 #: most bytes of one block :func:`merge` holds in memory while copying a dataset
 MERGE_BLOCK_BYTES = 16 << 20
@@ -83,7 +86,7 @@ def _open_shard(path: Path, stack: Any) -> _Shard:
         what = "a merged store" if reader.merged_from is not None else "a whole store"
         raise StoreError(
             f"{path} is not a shard file ({what}, no shard_index attr); merge combines the "
-            "files written by `embedx extract --shard K/N`"
+            "files written by an extraction with ", SHARD
         )
     if len(info.indices) != reader.num_items:
         raise StoreError(
@@ -117,7 +120,7 @@ def _check_split(shards: list[_Shard]) -> list[_Shard]:
             raise StoreError(
                 f"the files are shards of different splits: {first.path} is shard "
                 f"{first.info.label} but {s.path} is shard {s.info.label}; merge the N files of "
-                "one --shard K/N run"
+                "one run with ", SHARD
             )
         if (s.info.total_items, s.info.items_digest) != (
             first.info.total_items,
@@ -386,6 +389,50 @@ def _write_merged(
     w.append_failures(failed)
 
 
+def _check_paths(inputs: Sequence[str | os.PathLike[str]], output: str | os.PathLike[str],
+                 overwrite: bool) -> tuple[list[Path], Path]:
+    """The shard paths and the output path, checked before any shard is opened."""
+    paths = [Path(p) for p in inputs]
+    if not paths:
+        raise StoreError(
+            "no shard files to merge; give the N files written by an extraction with ", SHARD
+        )
+    seen: dict[Path, Path] = {}
+    for p in paths:
+        key = p.resolve()
+        if key in seen:
+            raise StoreError(f"{p} is given twice (as {seen[key]} and {p}); give each shard once")
+        seen[key] = p
+    out = Path(output)
+    if out.resolve() in seen:
+        raise StoreError(f"output {out} is one of the shard files; merge into a new file")
+    if out.is_dir():
+        raise StoreError(f"output {out} is a directory, expected a file name")
+    if out.exists() and not overwrite:
+        raise StoreConflictError(f"{out} exists; use ", OVERWRITE, " to replace it")
+    if not out.parent.is_dir():
+        raise StoreError(f"cannot create {out}: directory {out.parent} does not exist")
+    return paths, out
+
+
+def _merged_failures(shards: list[_Shard], names: list[str]) -> pd.DataFrame:
+    """Every shard's failure rows with global item indices, by feature set (in ``names``
+    order, sets not among them last), then item."""
+    failures = []
+    for s in shards:
+        df = s.reader.failed()
+        df["index"] = s.info.indices[df["index"].to_numpy(dtype=np.int64)]
+        failures.append(df)
+    order = {name: i for i, name in enumerate(names)}
+    failed = pd.concat(failures, ignore_index=True)
+    return (
+        failed.assign(_set=failed["set"].map(order).fillna(len(order)))
+        .sort_values(["_set", "set", "index"], kind="stable")
+        .drop(columns="_set")
+        .reset_index(drop=True)
+    )
+
+
 def merge(
     inputs: Sequence[str | os.PathLike[str]],
     output: str | os.PathLike[str],
@@ -416,53 +463,21 @@ def merge(
         A :class:`MergeSummary`.
 
     Raises:
-        StoreError: no inputs, a file given twice, the output among the inputs or existing
-            (without ``overwrite``), or a check above failing (the message names the shard,
-            file, set or difference).
+        StoreConflictError: ``output`` exists and ``overwrite`` is not given.
+        StoreError: no inputs, a file given twice, the output among the inputs, or a check
+            above failing (the message names the shard, file, set or difference).
     """
     from contextlib import ExitStack
     from time import perf_counter
 
     start = perf_counter()
-    paths = [Path(p) for p in inputs]
-    if not paths:
-        raise StoreError(
-            "no shard files to merge; give the N files written by `embedx extract --shard K/N`"
-        )
-    seen: dict[Path, Path] = {}
-    for p in paths:
-        key = p.resolve()
-        if key in seen:
-            raise StoreError(f"{p} is given twice (as {seen[key]} and {p}); give each shard once")
-        seen[key] = p
-    out = Path(output)
-    if out.resolve() in seen:
-        raise StoreError(f"output {out} is one of the shard files; merge into a new file")
-    if out.is_dir():
-        raise StoreError(f"output {out} is a directory, expected a file name")
-    if out.exists() and not overwrite:
-        raise StoreError(f"{out} exists; use --overwrite to replace it")
-    if not out.parent.is_dir():
-        raise StoreError(f"cannot create {out}: directory {out.parent} does not exist")
-
+    paths, out = _check_paths(inputs, output, overwrite)
     _ensure_open_files(len(paths))
     with ExitStack() as stack:
         shards = _check_split([_open_shard(p, stack) for p in paths])
         columns = _merged_items(shards)
         specs, notes = _merged_sets(shards)
-        failures = []
-        for s in shards:
-            df = s.reader.failed()
-            df["index"] = s.info.indices[df["index"].to_numpy(dtype=np.int64)]
-            failures.append(df)
-        order = {name: i for i, name in enumerate(specs)}
-        failed = pd.concat(failures, ignore_index=True)
-        failed = (
-            failed.assign(_set=failed["set"].map(order).fillna(len(order)))
-            .sort_values(["_set", "set", "index"], kind="stable")
-            .drop(columns="_set")
-            .reset_index(drop=True)
-        )
+        failed = _merged_failures(shards, list(specs))
         tmp = out.with_name(f".{out.name}.merging-{os.getpid()}")
         try:
             with StoreWriter(tmp, command=command) as w:

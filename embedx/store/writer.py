@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from embedx.errors import StoreError
+from embedx.errors import OVERWRITE, Param, StoreConflictError, StoreError
 from embedx.store.base import _check_schema, _open_h5
 from embedx.store.items import _ItemsWriter
 from embedx.store.layout import _check_num_frames, _create_set, _runs
@@ -178,8 +178,9 @@ class StoreWriter(_ItemsWriter):
                 allocated and the fill value recorded, but not written twice.
 
         Raises:
-            StoreError: items not written yet, an invalid spec or num_frames, or an existing
-                set with another spec (the message lists the differences) and no overwrite.
+            StoreConflictError: an existing set with another spec (the message lists the
+                differences) and no overwrite, or with other frame counts.
+            StoreError: items not written yet, or an invalid spec or num_frames.
         """
         if not isinstance(spec, FeatureSetSpec):
             raise StoreError(f"expected a FeatureSetSpec, got {type(spec).__name__}")
@@ -204,19 +205,18 @@ class StoreWriter(_ItemsWriter):
                     changed = np.flatnonzero(np.diff(offsets) != counts)
                     if len(changed):
                         i = int(changed[0])
-                        raise StoreError(
+                        raise StoreConflictError(
                             f"feature set {spec.name!r}: {len(changed)} items have another frame "
                             f"count than stored, first {self._id(i)!r}: stored "
                             f"{int(offsets[i + 1] - offsets[i])}, requested {int(counts[i])}; "
-                            "use --overwrite to replace the set"
+                            "use ", OVERWRITE, " to replace the set"
                         )
                 return
             if not overwrite:
-                raise StoreError(
+                raise StoreConflictError(
                     f"feature set {spec.name!r} in {self.path} was extracted with other settings: "
-                    + "; ".join(diffs)
-                    + ". Use --overwrite to replace it, or --name NAME to store these settings "
-                    "as another feature set"
+                    + "; ".join(diffs) + ". Use ", OVERWRITE, " to replace it, or ", Param("name", "NAME"),
+                    " to store these settings as another feature set"
                 )
             del features[spec.name]
             self._specs.pop(spec.name, None)
@@ -270,100 +270,23 @@ class StoreWriter(_ItemsWriter):
         """
         g = self._group(name)
         spec = self._spec_cached(name)
-        n = self.num_items
-        idx = np.asarray(indices)
-        if idx.ndim != 1 or not (np.issubdtype(idx.dtype, np.integer) or idx.size == 0):
-            raise StoreError(
-                f"indices must be a 1-D integer array, got shape {idx.shape} of {idx.dtype}"
-            )
-        idx = idx.astype(np.int64)
-        b = len(idx)
-        if b == 0:
+        idx = _batch_indices(indices, self.num_items)
+        if len(idx) == 0:
             return
-        if idx.min() < 0 or idx.max() >= n:
-            raise StoreError(
-                f"item indices must be in 0..{n - 1}, got {int(idx.min())}..{int(idx.max())}"
-            )
-        if len(np.unique(idx)) != b:
-            raise StoreError("item indices of a batch must be unique")
+        pooled, heads = dict(pooled or {}), dict(heads or {})
+        _check_batch_parts(name, spec, pooled, heads, frames, frames_written)
         order = np.argsort(idx, kind="stable")
         sidx = idx[order]
-        num_layers = len(spec.layers)
-
-        pooled = dict(pooled or {})
-        if set(pooled) != set(spec.poolings):
-            raise StoreError(
-                f"feature set {name!r} stores poolings {list(spec.poolings)}; "
-                f"write got {sorted(pooled)}"
-            )
-        heads = dict(heads or {})
-        if set(heads) != set(spec.heads):
-            raise StoreError(
-                f"feature set {name!r} stores heads {sorted(spec.heads)}; write got {sorted(heads)}"
-            )
-        if spec.frames != (frames is not None) and not (spec.frames and frames_written):
-            raise StoreError(
-                f"feature set {name!r} "
-                + (
-                    "stores frames; write got none"
-                    if spec.frames
-                    else "stores no frames; write got frames"
-                )
-            )
-
-        dtype = np.dtype(spec.dtype)
-        pooled_sorted = {}
-        for p, x in pooled.items():
-            x = np.asarray(x)
-            if x.shape != (num_layers, b, spec.dim):
-                raise StoreError(
-                    f"pooled[{p!r}] has shape {x.shape}; expected (num_layers, batch, dim) = "
-                    f"{(num_layers, b, spec.dim)}"
-                )
-            pooled_sorted[p] = x[:, order, :].astype(dtype, copy=False)  # (num_layers, batch, dim)
-        heads_sorted = {}
-        for h, y in heads.items():
-            y = np.asarray(y)
-            k = len(spec.heads[h])
-            if y.shape != (b, k):
-                raise StoreError(
-                    f"heads[{h!r}] has shape {y.shape}; expected (batch, k) = {(b, k)}"
-                )
-            heads_sorted[h] = y[order].astype(np.float32, copy=False)  # (batch, k)
+        pooled_sorted = _sorted_pooled(spec, pooled, order)
+        heads_sorted = _sorted_heads(spec, heads, order)
         frames_sorted: list[np.ndarray] = []
         offsets = None
         if spec.frames and frames is not None:
-            if len(frames) != b:
-                raise StoreError(f"frames has {len(frames)} arrays for a batch of {b} items")
-            if name not in self._offsets:
-                self._offsets[name] = self.frame_offsets(name)
-            offsets = self._offsets[name]
-            for pos in order:
-                fr = np.asarray(frames[pos])
-                i = int(idx[pos])
-                want = int(offsets[i + 1] - offsets[i])
-                if fr.shape != (want, num_layers, spec.dim):
-                    raise StoreError(
-                        f"frames of item {self._id(i)!r} (index {i}) have shape {fr.shape}; "
-                        f"expected (num_frames, num_layers, dim) = {(want, num_layers, spec.dim)}"
-                    )
-                frames_sorted.append(fr.astype(dtype, copy=False))
+            frames_sorted, offsets = self._sorted_frames(name, spec, idx, order, frames)
 
-        runs = list(_runs(sidx))
-        # one write per dataset: a slice for a contiguous batch, else the sorted index list
-        rows = slice(runs[0][1], runs[0][2]) if len(runs) == 1 else sidx
-        for p, x in pooled_sorted.items():
-            g["pooled"][p][:, rows, :] = x  # (num_layers, batch, dim)
-        for h, y in heads_sorted.items():
-            g["heads"][h][rows] = y  # (batch, k)
-        if offsets is not None:
-            ds = g["frames/data"]
-            for pos, start, stop in runs:
-                block = frames_sorted[pos : pos + stop - start]
-                a, z = int(offsets[start]), int(offsets[stop])
-                if z > a:
-                    # (frames of the run, num_layers, dim)
-                    ds[a:z] = block[0] if len(block) == 1 else np.concatenate(block, axis=0)
+        # crash safety: the data are written and flushed first; only then is done set (and
+        # flushed), so an item marked done always has its data on disk
+        rows = _write_rows(g, sidx, pooled_sorted, heads_sorted, frames_sorted, offsets)
         self._file.flush()
         g["done"][rows] = np.ones(len(sidx), dtype=bool)
         self._file.flush()
@@ -372,6 +295,34 @@ class StoreWriter(_ItemsWriter):
         stale = [int(i) for i in sidx if (name, int(i)) in keys]
         if stale:
             self.clear_failures(name, stale)
+
+    def _sorted_frames(self, name: str, spec: FeatureSetSpec, idx: np.ndarray, order: np.ndarray,
+                       frames: Sequence[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
+        """A batch's frame arrays in item order, checked against the set's frame offsets.
+
+        Returns:
+            Per item of ``idx[order]`` its ``(num_frames_i, num_layers, dim)`` frames in the
+            storage dtype, and the set's ``(num_items + 1,)`` frame offsets.
+        """
+        b = len(idx)
+        if len(frames) != b:
+            raise StoreError(f"frames has {len(frames)} arrays for a batch of {b} items")
+        if name not in self._offsets:
+            self._offsets[name] = self.frame_offsets(name)
+        offsets = self._offsets[name]
+        num_layers, dtype = len(spec.layers), np.dtype(spec.dtype)
+        frames_sorted = []
+        for pos in order:
+            fr = np.asarray(frames[pos])
+            i = int(idx[pos])
+            want = int(offsets[i + 1] - offsets[i])
+            if fr.shape != (want, num_layers, spec.dim):
+                raise StoreError(
+                    f"frames of item {self._id(i)!r} (index {i}) have shape {fr.shape}; "
+                    f"expected (num_frames, num_layers, dim) = {(want, num_layers, spec.dim)}"
+                )
+            frames_sorted.append(fr.astype(dtype, copy=False))
+        return frames_sorted, offsets
 
     def set_run_profile(self, name: str, profile: Mapping[str, str | int | float]) -> None:
         """Record how the last extraction run into a feature set went (``embedx info`` shows it).
@@ -476,6 +427,118 @@ class StoreWriter(_ItemsWriter):
         self._file.flush()
 
 
+# -- one batch of StoreWriter.write: checks, item order, the data writes ----------------------
+
+
+def _batch_indices(indices: np.ndarray, n: int) -> np.ndarray:
+    """A batch's item indices as int64, checked: 1-D integers, in ``0..n-1``, unique."""
+    idx = np.asarray(indices)
+    if idx.ndim != 1 or not (np.issubdtype(idx.dtype, np.integer) or idx.size == 0):
+        raise StoreError(
+            f"indices must be a 1-D integer array, got shape {idx.shape} of {idx.dtype}"
+        )
+    idx = idx.astype(np.int64)
+    if len(idx) == 0:
+        return idx
+    if idx.min() < 0 or idx.max() >= n:
+        raise StoreError(
+            f"item indices must be in 0..{n - 1}, got {int(idx.min())}..{int(idx.max())}"
+        )
+    if len(np.unique(idx)) != len(idx):
+        raise StoreError("item indices of a batch must be unique")
+    return idx
+
+
+def _check_batch_parts(name: str, spec: FeatureSetSpec, pooled: Mapping[str, np.ndarray],
+                       heads: Mapping[str, np.ndarray], frames: Sequence[np.ndarray] | None,
+                       frames_written: bool) -> None:
+    """Every pooling and head of the set is given, and frames exactly when the set has them."""
+    if set(pooled) != set(spec.poolings):
+        raise StoreError(
+            f"feature set {name!r} stores poolings {list(spec.poolings)}; "
+            f"write got {sorted(pooled)}"
+        )
+    if set(heads) != set(spec.heads):
+        raise StoreError(
+            f"feature set {name!r} stores heads {sorted(spec.heads)}; write got {sorted(heads)}"
+        )
+    if spec.frames != (frames is not None) and not (spec.frames and frames_written):
+        raise StoreError(
+            f"feature set {name!r} "
+            + (
+                "stores frames; write got none"
+                if spec.frames
+                else "stores no frames; write got frames"
+            )
+        )
+
+
+def _sorted_pooled(spec: FeatureSetSpec, pooled: Mapping[str, np.ndarray],
+                   order: np.ndarray) -> dict[str, np.ndarray]:
+    """Pooled arrays checked for shape, their items in ``order``, in the storage dtype."""
+    num_layers, b, dtype = len(spec.layers), len(order), np.dtype(spec.dtype)
+    pooled_sorted = {}
+    for p, x in pooled.items():
+        x = np.asarray(x)
+        if x.shape != (num_layers, b, spec.dim):
+            raise StoreError(
+                f"pooled[{p!r}] has shape {x.shape}; expected (num_layers, batch, dim) = "
+                f"{(num_layers, b, spec.dim)}"
+            )
+        pooled_sorted[p] = x[:, order, :].astype(dtype, copy=False)  # (num_layers, batch, dim)
+    return pooled_sorted
+
+
+def _sorted_heads(spec: FeatureSetSpec, heads: Mapping[str, np.ndarray],
+                  order: np.ndarray) -> dict[str, np.ndarray]:
+    """Head outputs checked for shape, their items in ``order``, as float32."""
+    b = len(order)
+    heads_sorted = {}
+    for h, y in heads.items():
+        y = np.asarray(y)
+        k = len(spec.heads[h])
+        if y.shape != (b, k):
+            raise StoreError(
+                f"heads[{h!r}] has shape {y.shape}; expected (batch, k) = {(b, k)}"
+            )
+        heads_sorted[h] = y[order].astype(np.float32, copy=False)  # (batch, k)
+    return heads_sorted
+
+
+def _write_rows(g: Any, sidx: np.ndarray, pooled: Mapping[str, np.ndarray],
+                heads: Mapping[str, np.ndarray], frames: list[np.ndarray],
+                offsets: np.ndarray | None) -> slice | np.ndarray:
+    """Write a batch's data (not ``done``) into feature-set group ``g``, items in sorted order.
+
+    Args:
+        g: the feature set's HDF5 group.
+        sidx: ``(batch,)`` sorted item indices.
+        pooled: pooling -> ``(num_layers, batch, dim)``, items in ``sidx`` order.
+        heads: head -> ``(batch, k)``, items in ``sidx`` order.
+        frames: per item in ``sidx`` order its frames (empty when none are written here).
+        offsets: the set's frame offsets, ``None`` when no frames are written here.
+
+    Returns:
+        The rows of the batch: a slice for a contiguous batch, else ``sidx``.
+    """
+    runs = list(_runs(sidx))
+    # one write per dataset: a slice for a contiguous batch, else the sorted index list
+    rows = slice(runs[0][1], runs[0][2]) if len(runs) == 1 else sidx
+    for p, x in pooled.items():
+        g["pooled"][p][:, rows, :] = x  # (num_layers, batch, dim)
+    for h, y in heads.items():
+        g["heads"][h][rows] = y  # (batch, k)
+    if offsets is not None:
+        ds = g["frames/data"]
+        for pos, start, stop in runs:
+            block = frames[pos : pos + stop - start]
+            a, z = int(offsets[start]), int(offsets[stop])
+            if z > a:
+                # (frames of the run, num_layers, dim)
+                ds[a:z] = block[0] if len(block) == 1 else np.concatenate(block, axis=0)
+    return rows
+
+
 def check_store_path(path: str | os.PathLike[str]) -> Path:
     """Check, before any expensive work, that a store can be created or appended at ``path``.
 
@@ -497,7 +560,8 @@ def check_store_path(path: str | os.PathLike[str]) -> Path:
 
     p = Path(path)
     if p.is_dir():
-        raise StoreError(f"-o {str(path)!r} is a folder; give a file name, e.g. {str(p / 'feats.h5')!r}")
+        raise StoreError(Param("output", str(path)), " is a folder; give a file name, e.g. ",
+                         Param("output", str(p / "feats.h5")))
     parent = p.parent
     if not parent.exists():
         raise StoreError(f"cannot create {p}: directory {parent} does not exist")

@@ -222,7 +222,7 @@ def test_short_items_and_clipping():
 
 
 def test_frames_of_functionals_are_refused_and_failures_recorded(corpus, tmp_path):
-    with pytest.raises(ConfigError, match="--frames needs frame-level features.*--opensmile-level lld"):
+    with pytest.raises(ConfigError, match="frames needs frame-level features.*opensmile_level='lld'"):
         run(corpus, tmp_path, frames=True)
     (corpus / "broken.wav").write_bytes(b"RIFF....not audio")
     fail_short = run(corpus, tmp_path, short="fail")[0]

@@ -47,9 +47,9 @@ def test_random_init_options():
     config = config_from_options({"model": "m", "random_init": True, "seed": 7})
     assert config.backend_options == {"random_init": True, "seed": 7}
     assert config_from_options({"model": "m", "random_init": True}).backend_options["seed"] == 0
-    with pytest.raises(ConfigError, match="--seed 7 seeds the weights of --random-init"):
+    with pytest.raises(ConfigError, match="seed=7 seeds the weights of random_init=True"):
         config_from_options({"model": "m", "seed": 7})
-    with pytest.raises(ConfigError, match="--random-init needs a model of the hf backend"):
+    with pytest.raises(ConfigError, match="random_init=True needs a model of the hf backend"):
         config_from_options({"opensmile": "egemaps", "random_init": True})
-    with pytest.raises(ConfigError, match="--seed must be a non-negative integer; got -1"):
+    with pytest.raises(ConfigError, match="seed must be a non-negative integer; got -1"):
         HFBackend("unused", device="cpu", random_init=True, seed=-1)
