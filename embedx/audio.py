@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from embedx.errors import AudioError, one_line
+from embedx.text import shorten
 
 #: file endings collected when a folder is scanned (lower case, without the dot)
 AUDIO_EXTENSIONS = ("wav", "flac", "ogg", "oga", "opus", "mp3", "aif", "aiff", "au", "w64", "caf")
@@ -134,12 +135,19 @@ def _open_failure(exc: Exception, path: Path, notes: list[str]) -> str:
         # "File does not exist or is not a regular file": it is one; the decoder that libsndfile
         # picked by its content (mpg123 for anything not in a format with a header) found no audio
         reason = "libsndfile found no audio stream it can decode"
-    if notes:
-        said = " ".join(notes)
-        if len(said) > _MAX_NOTES:
-            said = said[:_MAX_NOTES - 3].rstrip() + "..."
-        reason = f"{reason.rstrip('.')}; the decoder said: {said}"
-    return reason
+    return reason.rstrip(".") + decoder_said(notes) if notes else reason
+
+
+def decoder_said(notes: list[str]) -> str:
+    """``notes`` (see :func:`decoder_notes`) as the tail of a reason: ``; the decoder said: ...``.
+
+    Args:
+        notes: the decoder's lines.
+
+    Returns:
+        The tail, cut to :data:`_MAX_NOTES` characters of notes, or ``""`` without notes.
+    """
+    return f"; the decoder said: {shorten(' '.join(notes), _MAX_NOTES)}" if notes else ""
 
 
 def probe(path: str | Path) -> AudioInfo:
@@ -256,11 +264,13 @@ def _read_plain_wav(path: Path) -> tuple[np.ndarray, int] | None:
     return None
 
 
-def decode(path: str | Path) -> tuple[np.ndarray, int]:
+def decode(path: str | Path, notes: list[str] | None = None) -> tuple[np.ndarray, int]:
     """Decode a file to float32 mono at its own rate.
 
     Args:
         path: audio file.
+        notes: a list to extend with what the decoder said meanwhile (mpg123's notes on a
+            damaged MP3 that still decodes); they are never printed.
 
     Returns:
         ``(num_samples,)`` float32 mono signal and the file's rate in Hz.
@@ -274,20 +284,22 @@ def decode(path: str | Path) -> tuple[np.ndarray, int]:
     if not p.exists():
         kind = "broken symlink" if p.is_symlink() else "no such file"
         raise AudioError(f"{kind}: {path}")
-    notes: list[str] = []
+    said: list[str] = []
     try:
         plain = _read_plain_wav(p)
         if plain is not None:
             raw, rate = plain
             pcm16 = True
         else:
-            with decoder_notes() as notes, sf.SoundFile(str(p)) as f:
+            with decoder_notes() as said, sf.SoundFile(str(p)) as f:
                 rate, pcm16 = f.samplerate, f.subtype == "PCM_16"
                 # 16-bit PCM: reading the integers and scaling them here costs ~40% less than
                 # libsndfile's own conversion to float
                 raw = f.read(dtype="int16" if pcm16 else "float32", always_2d=True)  # (num_samples, channels)
     except Exception as exc:
-        raise AudioError(f"cannot decode audio: {_open_failure(exc, p, notes)}") from None
+        raise AudioError(f"cannot decode audio: {_open_failure(exc, p, said)}") from None
+    if notes is not None:
+        notes.extend(said)
     # int16 * 2**-15 is exact in float32: the very values libsndfile's float conversion gives
     data = np.multiply(raw, np.float32(2.0**-15), dtype=np.float32) if pcm16 else raw
     if data.shape[0] == 0:

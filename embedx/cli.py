@@ -191,7 +191,8 @@ def info(
                 out.print("no failed items")
             else:
                 for row in table.itertuples(index=False):
-                    out.print(f"{row.set}\t{row.id}\t{row.stage}\t{row.message}", highlight=False,
+                    # escaped: a decoder's note such as "[src/libmpg123/layer3.c:...]" is no markup
+                    out.print(escape(f"{row.set}\t{row.id}\t{row.stage}\t{row.message}"), highlight=False,
                               soft_wrap=True)
 
 

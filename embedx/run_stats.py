@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from embedx.extract_config import ExtractConfig, batch_seconds
 from embedx.loader import WORKER_PARTS
-from embedx.text import plural
+from embedx.text import plural, shorten
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -113,7 +113,7 @@ class ExtractSummary:
             header: ...); nothing was written; see `embedx info feats.h5 --failed```.
         """
         parts = [f"{count} {_STAGE_WORDS.get(stage, f'failed at {stage}')}, first: {first}: "
-                 f"{_shorten(reason, _MAX_REASON)}" for stage, count, first, reason in self.failures]
+                 f"{shorten(reason, _MAX_REASON)}" for stage, count, first, reason in self.failures]
         who = f"all {self.failed_total} items" if self.failed_total > 1 else "the only item"
         when, retry = ("", "") if self.failed else (" in an earlier run", "; --retry-failed retries them")
         why = f" ({'; '.join(parts)})" if parts else ""
@@ -125,10 +125,6 @@ class ExtractSummary:
 _STAGE_WORDS = {"probe": "could not be read", "decode": "could not be decoded", "forward": "failed in the model"}
 #: characters of the first reason quoted in :meth:`ExtractSummary.all_failed_line` (the rest: embedx info --failed)
 _MAX_REASON = 200
-
-
-def _shorten(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[:limit - 3].rstrip() + "..."
 
 
 def failure_breakdown(failed: pd.DataFrame) -> list[tuple[str, int, str, str]]:

@@ -38,6 +38,19 @@ def number(value: object, digits: int = 3) -> str:
     return f"{value:.{digits}f}" if math.isfinite(value) else "–"
 
 
+def shorten(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` characters, ``...`` marking a cut.
+
+    Args:
+        text: one line (a quoted reason, a decoder's notes).
+        limit: most characters kept, the ``...`` included.
+
+    Returns:
+        The text, or its start and ``...``.
+    """
+    return text if len(text) <= limit else text[:max(limit - 3, 0)].rstrip() + "..."
+
+
 #: units of :func:`size` above bytes, each 1000 times the one before
 _SIZE_UNITS = ("KB", "MB", "GB", "TB", "PB")
 
@@ -69,4 +82,4 @@ def size(num_bytes: float | None) -> str:
     return f"{value:.{digits}f} {unit}"
 
 
-__all__ = ["number", "plural", "size"]
+__all__ = ["number", "plural", "shorten", "size"]
