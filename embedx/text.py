@@ -58,7 +58,7 @@ _SIZE_UNITS = ("KB", "MB", "GB", "TB", "PB")
 def size(num_bytes: float | None) -> str:
     """A size in bytes as people read it: ``512 B``, ``49.2 KB``, ``1.23 MB``, ``15.0 GB``.
 
-    Decimal units (1 KB = 1000 B, as ``ls --si`` and file managers count), three significant
+    Decimal units (1 KB = 1000 B, as disk makers and file managers count), three significant
     digits from 1 KB on, so a 49 KB store no longer reads ``0.0 MiB``. A value that would round
     up to 1000 of a unit moves to the next one (``999,999 B`` is ``1.00 MB``).
 
