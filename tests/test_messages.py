@@ -84,8 +84,8 @@ def test_size():
 
     assert [size(v) for v in (0, 1, 999, 999.4)] == ["0 B", "1 B", "999 B", "999 B"]
     # three significant digits; a value that would round to 1000 of a unit takes the next unit
-    assert [size(v) for v in (999.5, 1000, 49_152, 99_949, 99_950, 999_499, 999_500)] == [
-        "1.00 KB", "1.00 KB", "49.2 KB", "99.9 KB", "100 KB", "999 KB", "1.00 MB"]
+    assert [size(v) for v in (999.5, 1000, 9_994, 9_995, 49_152, 99_949, 99_950, 999_499, 999_500)] == [
+        "1.00 KB", "1.00 KB", "9.99 KB", "10.0 KB", "49.2 KB", "99.9 KB", "100 KB", "999 KB", "1.00 MB"]
     assert [size(v) for v in (1_234_567, 12_345_678_901, 2.5e15, 3e18)] == [
         "1.23 MB", "12.3 GB", "2.50 PB", "3000 PB"]
     assert {size(v) for v in (None, float("nan"), float("inf"), -1)} == {"–"}
