@@ -71,6 +71,8 @@ def extract(
         The run's :class:`embedx.extraction.extract.ExtractSummary` (``.line()`` is what the CLI prints).
 
     Raises:
+        NothingExtractedError: every item of the feature set failed, none is done (the CLI
+            exits 1); its ``summary`` is the run's summary, its message the first reasons.
         EmbedxError: a bad option, input, model or store, in one line. Problems of single
             items are recorded in the store (``embedx.open(output).failed()``), not raised.
     """

@@ -30,6 +30,7 @@ from embedx.errors import (
 )
 from embedx.extraction.pooling import available_poolings
 from embedx.text import plural
+from embedx.text import size as text_size
 from embedx.version import __version__
 
 app = typer.Typer(
@@ -203,7 +204,8 @@ def info(
                 out.print("no failed items")
             else:
                 for row in table.itertuples(index=False):
-                    out.print(f"{row.set}\t{row.id}\t{row.stage}\t{row.message}", highlight=False,
+                    # escaped: a decoder's note such as "[src/libmpg123/layer3.c:...]" is no markup
+                    out.print(escape(f"{row.set}\t{row.id}\t{row.stage}\t{row.message}"), highlight=False,
                               soft_wrap=True)
 
 
@@ -230,12 +232,12 @@ _INFO_ATTRS = ("model_type", "commit_hash", "precision", "device", "do_normalize
 
 def _run_line(attrs: dict[str, Any]) -> str:
     """The feature set's last extraction run (its ``run_*`` attrs) in one line."""
-    peak = float(attrs.get("run_peak_memory_bytes") or 0) / 2**30
+    peak = text_size(attrs.get("run_peak_memory_bytes") or 0)
     memory = "GPU peak" if str(attrs.get("run_device", "")).startswith("cuda") else "peak RSS"
     workers = attrs.get("run_workers")
     workers = "? decoding workers" if workers is None else plural(int(workers), "decoding worker")
     return (f"{float(attrs['run_audio_per_s']):,.1f} audio-s/s on {attrs.get('run_device_name', '?')} "
-            f"({attrs.get('run_device', '?')}, {attrs.get('run_precision', '?')}), {memory} {peak:.2f} GiB, "
+            f"({attrs.get('run_device', '?')}, {attrs.get('run_precision', '?')}), {memory} {peak}, "
             f"{workers}, {attrs.get('run_batch_seconds', '?')} s batches, "
             f"waited on data {float(attrs.get('run_data_wait_share', 0)):.0%}, {attrs.get('run_finished', '')}")
 
@@ -246,7 +248,7 @@ def _print_summary(summary: dict[str, Any], all_attrs: bool = False) -> None:
     from rich.table import Table
 
     size = summary.get("size_bytes") or 0
-    out.print(f"[bold]{escape(str(summary.get('path')))}[/]  {size / 2**20:.1f} MiB, schema "
+    out.print(f"[bold]{escape(str(summary.get('path')))}[/]  {text_size(size)}, schema "
               f"{summary.get('schema_version')}, embedx {summary.get('embedx_version')}, "
               f"created {summary.get('created')}", highlight=False, soft_wrap=True)
     for key in ("command", "shard", "merged_from"):

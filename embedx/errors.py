@@ -103,6 +103,22 @@ class StoreConflictError(StoreError):
 #: the switch that replaces what a store already holds
 OVERWRITE = Param("overwrite", switch=True)
 
+class NothingExtractedError(EmbedxError):
+    """Every item of a feature set failed: the store holds no features for it.
+
+    Raised by ``embedx.extract`` once the run is over (the failures are recorded in the store),
+    so a script or a job scheduler sees the failure as the CLI's exit code 1 does.
+
+    Attributes:
+        summary: the run's :class:`~embedx.extraction.run_stats.ExtractSummary`.
+    """
+
+    exit_code = 1
+
+    def __init__(self, message: str, summary: object = None) -> None:
+        super().__init__(message)
+        self.summary = summary
+
 
 class DataError(EmbedxError):
     """Stage-2 data are unusable (unknown column, a single class, NaN features, ...)."""

@@ -38,4 +38,48 @@ def number(value: object, digits: int = 3) -> str:
     return f"{value:.{digits}f}" if math.isfinite(value) else "–"
 
 
-__all__ = ["number", "plural"]
+def shorten(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` characters, ``...`` marking a cut.
+
+    Args:
+        text: one line (a quoted reason, a decoder's notes).
+        limit: most characters kept, the ``...`` included.
+
+    Returns:
+        The text, or its start and ``...``.
+    """
+    return text if len(text) <= limit else text[:max(limit - 3, 0)].rstrip() + "..."
+
+
+#: units of :func:`size` above bytes, each 1000 times the one before
+_SIZE_UNITS = ("KB", "MB", "GB", "TB", "PB")
+
+
+def size(num_bytes: float | None) -> str:
+    """A size in bytes as people read it: ``512 B``, ``49.2 KB``, ``1.23 MB``, ``15.0 GB``.
+
+    Decimal units (1 KB = 1000 B, as disk makers and file managers count), three significant
+    digits from 1 KB on, so a 49 KB store no longer reads ``0.0 MiB``. A value that would round
+    up to 1000 of a unit moves to the next one (``999,999 B`` is ``1.00 MB``).
+
+    Args:
+        num_bytes: the size; ``None``, negative or not finite is printed as ``–``.
+
+    Returns:
+        The text.
+    """
+    import math
+
+    if num_bytes is None or not math.isfinite(value := float(num_bytes)) or value < 0:
+        return "–"
+    if value < 999.5:
+        return f"{value:.0f} B"
+    for unit in _SIZE_UNITS:
+        value /= 1000
+        if value < 999.5 or unit == _SIZE_UNITS[-1]:
+            break
+    digits = 2 if value < 9.995 else 1 if value < 99.95 else 0
+    return f"{value:.{digits}f} {unit}"
+
+
+__all__ = ["number", "plural", "shorten", "size"]

@@ -131,3 +131,64 @@ def test_number():
     assert number(0.12345, digits=1) == "0.1"
     assert {number(v) for v in (None, pd.NA, math.nan, math.inf)} == {"–"}
     assert number("egemaps") == "egemaps"
+
+
+def test_size():
+    from embedx.text import size
+
+    assert [size(v) for v in (0, 1, 999, 999.4)] == ["0 B", "1 B", "999 B", "999 B"]
+    # three significant digits; a value that would round to 1000 of a unit takes the next unit
+    assert [size(v) for v in (999.5, 1000, 9_994, 9_995, 49_152, 99_949, 99_950, 999_499, 999_500)] == [
+        "1.00 KB", "1.00 KB", "9.99 KB", "10.0 KB", "49.2 KB", "99.9 KB", "100 KB", "999 KB", "1.00 MB"]
+    assert [size(v) for v in (1_234_567, 12_345_678_901, 2.5e15, 3e18)] == [
+        "1.23 MB", "12.3 GB", "2.50 PB", "3000 PB"]
+    assert {size(v) for v in (None, float("nan"), float("inf"), -1)} == {"–"}
+
+
+def test_shorten():
+    from embedx.text import shorten
+
+    assert shorten("abc", 3) == "abc" and shorten("abcd", 3) == "..."
+    assert shorten("one two three", 10) == "one two..." and len(shorten("x" * 500, 200)) == 200
+
+
+def test_why_a_folder_cannot_take_a_file(tmp_path):
+    import errno
+    import os
+
+    from embedx.paths import file_system_type, why_not_writable
+
+    def err(code):
+        return OSError(code, os.strerror(code))
+
+    assert why_not_writable(tmp_path, err(errno.EROFS)) == f"{tmp_path} is on a read-only file system"
+    assert why_not_writable(tmp_path, err(errno.EACCES)) == (
+        f"the folder {tmp_path} is not writable by this user (Permission denied)")
+    assert why_not_writable(tmp_path, err(errno.ENOSPC)) == (
+        f"no room for a new file in {tmp_path} (No space left on device)")
+    assert why_not_writable(tmp_path, err(errno.ENOENT)) == (
+        f"the folder {tmp_path} does not accept a new file (No such file or directory)")
+    if os.path.isdir("/proc/self"):  # Linux: the mount table names the kernel's file systems
+        assert file_system_type("/proc") == file_system_type("/proc/self") == "proc"
+        assert file_system_type(tmp_path) not in (None, "proc")
+        assert why_not_writable("/proc", err(errno.ENOENT)).startswith("/proc is on the kernel's proc file system")
+
+
+def test_the_summary_line_prints_no_nan_rates(tmp_path):
+    from embedx.extraction.run_stats import ExtractSummary
+
+    retried = ExtractSummary(output=tmp_path / "f.h5", name="m", num_items=5, failed=2, failed_total=2,
+                             done_total=3)
+    assert retried.line() == f"extracted 0 items; 2 failed; 'm' now 3/5 done -> {tmp_path / 'f.h5'}"
+    ran = ExtractSummary(output=tmp_path / "f.h5", name="m", num_items=5, processed=4, audio_seconds=10.0,
+                         elapsed=2.0, failed=1, failed_total=1, done_total=4)
+    assert ran.line().startswith("extracted 4 items (10.0 s of audio) in 2.0 s: 2.00 items/s, 5.0 audio-s/s; 1 failed")
+    assert not retried.all_failed and not ran.all_failed
+    none = ExtractSummary(output=tmp_path / "f.h5", name="m", num_items=2, failed=2, failed_total=2,
+                          failures=[("probe", 1, "a.mp3", "cannot read audio header: x"),
+                                    ("forward", 1, "b.wav", "y" * 300)])
+    assert none.all_failed
+    assert none.all_failed_line() == (
+        f"all 2 items of 'm' failed (1 could not be read, first: a.mp3: cannot read audio header: x; "
+        f"1 failed in the model, first: b.wav: {'y' * 197}...); nothing was written; "
+        f"see `embedx info {tmp_path / 'f.h5'} --failed`")

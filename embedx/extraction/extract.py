@@ -21,7 +21,14 @@ import pandas as pd
 
 from embedx.backends import create_backend
 from embedx.backends.base import Backend
-from embedx.errors import AudioError, ConfigError, EmbedxError, Param, one_line
+from embedx.errors import (
+    AudioError,
+    ConfigError,
+    EmbedxError,
+    NothingExtractedError,
+    Param,
+    one_line,
+)
 from embedx.extraction.audio import AudioInfo, probe, resampled_length
 from embedx.extraction.batching import chunk_spans, make_batches
 from embedx.extraction.config import (
@@ -37,6 +44,7 @@ from embedx.extraction.run_stats import (
     ExtractSummary,
     Meter,
     children_cpu,
+    failure_breakdown,
     peak_memory,
     reset_peak_memory,
     run_profile,
@@ -218,11 +226,16 @@ def extract(inputs: Sequence[str | Path], output: str | Path, config: ExtractCon
         The run's :class:`ExtractSummary`.
 
     Raises:
+        NothingExtractedError: every item of the feature set failed, none is done (exit code
+            1; the failures are in the store, the summary is the error's ``summary``).
         EmbedxError: bad options, inputs, model or store (one clear line each). Problems of a
             single item are recorded in the store, not raised.
     """
     with _StopRequest() as stop:
-        return _extract(inputs, output, config, command, log, stop)
+        summary = _extract(inputs, output, config, command, log, stop)
+    if summary.all_failed:
+        raise NothingExtractedError(summary.all_failed_line(), summary)
+    return summary
 
 
 def _extract(inputs: Sequence[str | Path], output: str | Path, config: ExtractConfig,
@@ -317,7 +330,10 @@ def _extract(inputs: Sequence[str | Path], output: str | Path, config: ExtractCo
         if summary.processed:
             store.set_run_profile(name, run_profile(summary, backend, config))
         summary.done_total = int(store.done(name).sum())
-        summary.failed_total = len(store.failed(name))
+        failures = store.failed(name)
+        summary.failed_total = len(failures)
+        if summary.failed_total and not summary.done_total:  # all failed: say why in the error
+            summary.failures = failure_breakdown(failures)
         summary.stopped = stop.signal
     return summary
 

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from embedx.errors import AudioError, EmbedxError
-from embedx.extraction.audio import decode, resample
+from embedx.extraction.audio import decode, decoder_said, resample
 
 #: CPU parts of a batch's preparation, accounted per batch: decoding the file, resampling to
 #: the model's rate, the backend's preparation (normalisation, short-item policy), and packing
@@ -170,15 +170,18 @@ class Decoder:
     def item(self, index: int, clock: _CpuClock) -> tuple[int, np.ndarray | None, str | None]:
         """Decode, resample and prepare one item; its error message instead when that fails."""
         try:
-            wave, rate = decode(self.paths[index])
+            notes: list[str] = []
+            wave, rate = decode(self.paths[index], notes)
             clock("decode")
             wave = resample(wave, rate, self.sample_rate)
             clock("resample")
             if wave.shape[0] != self.expected[index]:
-                # the header promised another length (some mp3 encoders); the frame layout in the
-                # store was planned from the header, so refuse rather than misplace frames
+                # the header promised another length (some mp3 encoders, a damaged file); the
+                # frame layout in the store was planned from the header, so refuse rather than
+                # misplace frames; the decoder's notes say what it skipped
                 raise AudioError(f"decoded {wave.shape[0]} samples but the header implies "
-                                 f"{self.expected[index]}; re-encode the file as wav/flac")
+                                 f"{self.expected[index]}; re-encode the file as wav/flac"
+                                 + decoder_said(notes))
             # prepare may be heavy (a CPU-bound backend computes its features here, in workers)
             out = self.fit_length(self.prepare(wave))
             clock("prepare")

@@ -13,12 +13,14 @@ from typing import TYPE_CHECKING, Any
 
 from embedx.extraction.config import ExtractConfig, batch_seconds
 from embedx.extraction.loader import WORKER_PARTS
-from embedx.text import plural
+from embedx.text import plural, shorten
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from embedx.backends.base import Backend
 
-__all__ = ["CPU_PARTS", "WALL_PARTS", "ExtractSummary", "Meter", "children_cpu", "peak_memory",
+__all__ = ["CPU_PARTS", "WALL_PARTS", "ExtractSummary", "Meter", "children_cpu", "failure_breakdown", "peak_memory",
            "reset_peak_memory", "run_profile"]
 
 
@@ -51,6 +53,8 @@ class ExtractSummary:
         timings: where the loop's time went, in seconds (measured by the loop of :mod:`embedx.extract`).
         cpu: where the run's CPU time went, in CPU seconds, whichever process spent it (see
             :func:`_run_batches`).
+        failures: ``[(stage, count, first id, first reason), ...]`` of the set's failures,
+            filled when none of its items is done (see :meth:`all_failed_line`).
     """
 
     output: Path
@@ -68,6 +72,12 @@ class ExtractSummary:
     peak_memory: int = 0
     timings: dict[str, float] = field(default_factory=dict)
     cpu: dict[str, float] = field(default_factory=dict)
+    failures: list[tuple[str, int, str, str]] = field(default_factory=list)
+
+    @property
+    def all_failed(self) -> bool:
+        """True when the run ended (not stopped) with every item of the set failed, none done."""
+        return self.stopped is None and self.done_total == 0 and self.failed_total > 0
 
     @property
     def nothing_to_do(self) -> bool:
@@ -87,12 +97,49 @@ class ExtractSummary:
         if self.nothing_to_do:
             return (f"nothing to do: {self.done_total}/{plural(self.num_items, 'item')} of '{self.name}' already "
                     f"in {self.output} ({self.failed_total} failed earlier; --retry-failed retries them)")
-        rate = self.processed / self.elapsed if self.elapsed > 0 else float("nan")
-        arate = self.audio_seconds / self.elapsed if self.elapsed > 0 else float("nan")
-        return (f"extracted {plural(self.processed, 'item')} ({self.audio_seconds:.1f} s of audio) in "
-                f"{self.elapsed:.1f} s: {rate:.2f} items/s, {arate:.1f} audio-s/s; "
-                f"{self.failed} failed; '{self.name}' now {self.done_total}/{self.num_items} done "
-                f"-> {self.output}")
+        done = f"extracted {plural(self.processed, 'item')}"
+        if self.processed and self.elapsed > 0:  # no rate of nothing (it would read "nan items/s")
+            done += (f" ({self.audio_seconds:.1f} s of audio) in {self.elapsed:.1f} s: "
+                     f"{self.processed / self.elapsed:.2f} items/s, "
+                     f"{self.audio_seconds / self.elapsed:.1f} audio-s/s")
+        return (f"{done}; {self.failed} failed; '{self.name}' now {self.done_total}/{self.num_items} "
+                f"done -> {self.output}")
+
+    def all_failed_line(self) -> str:
+        """The one line that says every item failed (when :attr:`all_failed`), and where to look.
+
+        Returns:
+            e.g. ``all 12 items failed (12 could not be read, first: a.mp3: cannot read audio
+            header: ...); nothing was written; see `embedx info feats.h5 --failed```.
+        """
+        parts = [f"{count} {_STAGE_WORDS.get(stage, f'failed at {stage}')}, first: {first}: "
+                 f"{shorten(reason, _MAX_REASON)}" for stage, count, first, reason in self.failures]
+        who = f"all {self.failed_total} items" if self.failed_total > 1 else "the only item"
+        when, retry = ("", "") if self.failed else (" in an earlier run", "; --retry-failed retries them")
+        why = f" ({'; '.join(parts)})" if parts else ""
+        return (f"{who} of '{self.name}' failed{when}{why}; nothing was written{retry}; see "
+                f"`embedx info {self.output} --failed`")
+
+
+#: what a failure at each stage of :mod:`embedx.extract` means, for :meth:`ExtractSummary.all_failed_line`
+_STAGE_WORDS = {"probe": "could not be read", "decode": "could not be decoded", "forward": "failed in the model"}
+#: characters of the first reason quoted in :meth:`ExtractSummary.all_failed_line` (the rest: embedx info --failed)
+_MAX_REASON = 200
+
+
+def failure_breakdown(failed: pd.DataFrame) -> list[tuple[str, int, str, str]]:
+    """The failures of a feature set per stage, in the order the stages first occur.
+
+    Args:
+        failed: the store's failure table (columns ``id``, ``stage``, ``message``, ...).
+
+    Returns:
+        ``[(stage, count, id of the first, its reason), ...]``.
+    """
+    out = []
+    for stage, rows in failed.groupby("stage", sort=False):
+        out.append((str(stage), len(rows), str(rows["id"].iloc[0]), str(rows["message"].iloc[0])))
+    return out
 
 
 class Meter:

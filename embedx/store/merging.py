@@ -23,6 +23,7 @@ from embedx.errors import OVERWRITE, Param, StoreConflictError, StoreError
 from embedx.store.reader import StoreReader
 from embedx.store.spec import FeatureSetSpec, ShardInfo
 from embedx.store.writer import StoreWriter
+from embedx.text import size as text_size
 
 #: the extract option that writes shard files
 SHARD = Param("shard", "K/N")
@@ -64,7 +65,7 @@ class MergeSummary:
         return (
             f"merged {len(self.inputs)} shards into {self.output}: {self.num_items} items, "
             f"{len(self.feature_sets)} feature set(s) ({sets}), {self.failed} failed, "
-            f"{self.size_bytes / 2**20:.1f} MiB in {self.seconds:.1f} s"
+            f"{text_size(self.size_bytes)} in {self.seconds:.1f} s"
         )
 
 

@@ -567,13 +567,18 @@ def check_store_path(path: str | os.PathLike[str]) -> Path:
         raise StoreError(f"cannot create {p}: directory {parent} does not exist")
     if not parent.is_dir():
         raise StoreError(f"cannot create {p}: {parent} is a file, not a folder")
-    try:
-        if p.exists():
+    from embedx.paths import why_not_writable
+
+    if p.exists():
+        try:
             with open(p, "r+b"):
                 pass
-        else:
-            with tempfile.NamedTemporaryFile(dir=parent, prefix=f".{p.name}.", suffix=".probe"):
-                pass
-    except OSError as exc:
-        raise StoreError(f"cannot write {p}: {exc.strerror or exc}") from None
+        except OSError as exc:
+            raise StoreError(f"cannot write {p}: {exc.strerror or exc}") from None
+        return p
+    try:
+        with tempfile.NamedTemporaryFile(dir=parent, prefix=f".{p.name}.", suffix=".probe"):
+            pass
+    except OSError as exc:  # its errno alone misleads: "No such file or directory" in /proc
+        raise StoreError(f"cannot create {p}: {why_not_writable(parent, exc)}") from None
     return p

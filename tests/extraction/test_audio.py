@@ -174,3 +174,72 @@ def test_wav_files_decode_exactly_as_libsndfile_reads_them(tmp_path, case):
     assert got_rate == rate == 16000
     plain = case in ("mono-odd", "stereo", "extra-chunk")
     assert (_read_plain_wav(path) is not None) == plain  # the others go through libsndfile
+
+
+def _decoder_stderr(path) -> list[str]:
+    """What libsndfile's decoders print on fd 2 when soundfile opens ``path`` in a fresh process
+    (the independent reference: embedx is not involved)."""
+    import subprocess
+    import sys
+
+    code = "import soundfile, sys\ntry:\n    soundfile.info(sys.argv[1])\nexcept Exception:\n    pass\n"
+    res = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=60)
+    return [line.strip() for line in res.stderr.splitlines() if line.strip()]
+
+
+def test_a_text_file_named_mp3_records_the_decoders_own_reason_and_prints_nothing(tmp_path, capfd):
+    from embedx.extraction.audio import decode
+
+    path = tmp_path / "a.mp3"
+    path.write_text("hello, this is a text file\nnot audio\n")
+    said = _decoder_stderr(path)
+    assert said and any("MPEG" in line for line in said)  # mpg123's notes, printed past Python
+    capfd.readouterr()
+    for read in (probe, decode):
+        with pytest.raises(AudioError) as err:
+            read(path)
+        reason = str(err.value)
+        # the decoder's own words, in order, and not libsndfile's "does not exist" (it does)
+        assert f"the decoder said: {' '.join(said)}" in reason, reason
+        assert "does not exist" not in reason and "\n" not in reason
+    captured = capfd.readouterr()
+    assert captured.err == "" and captured.out == ""
+
+
+def test_a_damaged_mp3_that_decodes_keeps_the_decoders_notes_off_the_terminal(tmp_path, capfd):
+    import soundfile as sf
+
+    from embedx.extraction.audio import decode
+
+    if "MP3" not in sf.available_formats():
+        pytest.skip("this libsndfile cannot write MP3")
+    path = tmp_path / "damaged.mp3"
+    sf.write(path, tone(440, 2.0, 16000, amplitude=0.5), 16000, format="MP3")
+    blob = bytearray(path.read_bytes())
+    blob[len(blob) // 2:len(blob) // 2 + 200] = bytes(200)  # zeros where MPEG frames were
+    path.write_bytes(bytes(blob))
+    said = _decoder_stderr(path)  # the header reads fine: nothing said
+    capfd.readouterr()
+    notes: list[str] = []
+    wave, rate = decode(path, notes)
+    reference = sf.read(path, dtype="float32")[0]  # prints the notes itself (captured)
+    np.testing.assert_allclose(wave, reference, rtol=0, atol=1e-6)  # one float32 step apart at most
+    printed = [line.strip() for line in capfd.readouterr().err.splitlines() if line.strip()]
+    assert not said and printed and notes == printed  # decode() caught exactly what soundfile printed
+
+
+def test_decoder_notes_restores_fd2_when_the_block_raises(capfd):
+    import os
+
+    from embedx.extraction.audio import decoder_notes
+
+    with pytest.raises(ValueError), decoder_notes() as notes:
+        os.write(2, b"Note: chatter one\n\nNote: chatter two\n")
+        os.write(2, b"\x1b[2Kprogress bar\n")  # another thread's terminal drawing passes through
+        raise ValueError("in the block")
+    os.write(2, b"after\n")
+    assert notes == ["Note: chatter one", "Note: chatter two"]
+    assert capfd.readouterr().err == "\x1b[2Kprogress bar\nafter\n"
+    with decoder_notes() as again:  # the scratch file was emptied: nothing from before
+        pass
+    assert again == []

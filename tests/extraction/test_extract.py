@@ -403,3 +403,68 @@ def test_a_packaged_preset_is_found_by_name_and_a_local_file_wins(tmp_path, monk
     assert load_preset("hubert-base.yaml") == {"dtype": "float16"}
     with pytest.raises(ConfigError, match=r"no preset file 'hubrt-base'.*packaged: audeering-emotion"):
         load_preset("hubrt-base")
+
+def _embedx(*args, timeout=300):
+    """The real command line in a fresh process (fd 2 as a terminal would get it)."""
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "embedx", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_an_all_failed_run_exits_1_in_one_line_and_the_decoders_chatter_stays_in_the_store(
+        tiny_model, tmp_path):
+    import soundfile as sf
+
+    from embedx.errors import NothingExtractedError
+
+    wavs = tmp_path / "wavs"
+    wavs.mkdir()
+    (wavs / "a.mp3").write_text("a text file, not MP3\n")  # fails reading its header (main process)
+    stages = {"a.mp3": "probe"}
+    if "MP3" in sf.available_formats():  # a damaged MP3 whose header reads: fails in a decoding worker
+        sf.write(wavs / "b.mp3", chirp(200, 2000, 2.0, 16000), 16000, format="MP3")
+        blob = bytearray((wavs / "b.mp3").read_bytes())
+        blob[len(blob) // 2:len(blob) // 2 + 200] = bytes(200)
+        (wavs / "b.mp3").write_bytes(bytes(blob))
+        stages["b.mp3"] = "decode"
+    out = tmp_path / "f.h5"
+    model = tiny_model("hubert")
+    res = _embedx("extract", "--model", model, wavs, "-o", out, "--quiet")  # default workers
+    assert res.returncode == 1, res.stderr
+    n = len(stages)
+    who = "the only item" if n == 1 else f"all {n} items"
+    assert res.stdout == "" and res.stderr.startswith(f"embedx: error: {who} of '{model.name}' failed (")
+    assert len(res.stderr.strip().splitlines()) == 1, res.stderr  # one line: no chatter, no notes
+    assert "1 could not be read, first: a.mp3: cannot read audio header:" in res.stderr
+    assert f"nothing was written; see `embedx info {out} --failed`" in res.stderr
+    assert "nan" not in res.stderr
+    with StoreReader(out) as r:
+        failed = r.failed().set_index("id")
+        assert dict(failed["stage"]) == stages
+        assert all("Illegal Audio-MPEG-Header" in m for m in failed["message"])  # the decoder's words
+        assert "does not exist" not in failed.loc["a.mp3", "message"]
+        assert not r.done(model.name).any()
+    # the same command again: still nothing, still exit 1, and how to retry
+    again = _embedx("extract", "--model", model, wavs, "-o", out, "--quiet")
+    assert again.returncode == 1 and "failed in an earlier run (" in again.stderr
+    assert "--retry-failed retries them" in again.stderr and len(again.stderr.strip().splitlines()) == 1
+    # the Python API agrees: a typed error carrying the summary
+    config = ExtractConfig(model=str(model), device="cpu", workers=0, progress=False, retry_failed=True)
+    with pytest.raises(NothingExtractedError, match=rf"{who} of '{model.name}' failed \(") as err:
+        extract([str(wavs)], out, config)
+    assert err.value.exit_code == 1
+    assert (err.value.summary.processed, err.value.summary.failed, err.value.summary.failed_total) == (0, n, n)
+
+
+def test_store_in_a_kernel_file_system_is_refused_naming_it(tiny_model, corpus):
+    import os
+
+    if not os.path.isdir("/proc/self"):
+        pytest.skip("no /proc")
+    res = CliRunner().invoke(app, ["extract", "--model", str(tiny_model("hubert")), str(corpus),
+                                   "-o", "/proc/x.h5", "--quiet"])
+    assert res.exit_code == 2
+    assert res.output.strip() == ("embedx: store: cannot create /proc/x.h5: /proc is on the kernel's proc "
+                                  "file system, which cannot hold ordinary files; choose a folder on a disk")
