@@ -237,7 +237,8 @@ def ranking_table(result: Any, found: Findings, *, top: int = 8, width: int = 80
     """The console's ranking as a rich table whose names never wrap.
 
     Columns are dropped, least important first (the model column when every shown row has the
-    same model, which then goes into the title; ``Δ to best``; ``rank``; the CI), until the
+    same model, which then goes into the title; ``Δ to best``; ``rank``; ``worse?``, which the
+    headline lines word; the CI), until the
     table fits ``width`` with no cell wrapped; names are never broken or shortened.
 
     Args:
@@ -272,7 +273,7 @@ def ranking_table(result: Any, found: Findings, *, top: int = 8, width: int = 80
         "worse?": [row_verdict(found, (c, mdl), int(rank), bool(w)) for c, mdl, rank, w
                    in zip(shown["config"], shown["model"], shown["rank"], shown["worse_than_best"], strict=True)],
     }
-    drop = ["Δ to best", "rank", "95% CI"]
+    drop = ["Δ to best", "rank", "worse?", "95% CI"]  # the headline lines name the set and ties
     if shown["model"].nunique() == 1 and not shown["warning"].astype(str).ne("").any():
         drop.insert(0, "model")
     measure = Console(width=100_000)  # unclamped: the natural width of the table

@@ -178,7 +178,7 @@ def _markdown(result: Any, files: dict[str, str], command: str | None,
                   else f"too few {unit}s (see Notes)")
         lines.append(f"- statistics: none ({reason}): no CIs, no tests, no configuration marked worse")
     found = findings(result)
-    lines += ["", "## Best configuration" + (f": {len(found.tied)} tie" if found.is_tie else ""), ""]
+    lines += ["", "## Best configuration" + (f": a {len(found.tied)}-way tie" if found.is_tie else ""), ""]
     if found.is_tie:  # no configuration is named best alone
         lines.append(headline_lines(found, markdown=True)[0])
     else:
@@ -206,16 +206,18 @@ def _markdown(result: Any, files: dict[str, str], command: str | None,
             + ", ".join(f"{k} {_f(v)}" for k, v in h.items()
                         if k not in ("n_test", "ci_low", "ci_high", m))
         )
-    lines.append("")
     # the confidence set (or the tie), the chance level and why there are no CIs
-    lines += [line for line in headline_lines(found, markdown=True, best_line=False)]
+    extra = headline_lines(found, markdown=True, best_line=False)
     if len(s) > 1 and not tested:
-        lines.append("No configuration was compared with the best (no statistics; see Protocol).")
+        extra.append("No configuration was compared with the best (no statistics; see Protocol).")
+    for line in extra:
+        lines += ["", line]
     if ds.classes:
         rec = result.results[(result.results["config"] == best["config"])
                              & (result.results["model"] == best["model"])]
         cols = [f"recall_{c}" for c in ds.classes]
-        lines += ["", "Per-class recall (mean over folds): " + ", ".join(
+        of = f" of `{best['config']}` ({best['model']})" if found.is_tie else ""
+        lines += ["", f"Per-class recall{of} (mean over folds): " + ", ".join(
             f"{c} {_f(rec[col].mean())}" for c, col in zip(ds.classes, cols, strict=True))]
     lines += ["", "## Ranking", ""]
     names = [c for c in s.columns if c.endswith("_mean") and c != f"{m}_mean"]

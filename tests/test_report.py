@@ -166,3 +166,30 @@ def test_layer_curve_chance_legend_order_and_labels(tmp_path):
     plt.close(one)
     assert plot_layer_curve(_curve_summary(), "uar", tmp_path / "c.png",
                             chance=chance_level("uar", np.arange(6) % 3))
+
+
+def test_layer_curve_dodges_models_and_marks_the_confidence_set():
+    import matplotlib.pyplot as plt
+
+    from embedx.figures import SET_LABEL, WORSE_LABEL
+    from embedx.report import layer_curve_figure
+
+    summary = _curve_summary().assign(worse_than_best=[False, False, True, False, True, True])
+    fig = layer_curve_figure(summary, "uar", panels=[("a", "mean"), ("b", "mean")], models=["m1", "m2"])
+    b = fig.axes[1]
+    # the two models' points in panel b sit either side of each layer, so their error bars differ in x
+    x = {c.get_label(): c.lines[0].get_xdata() for c in b.containers}
+    assert x["m1"] == pytest.approx([-0.04, 0.96]) and x["m2"] == pytest.approx([0.04, 1.04])
+    # filled markers: in the confidence set (m2 at layers 0, 1 of b); hollow: significantly worse (m1 in b)
+    from matplotlib.colors import to_rgba
+
+    marks = [line for line in b.get_lines()
+             if line.get_linestyle() == "None" and line.get_marker() == "o" and len(line.get_xdata())]
+    white = to_rgba("white")
+    filled = {(line.get_color(), tuple(line.get_xdata())) for line in marks
+              if to_rgba(line.get_markerfacecolor()) != white}
+    hollow = {(line.get_color(), tuple(line.get_xdata())) for line in marks
+              if to_rgba(line.get_markerfacecolor()) == white}
+    assert filled == {("C1", (0.04, 1.04))} and hollow == {("C0", (-0.04, 0.96))}
+    assert [t.get_text() for t in fig.legends[0].get_texts()][-2:] == [SET_LABEL, WORSE_LABEL]
+    plt.close(fig)
