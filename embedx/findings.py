@@ -201,8 +201,7 @@ def _chance_line(found: Findings) -> str | None:
         side = above if (found.score - c.value) * (1 if found.greater_is_better else -1) > 0 else "not " + above
         line += f"; {who} ({_f(found.score)}) is {side} it, untested without a CI"
     if found.p_permutation is not None:
-        line += (f"; label permutations: p = {found.p_permutation:.3g} for the best alone, family-wise "
-                 f"p = {found.p_permutation_fwer:.3g}")
+        line += f"; label permutations: p_permutation = {found.p_permutation:.3g}"
     return line + "."
 
 
@@ -217,10 +216,8 @@ def headline_lines(found: Findings, *, markdown: bool = False, best_line: bool =
     Returns:
         The sentences, each one line.
     """
-    lines = []
-    if found.is_tie and best_line:
-        lines.append(_tie_line(found, markdown))
-    elif not found.is_tie:
+    lines = [_tie_line(found, markdown)] if found.is_tie and best_line else []
+    if len(found.confidence_set) > len(found.tied) or not found.is_tie:  # a set beyond the tie
         line = _set_line(found, markdown)
         lines += [line] if line else []
     chance = _chance_line(found)
