@@ -106,6 +106,7 @@ def findings(result: Any) -> Findings:
     keys = list(zip(s["config"], s["model"], strict=True))
     # the summary is ranked (ties in the order requested), so the tied ones lead it
     same = np.abs(pooled - best) <= TIE_TOLERANCE * max(1.0, abs(best))
+    same[0] = True  # the best ties with itself, also when its score is NaN
     tied = [k for k, t in zip(keys, same, strict=True) if t]
     folds = [np.asarray(v, dtype=float) for v in s["fold_scores"][same]]
     preds = [np.asarray(result.predictions[k]) for k in tied if k in result.predictions]
@@ -194,8 +195,10 @@ def _chance_line(found: Findings) -> str | None:
     above = "above" if found.greater_is_better else "below"
     who = "the tied score" if found.is_tie else "the best"
     if found.versus_chance is not None:
-        where = {"better": "lies above chance" if found.greater_is_better else "lies below chance (lower is better)",
-                 "worse": "lies on the wrong side of chance", "includes": "includes chance"}[found.versus_chance]
+        up = found.greater_is_better
+        where = {"better": "lies above chance" if up else "lies below chance (lower is better)",
+                 "worse": "lies below chance" if up else "lies above chance (lower is better)",
+                 "includes": "includes chance"}[found.versus_chance]
         line += f"; {who}'s 95% CI {_f(found.ci[0])}–{_f(found.ci[1])} {where}"
     else:
         side = above if (found.score - c.value) * (1 if found.greater_is_better else -1) > 0 else "not " + above
