@@ -48,6 +48,7 @@ __all__ = [
     "DEFAULT_MAX_FRAMES",
     "GRAM_BUDGET_BYTES",
     "SimilarityResult",
+    "cell_digits",
     "linear_cka",
     "similarity",
 ]
@@ -418,7 +419,8 @@ def similarity(
     table.to_csv(files["csv"], index=False)
     for (a, b), m in matrices.items():
         path = out / f"cka_{file_part(a)}__{file_part(b)}.png"
-        _heatmap(m, a, b, specs[a].layers, specs[b].layers, path, debiased)
+        what = f"{rows[a, b]} {'frames' if frames else 'items'}" + ("" if frames else f", {pooling}-pooled")
+        _heatmap(m, a, b, specs[a].layers, specs[b].layers, path, debiased, what)
         files[f"heatmap:{a}:{b}"] = path
     seconds = time.perf_counter() - start
     result = SimilarityResult(table=table, output=out, files=files, rows=rows, method=method,
@@ -430,13 +432,37 @@ def similarity(
     return result
 
 
+def cell_digits(values: np.ndarray, least: int = 2, most: int = 5) -> int:
+    """Decimals for the heatmap's cell texts, so that the spread of the values shows.
+
+    With values in 0.9998-1.0000, two decimals print 1.00 in every cell; the decimals grow with
+    ``-log10`` of the spread (max - min of the finite values) until one step of the last digit
+    is at most a tenth of it, between ``least`` and ``most``.
+
+    Args:
+        values: the matrix (NaNs ignored).
+        least: the fewest decimals.
+        most: the most decimals.
+
+    Returns:
+        The number of decimals.
+    """
+    finite = np.asarray(values, dtype=np.float64)
+    finite = finite[np.isfinite(finite)]
+    spread = float(finite.max() - finite.min()) if finite.size else 0.0
+    if spread <= 0:
+        return least
+    return int(np.clip(np.ceil(-np.log10(spread)) + 1, least, most))
+
+
 def _heatmap(m: np.ndarray, a: str, b: str, layers_a: Sequence[int], layers_b: Sequence[int],
-             path: Path, debiased: bool) -> None:
+             path: Path, debiased: bool, what: str = "") -> None:
     from embedx.figures import pyplot
 
     plt = pyplot()
-
-    size = (max(4.0, 0.35 * len(layers_b) + 2), max(3.5, 0.35 * len(layers_a) + 1.5))
+    digits = cell_digits(m)
+    cell = 0.35 + 0.07 * (digits - 2)  # inches per cell: room for the longer cell texts
+    size = (max(4.0, cell * len(layers_b) + 2), max(3.5, 0.35 * len(layers_a) + 1.5))
     fig, ax = plt.subplots(figsize=size)
     image = ax.imshow(m, vmin=0, vmax=1, cmap="magma", origin="lower", aspect="auto")
     step_a = max(1, len(layers_a) // 13)
@@ -445,11 +471,16 @@ def _heatmap(m: np.ndarray, a: str, b: str, layers_a: Sequence[int], layers_b: S
     ax.set_xticks(range(0, len(layers_b), step_b), [str(x) for x in layers_b[::step_b]])
     ax.set_ylabel(f"{a} layer")
     ax.set_xlabel(f"{b} layer")
-    ax.set_title(f"{'debiased ' if debiased else ''}linear CKA", fontsize=10)
-    if m.shape[0] <= 13 and m.shape[1] <= 13:  # small enough to print the values
+    printed = m.shape[0] <= 13 and m.shape[1] <= 13  # small enough to print the values
+    finite = m[np.isfinite(m)]
+    caption = (f"{what}; cells: {digits} decimals (values {finite.min():.{digits}f}–{finite.max():.{digits}f})"
+               if printed and finite.size else what)
+    ax.set_title(f"{'debiased ' if debiased else ''}linear CKA: {a} vs {b}" + (f"\n{caption}" if caption else ""),
+                 fontsize=9)
+    if printed:
         for (i, j), value in np.ndenumerate(m):
             if np.isfinite(value):
-                ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7,
+                ax.text(j, i, f"{value:.{digits}f}", ha="center", va="center", fontsize=7 if digits <= 3 else 6,
                         color="black" if value > 0.6 else "white")
     fig.colorbar(image, ax=ax)
     fig.tight_layout()

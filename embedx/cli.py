@@ -455,8 +455,6 @@ def _print_fit_summary(result: Any, top: int = 8) -> None:
 
     m = result.metric
     s = result.summary
-    folds = result.folds
-    one = folds.n_splits == 1
     chance = result.chance
     if chance is not None and not chance["beats_chance"]:  # the verdict comes first
         what = ("does not beat chance" if chance["beats_chance"] is False
@@ -476,20 +474,13 @@ def _print_fit_summary(result: Any, top: int = 8) -> None:
         for row in rows:
             sets_table.add_row(*map(escape, row))
         out.print(sets_table)
-    where = "dev/test part" if one else "pooled out of fold"
-    table = Table(title=f"{m}, {where} ({folds.scheme} CV, {folds.n_splits} fold{'s' if not one else ''})",
-                  title_justify="left")
-    tested = bool(s["ci_low"].notna().any())
-    columns = ["rank", "features", "model", m, "95% CI", "Δ to best", "worse?"]
-    for col in columns:
-        table.add_column(col, overflow="fold")
-    for _, r in s.head(top).iterrows():
-        worse = "best" if r["rank"] == 1 else (("yes" if r["worse_than_best"] else "no") if tested else "–")
-        warn = " [yellow]⚠[/]" if r.get("warning") else ""
-        table.add_row(str(r["rank"]), escape(str(r["config"])), escape(str(r["model"])) + warn,
-                      num(r[f"{m}_pooled"]), f"{num(r['ci_low'])}–{num(r['ci_high'])}" if tested else "–",
-                      num(r["diff_to_best"]) if r["rank"] > 1 else "–", worse)
-    out.print(table)
+    from embedx.probing.findings import findings, headline_lines, ranking_table
+
+    found = findings(result)
+    table, hidden, need = ranking_table(result, found, top=top, width=out.width)
+    out.print(table, width=max(out.width, need))  # wider than the terminal only to keep names whole
+    if hidden:
+        out.print(f"{hidden} more rows in summary.csv", highlight=False, markup=False)
     sel = result.selection
     if sel is not None and len(s) > 1:
         line = f"best {m} {num(sel['optimistic'])} is the best of {sel['candidates']}, so optimistic"
@@ -497,14 +488,8 @@ def _print_fit_summary(result: Any, top: int = 8) -> None:
             line += (f"; selection-aware estimate {num(sel['estimate'])} "
                      f"(95% CI {num(sel['ci_low'])}–{num(sel['ci_high'])})")
         out.print(line, highlight=False, markup=False)
-    if len(s) > 1:
-        if tested:
-            worse = int(s["worse_than_best"].astype(bool).sum())
-            out.print(f"{len(s) - 1 - worse} of {len(s) - 1} others are in the 95% confidence set for the "
-                      f"best; {worse} significantly worse", highlight=False, markup=False)
-        else:
-            out.print("no CIs or comparisons (--bootstrap 0, or too few speakers; see report.md)",
-                      highlight=False, markup=False)
+    for line in headline_lines(found):  # the tie or the confidence set, chance, why no CIs
+        out.print(line, highlight=False, markup=False, soft_wrap=True)
     if "transfer" in analyses:
         t = analyses["transfer"].table
         best = t[(t["config"] == result.best[0]) & (t["model"] == result.best[1])]

@@ -11,7 +11,7 @@ import os
 import numpy as np
 import pandas as pd
 
-__all__ = ["chance_level", "pyplot", "layer_curve_figure", "plot_confusion", "plot_layer_curve", "plot_scatter"]
+__all__ = ["pyplot", "layer_curve_figure", "plot_confusion", "plot_layer_curve", "plot_scatter"]
 
 
 def pyplot():
@@ -24,19 +24,9 @@ def pyplot():
     return plt
 
 
-
-def chance_level(metric: str, num_classes: int | None) -> tuple[float, str] | None:
-    """Chance level of a metric for the layer curve, with its legend text.
-
-    Classification UAR and accuracy: ``1 / num_classes`` (guessing uniformly at random);
-    correlation metrics (CCC, Pearson): 0 (no association). ``None`` for other metrics, whose
-    chance level depends on the data (macro-F1, MAE, RMSE).
-    """
-    if metric in ("uar", "accuracy") and num_classes:
-        return 1.0 / num_classes, f"chance = 1/{num_classes} (random guess)"
-    if metric in ("ccc", "pearson"):
-        return 0.0, "chance = 0 (no association)"
-    return None
+#: legend entries of the confidence-set markers of the layer curve
+SET_LABEL = "filled: in the 95% confidence set for the best"
+WORSE_LABEL = "hollow: significantly worse than the best"
 
 
 def plot_layer_curve(
@@ -52,8 +42,11 @@ def plot_layer_curve(
     """Pooled main metric vs. layer with its 95% CI, one line per model, one panel per set.
 
     The plotted value is the study's estimand (the pooled out-of-fold metric) with its CI as
-    error bars, so the curve shows what the ranking and the tests use. The legend sits outside
-    the axes, so it never covers data.
+    error bars, so the curve shows what the ranking and the tests use. With statistics, a filled
+    marker is a configuration in the 95% confidence set for the best, a hollow one is outside it
+    (significantly worse). The models' points are dodged (shifted a little along the layer axis)
+    so that their error bars do not hide each other. The legend sits outside the axes, so it
+    never covers data.
 
     Args:
         summary: the study summary (columns feature_set, pooling, layer, model, concat,
@@ -62,7 +55,8 @@ def plot_layer_curve(
         path: PNG to write.
         panels: ``(feature set, pooling)`` in the order requested (default: order of appearance).
         models: model names in the order requested (fixes the colours across panels).
-        chance: ``(level, legend text)`` drawn as a dashed line (see :func:`chance_level`).
+        chance: ``(level, legend text)`` drawn as a dashed line (see
+            :func:`embedx.probing.metrics.chance_level`).
         single_split: one predefined train/dev split: the axis says so.
 
     Returns:
@@ -110,23 +104,32 @@ def layer_curve_figure(
         1, len(order), figsize=(max(6.0, 4.6 * len(order)) + 2.2, 4.2), squeeze=False, sharey=True,
         layout="constrained",
     )
+    # the models' points side by side around each layer, so their error bars stay apart
+    dodge = {m: (i - (len(names) - 1) / 2) * min(0.08, 0.3 / max(len(names), 1)) for i, m in enumerate(names)}
+    tested = "worse_than_best" in single and "ci_low" in single and bool(
+        np.isfinite(single["ci_low"].to_numpy(dtype=float)).any())
     for ax, (fset, pooling) in zip(axes[0], order, strict=True):
         part = single[(single["feature_set"] == fset) & (single["pooling"] == pooling)]
         for model in names:
             rows = part[part["model"] == model].sort_values("layer")
             if rows.empty:
                 continue
+            x = rows["layer"].to_numpy(dtype=float) + dodge[model]
             y = rows[value].to_numpy(dtype=float)
             low = rows["ci_low"].to_numpy(dtype=float) if "ci_low" in rows else np.full(len(y), np.nan)
             high = rows["ci_high"].to_numpy(dtype=float) if "ci_high" in rows else np.full(len(y), np.nan)
             yerr = np.vstack([np.nan_to_num(y - low), np.nan_to_num(high - y)])
-            ax.errorbar(rows["layer"].to_numpy(dtype=float), y, yerr=yerr, marker="o", capsize=3,
+            ax.errorbar(x, y, yerr=yerr, marker="" if tested else "o", capsize=3,
                         color=colours[model], label=str(model))
+            if tested:  # filled: in the confidence set for the best; hollow: significantly worse
+                worse = rows["worse_than_best"].to_numpy(dtype=bool)
+                ax.plot(x[~worse], y[~worse], ls="none", marker="o", color=colours[model])
+                ax.plot(x[worse], y[worse], ls="none", marker="o", color=colours[model], mfc="white")
             twin = single[(single["feature_set"] == twins.get(fset)) & (single["pooling"] == pooling)
                           & (single["model"] == model)].sort_values("layer")
             if len(twin):
-                ax.plot(twin["layer"].to_numpy(dtype=float), twin[value].to_numpy(dtype=float), marker="x",
-                        ls="--", color=colours[model], label=f"{model} (random init)")
+                ax.plot(twin["layer"].to_numpy(dtype=float) + dodge[model], twin[value].to_numpy(dtype=float),
+                        marker="x", ls="--", color=colours[model], label=f"{model} (random init)")
         for _, row in mixed[(mixed["feature_set"] == fset) & (mixed["pooling"] == pooling)].iterrows():
             ax.axhline(float(row[value]), color="black", ls=":", lw=1.5, label=f"weighted layers ({row['model']})")
         if chance is not None:
@@ -150,6 +153,12 @@ def layer_curve_figure(
         at = labels.index(chance[1])
         handles.append(handles.pop(at))
         labels.append(labels.pop(at))
+    if tested:
+        from matplotlib.lines import Line2D
+
+        handles += [Line2D([], [], ls="none", marker="o", color="dimgrey"),
+                    Line2D([], [], ls="none", marker="o", color="dimgrey", mfc="white")]
+        labels += [SET_LABEL, WORSE_LABEL]
     fig.legend(handles, labels, title="model", fontsize="small", loc="outside right upper")
     return fig
 

@@ -354,3 +354,30 @@ def test_api_names_mirror_the_cli():
     cli = {p.name for p in command.params} - {"quiet"}  # --quiet is progress=False in Python
     api = set(inspect.signature(similarity).parameters)
     assert cli <= api and {"progress", "command"} <= api, cli - api
+
+
+# -------------------------------------------- the heatmap's cell precision and title (issue 19)
+
+
+def test_cell_digits_follow_the_spread_of_the_values():
+    assert sim.cell_digits(np.array([[0.21, 1.0], [0.5, np.nan]])) == 2
+    assert sim.cell_digits(np.array([0.95, 1.0])) == 3  # spread 0.05: one step 0.001
+    close = np.array([[1.0, 0.99983], [0.99991, 0.9998]])
+    digits = sim.cell_digits(close)
+    assert digits == 5  # spread 2e-4: two decimals would print 1.00 in every cell
+    assert len({f"{v:.{digits}f}" for v in close.ravel()}) == 4 and {f"{v:.2f}" for v in close.ravel()} == {"1.00"}
+    assert sim.cell_digits(np.ones((2, 2))) == 2 and sim.cell_digits(np.array([1.0, 1.0 - 1e-12])) == 5
+
+
+def test_heatmap_title_says_what_it_compares_and_the_precision(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    shown = []
+    monkeypatch.setattr(plt, "close", shown.append)  # keep the figure to read it
+    m = np.array([[1.0, 0.99983], [0.99983, 1.0]])
+    sim._heatmap(m, "hubert", "wavlm", [0, 1], [0, 1], tmp_path / "h.png", False, "40 items, mean-pooled")
+    ax = shown[0].axes[0]
+    assert ax.get_title() == ("linear CKA: hubert vs wavlm\n40 items, mean-pooled; cells: 5 decimals "
+                              "(values 0.99983–1.00000)")
+    assert sorted(t.get_text() for t in ax.texts) == ["0.99983", "0.99983", "1.00000", "1.00000"]
+    shown[0].clf()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -30,8 +31,10 @@ from embedx.probing.tasks import (
 )
 
 __all__ = [
+    "ChanceLevel",
     "Metric",
     "available_metrics",
+    "chance_level",
     "confusion",
     "default_metric",
     "get_metric",
@@ -57,6 +60,8 @@ class Metric:
         description: one line for help texts and the report.
         bounds: the metric's range ``(low, high)`` (confidence intervals are clipped to it), or
             ``None`` when unbounded.
+        chance: ``(y_true, num_classes) -> ChanceLevel``: the best expected score of a predictor
+            that ignores the input (see :func:`chance_level`); ``None`` when not defined.
     """
 
     name: str
@@ -66,6 +71,22 @@ class Metric:
     weighted: Callable[..., np.ndarray]
     description: str = ""
     bounds: tuple[float, float] | None = None
+    chance: Callable[[np.ndarray, int | None], ChanceLevel] | None = None
+
+
+class ChanceLevel(NamedTuple):
+    """The chance level of a metric on a data set.
+
+    Attributes:
+        value: the level.
+        label: short legend text, e.g. ``chance = 1/4 (random guess)``.
+        rule: how it is defined, for the report, e.g. ``1/4 classes: any guess that ignores the
+            input``.
+    """
+
+    value: float
+    label: str
+    rule: str
 
 
 _REGISTRY: dict[str, Metric] = {}
@@ -117,6 +138,71 @@ def get_metric(name: str, task: str | None = None) -> Metric:
 def metrics_for(task: str) -> list[Metric]:
     """All metrics of ``task`` (the columns of ``results.csv``)."""
     return [m for m in _REGISTRY.values() if m.task == task]
+
+
+def chance_level(name: str, y_true: np.ndarray, num_classes: int | None = None) -> ChanceLevel | None:
+    """Chance level of a metric: the best expected score of a predictor that ignores the input.
+
+    One definition for every metric, so that "beats chance" means "learned something from the
+    features" (large-sample expectations over a guess drawn independently of the input, with
+    class shares ``p_k`` of the ``K`` classes present in ``y_true``):
+
+    * UAR: ``1/K`` (every such guess recalls class ``k`` at the rate it guesses ``k``);
+    * accuracy: the majority-class share ``max p_k`` (always guessing the majority class);
+    * macro-F1: ``1/K``. Guessing class ``k`` at rate ``q_k`` gives it F1 ``2 p_k q_k / (p_k +
+      q_k)``; the mean over classes is largest at ``q = p`` (guessing at the class shares), where
+      it is ``mean p_k = 1/K``. Always guessing the majority class gets less,
+      ``2 p_max / (1 + p_max) / K``;
+    * CCC and Pearson r: 0 (no association);
+    * MAE: the mean absolute deviation from the median of ``y_true`` (predicting the median);
+      RMSE: the standard deviation of ``y_true`` (predicting the mean). These use the labels of
+      all evaluated items, so they are slightly optimistic for a constant learned in a fold.
+
+    Args:
+        name: registered metric name.
+        y_true: ``(num_items,)`` labels of the evaluated items (integer codes for classification).
+        num_classes: number of classes (classification; unused by the rules above, which count
+            the classes present in ``y_true``).
+
+    Returns:
+        The :class:`ChanceLevel`, or ``None`` for a metric without a chance rule or no labels.
+    """
+    metric = _REGISTRY.get(name)
+    y = np.asarray(y_true)
+    if metric is None or metric.chance is None or y.size == 0:
+        return None
+    return metric.chance(y, num_classes)
+
+
+def _chance_one_in_k(what: str, rule: str) -> Callable[[np.ndarray, int | None], ChanceLevel]:
+    def chance(y: np.ndarray, num_classes: int | None) -> ChanceLevel:
+        k = len(np.unique(y))
+        return ChanceLevel(1.0 / k, f"chance = 1/{k} ({what})", f"1/{k} for {k} classes: {rule}")
+
+    return chance
+
+
+def _chance_majority(y: np.ndarray, num_classes: int | None) -> ChanceLevel:
+    share = float(np.max(np.unique(y, return_counts=True)[1]) / len(y))
+    return ChanceLevel(share, f"chance = {share:.3f} (majority class)",
+                       "the majority-class share: always guessing the most frequent class")
+
+
+def _chance_zero(y: np.ndarray, num_classes: int | None) -> ChanceLevel:
+    return ChanceLevel(0.0, "chance = 0 (no association)", "0: a prediction that ignores the input has no association")
+
+
+def _chance_median(y: np.ndarray, num_classes: int | None) -> ChanceLevel:
+    y = y.astype(np.float64)
+    value = float(np.mean(np.abs(y - np.median(y))))
+    return ChanceLevel(value, f"chance = {value:.3f} (predicting the median)",
+                       "the mean absolute deviation from the median: always predicting the median")
+
+
+def _chance_mean(y: np.ndarray, num_classes: int | None) -> ChanceLevel:
+    value = float(np.std(y.astype(np.float64)))
+    return ChanceLevel(value, f"chance = {value:.3f} (predicting the mean)",
+                       "the standard deviation of the labels: always predicting their mean")
 
 
 def default_metric(task: str) -> str:
@@ -258,16 +344,19 @@ def ccc(y_true: np.ndarray, y_pred: np.ndarray) -> float:
 
 for _metric in (
     Metric("uar", CLASSIFICATION, True, _uar, _uar_counts,
-           "unweighted average recall (balanced accuracy)", (0.0, 1.0)),
-    Metric("macro_f1", CLASSIFICATION, True, _f1, _f1_counts, "macro-averaged F1", (0.0, 1.0)),
-    Metric("accuracy", CLASSIFICATION, True, _acc, _acc_counts, "accuracy", (0.0, 1.0)),
+           "unweighted average recall (balanced accuracy)", (0.0, 1.0), _chance_one_in_k(
+           "random guess", "the expected score of any guess that ignores the input")),
+    Metric("macro_f1", CLASSIFICATION, True, _f1, _f1_counts, "macro-averaged F1", (0.0, 1.0),
+           _chance_one_in_k(
+           "guessing at the class shares", "guessing each class at its share, the best guess that ignores the input")),
+    Metric("accuracy", CLASSIFICATION, True, _acc, _acc_counts, "accuracy", (0.0, 1.0), _chance_majority),
     Metric("ccc", REGRESSION, True, ccc, _ccc_weighted, "concordance correlation coefficient",
-           (-1.0, 1.0)),
+           (-1.0, 1.0), _chance_zero),
     Metric("pearson", REGRESSION, True, _scalar(_pearson_weighted), _pearson_weighted,
-           "Pearson correlation", (-1.0, 1.0)),
+           "Pearson correlation", (-1.0, 1.0), _chance_zero),
     Metric("mae", REGRESSION, False, _scalar(_mae_weighted), _mae_weighted, "mean absolute error",
-           (0.0, float("inf"))),
+           (0.0, float("inf")), _chance_median),
     Metric("rmse", REGRESSION, False, _scalar(_rmse_weighted), _rmse_weighted,
-           "root mean squared error", (0.0, float("inf"))),
+           "root mean squared error", (0.0, float("inf")), _chance_mean),
 ):
     register_metric(_metric)

@@ -40,11 +40,11 @@ import numpy as np
 import pandas as pd
 
 from embedx.figures import (
-    chance_level,
     plot_confusion,
     plot_layer_curve,
     plot_scatter,
 )
+from embedx.probing.findings import findings, headline_lines, row_verdict
 from embedx.probing.stats import wilcoxon_floor
 from embedx.text import number as _f
 from embedx.text import plural
@@ -171,12 +171,16 @@ def _markdown(result: Any, files: dict[str, str], command: str | None,
         reason = ("--bootstrap 0" if settings["n_boot"] == 0
                   else f"too few {unit}s (see Notes)")
         lines.append(f"- statistics: none ({reason}): no CIs, no tests, no configuration marked worse")
-    lines += ["", "## Best configuration", ""]
-    value = (f"{m} {_f(best[f'{m}_pooled'])}"
-             + (f" (95% CI {_f(best['ci_low'])}–{_f(best['ci_high'])})" if tested else ""))
-    spread = "" if one_split else (
-        f"; per fold {_f(best[f'{m}_mean'])} ± {_f(best[f'{m}_std'])} (mean ± std)")
-    lines.append(f"**{best['config']}** with **{best['model']}**: {value}{spread}.")
+    found = findings(result)
+    lines += ["", "## Best configuration" + (f": a {len(found.tied)}-way tie" if found.is_tie else ""), ""]
+    if found.is_tie:  # no configuration is named best alone
+        lines.append(headline_lines(found, markdown=True)[0])
+    else:
+        value = (f"{m} {_f(best[f'{m}_pooled'])}"
+                 + (f" (95% CI {_f(best['ci_low'])}–{_f(best['ci_high'])})" if tested else ""))
+        spread = "" if one_split else (
+            f"; per fold {_f(best[f'{m}_mean'])} ± {_f(best[f'{m}_std'])} (mean ± std)")
+        lines.append(f"**{best['config']}** with **{best['model']}**: {value}{spread}.")
     sel = result.selection
     if sel is not None and len(s) > 1:
         lines.append("")
@@ -196,21 +200,18 @@ def _markdown(result: Any, files: dict[str, str], command: str | None,
             + ", ".join(f"{k} {_f(v)}" for k, v in h.items()
                         if k not in ("n_test", "ci_low", "ci_high", m))
         )
-    lines.append("")
-    if len(s) > 1 and tested:
-        worse = int(s["worse_than_best"].astype(bool).sum())
-        lines.append(
-            f"{len(s) - 1 - worse} of {len(s) - 1} other configurations are in the 95% confidence "
-            f"set for the best configuration (not significantly worse); {worse} "
-            f"{'is' if worse == 1 else 'are'} significantly worse than the best (outside the set)."
-        )
-    elif len(s) > 1:
-        lines.append("No configuration was compared with the best (no statistics; see Protocol).")
+    # the confidence set (or the tie), the chance level and why there are no CIs
+    extra = headline_lines(found, markdown=True, best_line=False)
+    if len(s) > 1 and not tested:
+        extra.append("No configuration was compared with the best (no statistics; see Protocol).")
+    for line in extra:
+        lines += ["", line]
     if ds.classes:
         rec = result.results[(result.results["config"] == best["config"])
                              & (result.results["model"] == best["model"])]
         cols = [f"recall_{c}" for c in ds.classes]
-        lines += ["", "Per-class recall (mean over folds): " + ", ".join(
+        of = f" of `{best['config']}` ({best['model']})" if found.is_tie else ""
+        lines += ["", f"Per-class recall{of} (mean over folds): " + ", ".join(
             f"{c} {_f(rec[col].mean())}" for c, col in zip(ds.classes, cols, strict=True))]
     lines += ["", "## Ranking", ""]
     names = [c for c in s.columns if c.endswith("_mean") and c != f"{m}_mean"]
@@ -220,16 +221,16 @@ def _markdown(result: Any, files: dict[str, str], command: str | None,
               *(["p (perm.)"] if "p_permutation" in s else [])]
     rows = []
     for _, r in s.head(25).iterrows():
-        flag = ("yes" if r["worse_than_best"] else "no") if tested else "–"
+        flag = row_verdict(found, (r["config"], r["model"]), int(r["rank"]), bool(r["worse_than_best"]))
         rows.append([
             str(r["rank"]), f"`{r['config']}`", r["model"] + (" ⚠" if r.get("warning") else ""),
             _f(r[f"{m}_pooled"]),
             f"{_f(r['ci_low'])}–{_f(r['ci_high'])}" if tested else "–",
             *([] if one_split else [f"{_f(r[f'{m}_mean'])} ± {_f(r[f'{m}_std'])}"]),
             *[_f(r[n]) for n in names],
-            _f(r["diff_to_best"]) if r["rank"] > 1 else "–",
+            _f(r["diff_to_best"]) if flag not in ("best", "tie") else "–",
             _p(r["p_set"]),
-            flag if r["rank"] > 1 else "best",
+            flag,
             *([_p(r["p_permutation"])] if "p_permutation" in s else []),
         ])
     lines.append(_table(header, rows))
@@ -240,7 +241,8 @@ def _markdown(result: Any, files: dict[str, str], command: str | None,
     lines += [
         "",
         f"{m}: the estimand ({direction} is better). Δ to best: how much better the best is on "
-        f"the estimand (≥ 0, also for error metrics). worse?: yes when the configuration is "
+        f"the estimand (≥ 0, also for error metrics). worse?: tie when the configuration shares "
+        "the best score (then none is best), yes when the configuration is "
         "outside the 95% confidence set for the best configuration, which accounts for the best "
         "having been picked on the same data; a configuration that is better than another is "
         "never marked worse. p (set): its confidence-set p-value. Other metric columns are means "
@@ -404,9 +406,9 @@ def write_report(
     files["summary"] = "summary.csv"
 
     requested = list(dict.fromkeys((c.feature_set, c.pooling) for c in ds.configs if not c.concat))
+    found = findings(result)
     if plot_layer_curve(result.summary, result.metric, out / "layer_curve.png", panels=requested,
-                        models=list(result.settings["models"]),
-                        chance=chance_level(result.metric, len(ds.classes) if ds.classes else None),
+                        models=list(result.settings["models"]), chance=found.chance,
                         single_split=result.folds.n_splits == 1):
         files["layer_curve"] = "layer_curve.png"
     weights = getattr(result, "layer_weights", None)
@@ -483,6 +485,12 @@ def write_report(
         "holdout": _json_value(result.holdout),
         "selection": _json_value(result.selection),
         "chance": _json_value(getattr(result, "chance", None)),
+        # the headline: chance level of the metric, the tie and the confidence set for the best
+        "chance_level": None if found.chance is None else found.chance.value,
+        "best_vs_chance": found.versus_chance,
+        "tied": [list(k) for k in found.tied] if found.is_tie else [],
+        "confidence_set": [list(k) for k in found.confidence_set],
+        "no_ci_reason": found.no_ci_reason,
         "confusion_best": _json_value(result.confusions.get(key)),
         "notes": result.notes,
         "seconds": result.seconds,

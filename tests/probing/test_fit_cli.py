@@ -127,10 +127,11 @@ def test_fit_console_shows_selection_aware_score_and_bootstrap_zero(toy_store, t
     summary = json.loads((tmp_path / "a" / "summary.json").read_text())
     best = summary["best"]["uar_pooled"]
     assert f"best uar {best:.3f} is the best of 5, so optimistic; selection-aware estimate" in res.output
-    assert "others are in the 95% confidence set for the best" in res.output
+    assert "The 95% confidence set for the best holds" in res.output
     res = CliRunner().invoke(app, [*args, "--bootstrap", "0", "-o", str(tmp_path / "b")])
     assert res.exit_code == 0, res.output
-    assert "no CIs or comparisons" in res.output and "confidence set" not in res.output
+    assert "No CIs or comparisons: --bootstrap 0 was given." in res.output
+    assert "confidence set" not in res.output
     assert "not significantly worse" not in (tmp_path / "b" / "report.md").read_text()
 
 

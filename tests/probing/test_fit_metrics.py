@@ -107,3 +107,46 @@ def test_registry():
     assert not M.get_metric("mae").greater_is_better
     with pytest.raises(ConfigError, match="unknown regression metric 'uar'; accepted: ccc"):
         M.get_metric("uar", "regression")
+
+
+# ------------------------------------------------ chance levels (issue 19): by value, by simulation
+
+
+def _guess(y: np.ndarray, shares: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A prediction that ignores the input: class k drawn with probability ``shares[k]``."""
+    return rng.choice(len(shares), size=len(y), p=shares)
+
+
+def test_chance_levels_by_value():
+    y = np.array([0, 0, 0, 0, 0, 0, 1, 1, 2, 2])  # shares 0.6, 0.2, 0.2
+    assert M.chance_level("uar", y).value == pytest.approx(1 / 3)
+    assert M.chance_level("uar", y).label == "chance = 1/3 (random guess)"
+    assert M.chance_level("uar", np.array([0, 2, 2, 0])).value == 0.5  # classes present, not codes
+    assert M.chance_level("accuracy", y).value == pytest.approx(0.6)  # majority class
+    assert M.chance_level("accuracy", y).value == skm.accuracy_score(y, np.zeros_like(y))
+    assert M.chance_level("macro_f1", y).value == pytest.approx(1 / 3)
+    t = np.array([1.0, 2.0, 3.0, 10.0])
+    assert M.chance_level("ccc", t).value == 0.0 and M.chance_level("pearson", t).value == 0.0
+    assert M.chance_level("mae", t).value == pytest.approx(2.5)  # |t - 2.5| = 1.5, .5, .5, 7.5
+    assert M.chance_level("mae", t).value == skm.mean_absolute_error(t, np.full(4, np.median(t)))
+    assert M.chance_level("rmse", t).value == pytest.approx(np.sqrt(skm.mean_squared_error(t, np.full(4, 4.0))))
+    assert M.chance_level("uar", np.array([], dtype=int)) is None
+    assert M.chance_level("no-such-metric", y) is None
+
+
+def test_chance_is_the_best_a_guess_that_ignores_the_input_can_expect():
+    """Simulated guesses: prevalence guessing reaches the macro-F1 chance level; the others don't beat it."""
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1, 2], [6000, 2000, 2000])
+    p = np.array([0.6, 0.2, 0.2])
+    uniform, majority = np.full(3, 1 / 3), np.array([1.0, 0.0, 0.0])
+    f1 = {name: skm.f1_score(y, _guess(y, q, rng), average="macro", zero_division=0)
+          for name, q in (("shares", p), ("uniform", uniform), ("majority", majority))}
+    chance = M.chance_level("macro_f1", y).value
+    assert f1["shares"] == pytest.approx(chance, abs=0.01)
+    assert f1["uniform"] < chance - 0.02 and f1["majority"] < chance - 0.05
+    # UAR: any guess that ignores the input expects 1/K; accuracy: at most the majority share
+    for q in (p, uniform, majority):
+        guess = _guess(y, q, rng)
+        assert skm.balanced_accuracy_score(y, guess) == pytest.approx(M.chance_level("uar", y).value, abs=0.015)
+        assert skm.accuracy_score(y, guess) <= M.chance_level("accuracy", y).value + 0.01

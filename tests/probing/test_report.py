@@ -99,7 +99,9 @@ def test_report_states_estimand_set_and_wilcoxon_floor(tmp_path):
     assert "cannot go below 0.0312" in report  # 1 / 2**5, one-sided, 5 folds
     assert "selection-aware estimate" in report and "optimistic" in report
     worse = int(result.summary["worse_than_best"].sum())
-    assert f"{7 - worse} of 7 other configurations are in the 95% confidence set" in report
+    assert 0 < worse < 7  # the set holds some, not all: named in the report with the count outside
+    assert f"The 95% confidence set for the best holds {8 - worse} of 8 configurations: `" in report
+    assert f"the data do not single out one best ({worse} significantly worse)" in report
 
 
 def test_bootstrap_zero_makes_no_comparison_claim(tmp_path):
@@ -132,12 +134,13 @@ def _curve_summary():
 
 
 def test_layer_curve_chance_legend_order_and_labels(tmp_path):
-    from embedx.figures import chance_level, layer_curve_figure
+    from embedx.figures import layer_curve_figure
+    from embedx.probing.metrics import chance_level
 
-    assert chance_level("uar", 4) == (0.25, "chance = 1/4 (random guess)")
-    assert chance_level("ccc", None)[0] == 0.0 and chance_level("mae", None) is None
+    assert chance_level("uar", np.arange(8) % 4)[:2] == (0.25, "chance = 1/4 (random guess)")
+    assert chance_level("ccc", np.ones(3))[0] == 0.0 and chance_level("nope", np.ones(3)) is None
     fig = layer_curve_figure(_curve_summary(), "uar", panels=[("a", "mean"), ("b", "mean")],
-                             models=["m1", "m2"], chance=chance_level("uar", 3))
+                             models=["m1", "m2"], chance=chance_level("uar", np.arange(6) % 3))
     axes = fig.axes
     assert [ax.get_title() for ax in axes] == ["a (mean)", "b (mean)"]  # order requested
     chance = [line for line in axes[0].get_lines() if line.get_linestyle() == "--"]
@@ -163,4 +166,31 @@ def test_layer_curve_chance_legend_order_and_labels(tmp_path):
     one = layer_curve_figure(_curve_summary().assign(ci_low=np.nan, ci_high=np.nan), "uar", single_split=True)
     assert one.axes[0].get_ylabel() == "uar (on the dev/test part (one split))"
     plt.close(one)
-    assert plot_layer_curve(_curve_summary(), "uar", tmp_path / "c.png", chance=chance_level("uar", 3))
+    assert plot_layer_curve(_curve_summary(), "uar", tmp_path / "c.png",
+                            chance=chance_level("uar", np.arange(6) % 3))
+
+
+def test_layer_curve_dodges_models_and_marks_the_confidence_set():
+    import matplotlib.pyplot as plt
+
+    from embedx.figures import SET_LABEL, WORSE_LABEL, layer_curve_figure
+
+    summary = _curve_summary().assign(worse_than_best=[False, False, True, False, True, True])
+    fig = layer_curve_figure(summary, "uar", panels=[("a", "mean"), ("b", "mean")], models=["m1", "m2"])
+    b = fig.axes[1]
+    # the two models' points in panel b sit either side of each layer, so their error bars differ in x
+    x = {c.get_label(): c.lines[0].get_xdata() for c in b.containers}
+    assert x["m1"] == pytest.approx([-0.04, 0.96]) and x["m2"] == pytest.approx([0.04, 1.04])
+    # filled markers: in the confidence set (m2 at layers 0, 1 of b); hollow: significantly worse (m1 in b)
+    from matplotlib.colors import to_rgba
+
+    marks = [line for line in b.get_lines()
+             if line.get_linestyle() == "None" and line.get_marker() == "o" and len(line.get_xdata())]
+    white = to_rgba("white")
+    filled = {(line.get_color(), tuple(line.get_xdata())) for line in marks
+              if to_rgba(line.get_markerfacecolor()) != white}
+    hollow = {(line.get_color(), tuple(line.get_xdata())) for line in marks
+              if to_rgba(line.get_markerfacecolor()) == white}
+    assert filled == {("C1", (0.04, 1.04))} and hollow == {("C0", (-0.04, 0.96))}
+    assert [t.get_text() for t in fig.legends[0].get_texts()][-2:] == [SET_LABEL, WORSE_LABEL]
+    plt.close(fig)
