@@ -30,6 +30,7 @@ layers of the two sets (``max_frames x num_layers x dim`` float32 per set).
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import time
@@ -365,17 +366,12 @@ def similarity(
         pairs = [(a, a) for a in chosen] + [
             (a, b) for i, a in enumerate(chosen) for b in chosen[i + 1:]
         ]
-        n_max = max(int((done[a] & done[b]).sum()) for a, b in pairs)
-        if frames:
-            n_max = max_frames  # an upper bound: the sample is not drawn yet
+        n_max = max_frames if frames else max(int((done[a] & done[b]).sum()) for a, b in pairs)
         layers_total = sum(len(s.layers) for s in specs.values())
         method = "gram" if n_max * n_max * 8 * layers_total <= GRAM_BUDGET_BYTES else "features"
-        records: list[dict[str, Any]] = []
-        matrices: dict[tuple[str, str], np.ndarray] = {}
-        rows: dict[tuple[str, str], int] = {}
-        work = sum(len(specs[a].layers) * len(specs[b].layers) for a, b in pairs)
         with progress_bar(progress) as bar:
-            task = bar.add_task("CKA layer pairs", total=work)
+            run = _PairRun(reader, specs, method, debiased, bar, bar.add_task(
+                "CKA layer pairs", total=sum(len(specs[a].layers) * len(specs[b].layers) for a, b in pairs)))
             for a, b in pairs:
                 items = np.flatnonzero(done[a] & done[b])
                 if len(items) < (4 if debiased else 2):
@@ -383,45 +379,13 @@ def similarity(
                         f"sets {a!r} and {b!r} have {len(items)} items done in both; CKA needs at "
                         f"least {4 if debiased else 2}")
                 if frames:
-                    owner, within, _ = _frame_sample(reader, a, b, items, max_frames, seed)
-                    gather = bar.add_task(f"reading frames of {a} / {b}",
-                                          total=len(np.unique(owner)) * (1 + (a != b)))
-                    data = {s: _gather_frames(reader, s, owner, within, bar, gather)
-                            for s in dict.fromkeys((a, b))}
-                    positions = {s: {layer: k for k, layer in enumerate(specs[s].layers)}
-                                 for s in data}
-
-                    def load(layer: int, s: str, data=data, positions=positions) -> np.ndarray:
-                        return data[s][:, positions[s][layer], :]  # (num_frames, dim)
-
-                    n = len(owner)
+                    load, n = _frame_loader(reader, a, b, items, specs, max_frames, seed, bar)
                 else:
-                    every = len(items) == reader.num_items
-
-                    def load(layer: int, s: str, items=items, every=every) -> np.ndarray:
-                        x = reader.pooled(s, pooling, layer)  # (num_items, dim)
-                        return x if every else x[items]  # (n, dim)
-
-                    n = len(items)
-                src_a = _Layers(a, specs[a].layers, lambda layer, s=a: load(layer, s))
-                src_b = src_a if a == b else _Layers(b, specs[b].layers,
-                                                     lambda layer, s=b: load(layer, s))
-                pairs_fn = _pairs_gram if method == "gram" else _pairs_features
-                m = pairs_fn(src_a, src_b, debiased, lambda: bar.advance(task))
-                matrices[a, b] = m
-                rows[a, b] = n
-                for i, la in enumerate(specs[a].layers):
-                    for j, lb in enumerate(specs[b].layers):
-                        records.append({"set_a": a, "layer_a": la, "set_b": b, "layer_b": lb,
-                                        "cka": float(m[i, j])})
+                    load, n = _pooled_loader(reader, items, pooling), len(items)
+                run.pair(a, b, load, n)
+    records, matrices, rows = run.records, run.matrices, run.rows
     table = pd.DataFrame.from_records(records, columns=list(CSV_COLUMNS))
-    files: dict[str, Path] = {"csv": out / "cka.csv"}
-    table.to_csv(files["csv"], index=False)
-    for (a, b), m in matrices.items():
-        path = out / f"cka_{file_part(a)}__{file_part(b)}.png"
-        what = f"{rows[a, b]} {'frames' if frames else 'items'}" + ("" if frames else f", {pooling}-pooled")
-        _heatmap(m, a, b, specs[a].layers, specs[b].layers, path, debiased, what)
-        files[f"heatmap:{a}:{b}"] = path
+    files = _write_tables_and_heatmaps(out, table, matrices, rows, specs, frames, pooling, debiased)
     seconds = time.perf_counter() - start
     result = SimilarityResult(table=table, output=out, files=files, rows=rows, method=method,
                               seconds=seconds)
@@ -430,6 +394,72 @@ def similarity(
         _markdown(result, matrices, specs, features, pooling, frames, debiased, command),
         encoding="utf-8")
     return result
+
+
+@dataclass
+class _PairRun:
+    """The CKA matrices of set pairs, computed one pair at a time, and their table rows."""
+
+    reader: Any
+    specs: dict[str, Any]
+    method: str
+    debiased: bool
+    bar: Any
+    task: Any
+    records: list[dict[str, Any]] = field(default_factory=list)
+    matrices: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
+    rows: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    def pair(self, a: str, b: str, load: Callable[..., np.ndarray], n: int) -> None:
+        """Every layer of ``a`` against every layer of ``b``, on ``n`` rows read by ``load``."""
+        specs = self.specs
+        src_a = _Layers(a, specs[a].layers, functools.partial(load, s=a))
+        src_b = src_a if a == b else _Layers(b, specs[b].layers, functools.partial(load, s=b))
+        pairs_fn = _pairs_gram if self.method == "gram" else _pairs_features
+        m = pairs_fn(src_a, src_b, self.debiased, lambda: self.bar.advance(self.task))
+        self.matrices[a, b] = m
+        self.rows[a, b] = n
+        self.records.extend({"set_a": a, "layer_a": la, "set_b": b, "layer_b": lb, "cka": float(m[i, j])}
+                            for i, la in enumerate(specs[a].layers) for j, lb in enumerate(specs[b].layers))
+
+
+def _pooled_loader(reader: Any, items: np.ndarray, pooling: str) -> Callable[[int, str], np.ndarray]:
+    """``load(layer, set)``: one layer's pooled features of ``items``."""
+    every = len(items) == reader.num_items
+
+    def load(layer: int, s: str) -> np.ndarray:
+        x = reader.pooled(s, pooling, layer)  # (num_items, dim)
+        return x if every else x[items]  # (n, dim)
+
+    return load
+
+
+def _frame_loader(reader: Any, a: str, b: str, items: np.ndarray, specs: dict[str, Any],
+                  max_frames: int, seed: int, bar: Any) -> tuple[Callable[[int, str], np.ndarray], int]:
+    """``(load(layer, set), n)``: one layer of a seeded sample of ``n`` frames shared by both sets."""
+    owner, within, _ = _frame_sample(reader, a, b, items, max_frames, seed)
+    gather = bar.add_task(f"reading frames of {a} / {b}", total=len(np.unique(owner)) * (1 + (a != b)))
+    data = {s: _gather_frames(reader, s, owner, within, bar, gather) for s in dict.fromkeys((a, b))}
+    positions = {s: {layer: k for k, layer in enumerate(specs[s].layers)} for s in data}
+
+    def load(layer: int, s: str) -> np.ndarray:
+        return data[s][:, positions[s][layer], :]  # (num_frames, num_layers, dim) -> (num_frames, dim)
+
+    return load, len(owner)
+
+
+def _write_tables_and_heatmaps(out: Path, table: Any, matrices: dict[tuple[str, str], np.ndarray],
+                               rows: dict[tuple[str, str], int], specs: dict[str, Any], frames: bool,
+                               pooling: str, debiased: bool) -> dict[str, Path]:
+    """Write ``cka.csv`` and one heatmap per set pair; returns the files by key."""
+    files: dict[str, Path] = {"csv": out / "cka.csv"}
+    table.to_csv(files["csv"], index=False)
+    for (a, b), m in matrices.items():
+        path = out / f"cka_{file_part(a)}__{file_part(b)}.png"
+        what = f"{rows[a, b]} {'frames' if frames else 'items'}" + ("" if frames else f", {pooling}-pooled")
+        _heatmap(m, a, b, specs[a].layers, specs[b].layers, path, debiased, what)
+        files[f"heatmap:{a}:{b}"] = path
+    return files
 
 
 def cell_digits(values: np.ndarray, least: int = 2, most: int = 5) -> int:

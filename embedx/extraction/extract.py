@@ -8,6 +8,7 @@ goes on.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import threading
@@ -49,6 +50,7 @@ from embedx.extraction.run_stats import (
     reset_peak_memory,
     run_profile,
 )
+from embedx.extraction.writes import StoreQueue
 from embedx.progress import progress_bar
 from embedx.text import plural
 
@@ -241,7 +243,7 @@ def extract(inputs: Sequence[str | Path], output: str | Path, config: ExtractCon
 def _extract(inputs: Sequence[str | Path], output: str | Path, config: ExtractConfig,
              command: str | None, log: Callable[[str], None] | None, stop: _StopRequest) -> ExtractSummary:
     """The body of :func:`extract`; ``stop`` turns stop signals into a clean end of the loop."""
-    from embedx.store import FeatureSetSpec, StoreWriter, check_store_path
+    from embedx.store import StoreWriter, check_store_path
 
     note = log or (lambda _msg: None)
     config.validate()
@@ -269,36 +271,7 @@ def _extract(inputs: Sequence[str | Path], output: str | Path, config: ExtractCo
                           "vector per item (openSMILE functionals); use ", Param("opensmile_level", "lld"),
                           " for frames")
     decoded, lengths, num_frames = _model_lengths(items, backend)
-    stored_config = {k: getattr(config, k) for k in DATA_KEYS}
-    # the backend's resolved options (e.g. opensmile 'egemaps' -> 'eGeMAPSv02'); stored only
-    # when there are any, so stores written before the key existed still resume
-    options = dict(backend.options or config.backend_options)
-    if options:
-        stored_config["backend_options"] = options
-    else:
-        del stored_config["backend_options"]
-    stored_config.update(
-        name=config.name or backend.name,
-        layers=",".join(map(str, layers)),
-        poolings=list(config.poolings),
-        precision=backend.precision,
-    )
-    spec = FeatureSetSpec(
-        name=stored_config["name"],
-        backend=config.backend,
-        layers=tuple(layers),
-        dim=backend.dim,
-        poolings=tuple(config.poolings),
-        frames=config.frames,
-        dtype=config.dtype,
-        frame_rate=backend.frame_rate,
-        heads={k: tuple(v) for k, v in backend.head_names.items()},
-        feature_names=tuple(backend.feature_names) if backend.feature_names else None,
-        # the spec's own fields (backend, layers, dim, ...) are stored by the store itself
-        attrs={k: v for k, v in backend.metadata().items() if k not in FeatureSetSpec.__dataclass_fields__
-               and k not in ("embedx_version", "created", "command")},
-        config=stored_config,
-    )
+    spec = _feature_set_spec(config, backend, layers)
 
     with StoreWriter(output, command=command) as store:
         stop.graceful = True  # from here on a stop signal ends the loop cleanly
@@ -338,6 +311,43 @@ def _extract(inputs: Sequence[str | Path], output: str | Path, config: ExtractCo
     return summary
 
 
+def _feature_set_spec(config: ExtractConfig, backend: Backend, layers: list[int]) -> Any:
+    """The :class:`~embedx.store.FeatureSetSpec` a run of ``config`` with ``backend`` writes."""
+    from embedx.store import FeatureSetSpec
+
+    stored_config = {k: getattr(config, k) for k in DATA_KEYS}
+    # the backend's resolved options (e.g. opensmile 'egemaps' -> 'eGeMAPSv02'); stored only
+    # when there are any, so stores written before the key existed still resume
+    options = dict(backend.options or config.backend_options)
+    if options:
+        stored_config["backend_options"] = options
+    else:
+        del stored_config["backend_options"]
+    stored_config.update(
+        name=config.name or backend.name,
+        layers=",".join(map(str, layers)),
+        poolings=list(config.poolings),
+        precision=backend.precision,
+    )
+    spec = FeatureSetSpec(
+        name=stored_config["name"],
+        backend=config.backend,
+        layers=tuple(layers),
+        dim=backend.dim,
+        poolings=tuple(config.poolings),
+        frames=config.frames,
+        dtype=config.dtype,
+        frame_rate=backend.frame_rate,
+        heads={k: tuple(v) for k, v in backend.head_names.items()},
+        feature_names=tuple(backend.feature_names) if backend.feature_names else None,
+        # the spec's own fields (backend, layers, dim, ...) are stored by the store itself
+        attrs={k: v for k, v in backend.metadata().items() if k not in FeatureSetSpec.__dataclass_fields__
+               and k not in ("embedx_version", "created", "command")},
+        config=stored_config,
+    )
+    return spec
+
+
 def _without_inert_settings(store: Any, spec: Any, backend: Backend) -> Any:
     """Keep settings that cannot change the values out of the resume check.
 
@@ -345,8 +355,6 @@ def _without_inert_settings(store: Any, spec: Any, backend: Backend) -> Any:
     whole items): a new feature set stores None, and an existing one keeps what it stored, so a
     resume with another ``--max-chunk-seconds`` is not refused.
     """
-    import dataclasses
-
     if backend.hop_samples is not None:
         return spec
     config = dict(spec.config)
@@ -360,86 +368,9 @@ def _without_inert_settings(store: Any, spec: Any, backend: Backend) -> Any:
     return dataclasses.replace(spec, config=config)
 
 
-class _StoreQueue:
-    """Store writes on a writer thread, behind a bounded queue, so they overlap the next forward.
-
-    The main thread hands over finished host arrays; the thread runs the store calls in order.
-    ``store.write`` flushes an item's data before it sets ``done``, on whichever thread it runs,
-    so resume semantics do not change. The queue holds at most ``depth`` pending calls (the
-    main thread blocks beyond that): memory stays bounded when the disk is slower than the
-    model. An error on the thread stops further writes and is raised on the main thread at the
-    next :meth:`put` or at :meth:`close`; :meth:`close` always joins the thread.
-
-    Args:
-        depth: pending calls allowed before :meth:`put` blocks.
-    """
-
-    _STOP = object()
-
-    def __init__(self, depth: int = 4) -> None:
-        import queue
-
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=depth)
-        self._error: BaseException | None = None
-        self.busy = 0.0  # seconds the thread spent in store calls
-        self.busy_cpu = 0.0  # CPU seconds of the thread in store calls
-        self._thread = threading.Thread(target=self._run, name="embedx-store-writer", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while True:
-            job = self._queue.get()
-            if job is self._STOP:
-                return
-            if self._error is not None:
-                continue  # drain without writing: the run is failing
-            fn, args, kwargs = job
-            t0, c0 = time.perf_counter(), time.thread_time()
-            try:
-                fn(*args, **kwargs)
-            except BaseException as exc:  # handed to the main thread, which raises it
-                self._error = exc
-            self.busy += time.perf_counter() - t0
-            self.busy_cpu += time.thread_time() - c0
-
-    def put(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
-        """Queue ``fn(*args, **kwargs)``; raise a failed earlier call's error first."""
-        self._raise()
-        self._queue.put((fn, args, kwargs))
-
-    def close(self) -> None:
-        """Finish the queued calls, join the thread, and raise a call's error if one failed."""
-        if self._thread.is_alive():
-            self._queue.put(self._STOP)
-            self._thread.join()
-        self._raise()
-
-    def _raise(self) -> None:
-        if self._error is not None:  # kept: every later put and close fails too
-            raise self._error
-
-
-def _run_batches(store: Any, name: str, backend: Backend, layers: list[int], config: ExtractConfig,
-                 items: pd.DataFrame, todo: np.ndarray, decoded: np.ndarray, lengths: np.ndarray,
-                 summary: ExtractSummary, note: Callable[[str], None], stop: _StopRequest) -> None:
-    """The processing loop of :func:`extract` over the items in ``todo``.
-
-    ``decoded`` are the items' lengths as decoded at the model's rate, ``lengths`` after the
-    short-item policy (what the batches are planned with). Store calls run on a writer thread
-    (:class:`_StoreQueue`), overlapped with the next batch's forward; the thread is drained and
-    joined before the loop returns, whether it ends, is stopped or fails. The loop publishes its
-    progress in the store's lock record after every batch and ends after the batch in flight
-    when ``stop`` has caught a signal. ``summary.timings`` gets where the main thread's time
-    went (seconds): ``first_batch``, ``wait`` (for decoded data), ``forward`` (padding, the copy
-    to the device and the model), ``pool`` (pooling and the copy back), ``write_wait`` (blocked
-    on a full write queue), and ``write`` (the writer thread's time in store calls, overlapped).
-    ``summary.cpu`` gets CPU seconds per part, whichever process or thread spent them: the
-    decoding parts of :data:`embedx.extraction.loader.WORKER_PARTS` (in the workers, or in the main process
-    without workers), ``receive`` (the main thread's hand-over: receiving and unpacking
-    batches), ``forward``, ``pool``, ``write_wait``, ``write`` (the writer thread), and the
-    totals ``main_total`` (every thread of the main process during the loop) and
-    ``workers_total`` (the workers, start-up and sending included).
-    """
+def _plan(config: ExtractConfig, backend: Backend, todo: np.ndarray, lengths: np.ndarray,
+          summary: ExtractSummary, note: Callable[[str], None]) -> tuple[int, list[list[int]], list[int], int]:
+    """Batches of the items in ``todo``: ``(budget in samples, batches, long items, workers)``."""
     budget = int(batch_seconds(config, backend) * backend.sample_rate)
     max_chunk = _max_chunk_samples(config, backend)
     is_long = lengths[todo] > max_chunk if max_chunk else np.zeros(len(todo), dtype=bool)
@@ -455,6 +386,75 @@ def _run_batches(store: Any, name: str, backend: Backend, layers: list[int], con
     note(f"{plural(len(todo), 'item')} to process in {plural(len(batches), 'batch', 'batches')} "
          f"({plan.padded_fraction:.1%} padding, {plural(len(long_first), 'long item')} in chunks), "
          f"{plural(workers, 'decoding worker')}")
+    return budget, batches, long_first, workers
+
+
+@dataclasses.dataclass
+class _Step:
+    """One batch of the loop: hand-over accounting, the forward (short or chunked), the writes."""
+
+    writes: StoreQueue
+    store: Any
+    name: str
+    backend: Backend
+    layers: list[int]
+    config: ExtractConfig
+    budget: int
+    meter: Meter
+
+    def run(self, loader: Loader, batch: Any, workers: int, long_set: set[int],
+            summary: ExtractSummary, mark: Any) -> tuple[list[Any], list[int]]:
+        """Process ``batch`` (received at ``mark``); returns its ``(index, wave, error)`` items
+        and the written indices."""
+        meter, writes, store, name = self.meter, self.writes, self.store, self.name
+        # decoded in the main process (no workers), the decoding parts ran inside the
+        # loader's step: what is left of the step is the hand-over
+        in_step = sum(batch.cpu.values()) if workers == 0 else 0.0
+        meter.cpu["receive"] -= in_step
+        for part, seconds in batch.cpu.items():
+            meter.cpu[part] += seconds
+        batch_items = loader.items(batch)
+        good = [(i, w) for i, w, err in batch_items if err is None]
+        for i, _w, err in batch_items:
+            if err is not None:
+                writes.put(store.record_failure, name, i, "decode", err)
+                summary.failed += 1
+        meter.add("receive", mark)
+        args = (writes, store, name, self.backend, self.layers, self.config)
+        if len(good) == 1 and good[0][0] in long_set:
+            written, errors = _run_long(*args, *good[0], self.budget, meter)
+        else:
+            written, errors = _run_short(*args, good, meter)
+        del good
+        loader.release(batch)  # the forward has consumed the waves: the worker may refill the slot
+        for i, err in errors.items():
+            writes.put(store.record_failure, name, i, "forward", err)
+            summary.failed += 1
+        return batch_items, written
+
+
+def _run_batches(store: Any, name: str, backend: Backend, layers: list[int], config: ExtractConfig,
+                 items: pd.DataFrame, todo: np.ndarray, decoded: np.ndarray, lengths: np.ndarray,
+                 summary: ExtractSummary, note: Callable[[str], None], stop: _StopRequest) -> None:
+    """The processing loop of :func:`extract` over the items in ``todo``.
+
+    ``decoded`` are the items' lengths as decoded at the model's rate, ``lengths`` after the
+    short-item policy (what the batches are planned with). Store calls run on a writer thread
+    (:class:`StoreQueue`), overlapped with the next batch's forward; the thread is drained and
+    joined before the loop returns, whether it ends, is stopped or fails. The loop publishes its
+    progress in the store's lock record after every batch and ends after the batch in flight
+    when ``stop`` has caught a signal. ``summary.timings`` gets where the main thread's time
+    went (seconds): ``first_batch``, ``wait`` (for decoded data), ``forward`` (padding, the copy
+    to the device and the model), ``pool`` (pooling and the copy back), ``write_wait`` (blocked
+    on a full write queue), and ``write`` (the writer thread's time in store calls, overlapped).
+    ``summary.cpu`` gets CPU seconds per part, whichever process or thread spent them: the
+    decoding parts of :data:`embedx.extraction.loader.WORKER_PARTS` (in the workers, or in the main process
+    without workers), ``receive`` (the main thread's hand-over: receiving and unpacking
+    batches), ``forward``, ``pool``, ``write_wait``, ``write`` (the writer thread), and the
+    totals ``main_total`` (every thread of the main process during the loop) and
+    ``workers_total`` (the workers, start-up and sending included).
+    """
+    budget, batches, long_first, workers = _plan(config, backend, todo, lengths, summary, note)
     # a backend's small picklable preparer, so workers never need the model itself
     prep = backend.preparer or backend
     loader = Loader(items["path"].tolist(), decoded, backend.sample_rate, prep.prepare, prep.fit_length,
@@ -469,40 +469,19 @@ def _run_batches(store: Any, name: str, backend: Backend, layers: list[int], con
     meter = Meter()
     summary.timings, summary.cpu = meter.wall, meter.cpu
     reset_peak_memory(backend)
-    writes = _StoreQueue()
+    writes = StoreQueue()
     start = time.perf_counter()
     cpu_start, children_start = time.process_time(), children_cpu()
     try:
         with progress_bar(config.progress, rate=True) as progress:
             task = progress.add_task(f"extract {name}", total=len(todo), rate="")
+            step = _Step(writes, store, name, backend, layers, config, budget, meter)
             mark = meter.mark()
             for batch in loader:
                 mark = meter.add("wait", mark, cpu_part="receive")
                 if not meter.wall["first_batch"]:
                     meter.wall["first_batch"] = mark[0] - start
-                # decoded in the main process (no workers), the decoding parts ran inside the
-                # loader's step: what is left of the step is the hand-over
-                in_step = sum(batch.cpu.values()) if workers == 0 else 0.0
-                meter.cpu["receive"] -= in_step
-                for part, seconds in batch.cpu.items():
-                    meter.cpu[part] += seconds
-                batch_items = loader.items(batch)
-                good = [(i, w) for i, w, err in batch_items if err is None]
-                for i, _w, err in batch_items:
-                    if err is not None:
-                        writes.put(store.record_failure, name, i, "decode", err)
-                        summary.failed += 1
-                mark = meter.add("receive", mark)
-                if len(good) == 1 and good[0][0] in long_set:
-                    written, errors = _run_long(writes, store, name, backend, layers, config, *good[0],
-                                                budget, meter)
-                else:
-                    written, errors = _run_short(writes, store, name, backend, layers, config, good, meter)
-                del good
-                loader.release(batch)  # the forward has consumed the waves: the worker may refill the slot
-                for i, err in errors.items():
-                    writes.put(store.record_failure, name, i, "forward", err)
-                    summary.failed += 1
+                batch_items, written = step.run(loader, batch, workers, long_set, summary, mark)
                 summary.processed += len(written)
                 summary.audio_seconds += float(np.nansum(durations[written]))
                 elapsed = time.perf_counter() - start
@@ -538,7 +517,7 @@ def _max_chunk_samples(config: ExtractConfig, backend: Backend) -> int | None:
     return min(wanted, limit) if limit else wanted
 
 
-def _run_short(writes: _StoreQueue, store: Any, name: str, backend: Backend, layers: list[int],
+def _run_short(writes: StoreQueue, store: Any, name: str, backend: Backend, layers: list[int],
                config: ExtractConfig, good: list[tuple[int, np.ndarray]], meter: Meter
                ) -> tuple[list[int], dict[int, str]]:
     """Run one batch of items that fit in one piece and queue their writes."""
@@ -558,7 +537,7 @@ def _run_short(writes: _StoreQueue, store: Any, name: str, backend: Backend, lay
     return written, errors
 
 
-def _run_long(writes: _StoreQueue, store: Any, name: str, backend: Backend, layers: list[int],
+def _run_long(writes: StoreQueue, store: Any, name: str, backend: Backend, layers: list[int],
               config: ExtractConfig, index: int, wave: np.ndarray, budget: int,
               meter: Meter) -> tuple[list[int], dict[int, str]]:
     """Run one long item in chunks, combine its pooled values, stream its frames to the store.

@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 from embedx.cli import app
 from embedx.errors import StoreError
 from embedx.extraction.config import ExtractConfig
-from embedx.extraction.extract import _StoreQueue, available_cores, default_workers, extract
+from embedx.extraction.extract import available_cores, default_workers, extract
+from embedx.extraction.writes import StoreQueue
 from embedx.store import StoreReader, StoreWriter
 from embedx.testing.synth import noise
 
@@ -35,7 +36,7 @@ def _writer_threads() -> list[threading.Thread]:
 
 def test_store_queue_runs_calls_in_order_and_raises_a_failed_call_on_the_main_thread():
     seen: list[int] = []
-    q = _StoreQueue(depth=2)
+    q = StoreQueue(depth=2)
     for k in range(20):
         q.put(seen.append, k)
     q.close()
@@ -47,7 +48,7 @@ def test_store_queue_runs_calls_in_order_and_raises_a_failed_call_on_the_main_th
         seen.append(k)
 
     seen.clear()
-    q = _StoreQueue(depth=1)
+    q = StoreQueue(depth=1)
     with pytest.raises(StoreError, match="disk full"):
         for k in range(50):
             q.put(boom, k)
