@@ -38,4 +38,35 @@ def number(value: object, digits: int = 3) -> str:
     return f"{value:.{digits}f}" if math.isfinite(value) else "–"
 
 
-__all__ = ["number", "plural"]
+def p_value(value: object) -> str:
+    """A p-value as printed in the report: three decimals, ``<0.001``, ``–`` when missing.
+
+    Args:
+        value: a number, ``None``, ``pd.NA`` or NaN.
+
+    Returns:
+        The text.
+    """
+    import math
+
+    if value is None or type(value).__name__ == "NAType" or not math.isfinite(float(value)):  # type: ignore[arg-type]
+        return "–"
+    return "<0.001" if float(value) < 0.001 else f"{float(value):.3f}"  # type: ignore[arg-type]
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    """A Markdown table of strings.
+
+    Args:
+        header: the column titles.
+        rows: the cells, row by row.
+
+    Returns:
+        The table's lines joined by newlines.
+    """
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+__all__ = ["markdown_table", "number", "p_value", "plural"]
