@@ -150,8 +150,7 @@ def fit(
         label_map: YAML aligning the domains' label sets (``--label-map``; needs ``domain``).
         by: item columns to break the scores down by (``--by``, repeatable; see
             :mod:`embedx.fit.subgroups`).
-        progress: show a progress bar. log: where to send notes.
-        command: the command line quoted in the report.
+        progress: show a progress bar. log: where to send notes. command: quoted in the report.
 
     Returns:
         A :class:`FitResult` (see :func:`embedx.fit.orchestrate.run`, which does the work).
@@ -160,7 +159,7 @@ def fit(
         EmbedxError: bad options, store, labels or output folder, in one line, before any
             model is fitted.
     """
-    options = dict(locals())  # every argument by name, first thing: nothing else is local yet
+    options = dict(locals())  # every argument by name: the first statement, so nothing else is local
     from embedx.fit.orchestrate import run
 
     return run(options)
