@@ -11,7 +11,11 @@ models), and the probing controls: :mod:`~embedx.fit.weighted` (learned softmax 
 :mod:`~embedx.fit.selectivity` (trained vs. random-initialised network); and the analyses
 across sets, corpora and speakers: :mod:`~embedx.fit.sets` (model comparison table),
 :mod:`~embedx.fit.transfer` (cross-corpus transfer, ``--domain``, ``--label-map``) and
-:mod:`~embedx.fit.subgroups` (subgroup breakdowns, ``--by``). Nothing here imports torch; scikit-learn and LightGBM are imported when used.
+:mod:`~embedx.fit.subgroups` (subgroup breakdowns, ``--by``). These six share one interface,
+:class:`~embedx.fit.analysis.Analysis` (prepare → run → tables and figures → report section), and
+are registered by name in :mod:`~embedx.fit.analyses`; :mod:`~embedx.fit.orchestrate` runs a whole
+``embedx fit`` (options, data, analyses, study, report). Nothing here imports torch;
+scikit-learn and LightGBM are imported when used.
 
 The package is callable: ``embedx.fit("feats.h5", output="results")`` runs
 :func:`embedx.api.fit`.

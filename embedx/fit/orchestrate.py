@@ -108,7 +108,7 @@ def _load(o: Mapping[str, Any]) -> Dataset:
     )
 
 
-def _data_notes(dataset: Dataset, note: Any) -> list[str]:
+def _fold_notes(dataset: Dataset, note: Any) -> list[str]:
     """Say on the console how the folds are grouped and which items were dropped.
 
     Returns:
@@ -154,7 +154,7 @@ def run(options: Mapping[str, Any]) -> FitResult:
         dataset = _load(o)
         settings = _settings(o)
         dataset, prepared = analyses.prepare(dataset, o, note)
-        leading = _data_notes(dataset, note)
+        leading = _fold_notes(dataset, note)
         result = run_study(dataset, settings, analyses=prepared, notes=leading, progress=progress,
                            log=log if progress else None)
         files: dict[str, Path] = {}
