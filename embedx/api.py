@@ -16,21 +16,16 @@ the code and check the same things::
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from embedx.errors import ConfigError
+from embedx.probing.orchestrate import FitResult  # defined beside the code that builds it
 
 if TYPE_CHECKING:  # heavy modules stay out of `import embedx`
-    import pandas as pd
-
     from embedx.cka import SimilarityResult
     from embedx.extraction.run_stats import ExtractSummary
-    from embedx.probing.study import StudyResult
     from embedx.store import StoreReader
 
 #: the store name `embedx extract` writes and `embedx fit` reads when none is given
@@ -89,41 +84,6 @@ def extract(
     settings = config_from_options({**options, "quiet": not progress}, given=set(options),
                                    preset=config)
     return run_extract([str(p) for p in inputs], output, settings, command=command, log=log)
-
-
-@dataclass
-class FitResult:
-    """What :func:`fit` returns.
-
-    Attributes:
-        summary: one row per (configuration, model), ranked by the main metric.
-        best: ``(configuration, model)`` of the best row.
-        metric: the main metric.
-        output: the results folder, or ``None`` when nothing was written.
-        files: output kind -> path of every file written (``report``, ``summary``, ``model``, ...).
-        group: the group column the folds kept apart (``None``: ungrouped folds).
-        study: the full :class:`embedx.probing.study.StudyResult` (per-fold results, predictions,
-            folds, the refitted model).
-    """
-
-    summary: pd.DataFrame
-    best: tuple[str, str]
-    metric: str
-    output: Path | None
-    files: dict[str, Path] = field(default_factory=dict)
-    group: str | None = None
-    study: StudyResult | None = None
-
-
-@contextlib.contextmanager
-def _drop_created_folder_on_error(folder: Path | None, created: bool) -> Iterator[None]:
-    """Remove ``folder`` when the block fails, if this call created it and it is still empty."""
-    try:
-        yield
-    except BaseException:
-        if created and folder is not None and folder.is_dir() and not any(folder.iterdir()):
-            folder.rmdir()  # a folder made for a study that never ran
-        raise
 
 
 def fit(
@@ -196,95 +156,19 @@ def fit(
         label_map: YAML aligning the domains' label sets (``--label-map``; needs ``domain``).
         by: item columns to break the scores down by (``--by``, repeatable; see
             :mod:`embedx.probing.subgroups`).
-        progress: show a progress bar. log: where to send notes.
-        command: the command line quoted in the report.
+        progress: show a progress bar. log: where to send notes. command: quoted in the report.
 
     Returns:
-        A :class:`FitResult`.
+        A :class:`FitResult` (see :func:`embedx.probing.orchestrate.run`, which does the work).
 
     Raises:
         EmbedxError: bad options, store, labels or output folder, in one line, before any
             model is fitted.
     """
-    from embedx.probing.report import prepare_output
+    options = dict(locals())  # every argument by name: the first statement, so nothing else is local
+    from embedx.probing.orchestrate import run
 
-    cv = str(cv).strip()
-    if cv.isdigit():  # `--cv 10` is shorthand for ten folds of the automatic scheme
-        folds, cv = int(cv), "auto"
-    if permutations < 0:  # checked before the store is read
-        raise ConfigError(f"--permutations must be >= 0; got {permutations}")
-    if class_weight not in ("none", "balanced"):
-        raise ConfigError(f"--class-weight {class_weight!r} not accepted; accepted: none, balanced")
-    if label_map is not None and domain is None:
-        raise ConfigError(f"--label-map {str(label_map)!r} aligns labels across domains; name the "
-                          "domain column with --domain COLUMN")
-    created = output is not None and not Path(output).exists()
-    out = prepare_output(output, overwrite=overwrite) if output is not None else None
-    with _drop_created_folder_on_error(out, created):
-        from embedx.probing.data import load_dataset
-        from embedx.probing.grids import load_grids
-        from embedx.probing.report import write_report
-        from embedx.probing.study import StudySettings, run_study
-
-        note = log or (lambda _msg: None)
-        dataset = load_dataset(
-            features, label=label, sets=sets, layers=layers, pooling=pooling, concat=concat,
-            group=group, labels_csv=labels, split_col=split_col if cv == "predefined" else None,
-            task=task, weighted_layers=weighted_layers,
-        )
-        settings = StudySettings(
-            models=models, scheme=cv, n_splits=folds, seed=seed, metric=metric,
-            class_weight=None if class_weight == "none" else class_weight, speaker_norm=speaker_norm,
-            tune=tune, grids=load_grids(grid) if tune and grid is not None else None,
-            inner_folds=inner_folds, n_boot=bootstrap, alpha=alpha, jobs=jobs, threads=threads,
-            backend=backend, scheduler=scheduler, refit=save_model, permutations=permutations,
-        )
-        domains = subgroups = None
-        if domain is not None:  # checked before any model is fitted
-            from embedx.probing.transfer import prepare_domains
-
-            dataset, domains = prepare_domains(dataset, domain, label_map=label_map, labels_csv=labels)
-            if len(domains.unmatched):
-                note(f"--label-map: {int(domains.unmatched['count'].sum())} items with unmatched labels "
-                     "left the study: " + ", ".join(f"{r.label!r} in {r.domain} ({r.count})"
-                                                    for r in domains.unmatched.itertuples()))
-            for r in domains.not_shared.itertuples():  # kept, but a model trained without it never predicts it
-                note(f"--domain {domain}: label {r.label!r} occurs only in {r.domains}")
-        if by:
-            from embedx.probing.subgroups import prepare_subgroups
-
-            subgroups = prepare_subgroups(dataset, list(by), labels_csv=labels)
-        if dataset.group_auto:
-            note(f"folds are speaker-independent: grouped by the items' {dataset.group!r} column "
-                 "(--no-group to turn off)")
-        if dataset.skipped:  # dropped data is never quiet
-            note("skipped items: " + ", ".join(f"{v} {k}" for k, v in dataset.skipped.items()))
-        result = run_study(dataset, settings, progress=progress, log=log if progress else None)
-        if result.folds.reason and not progress:  # with progress, the study said it before fitting
-            note(result.folds.reason)
-        if dataset.group_auto:
-            result.notes.insert(0, f"Folds are grouped by the items' `{dataset.group}` column, found "
-                                   "automatically (speaker-independent folds; `--no-group` turns "
-                                   "this off).")
-        from embedx.probing.sets import compare_sets
-
-        sets_table = compare_sets(result)
-        if sets_table is not None:
-            result.analyses["sets"] = sets_table
-        if domains is not None:
-            from embedx.probing.transfer import run_transfer
-
-            result.analyses["transfer"] = run_transfer(result, domains, progress=progress,
-                                                       log=log if progress else None)
-        if subgroups is not None:
-            from embedx.probing.subgroups import subgroup_breakdown
-
-            result.analyses["subgroups"] = subgroup_breakdown(result, subgroups, progress=progress)
-        files: dict[str, Path] = {}
-        if out is not None:
-            files = write_report(result, out, command=command, save_model=save_model)
-        return FitResult(summary=result.summary, best=result.best, metric=result.metric, output=out,
-                         files=files, group=dataset.group, study=result)
+    return run(options)
 
 
 def similarity(

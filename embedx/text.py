@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 
 def plural(count: int, word: str, many: str | None = None) -> str:
     """``count`` and ``word`` in the right number: ``1 item``, ``2 items``, ``0 items``.
@@ -27,8 +29,6 @@ def number(value: object, digits: int = 3) -> str:
     Returns:
         The text.
     """
-    import math
-
     if value is None:
         return "–"
     try:
@@ -68,8 +68,6 @@ def size(num_bytes: float | None) -> str:
     Returns:
         The text.
     """
-    import math
-
     if num_bytes is None or not math.isfinite(value := float(num_bytes)) or value < 0:
         return "–"
     if value < 999.5:
@@ -82,4 +80,33 @@ def size(num_bytes: float | None) -> str:
     return f"{value:.{digits}f} {unit}"
 
 
-__all__ = ["number", "plural", "shorten", "size"]
+def p_value(value: object) -> str:
+    """A p-value as printed in the report: three decimals, ``<0.001``, ``–`` when missing.
+
+    Args:
+        value: a number, ``None``, ``pd.NA`` or NaN.
+
+    Returns:
+        The text.
+    """
+    if value is None or type(value).__name__ == "NAType" or not math.isfinite(float(value)):  # type: ignore[arg-type]
+        return "–"
+    return "<0.001" if float(value) < 0.001 else f"{float(value):.3f}"  # type: ignore[arg-type]
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    """A Markdown table of strings.
+
+    Args:
+        header: the column titles.
+        rows: the cells, row by row.
+
+    Returns:
+        The table's lines joined by newlines.
+    """
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+__all__ = ["markdown_table", "number", "p_value", "plural", "shorten", "size"]

@@ -111,7 +111,7 @@ def test_a_binary_file_given_as_yaml_is_one_line(tmp_path):
     from embedx.errors import ConfigError
     from embedx.extraction.config import load_preset
     from embedx.probing.grids import load_grids
-    from embedx.probing.transfer import read_label_map
+    from embedx.probing.label_map import read_label_map
 
     binary = tmp_path / "feats.h5"
     binary.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(range(256)))

@@ -11,7 +11,10 @@ models), and the probing controls: :mod:`~embedx.probing.weighted` (learned soft
 :mod:`~embedx.probing.selectivity` (trained vs. random-initialised network); and the analyses
 across sets, corpora and speakers: :mod:`~embedx.probing.sets` (model comparison table),
 :mod:`~embedx.probing.transfer` (cross-corpus transfer, ``--domain``, ``--label-map``) and
-:mod:`~embedx.probing.subgroups` (subgroup breakdowns, ``--by``). Nothing here imports torch; scikit-learn and LightGBM are imported when used.
+:mod:`~embedx.probing.subgroups` (subgroup breakdowns, ``--by``). These six share one interface,
+:class:`~embedx.probing.analysis.Analysis` (prepare → run → tables and figures → report section), and
+are registered by name in :mod:`~embedx.probing.analyses`; :mod:`~embedx.probing.orchestrate` runs a whole
+``embedx fit`` (options, data, analyses, study, report). Nothing here imports torch; scikit-learn and LightGBM are imported when used.
 
 The function users call is :func:`embedx.fit` (in :mod:`embedx.api`).
 """

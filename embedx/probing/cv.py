@@ -210,7 +210,7 @@ def _auto_choice(
     data have fewer groups or a class has fewer items than that: then leave-one-group-out, or as
     many stratified folds as the smallest class has items; ``reason`` says so (``""`` otherwise).
     """
-    from embedx.probing.data import SPEAKER_COLUMNS
+    from embedx.probing.columns import SPEAKER_COLUMNS
 
     k = DEFAULT_FOLDS
     if groups is not None:

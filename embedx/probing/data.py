@@ -29,8 +29,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from embedx.errors import ConfigError, DataError, StoreError, one_line
+from embedx.errors import ConfigError, DataError, StoreError
 from embedx.extraction.layers import select_layers
+from embedx.probing.columns import (
+    MISSING,
+    SPEAKER_COLUMNS,
+    column,
+    item_columns,
+    join_labels,
+    label_text,
+    speaker_column,
+)
 from embedx.probing.tasks import CLASSIFICATION, REGRESSION, TASKS
 from embedx.text import plural
 
@@ -38,6 +47,8 @@ __all__ = [
     "Block",
     "Dataset",
     "FeatureConfig",
+    "MISSING",
+    "SPEAKER_COLUMNS",
     "TASKS",
     "detect_task",
     "encode_labels",
@@ -323,120 +334,6 @@ def check_finite(X: np.ndarray, what: str, ids: np.ndarray) -> None:
         )
 
 
-# --------------------------------------------------------------------------------- labels
-
-
-def join_labels(items: pd.DataFrame, labels_csv: str | Path | None) -> pd.DataFrame:
-    """Add the columns of a labels CSV to the store's items.
-
-    The CSV is joined on ``id`` when it has an ``id`` column, else on ``path`` (or, when no
-    path matches, its paths against the ids, which are relative paths); its columns replace
-    item columns of the same name. Items absent from the CSV get missing values.
-
-    Args:
-        items: the store's items.
-        labels_csv: path of the CSV, or ``None``.
-
-    Returns:
-        The items, same rows in the same order.
-
-    Raises:
-        DataError: unreadable CSV, no id/path column, or duplicate keys.
-    """
-    if labels_csv is None:
-        return items
-    path = Path(labels_csv)
-    try:
-        table = pd.read_csv(path)
-    except FileNotFoundError:
-        raise DataError(f"labels file {str(path)!r} does not exist") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise DataError(f"cannot read labels file {str(path)!r}: {one_line(exc, first_line=True)}") from None
-    key = "id" if "id" in table.columns else "path" if "path" in table.columns else None
-    if key is None:
-        raise DataError(
-            f"labels file {str(path)!r} needs an 'id' or 'path' column to join on; "
-            f"columns: {', '.join(map(str, table.columns))}"
-        )
-    table[key] = table[key].astype(str)
-    dup = table[key][table[key].duplicated()]
-    if len(dup):
-        raise DataError(f"labels file {str(path)!r} has duplicate {key} {dup.iloc[0]!r}")
-    table = table.set_index(key)
-    keys = items[key].astype(str)
-    if key == "path" and not keys.isin(table.index).any():
-        keys = items["id"].astype(str)  # a CSV of relative paths matches the ids
-    joined = items.drop(columns=[c for c in table.columns if c in items.columns])
-    for c in table.columns:
-        joined[c] = table[c].reindex(keys).to_numpy()
-    if len(table.columns) and not keys.isin(table.index).any():
-        raise DataError(
-            f"no item of the store matches the {key} column of {str(path)!r} "
-            f"(first store {key}: {keys.iloc[0]!r}, first CSV {key}: {table.index[0]!r})"
-        )
-    return joined
-
-
-#: group columns ``load_dataset`` uses when none is named: folds are then speaker-independent
-SPEAKER_COLUMNS = ("speaker", "speaker_id", "spk")
-
-
-def _column(items: pd.DataFrame, name: str, what: str) -> pd.Series:
-    if name not in items.columns:
-        available = ", ".join(map(str, items.columns))
-        if what == "label":
-            raise DataError(
-                f"no label column {name!r} among the items' columns ({available}); name one with "
-                "--label COLUMN, join a CSV of id (or path) and labels with --labels labels.csv, or "
-                "store the labels at extraction with embedx extract --manifest labels.csv"
-            )
-        raise DataError(f"unknown {what} column {name!r}; available: {available}")
-    return items[name]
-
-
-def item_columns(dataset: Dataset, names: Sequence[str], *, labels_csv: str | Path | None = None,
-                 option: str = "--by") -> dict[str, np.ndarray]:
-    """Values of item columns for the items a study uses, as strings.
-
-    Reads the store's items again (plus ``labels_csv``, joined as :func:`load_dataset` joins
-    it), so any column can name domains or subgroups without the study carrying every column.
-
-    Args:
-        dataset: the study's data (``rows`` selects its items).
-        names: column names.
-        labels_csv: the ``--labels`` CSV of the study, if any.
-        option: the option that named the columns, for messages.
-
-    Returns:
-        Column name -> ``(num_items,)`` str values; a missing value becomes ``"(missing)"``.
-
-    Raises:
-        DataError: a column the items do not have, naming the available columns.
-    """
-    from embedx.store import StoreReader
-
-    with StoreReader(dataset.store) as reader:
-        items = join_labels(reader.items, labels_csv)
-    out: dict[str, np.ndarray] = {}
-    for name in names:
-        if name not in items.columns:
-            available = ", ".join(map(str, items.columns))
-            raise DataError(f"{option} {name!r}: no such item column; available: {available}")
-        values = items[name].iloc[dataset.rows]
-        out[name] = np.array([MISSING if pd.isna(v) else _name(v) for v in values.tolist()], dtype=object)
-    return out
-
-
-#: the value of an item whose ``--by`` / ``--domain`` column is empty
-MISSING = "(missing)"
-
-
-def speaker_column(columns: Sequence[str]) -> str | None:
-    """The first of :data:`SPEAKER_COLUMNS` (case-insensitive) among ``columns``, if any."""
-    lower = {str(c).lower(): str(c) for c in columns}
-    return next((lower[c] for c in SPEAKER_COLUMNS if c in lower), None)
-
-
 def detect_task(values: pd.Series, task: str = "auto") -> str:
     """Decide classification vs regression.
 
@@ -497,17 +394,68 @@ def encode_labels(values: pd.Series, task: str) -> tuple[np.ndarray, list[str] |
         )
     lookup = {v: k for k, v in enumerate(uniques)}
     y = np.array([lookup[v] for v in values.tolist()], dtype=np.int64)
-    names = [_name(v) for v in uniques]
+    names = [label_text(v) for v in uniques]
     return y, names
 
 
-def _name(value: Any) -> str:
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
-
-
 # ---------------------------------------------------------------------------------- load
+
+
+def _usable_rows(reader: Any, used_sets: list[str], labels: pd.Series, groups: pd.Series | None,
+                 split: pd.Series | None) -> tuple[np.ndarray, dict[str, int]]:
+    """The items done in every used set with a label (and group, split), and why others were skipped.
+
+    Raises:
+        DataError: fewer than 2 usable items.
+    """
+    done = np.ones(len(labels), dtype=bool)
+    failed = np.zeros(len(labels), dtype=bool)
+    for name in used_sets:
+        done &= reader.done(name)
+        failed[reader.failed(name)["index"].to_numpy(dtype=np.int64)] = True
+    has_label = labels.notna().to_numpy()
+    if labels.dtype == object:
+        has_label &= labels.astype(str).str.strip().ne("").to_numpy()
+    keep = done & has_label
+    if groups is not None:
+        keep &= groups.notna().to_numpy()
+    if split is not None:
+        keep &= split.notna().to_numpy()
+    skipped = {
+        "failed in extraction": int((~done & failed).sum()),
+        # a stopped or killed extraction: its re-run finishes these
+        "not extracted yet (re-run the extraction to finish)": int((~done & ~failed).sum()),
+        "no label": int((done & ~has_label).sum()),
+    }
+    if groups is not None:
+        skipped["no group"] = int((done & has_label & groups.isna().to_numpy()).sum())
+    if split is not None:
+        skipped["no split"] = int((done & has_label & split.isna().to_numpy()).sum())
+    skipped = {k: v for k, v in skipped.items() if v}
+    rows = np.flatnonzero(keep)
+    if len(rows) < 2:
+        why = "; ".join(f"{v} {k}" for k, v in skipped.items()) or "empty store"
+        raise DataError(f"only {plural(len(rows), 'usable item')} of {len(labels)} ({why})")
+    return rows, skipped
+
+
+def _read_features(reader: Any, configs: list[FeatureConfig], rows: np.ndarray, ids: np.ndarray
+                   ) -> dict[str, np.ndarray]:
+    """Every configuration's features of the items in ``rows``; each block is read once."""
+    X: dict[str, np.ndarray] = {}
+    cache: dict[Block, np.ndarray] = {}
+    for config in configs:
+        parts = []
+        for block in config.blocks:
+            if block not in cache:
+                cache[block] = read_block(reader, block, rows)  # (num_items, dim)
+                check_finite(cache[block], block.label, ids)
+            parts.append(cache[block])
+        if config.weighted:
+            X[config.name] = np.stack(parts, axis=1)  # (num_items, num_layers, dim)
+        else:
+            X[config.name] = parts[0] if len(parts) == 1 else np.hstack(parts)
+    return X
 
 
 def load_dataset(
@@ -556,58 +504,19 @@ def load_dataset(
         if weighted_layers:
             configs = configs + weighted_configs(configs)
         items = join_labels(reader.items, labels_csv)
-        labels = _column(items, label, "label")
+        labels = column(items, label, "label")
         group_auto = group == "auto"
         if group_auto:
             group = speaker_column([c for c in items.columns if c != label])
-        groups = _column(items, group, "group") if group else None
-        split = _column(items, split_col, "split") if split_col else None
+        groups = column(items, group, "group") if group else None
+        split = column(items, split_col, "split") if split_col else None
         used_sets = sorted({b.feature_set for c in configs for b in c.blocks})
-        done = np.ones(len(items), dtype=bool)
-        failed = np.zeros(len(items), dtype=bool)
-        for name in used_sets:
-            done &= reader.done(name)
-            failed[reader.failed(name)["index"].to_numpy(dtype=np.int64)] = True
-        has_label = labels.notna().to_numpy()
-        if labels.dtype == object:
-            has_label &= labels.astype(str).str.strip().ne("").to_numpy()
-        keep = done & has_label
-        if groups is not None:
-            keep &= groups.notna().to_numpy()
-        if split is not None:
-            keep &= split.notna().to_numpy()
-        skipped = {
-            "failed in extraction": int((~done & failed).sum()),
-            # a stopped or killed extraction: its re-run finishes these
-            "not extracted yet (re-run the extraction to finish)": int((~done & ~failed).sum()),
-            "no label": int((done & ~has_label).sum()),
-        }
-        if groups is not None:
-            skipped["no group"] = int((done & has_label & groups.isna().to_numpy()).sum())
-        if split is not None:
-            skipped["no split"] = int((done & has_label & split.isna().to_numpy()).sum())
-        skipped = {k: v for k, v in skipped.items() if v}
-        rows = np.flatnonzero(keep)
-        if len(rows) < 2:
-            why = "; ".join(f"{v} {k}" for k, v in skipped.items()) or "empty store"
-            raise DataError(f"only {plural(len(rows), 'usable item')} of {len(items)} ({why})")
+        rows, skipped = _usable_rows(reader, used_sets, labels, groups, split)
         used = items.iloc[rows]
         resolved = detect_task(used[label], task)
         y, classes = encode_labels(used[label], resolved)
         ids = used["id"].astype(str).to_numpy()
-        X: dict[str, np.ndarray] = {}
-        cache: dict[Block, np.ndarray] = {}
-        for config in configs:
-            parts = []
-            for block in config.blocks:
-                if block not in cache:
-                    cache[block] = read_block(reader, block, rows)  # (num_items, dim)
-                    check_finite(cache[block], block.label, ids)
-                parts.append(cache[block])
-            if config.weighted:
-                X[config.name] = np.stack(parts, axis=1)  # (num_items, num_layers, dim)
-            else:
-                X[config.name] = parts[0] if len(parts) == 1 else np.hstack(parts)
+        X = _read_features(reader, configs, rows, ids)
         specs = {name: reader.spec(name) for name in used_sets}
     return Dataset(
         configs=configs,

@@ -219,7 +219,7 @@ def predict_store(
         StoreError: missing set/layer/pooling, or a set of another model.
         DataError: NaN features, or no group column for a speaker-normalised model.
     """
-    from embedx.probing.data import join_labels
+    from embedx.probing.columns import join_labels
     from embedx.store import StoreReader
 
     with StoreReader(store) as reader:

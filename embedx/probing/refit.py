@@ -16,7 +16,7 @@ from embedx.probing.fitting import best_params, fit_estimator, make_estimator
 from embedx.probing.speaker_norm import group_standardize
 
 if TYPE_CHECKING:  # the study imports this module to refit; a type only, no import cycle
-    from embedx.probing.study import StudyResult
+    from embedx.probing.study import Study
 
 __all__ = ["fit_final", "holdout_ci"]
 
@@ -43,7 +43,7 @@ def holdout_ci(
     return jackknife_ci(float(scores.pooled()[0]), scores.leave_one_out()[0], bounds=metric.bounds)
 
 
-def fit_final(result: StudyResult, *, threads: int = 1) -> tuple[dict[str, Any], dict[str, float] | None]:
+def fit_final(result: Study, *, threads: int = 1) -> tuple[dict[str, Any], dict[str, float] | None]:
     """Refit the best configuration and bundle it for :mod:`embedx.probing.predict`.
 
     With a held-out test part (predefined train/dev/test split) the model is fitted on

@@ -46,8 +46,8 @@ from embedx.figures import (
 )
 from embedx.probing.findings import findings, headline_lines, row_verdict
 from embedx.probing.stats import wilcoxon_floor
+from embedx.text import markdown_table, p_value, plural
 from embedx.text import number as _f
-from embedx.text import plural
 
 __all__ = [
     "summary_records",
@@ -79,40 +79,26 @@ def summary_records(summary: pd.DataFrame) -> list[dict[str, Any]]:
 # ------------------------------------------------------------------------------ markdown
 
 
-def _p(value: Any) -> str:
-    if value is None or value is pd.NA or not math.isfinite(float(value)):
-        return "–"
-    return "<0.001" if float(value) < 0.001 else f"{float(value):.3f}"
+def _ran(result: Any) -> list[tuple[Any, Any]]:
+    """``(analysis, its result)`` of every analysis the study ran, in registry order."""
+    from embedx.probing.analyses import ANALYSES
+
+    done = getattr(result, "analyses", None) or {}
+    return [(a, done[name]) for name, a in ANALYSES.items() if name in done]
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
+def _tested(result: Any) -> bool:
+    """Whether the study computed CIs and tests (bootstrap on, enough clusters)."""
+    return result.settings["n_boot"] > 0 and bool(np.isfinite(result.summary["ci_low"].to_numpy(dtype=float)).any())
 
 
-def _markdown(result: Any, files: dict[str, str], command: str | None,
-              selectivity: pd.DataFrame | None = None) -> str:
-    ds = result.dataset
-    s = result.summary
-    m = result.metric
-    settings = result.settings
-    best = s.iloc[0]
-    lines = ["# embedx fit report", ""]
-    if command:
-        lines += ["```", command, "```", ""]
-    chance = getattr(result, "chance", None)
-    verdict = _chance_verdict(result)
-    if verdict is not None:  # before anything that reads like a finding
-        title = ("The best configuration does not beat chance" if chance["beats_chance"] is False
-                 else "The chance control is undecided")
-        lines += [f"## ⚠ {title}", "", verdict, ""]
-    analyses = getattr(result, "analyses", None) or {}
-    if "sets" in analyses:  # "which model?" opens the report
-        from embedx.probing.sets import sets_section
+def _unit(result: Any) -> str:
+    return "speaker" if result.settings.get("clusters") == "group" else "item block"
 
-        lines += [*sets_section(analyses["sets"]), ""]
-    lines += ["## Data", ""]
+
+def _data_section(result: Any) -> list[str]:
+    ds, settings = result.dataset, result.settings
+    lines = ["## Data", ""]
     lines.append(f"- store: `{ds.store}`")
     lines.append(f"- items used: {ds.num_items}" + (
         " (" + ", ".join(f"{v} {k}" for k, v in ds.skipped.items()) + " skipped)" if ds.skipped else ""))
@@ -126,8 +112,12 @@ def _markdown(result: Any, files: dict[str, str], command: str | None,
     lines.append(
         f"- feature configurations: {len(ds.configs)}; models: {', '.join(settings['models'])}"
     )
-    lines += ["", "## Protocol", ""]
-    folds = result.folds
+    return lines
+
+
+def _protocol_section(result: Any) -> list[str]:
+    settings, folds, m = result.settings, result.folds, result.metric
+    lines = ["## Protocol", ""]
     lines.append(
         f"- cross-validation: `{folds.scheme}`, {plural(folds.n_splits, 'fold')}, seed {folds.seed}; the "
         "same folds for every configuration and model"
@@ -146,7 +136,7 @@ def _markdown(result: Any, files: dict[str, str], command: str | None,
         )
     if settings.get("class_weight"):
         lines.append(f"- class weights: {settings['class_weight']}")
-    unit = "speaker" if settings.get("clusters") == "group" else "item block"
+    unit = _unit(result)
     one_split = folds.n_splits == 1
     where = "dev part" if one_split and folds.holdout is not None else (
         "evaluation part" if one_split else "pooled out-of-fold predictions")
@@ -156,8 +146,7 @@ def _markdown(result: Any, files: dict[str, str], command: str | None,
         "is what the CIs, Δ to best and the tests are about"
         + ("" if one_split else "; mean ± std over folds is a description only")
     )
-    tested = settings["n_boot"] > 0 and bool(np.isfinite(s["ci_low"].to_numpy(dtype=float)).any())
-    if tested:
+    if _tested(result):
         lines.append(
             f"- statistics over {settings.get('num_clusters')} {unit}s as the unit "
             + ("(items of one speaker are not independent)" if unit == "speaker"
@@ -171,14 +160,21 @@ def _markdown(result: Any, files: dict[str, str], command: str | None,
         reason = ("--bootstrap 0" if settings["n_boot"] == 0
                   else f"too few {unit}s (see Notes)")
         lines.append(f"- statistics: none ({reason}): no CIs, no tests, no configuration marked worse")
+    return lines
+
+
+def _best_section(result: Any) -> list[str]:
+    s, m, ds = result.summary, result.metric, result.dataset
+    best = s.iloc[0]
+    tested, unit = _tested(result), _unit(result)
     found = findings(result)
-    lines += ["", "## Best configuration" + (f": a {len(found.tied)}-way tie" if found.is_tie else ""), ""]
+    lines = ["## Best configuration" + (f": a {len(found.tied)}-way tie" if found.is_tie else ""), ""]
     if found.is_tie:  # no configuration is named best alone
         lines.append(headline_lines(found, markdown=True)[0])
     else:
         value = (f"{m} {_f(best[f'{m}_pooled'])}"
                  + (f" (95% CI {_f(best['ci_low'])}–{_f(best['ci_high'])})" if tested else ""))
-        spread = "" if one_split else (
+        spread = "" if result.folds.n_splits == 1 else (
             f"; per fold {_f(best[f'{m}_mean'])} ± {_f(best[f'{m}_std'])} (mean ± std)")
         lines.append(f"**{best['config']}** with **{best['model']}**: {value}{spread}.")
     sel = result.selection
@@ -213,7 +209,14 @@ def _markdown(result: Any, files: dict[str, str], command: str | None,
         of = f" of `{best['config']}` ({best['model']})" if found.is_tie else ""
         lines += ["", f"Per-class recall{of} (mean over folds): " + ", ".join(
             f"{c} {_f(rec[col].mean())}" for c, col in zip(ds.classes, cols, strict=True))]
-    lines += ["", "## Ranking", ""]
+    return lines
+
+
+def _ranking_section(result: Any) -> list[str]:
+    s, m, folds = result.summary, result.metric, result.folds
+    tested, one_split = _tested(result), folds.n_splits == 1
+    found = findings(result)
+    lines = ["## Ranking", ""]
     names = [c for c in s.columns if c.endswith("_mean") and c != f"{m}_mean"]
     header = ["rank", "features", "model", m, "95% CI",
               *([] if one_split else [f"{m} per fold (mean ± std)"]),
@@ -229,11 +232,11 @@ def _markdown(result: Any, files: dict[str, str], command: str | None,
             *([] if one_split else [f"{_f(r[f'{m}_mean'])} ± {_f(r[f'{m}_std'])}"]),
             *[_f(r[n]) for n in names],
             _f(r["diff_to_best"]) if flag not in ("best", "tie") else "–",
-            _p(r["p_set"]),
+            p_value(r["p_set"]),
             flag,
-            *([_p(r["p_permutation"])] if "p_permutation" in s else []),
+            *([p_value(r["p_permutation"])] if "p_permutation" in s else []),
         ])
-    lines.append(_table(header, rows))
+    lines.append(markdown_table(header, rows))
     if len(s) > 25:
         lines.append(f"\n({len(s) - 25} more rows in summary.csv)")
     direction = "higher" if result.greater_is_better else "lower"
@@ -247,29 +250,19 @@ def _markdown(result: Any, files: dict[str, str], command: str | None,
         "having been picked on the same data; a configuration that is better than another is "
         "never marked worse. p (set): its confidence-set p-value. Other metric columns are means "
         "over folds. ⚠: see the warning column of summary.csv. summary.csv also has p_paired "
-        f"(one-sided sign-flip test of the best against this configuration over {unit}s, exact "
+        f"(one-sided sign-flip test of the best against this configuration over {_unit(result)}s, exact "
         "with up to 12, not adjusted for the selection of the best) and, on per-fold scores "
         "for reference only, the Nadeau–Bengio corrected t-test and the Wilcoxon signed-rank "
         f"test (one-sided; with {folds.n_splits} folds its p-value cannot go below {floor:.3g})."
     ]
-    if chance is not None:
-        lines += ["", *_chance_section(result, chance)]
-    if getattr(result, "layer_weights", None):
-        lines += ["", *_weighted_section(result)]
-    if selectivity is not None:
-        lines += ["", *_selectivity_section(result, selectivity)]
-    if "transfer" in analyses:
-        from embedx.probing.transfer import transfer_section
+    return lines
 
-        lines += ["", *transfer_section(analyses["transfer"], result.best)]
-        for k in (k for k in files if k.startswith("transfer_plot")):
-            lines += ["", f"![Transfer matrices]({files[k]})"]
-    if "subgroups" in analyses:
-        from embedx.probing.subgroups import subgroup_section
 
-        lines += ["", *subgroup_section(analyses["subgroups"])]
-        if "subgroups_plot" in files:
-            lines += ["", f"![Subgroups]({files['subgroups_plot']})"]
+def _closing_sections(result: Any, files: dict[str, str], ran: list[tuple[Any, Any]],
+                      shown: set[str]) -> list[str]:
+    """Warnings, figures, notes (less those ``shown`` already) and files."""
+    s = result.summary
+    lines: list[str] = []
     warned = s[s["warning"].astype(str) != ""] if "warning" in s else s.iloc[:0]
     if len(warned):
         lines += ["", "## Warnings", ""]
@@ -277,13 +270,14 @@ def _markdown(result: Any, files: dict[str, str], command: str | None,
         if len(warned) > 20:
             lines.append(f"- ... {len(warned) - 20} more in summary.csv")
     lines += ["", "## Figures", ""]
-    for key, label in (("layer_curve", "Layer curve"), ("layer_weights_plot", "Learned layer weights"),
-                       ("confusion", "Confusion matrix of the best configuration"),
-                       ("scatter", "Predictions of the best configuration")):
+    figures = [("layer_curve", "Layer curve"), *[f for a, _ in ran for f in a.figures],
+               ("confusion", "Confusion matrix of the best configuration"),
+               ("scatter", "Predictions of the best configuration")]
+    for key, label in figures:
         if key in files:
             lines.append(f"![{label}]({files[key]})")
             lines.append("")
-    notes = [n for n in result.notes if n != verdict]  # the verdict is already the first section
+    notes = [n for n in result.notes if n not in shown]  # e.g. the chance verdict, already on top
     if notes:
         lines += ["## Notes", ""]
         lines += [f"- {n}" for n in notes]
@@ -291,143 +285,49 @@ def _markdown(result: Any, files: dict[str, str], command: str | None,
     lines += ["## Files", ""]
     lines += [f"- `{v}`" for k, v in files.items() if k not in ("report",)]
     lines.append("")
+    return lines
+
+
+def _markdown(result: Any, files: dict[str, str], command: str | None) -> str:
+    """``report.md``: what must be read first, the data, protocol, best, ranking, analyses, the rest."""
+    ran = _ran(result)
+    lines = ["# embedx fit report", ""]
+    if command:
+        lines += ["```", command, "```", ""]
+    opening = [line for a, v in ran for line in a.headline(v, result)]  # before anything that reads like a finding
+    lines += [*opening, *_data_section(result), "", *_protocol_section(result), "", *_best_section(result),
+              "", *_ranking_section(result)]
+    for analysis, value in ran:
+        section = analysis.section(value, result, files)
+        if section:
+            lines += ["", *section]
+    lines += _closing_sections(result, files, ran, set(opening))
     return "\n".join(lines)
-
-
-def _selectivity_section(result: Any, table: pd.DataFrame) -> list[str]:
-    """The random-network control: trained minus random per layer, with the paired test."""
-    m = result.metric
-    lines = ["## Random-network control (selectivity)", ""]
-    lines.append(f"Each layer of a trained model against the same layer of its random-initialised twin "
-                 f"(`embedx extract --random-init`), same folds and models. Selectivity = trained − random "
-                 f"{m} (> 0: the trained weights add information); p: one-sided paired sign-flip test "
-                 "over speakers (the study's paired test), per layer, not adjusted for testing every layer. "
-                 "All rows are in `selectivity.csv`.")
-    lines.append("")
-    header = ["set", "pooling", "model", "layer", f"{m} trained", f"{m} random", "selectivity", "p"]
-    rows = [[f"`{r['set']}`", r["pooling"], r["model"], str(r["layer"]), _f(r["trained"]), _f(r["random"]),
-             _f(r["selectivity"]), _p(r["p_selectivity"])] for _, r in table.head(60).iterrows()]
-    lines.append(_table(header, rows))
-    best = table.loc[table["selectivity"].idxmax()]
-    lines += ["", f"Largest selectivity: layer {best['layer']} of `{best['set']}` ({best['model']}, "
-              f"{best['pooling']}): {_f(best['selectivity'])}."]
-    return lines
-
-
-def _chance_verdict(result: Any) -> str | None:
-    """The chance control's warning note (not beating chance, or undecided), else ``None``."""
-    chance = getattr(result, "chance", None)
-    if chance is None or chance["beats_chance"]:
-        return None
-    starts = ("The best configuration does not beat chance", "The chance control is undecided")
-    return next((n for n in result.notes if n.startswith(starts)), None)
-
-
-def _chance_section(result: Any, chance: dict[str, Any]) -> list[str]:
-    """The chance control: how the labels were permuted, and what the best configuration's p means."""
-    s, m = result.summary, result.metric
-    best = s.iloc[0]
-    verdict = {True: "beats chance", False: "does **not** beat chance",
-               None: "cannot be tested at this alpha with so few permutations"}[chance["beats_chance"]]
-    lines = ["## Chance control (label permutations)", ""]
-    lines.append(
-        f"Every configuration was refitted on {chance['permutations']} permutations of the labels "
-        f"(permuted {chance['scheme']}, so the folds hold the same items; the same permutations for "
-        f"every configuration) and scored like the real study. The best configuration {verdict}: "
-        f"its {m} {_f(best[f'{m}_pooled'])} against a mean best-of-{len(s)} {_f(chance['null_best_mean'])} "
-        f"on permuted labels (95th percentile {_f(chance['null_best_q95'])}); family-wise permutation "
-        f"p = {_p(chance['p_best'])} (alpha {chance['alpha']:g}; the smallest possible p is "
-        f"{chance['min_p']:.3g})."
-    )
-    lines += ["", "p (perm.) in the ranking (`p_permutation` in summary.csv) is each configuration's own "
-              "permutation p-value, `(1 + #{permuted score ≥ real score}) / (1 + N)`; "
-              "`p_permutation_fwer` compares the real score with the best configuration of every "
-              "permutation, which accounts for the best having been picked among all of them."]
-    return lines
-
-
-def _weighted_section(result: Any) -> list[str]:
-    """The weighted-layer probe: its score next to the best single layer, and where its weight went."""
-    s, m = result.summary, result.metric
-    lines = ["## Weighted layers", ""]
-    lines.append("Each `SET@weighted/POOLING` configuration learns softmax weights over the layers (each "
-                 "layer standardised in the training fold) jointly with a linear probe, on the training "
-                 "part of every fold; weights per fold are in `layer_weights.csv`.")
-    lines.append("")
-    for (name, model), w in result.layer_weights.items():
-        row = s[(s["config"] == name) & (s["model"] == model)].iloc[0]
-        fset, pooling = name.split("@")[0], name.rsplit("/", 1)[1]
-        singles = s[(s["feature_set"] == fset) & (s["pooling"] == pooling) & s["layer"].notna()]
-        config = next(c for c in result.dataset.configs if c.name == name)
-        mean = np.asarray(w).mean(axis=0)
-        top = np.argsort(-mean)[:3]
-        text = (f"- `{name}`: {m} {_f(row[f'{m}_pooled'])} (rank {row['rank']}"
-                + (", outside the confidence set for the best" if bool(row["worse_than_best"]) else "") + ")")
-        if len(singles):
-            b = singles.iloc[0]
-            text += f"; best single layer `{b['config']}` ({b['model']}) {_f(b[f'{m}_pooled'])}"
-        text += "; largest mean weights: " + ", ".join(
-            f"layer {config.blocks[i].layer} {mean[i]:.2f}" for i in top) + f" (uniform {1 / len(mean):.2f})"
-        lines.append(text)
-    return lines
 
 
 # ---------------------------------------------------------------------------------- write
 
 
-def write_report(
-    result: Any,
-    output: str | os.PathLike[str],
-    *,
-    command: str | None = None,
-    save_model: bool = True,
-) -> dict[str, Path]:
-    """Write every output of a study into ``output``.
-
-    Args:
-        result: a :class:`embedx.probing.study.StudyResult`.
-        output: the results folder (created).
-        command: the command line, quoted in the report.
-        save_model: write ``model.joblib`` when the study refitted a model.
-
-    Returns:
-        Output kind -> path written.
-    """
-    out = Path(output)
-    out.mkdir(parents=True, exist_ok=True)
+def _write_study(result: Any, out: Path, files: dict[str, str]) -> None:
+    """``results.csv``, ``summary.csv`` and the layer curve."""
     ds = result.dataset
-    files: dict[str, str] = {}
-
     result.results.to_csv(out / "results.csv", index=False)
     files["results"] = "results.csv"
     summary = result.summary.copy()
     summary["fold_scores"] = [json.dumps(v) for v in summary["fold_scores"]]
     summary.to_csv(out / "summary.csv", index=False)
     files["summary"] = "summary.csv"
-
     requested = list(dict.fromkeys((c.feature_set, c.pooling) for c in ds.configs if not c.concat))
     found = findings(result)
     if plot_layer_curve(result.summary, result.metric, out / "layer_curve.png", panels=requested,
                         models=list(result.settings["models"]), chance=found.chance,
                         single_split=result.folds.n_splits == 1):
         files["layer_curve"] = "layer_curve.png"
-    weights = getattr(result, "layer_weights", None)
-    if weights:
-        from embedx.probing.weighted import layer_weights_table, plot_layer_weights
 
-        table = layer_weights_table(weights, ds.configs)
-        table.to_csv(out / "layer_weights.csv", index=False)
-        files["layer_weights"] = "layer_weights.csv"
-        if plot_layer_weights(table, out / "layer_weights.png"):
-            files["layer_weights_plot"] = "layer_weights.png"
-    from embedx.probing.selectivity import selectivity_table
 
-    selectivity = selectivity_table(result)
-    if selectivity is not None:
-        selectivity.to_csv(out / "selectivity.csv", index=False)
-        files["selectivity"] = "selectivity.csv"
-    analyses = getattr(result, "analyses", None) or {}
-    _write_analyses(analyses, out, files)
+def _write_best(result: Any, out: Path, files: dict[str, str]) -> None:
+    """The best configuration's confusion matrix or scatter, and ``predictions_best.csv``."""
+    ds = result.dataset
     key = result.best
     title = f"{key[0]} · {key[1]}"
     oof = result.predictions[key]
@@ -447,15 +347,13 @@ def write_report(
     }).to_csv(out / "predictions_best.csv", index=False)
     files["predictions"] = "predictions_best.csv"
 
-    if save_model and result.final is not None:
-        from embedx.probing.predict import save_model as save
 
-        save(result.final, out / "model.joblib")
-        files["model"] = "model.joblib"
-    files["summary_json"] = "summary.json"
-    files["report"] = "report.md"
-
-    payload = {
+def _payload(result: Any, files: dict[str, str]) -> dict[str, Any]:
+    """The content of ``summary.json``."""
+    ds, key = result.dataset, result.best
+    analyses = getattr(result, "analyses", None) or {}
+    found = findings(result)
+    return {
         "settings": _json_value(result.settings),
         "data": {
             "store": ds.store,
@@ -499,37 +397,47 @@ def write_report(
         # the model comparison table (several feature sets); transfer and subgroups are in their CSVs
         "sets": summary_records(analyses["sets"].table) if "sets" in analyses else None,
     }
-    (out / "summary.json").write_text(json.dumps(payload, indent=2), encoding="utf-8")
-    (out / "report.md").write_text(_markdown(result, files, command, selectivity), encoding="utf-8")
+
+
+def write_report(
+    result: Any,
+    output: str | os.PathLike[str],
+    *,
+    command: str | None = None,
+    save_model: bool = True,
+) -> dict[str, Path]:
+    """Write every output of a study into ``output``.
+
+    The study's own tables and figures first, then each analysis's (in the order of
+    :mod:`embedx.probing.analyses`), the best configuration's predictions, the model,
+    ``summary.json`` and ``report.md``.
+
+    Args:
+        result: a :class:`embedx.probing.study.StudyResult`.
+        output: the results folder (created).
+        command: the command line, quoted in the report.
+        save_model: write ``model.joblib`` when the study refitted a model.
+
+    Returns:
+        Output kind -> path written.
+    """
+    out = Path(output)
+    out.mkdir(parents=True, exist_ok=True)
+    files: dict[str, str] = {}
+    _write_study(result, out, files)
+    for analysis, value in _ran(result):
+        analysis.write(value, out, files)
+    _write_best(result, out, files)
+    if save_model and result.final is not None:
+        from embedx.probing.predict import save_model as save
+
+        save(result.final, out / "model.joblib")
+        files["model"] = "model.joblib"
+    files["summary_json"] = "summary.json"
+    files["report"] = "report.md"
+    (out / "summary.json").write_text(json.dumps(_payload(result, files), indent=2), encoding="utf-8")
+    (out / "report.md").write_text(_markdown(result, files, command), encoding="utf-8")
     return {k: out / v for k, v in files.items()}
-
-
-def _write_analyses(analyses: dict[str, Any], out: Path, files: dict[str, str]) -> None:
-    """Tables and figures of the analyses added to a study (model comparison, transfer, subgroups)."""
-    if "sets" in analyses:
-        analyses["sets"].table.to_csv(out / "sets.csv", index=False)
-        files["sets"] = "sets.csv"
-    if "transfer" in analyses:
-        from embedx.probing.transfer import plot_transfer
-
-        transfer = analyses["transfer"]
-        transfer.table.to_csv(out / "transfer.csv", index=False)
-        files["transfer"] = "transfer.csv"
-        if transfer.domains.label_map is not None:
-            transfer.domains.unmatched.to_csv(out / "unmatched_labels.csv", index=False)
-            files["unmatched_labels"] = "unmatched_labels.csv"
-        for i, name in enumerate(plot_transfer(transfer, out)):
-            files[f"transfer_plot_{i}"] = name
-    if "subgroups" in analyses:
-        from embedx.probing.subgroups import plot_subgroups
-
-        sub = analyses["subgroups"]
-        sub.table.to_csv(out / "subgroups.csv", index=False)
-        sub.gaps.to_csv(out / "subgroup_gaps.csv", index=False)
-        sub.speakers.to_csv(out / "speakers.csv", index=False)
-        files.update(subgroups="subgroups.csv", subgroup_gaps="subgroup_gaps.csv", speakers="speakers.csv")
-        if plot_subgroups(sub, out / "subgroups.png"):
-            files["subgroups_plot"] = "subgroups.png"
 
 
 #: files a study writes into its results folder, whatever its options (summary.json lists

@@ -18,15 +18,20 @@ Both sets were probed on the same folds by the same models, so the pairs are exa
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from embedx.probing import metrics as M
+from embedx.probing.analysis import Analysis
 from embedx.probing.compare import MIN_CLUSTERS, ClusterScores, clusters_of, signflip_test
 from embedx.store import RANDOM_SUFFIX
+from embedx.text import markdown_table, p_value
+from embedx.text import number as _f
 
-__all__ = ["random_twins", "selectivity_table"]
+__all__ = ["SelectivityAnalysis", "random_twins", "selectivity_table"]
 
 
 def random_twins(feature_sets: Any) -> dict[str, str]:
@@ -78,3 +83,37 @@ def selectivity_table(result: Any) -> pd.DataFrame | None:
                          "model": row["model"], "layer": int(row["layer"]), "trained": trained,
                          "random": rand, "selectivity": sign * (trained - rand), "p_selectivity": p})
     return pd.DataFrame(rows) if rows else None
+
+
+class SelectivityAnalysis(Analysis):
+    """The random-network control: ``selectivity.csv`` and its section, when a set has a twin."""
+
+    name = "selectivity"
+
+    def run(self, study: Any, state: Any, *, progress: bool = False, log: Any = None) -> pd.DataFrame | None:
+        """:func:`selectivity_table` of the study (``None`` without a random twin)."""
+        return selectivity_table(study)
+
+    def write(self, value: pd.DataFrame, out: Path, files: dict[str, str]) -> None:
+        """``selectivity.csv``."""
+        value.to_csv(out / "selectivity.csv", index=False)
+        files["selectivity"] = "selectivity.csv"
+
+    def section(self, value: pd.DataFrame, study: Any, files: Mapping[str, str]) -> list[str]:
+        """Trained minus random per layer, with the paired test."""
+        m = study.metric
+        lines = ["## Random-network control (selectivity)", ""]
+        lines.append(f"Each layer of a trained model against the same layer of its random-initialised twin "
+                     f"(`embedx extract --random-init`), same folds and models. Selectivity = trained − random "
+                     f"{m} (> 0: the trained weights add information); p: one-sided paired sign-flip test "
+                     "over speakers (the study's paired test), per layer, not adjusted for testing every layer. "
+                     "All rows are in `selectivity.csv`.")
+        lines.append("")
+        header = ["set", "pooling", "model", "layer", f"{m} trained", f"{m} random", "selectivity", "p"]
+        rows = [[f"`{r['set']}`", r["pooling"], r["model"], str(r["layer"]), _f(r["trained"]), _f(r["random"]),
+                 _f(r["selectivity"]), p_value(r["p_selectivity"])] for _, r in value.head(60).iterrows()]
+        lines.append(markdown_table(header, rows))
+        best = value.loc[value["selectivity"].idxmax()]
+        lines += ["", f"Largest selectivity: layer {best['layer']} of `{best['set']}` ({best['model']}, "
+                  f"{best['pooling']}): {_f(best['selectivity'])}."]
+        return lines

@@ -30,16 +30,18 @@ selection-aware estimate restricted to one set.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from embedx.probing import metrics as M
+from embedx.probing.analysis import Analysis
 from embedx.probing.compare import ClusterScores, clusters_of, nested_best
 from embedx.text import number as _f
 
-__all__ = ["SetComparison", "compare_sets", "nested_predictions", "set_verdicts", "sets_rows", "sets_section"]
+__all__ = ["SetComparison", "SetsAnalysis", "compare_sets", "nested_predictions", "set_verdicts", "sets_rows", "sets_section"]
 
 
 def nested_predictions(y: np.ndarray, predictions: list[np.ndarray], metric: M.Metric, clusters: np.ndarray,
@@ -244,3 +246,22 @@ def sets_section(comparison: SetComparison) -> list[str]:
                   "every pair of layers)."]
     lines += [f"- {n}" for n in comparison.notes]
     return lines
+
+
+class SetsAnalysis(Analysis):
+    """The model comparison table: ``sets.csv``, and the section that opens the report."""
+
+    name = "sets"
+
+    def run(self, study: Any, state: Any, *, progress: bool = False, log: Any = None) -> SetComparison | None:
+        """:func:`compare_sets` of the study (``None`` with fewer than 2 feature sets)."""
+        return compare_sets(study)
+
+    def write(self, value: SetComparison, out: Path, files: dict[str, str]) -> None:
+        """``sets.csv``."""
+        value.table.to_csv(out / "sets.csv", index=False)
+        files["sets"] = "sets.csv"
+
+    def headline(self, value: SetComparison, study: Any) -> list[str]:
+        """The question "which model?" opens the report."""
+        return [*sets_section(value), ""]

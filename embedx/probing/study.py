@@ -27,12 +27,11 @@ workers. Each task limits BLAS/OpenMP threads with threadpoolctl, and threaded e
 
 from __future__ import annotations
 
-import json
 import os
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -48,19 +47,21 @@ from embedx.probing.fitting import run_task
 from embedx.probing.grids import load_grids
 from embedx.probing.models import get_model, parse_models
 from embedx.probing.refit import fit_final
-from embedx.probing.stats import corrected_ttest, wilcoxon
+from embedx.probing.tables import CONSTANT_WARNING, collect_results, summarise
 from embedx.progress import progress_bar
 from embedx.text import plural
 
+if TYPE_CHECKING:
+    from embedx.probing.analysis import Prepared
+
 __all__ = [
     "BACKENDS",
+    "Study",
     "StudyResult",
     "StudySettings",
     "run_study",
 ]
 
-#: start of the warning of a configuration whose out-of-fold predictions are all the same
-CONSTANT_WARNING = "constant out-of-fold predictions"
 #: joblib backends the runner accepts
 BACKENDS = ("loky", "threading", "multiprocessing", "sequential", "dask", "ray")
 
@@ -113,13 +114,14 @@ class StudySettings:
     permutations: int = 0
 
 
-@dataclass
-class StudyResult:
-    """What a study produced.
+@dataclass(frozen=True)
+class Study:
+    """What a study's cross-validation produced: the input of every analysis.
 
     Attributes:
         results: tidy table, one row per (configuration, model, fold).
-        summary: one row per (configuration, model), ranked by the main metric.
+        summary: one row per (configuration, model), ranked by the main metric (with
+            ``p_permutation`` / ``p_permutation_fwer`` under a chance control).
         folds: the shared folds.
         metric: main metric name; greater_is_better its direction.
         best: ``(configuration name, model)`` of the best row.
@@ -127,11 +129,9 @@ class StudyResult:
             (NaN / -1 for items never in a test part).
         confusions: ``(configuration name, model)`` -> ``(num_classes, num_classes)`` summed
             over folds (classification).
-        holdout: metrics of the best configuration on a held-out test part, or ``None``.
-        final: the refitted best model bundle (see :func:`fit_final`), or ``None``.
         settings: the settings, as a plain dict.
         dataset: the data the study ran on.
-        notes: remarks for the report.
+        notes: remarks for the report (a chance verdict first, after any leading notes).
         seconds: wall-clock time of the grid.
         grids: model -> the tuning grid used (``tune``), else ``None``.
         selection: the selection-aware score of the best configuration (``estimate``,
@@ -139,11 +139,8 @@ class StudyResult:
             :func:`embedx.probing.compare.nested_best`), or ``None`` with one configuration.
         layer_weights: ``(configuration name, model)`` -> ``(num_folds, num_layers)`` learned
             layer weights of every weighted-layer configuration (see :mod:`embedx.probing.weighted`).
-        chance: the chance control (see :func:`embedx.probing.permutation.add_chance_control`),
+        chance: the chance control (``info`` of :class:`embedx.probing.permutation.ChanceControl`),
             or ``None`` without ``permutations``.
-        analyses: further analyses of the study by name, added after it ran and written by
-            the report: ``sets`` (:mod:`embedx.probing.sets`), ``transfer``
-            (:mod:`embedx.probing.transfer`), ``subgroups`` (:mod:`embedx.probing.subgroups`).
     """
 
     results: pd.DataFrame
@@ -154,8 +151,6 @@ class StudyResult:
     best: tuple[str, str]
     predictions: dict[tuple[str, str], np.ndarray]
     confusions: dict[tuple[str, str], np.ndarray]
-    holdout: dict[str, float] | None
-    final: dict[str, Any] | None
     settings: dict[str, Any]
     dataset: Dataset
     notes: list[str] = field(default_factory=list)
@@ -164,6 +159,23 @@ class StudyResult:
     selection: dict[str, float] | None = None
     layer_weights: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
     chance: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class StudyResult(Study):
+    """A finished study: its cross-validation (:class:`Study`), the refitted model and the analyses.
+
+    Attributes:
+        holdout: metrics of the best configuration on a held-out test part, or ``None``.
+        final: the refitted best model bundle (see :func:`fit_final`), or ``None``.
+        analyses: analysis name -> its result, for every analysis of
+            :mod:`embedx.probing.analyses` that had something to say (e.g. ``sets``:
+            :class:`embedx.probing.sets.SetComparison`, ``transfer``, ``subgroups``,
+            ``selectivity``, ``weighted``, ``permutations``), in registry order.
+    """
+
+    holdout: dict[str, float] | None = None
+    final: dict[str, Any] | None = None
     analyses: dict[str, Any] = field(default_factory=dict)
 
 
@@ -220,18 +232,6 @@ def _grids_for(models: list[str], settings: StudySettings) -> dict[str, dict[str
     return out
 
 
-def _config_columns(config: Any, model: str) -> dict[str, Any]:
-    """The columns that name a (feature configuration, model) pair in results and summary."""
-    return {
-        "config": config.name,
-        "feature_set": config.feature_set,
-        "layer": config.layer if config.layer is not None else pd.NA,
-        "pooling": config.pooling,
-        "concat": config.concat,
-        "model": model,
-    }
-
-
 def _pairs(configs: list[Any], models: list[str]) -> tuple[list[tuple[int, int]], list[str]]:
     """The (configuration, model) index pairs the study fits, and the model names they index.
 
@@ -249,90 +249,56 @@ def _pairs(configs: list[Any], models: list[str]) -> tuple[list[tuple[int, int]]
     return pairs, all_models
 
 
-def run_study(
-    dataset: Dataset,
-    settings: StudySettings | None = None,
-    *,
-    progress: bool = False,
-    log: Callable[[str], None] | None = None,
-) -> StudyResult:
-    """Run every configuration × model × fold, then summarise, compare and refit.
+def _folds(dataset: Dataset, settings: StudySettings) -> Folds:
+    return make_folds(dataset.y, scheme=settings.scheme, n_splits=settings.n_splits, seed=settings.seed,
+                      groups=dataset.groups, split=dataset.split, task=dataset.task,
+                      num_classes=dataset.num_classes or None, class_names=dataset.classes,
+                      group_name=dataset.group)
 
-    Args:
-        dataset: the data (see :func:`embedx.probing.data.load_dataset`).
-        settings: the options; defaults when ``None``.
-        progress: show a rich progress bar.
-        log: where to send notes.
 
-    Returns:
-        The :class:`StudyResult`.
-
-    Raises:
-        ConfigError: bad option (model, metric, scheme, backend, grid).
-        DataError: folds that cannot be built (too few items/groups, a class missing).
-    """
-    from joblib import Parallel, delayed
-
-    from embedx.probing.engines import check_engine, engine
-
-    settings = settings or StudySettings()
-    note = log or (lambda _m: None)
-    models, metric = _validate(dataset, settings)
-    grids = _grids_for(models, settings)
-    task = dataset.task
-    folds = make_folds(
-        dataset.y,
-        scheme=settings.scheme,
-        n_splits=settings.n_splits,
-        seed=settings.seed,
-        groups=dataset.groups,
-        split=dataset.split,
-        task=task,
-        num_classes=dataset.num_classes or None,
-        class_names=dataset.classes,
-        group_name=dataset.group,
-    )
-    if folds.reason:
-        note(folds.reason)
-    grouped_inner = dataset.groups is not None and folds.scheme not in UNGROUPED
-    if settings.tune and grouped_inner:
-        check_inner_groups(folds, dataset.groups, settings.inner_folds)
-    inner = (
-        inner_cv(folds.scheme, settings.inner_folds, settings.seed, task, dataset.groups is not None)
-        if settings.tune
-        else None
-    )
-    threads = _threads(settings)
-    check_engine(settings.backend, settings.scheduler)
-    configs = dataset.configs
-    pairs, all_models = _pairs(configs, models)
-    tasks = [(ci, mi, fi) for ci, mi in pairs for fi in range(folds.n_splits)]
-    labels = [dataset.y]
-    if settings.permutations:
-        from embedx.probing.permutation import permuted_labels
-
-        labels += list(permuted_labels(dataset.y, dataset.groups, settings.permutations, settings.seed))
+def _plan_note(dataset: Dataset, settings: StudySettings, folds: Folds, n_pairs: int, n_tasks: int) -> str:
+    """The console line that says how many fits the study is about to run, and how."""
     cores = os.cpu_count() or 1
-    note(
-        f"{plural(len(pairs), 'pair')} of feature configuration and model × "
-        f"{plural(folds.n_splits, 'fold')} = {plural(len(tasks), 'fit')} on "
+    threads = _threads(settings)
+    return (
+        f"{plural(n_pairs, 'pair')} of feature configuration and model × "
+        f"{plural(folds.n_splits, 'fold')} = {plural(n_tasks, 'fit')} on "
         f"{plural(dataset.num_items, 'item')} ({folds.scheme} CV, {plural(settings.jobs, 'job')}, "
         f"{plural(threads, 'thread')} each"
         + (f"; --jobs -1 would use all {cores} cores)" if settings.jobs == 1 and cores > 1 else ")")
         + (f"; the chance control refits them on {settings.permutations} label permutations "
-           f"({len(tasks) * settings.permutations} fits)" if settings.permutations else "")
+           f"({n_tasks * settings.permutations} fits)" if settings.permutations else "")
     )
 
+
+def _run_grid(dataset: Dataset, settings: StudySettings, folds: Folds, tasks: list[tuple[int, int, int]],
+              labels: list[np.ndarray], models: list[str], grids: dict[str, Any], inner: Any, metric: str,
+              progress: bool) -> tuple[list[dict[str, Any]], float]:
+    """Every task on every label vector (0: the real labels; 1..N: permuted ones), with joblib.
+
+    Returns:
+        ``(outputs, seconds)``: the task outputs sorted by their key ``(labels, config, model,
+        fold)`` and the wall-clock time.
+    """
+    from joblib import Parallel, delayed
+
+    from embedx.probing.engines import engine
+
+    task = dataset.task
+    grouped_inner = dataset.groups is not None and folds.scheme not in UNGROUPED
+    threads = _threads(settings)
+    configs = dataset.configs
+
     def jobs():
-        for pi, y in enumerate(labels):  # pi 0: the real labels; 1..N: permuted ones
+        for pi, y in enumerate(labels):
             for ci, mi, fi in tasks:
                 train, test = folds.splits[fi]
                 yield delayed(run_task)(
                     dataset.X[configs[ci].name], y, dataset.groups, train, test,
-                    key=(pi, ci, mi, fi), model=all_models[mi], task=task,
+                    key=(pi, ci, mi, fi), model=models[mi], task=task,
                     num_classes=dataset.num_classes, seed=settings.seed,
                     class_weight=settings.class_weight, threads=threads,
-                    speaker_norm=settings.speaker_norm, grid=grids.get(all_models[mi]), inner=inner,
+                    speaker_norm=settings.speaker_norm, grid=grids.get(models[mi]), inner=inner,
                     grouped_inner=grouped_inner, metric=metric,
                 )
 
@@ -343,147 +309,84 @@ def run_study(
         for out in Parallel(return_as=return_as)(jobs()):
             outputs.append(out)
             bar.advance(handle)
-    seconds = time.perf_counter() - start
     outputs.sort(key=lambda o: o["key"])
-    real = [dict(o, key=o["key"][1:]) for o in outputs if o["key"][0] == 0]
-    result = _assemble(dataset, settings, folds, all_models, pairs, metric, real, seconds)
-    result.grids = grids if settings.tune else None
-    if settings.permutations:
-        from embedx.probing.permutation import add_chance_control
-
-        add_chance_control(result, labels[1:], [o for o in outputs if o["key"][0] > 0], all_models)
-    if settings.refit:
-        result.final, result.holdout = fit_final(result, threads=_threads(settings))
-    note(f"{len(tasks) * len(labels)} fits in {seconds:.1f} s")
-    return result
+    return outputs, time.perf_counter() - start
 
 
-def _summary_warning(oof: np.ndarray, part: pd.DataFrame, classes: list[str] | None) -> str:
-    """The warning of one (configuration, model): constant predictions first, else a fit's."""
-    oof = np.asarray(oof)
-    if len(oof) > 1 and (np.all(oof == oof[0]) if classes else np.ptp(oof) <= 1e-12 * max(1.0, abs(oof[0]))):
-        value = repr(classes[int(oof[0])]) if classes else f"{float(oof[0]):.4g}"
-        return (f"{CONSTANT_WARNING} (always {value}): the model learned nothing, e.g. too few "
-                "items per leaf or too strong regularisation")
-    warned = part["warning"][part["warning"] != ""]
-    return str(warned.iloc[0]) if len(warned) else ""
-
-
-def _assemble(
+def run_study(
     dataset: Dataset,
-    settings: StudySettings,
-    folds: Folds,
-    models: list[str],
-    pairs: list[tuple[int, int]],
-    metric: str,
-    outputs: list[dict[str, Any]],
-    seconds: float,
+    settings: StudySettings | None = None,
+    *,
+    analyses: Sequence[Prepared] | None = None,
+    notes: Sequence[str] = (),
+    progress: bool = False,
+    log: Callable[[str], None] | None = None,
 ) -> StudyResult:
+    """Run every configuration × model × fold, then summarise, compare, refit and analyse.
+
+    Args:
+        dataset: the data (see :func:`embedx.probing.data.load_dataset`).
+        settings: the options; defaults when ``None``.
+        analyses: the analyses to run on the finished cross-validation, prepared (see
+            :func:`embedx.probing.analyses.prepare`, which may narrow the dataset: pass the
+            dataset it returns); ``None``: every analysis that needs no option.
+        notes: remarks that open the study's notes (e.g. how the folds were grouped).
+        progress: show a rich progress bar.
+        log: where to send notes.
+
+    Returns:
+        The :class:`StudyResult`, built once, complete.
+
+    Raises:
+        ConfigError: bad option (model, metric, scheme, backend, grid).
+        DataError: folds that cannot be built (too few items/groups, a class missing).
+    """
+    from embedx.probing import analyses as registry
+    from embedx.probing.engines import check_engine
+
+    settings = settings or StudySettings()
+    note = log or (lambda _m: None)
+    models, metric = _validate(dataset, settings)
+    grids = _grids_for(models, settings)
+    folds = _folds(dataset, settings)
+    if folds.reason:
+        note(folds.reason)
+    if settings.tune and dataset.groups is not None and folds.scheme not in UNGROUPED:
+        check_inner_groups(folds, dataset.groups, settings.inner_folds)
+    inner = (inner_cv(folds.scheme, settings.inner_folds, settings.seed, dataset.task, dataset.groups is not None)
+             if settings.tune else None)
+    check_engine(settings.backend, settings.scheduler)
+    if analyses is None:
+        dataset, analyses = registry.prepare(dataset)
+    pairs, all_models = _pairs(dataset.configs, models)
+    tasks = [(ci, mi, fi) for ci, mi in pairs for fi in range(folds.n_splits)]
+    labels = [dataset.y]
+    if settings.permutations:
+        from embedx.probing.permutation import permuted_labels
+
+        labels += list(permuted_labels(dataset.y, dataset.groups, settings.permutations, settings.seed))
+    note(_plan_note(dataset, settings, folds, len(pairs), len(tasks)))
+    outputs, seconds = _run_grid(dataset, settings, folds, tasks, labels, all_models, grids, inner, metric,
+                                 progress)
+    real = [dict(o, key=o["key"][1:]) for o in outputs if o["key"][0] == 0]
+    permuted = (labels[1:], [o for o in outputs if o["key"][0] > 0])
+    study = _assemble(dataset, settings, folds, all_models, pairs, metric, real, seconds,
+                      grids=grids if settings.tune else None, permuted=permuted, notes=notes)
+    final, holdout = fit_final(study, threads=_threads(settings)) if settings.refit else (None, None)
+    note(f"{len(tasks) * len(labels)} fits in {seconds:.1f} s")
+    values = {}
+    for prepared in analyses:
+        value = prepared.analysis.run(study, prepared.state, progress=progress, log=log)
+        if value is not None:
+            values[prepared.analysis.name] = value
+    return StudyResult(**{f.name: getattr(study, f.name) for f in fields(Study)},
+                       holdout=holdout, final=final, analyses=values)
+
+
+def _data_notes(dataset: Dataset, settings: StudySettings, folds: Folds, models: list[str], metric: str,
+                stat_notes: list[str]) -> list[str]:
+    """Notes on the folds, the class weights, the statistics and folds that lack a class."""
     task = dataset.task
-    configs = dataset.configs
-    main = M.get_metric(metric, task)
-    names = [m.name for m in M.metrics_for(task)]
-    rows = []
-    preds: dict[tuple[str, str], np.ndarray] = {}
-    confusions: dict[tuple[str, str], np.ndarray] = {}
-    layer_weights: dict[tuple[str, str], list[np.ndarray]] = {}
-    for out in outputs:
-        ci, mi, fi = out["key"]
-        config, model = configs[ci], models[mi]
-        train, test = folds.splits[fi]
-        key = (config.name, model)
-        if key not in preds:
-            preds[key] = (
-                np.full(dataset.num_items, -1, dtype=np.int64)
-                if task == M.CLASSIFICATION
-                else np.full(dataset.num_items, np.nan)
-            )
-            if task == M.CLASSIFICATION:
-                confusions[key] = np.zeros((dataset.num_classes,) * 2, dtype=np.int64)
-        preds[key][test] = out["pred"]
-        if out.get("layer_weights") is not None:
-            layer_weights.setdefault(key, []).append(out["layer_weights"])
-        row: dict[str, Any] = {
-            **_config_columns(config, model),
-            "fold": fi,
-            "n_train": len(train),
-            "n_test": len(test),
-        }
-        row.update(out["scores"])
-        if task == M.CLASSIFICATION:
-            confusions[key] += out["confusion"]
-            for cls, rec in zip(dataset.classes, out["recall"], strict=True):
-                row[f"recall_{cls}"] = rec
-        row["fit_seconds"] = out["fit_seconds"]
-        row["params"] = json.dumps(out["params"], sort_keys=True) if out["params"] is not None else ""
-        row["warning"] = out["warning"]
-        rows.append(row)
-    results = pd.DataFrame(rows)
-    results["layer"] = results["layer"].astype("Int64")
-
-    # --- summary: one row per (config, model); the estimand is the pooled out-of-fold metric
-    tested = np.zeros(dataset.num_items, dtype=bool)
-    for _, test in folds.splits:
-        tested[test] = True
-    keys = [(configs[ci].name, models[mi]) for ci, mi in pairs]
-    stats, stat_notes = compare_configurations(
-        dataset.y[tested], [preds[k][tested] for k in keys], main,
-        groups=None if dataset.groups is None else dataset.groups[tested],
-        num_classes=dataset.num_classes or None, alpha=settings.alpha,
-        n_perm=settings.n_boot, seed=settings.seed,
-    )
-    summary_rows = []
-    for index, (config, model) in enumerate((configs[ci], models[mi]) for ci, mi in pairs):
-        key = (config.name, model)
-        part = results[(results["config"] == config.name) & (results["model"] == model)]
-        srow: dict[str, Any] = {
-            **_config_columns(config, model),
-            "n_folds": len(part),
-        }
-        for name in names:
-            srow[f"{name}_mean"] = float(part[name].mean())
-            srow[f"{name}_std"] = float(part[name].std(ddof=1)) if len(part) > 1 else float("nan")
-        srow[f"{metric}_pooled"] = float(stats.pooled[index])
-        srow["ci_low"], srow["ci_high"] = float(stats.ci_low[index]), float(stats.ci_high[index])
-        srow["fit_seconds"] = float(part["fit_seconds"].sum())
-        srow["fold_scores"] = [float(v) for v in part[metric]]
-        srow["warning"] = _summary_warning(preds[key][tested], part, dataset.classes)
-        srow["_index"] = index
-        summary_rows.append(srow)
-    summary = pd.DataFrame(summary_rows)
-    summary["layer"] = summary["layer"].astype("Int64")
-    sign = 1.0 if main.greater_is_better else -1.0
-    # ranked by the estimand; ties keep the order of the configurations as requested
-    order = np.lexsort((np.arange(len(summary)), -sign * summary[f"{metric}_pooled"].to_numpy()))
-    summary = summary.iloc[order].reset_index(drop=True)
-    summary.insert(0, "rank", np.arange(1, len(summary) + 1))
-    best = (summary.loc[0, "config"], summary.loc[0, "model"])
-    best_index = int(summary.loc[0, "_index"])
-
-    # --- comparisons: all on the pooled metric, signed so that Δ > 0 means the best is better
-    ratio = float(np.mean([len(te) / len(tr) for tr, te in folds.splits]))
-    best_scores = np.asarray(summary.loc[0, "fold_scores"])
-    diffs, p_pair, t_p, w_p = [], [], [], []
-    for _, srow in summary.iterrows():
-        index = int(srow["_index"])
-        diffs.append(sign * float(stats.pooled[best_index] - stats.pooled[index]))
-        if index == best_index:
-            p_pair.append(np.nan), t_p.append(np.nan), w_p.append(np.nan)
-            continue
-        p_pair.append(stats.paired_p(best_index, index))
-        scores = np.asarray(srow["fold_scores"])
-        t_p.append(corrected_ttest(sign * best_scores, sign * scores, ratio, alternative="greater")[1])
-        w_p.append(wilcoxon(sign * best_scores, sign * scores, alternative="greater"))
-    indices = summary["_index"].to_numpy(dtype=np.int64)
-    summary["diff_to_best"] = diffs
-    summary["p_set"] = stats.p_set[indices]
-    summary["worse_than_best"] = ~stats.in_set[indices] if stats.tested else np.zeros(len(summary), bool)
-    summary["p_paired"] = p_pair
-    summary["p_ttest_corrected"] = t_p
-    summary["p_wilcoxon"] = w_p
-    summary = summary.drop(columns="_index")
-    selection = stats.nested if len(keys) > 1 else None
-
     notes = list(folds.notes)
     if settings.class_weight == "balanced" and task == M.CLASSIFICATION:
         unweighted = [m for m in models if not get_model(m, task).class_weight]
@@ -499,6 +402,14 @@ def _assemble(
                 "(the mean ± std columns) averages only the classes present in that fold; the "
                 f"pooled {metric}, which ranks and compares the configurations, uses every class"
             )
+    return notes
+
+
+def _result_notes(dataset: Dataset, folds: Folds, metric: str, summary: pd.DataFrame, results: pd.DataFrame,
+                  stats: Any, selection: dict[str, float] | None) -> list[str]:
+    """Notes on constant predictions, the selection of the best, warnings and unused items."""
+    notes = []
+    n = len(summary)
     constant = summary[summary["warning"].str.startswith(CONSTANT_WARNING)]
     if len(constant):
         notes.append(
@@ -506,15 +417,15 @@ def _assemble(
             f"{constant['config'].iloc[0]} with {constant['model'].iloc[0]}): the model learned "
             "nothing from the features; see the warning column of summary.csv"
         )
-    if len(keys) > 1 and folds.holdout is not None:
+    if n > 1 and folds.holdout is not None:
         notes.append(
-            f"the best configuration was chosen on the dev part among {len(keys)} configurations; "
+            f"the best configuration was chosen on the dev part among {n} configurations; "
             "its held-out test score is the unbiased number"
         )
-    elif len(keys) > 1:
+    elif n > 1:
         notes.append(
             f"the best configuration was chosen by its cross-validated {metric} among "
-            f"{len(keys)} configurations, so its score is optimistic"
+            f"{n} configurations, so its score is optimistic"
             + (f"; the selection-aware estimate (leave-one-"
                f"{'speaker' if stats.cluster_kind == 'group' else 'block'}-out selection) is "
                f"{selection['estimate']:.3f}, 95% CI {selection['ci_low']:.3f}–{selection['ci_high']:.3f}"
@@ -531,27 +442,56 @@ def _assemble(
         notes.append(
             "items not used: " + ", ".join(f"{v} {k}" for k, v in dataset.skipped.items())
         )
+    return notes
+
+
+def _assemble(
+    dataset: Dataset,
+    settings: StudySettings,
+    folds: Folds,
+    models: list[str],
+    pairs: list[tuple[int, int]],
+    metric: str,
+    outputs: list[dict[str, Any]],
+    seconds: float,
+    *,
+    grids: dict[str, dict[str, list[Any]] | None] | None,
+    permuted: tuple[list[np.ndarray], list[dict[str, Any]]],
+    notes: Sequence[str],
+) -> Study:
+    """The :class:`Study` of the grid's outputs: results, ranked summary, comparisons, chance, notes."""
+    main = M.get_metric(metric, dataset.task)
+    results, preds, confusions, layer_weights = collect_results(dataset, folds, models, outputs)
+    tested = np.zeros(dataset.num_items, dtype=bool)
+    for _, test in folds.splits:
+        tested[test] = True
+    keys = [(dataset.configs[ci], models[mi]) for ci, mi in pairs]
+    stats, stat_notes = compare_configurations(
+        dataset.y[tested], [preds[(c.name, m)][tested] for c, m in keys], main,
+        groups=None if dataset.groups is None else dataset.groups[tested],
+        num_classes=dataset.num_classes or None, alpha=settings.alpha,
+        n_perm=settings.n_boot, seed=settings.seed,
+    )
+    summary = summarise(dataset, folds, keys, metric, results, preds, stats, tested)
+    selection = stats.nested if len(keys) > 1 else None
+    chance = None
+    if settings.permutations:
+        from embedx.probing.permutation import chance_control
+
+        chance = chance_control(summary, dataset, folds, metric, settings.alpha, *permuted, models)
+        summary = summary.assign(**chance.columns)
     settings_dict = asdict(settings)
-    settings_dict.update(models=models, metric=metric, scheme=folds.scheme,
-                         n_folds=folds.n_splits, task=task)
+    settings_dict.update(models=models, metric=metric, scheme=folds.scheme, n_folds=folds.n_splits, task=dataset.task)
     settings_dict["grids"] = None if settings.grids is None else "custom"
     settings_dict["clusters"] = stats.cluster_kind
     settings_dict["num_clusters"] = stats.num_clusters
-    return StudyResult(
-        results=results,
-        summary=summary,
-        folds=folds,
-        selection=selection,
-        metric=metric,
-        greater_is_better=main.greater_is_better,
-        best=best,
-        predictions=preds,
-        confusions=confusions,
-        holdout=None,
-        final=None,
-        settings=settings_dict,
-        dataset=dataset,
-        notes=notes,
-        seconds=seconds,
-        layer_weights={k: np.vstack(v) for k, v in layer_weights.items()},
+    return Study(
+        results=results, summary=summary, folds=folds, metric=metric, greater_is_better=main.greater_is_better,
+        best=(summary.loc[0, "config"], summary.loc[0, "model"]), predictions=preds, confusions=confusions,
+        settings=settings_dict, dataset=dataset,
+        notes=[*notes, *([chance.verdict] if chance is not None and chance.verdict else []),
+               *_data_notes(dataset, settings, folds, models, metric, stat_notes),
+               *_result_notes(dataset, folds, metric, summary, results, stats, selection)],
+        seconds=seconds, grids=grids, selection=selection, layer_weights=layer_weights,
+        chance=None if chance is None else chance.info,
     )

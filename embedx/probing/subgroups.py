@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,11 +38,14 @@ import pandas as pd
 
 from embedx.errors import ConfigError, DataError
 from embedx.probing import metrics as M
+from embedx.probing.analysis import Analysis
+from embedx.probing.columns import item_columns
 from embedx.probing.compare import MIN_CLUSTERS
-from embedx.probing.data import Dataset, item_columns
+from embedx.probing.data import Dataset
 
 __all__ = [
     "SubgroupResult",
+    "SubgroupsAnalysis",
     "gap_ci",
     "plot_subgroups",
     "prepare_subgroups",
@@ -374,3 +378,39 @@ def subgroup_section(sub: SubgroupResult) -> list[str]:
     if sub.notes:
         lines += [f"- {n}" for n in sub.notes]
     return lines
+
+
+class SubgroupsAnalysis(Analysis):
+    """Subgroup breakdowns (``--by``) as one of the study's analyses."""
+
+    name = "subgroups"
+
+    def wanted(self, options: Mapping[str, Any]) -> bool:
+        """With ``--by``."""
+        return bool(options.get("by"))
+
+    def prepare(self, dataset: Dataset, options: Mapping[str, Any], note: Callable[[str], None]
+                ) -> tuple[Dataset, dict[str, np.ndarray]]:
+        """:func:`prepare_subgroups` (the dataset is unchanged)."""
+        return dataset, prepare_subgroups(dataset, list(options["by"]), labels_csv=options.get("labels"))
+
+    def run(self, study: Any, state: dict[str, np.ndarray], *, progress: bool = False,
+            log: Any = None) -> SubgroupResult:
+        """:func:`subgroup_breakdown`."""
+        return subgroup_breakdown(study, state, progress=progress)
+
+    def write(self, value: SubgroupResult, out: Path, files: dict[str, str]) -> None:
+        """``subgroups.csv``, ``subgroup_gaps.csv``, ``speakers.csv`` and ``subgroups.png``."""
+        value.table.to_csv(out / "subgroups.csv", index=False)
+        value.gaps.to_csv(out / "subgroup_gaps.csv", index=False)
+        value.speakers.to_csv(out / "speakers.csv", index=False)
+        files.update(subgroups="subgroups.csv", subgroup_gaps="subgroup_gaps.csv", speakers="speakers.csv")
+        if plot_subgroups(value, out / "subgroups.png"):
+            files["subgroups_plot"] = "subgroups.png"
+
+    def section(self, value: SubgroupResult, study: Any, files: Mapping[str, str]) -> list[str]:
+        """:func:`subgroup_section` and its figure."""
+        lines = subgroup_section(value)
+        if "subgroups_plot" in files:
+            lines += ["", f"![Subgroups]({files['subgroups_plot']})"]
+        return lines

@@ -41,7 +41,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,15 +49,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from embedx.errors import ConfigError, DataError, EmbedxError, one_line
+from embedx.errors import ConfigError, DataError, EmbedxError
 from embedx.paths import file_part
 from embedx.probing import metrics as M
-from embedx.probing.data import Dataset, encode_labels, item_columns
+from embedx.probing.analysis import Analysis
+from embedx.probing.columns import item_columns
+from embedx.probing.data import Dataset, encode_labels
+from embedx.probing.label_map import LABEL_MAP_FORMAT, LabelMap, read_label_map
 from embedx.text import plural
 
 __all__ = [
+    "LABEL_MAP_FORMAT",
     "Domains",
     "LabelMap",
+    "TransferAnalysis",
     "TransferResult",
     "plot_transfer",
     "prepare_domains",
@@ -65,90 +70,6 @@ __all__ = [
     "run_transfer",
     "transfer_section",
 ]
-
-#: what ``--label-map`` accepts, quoted in its error messages
-LABEL_MAP_FORMAT = "{raw_label: shared_label} and/or {domain: {raw_label: shared_label}}"
-
-
-@dataclass
-class LabelMap:
-    """Raw labels -> shared labels, globally and per domain.
-
-    Attributes:
-        shared: raw label -> shared label, for every domain.
-        per_domain: domain -> {raw label -> shared label}; wins over ``shared``.
-        path: the YAML file it was read from.
-    """
-
-    shared: dict[str, str]
-    per_domain: dict[str, dict[str, str]]
-    path: str = ""
-
-    @property
-    def targets(self) -> set[str]:
-        """Every shared label the map produces."""
-        return set(self.shared.values()) | {v for m in self.per_domain.values() for v in m.values()}
-
-    def map(self, domain: str, raw: str) -> str | None:
-        """The shared label of ``raw`` in ``domain``, or ``None`` when it is unmatched."""
-        own = self.per_domain.get(domain, {})
-        if raw in own:
-            return own[raw]
-        if raw in self.shared:
-            return self.shared[raw]
-        return raw if raw in self.targets else None
-
-
-def _text(value: Any) -> str:
-    """A YAML scalar as the label text the study uses (``1`` and ``1.0`` both read ``"1"``)."""
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
-
-
-def read_label_map(path: str | os.PathLike[str]) -> LabelMap:
-    """Read a ``--label-map`` YAML file (format: see the module docstring).
-
-    Args:
-        path: the YAML file.
-
-    Returns:
-        The :class:`LabelMap`.
-
-    Raises:
-        ConfigError: unreadable file, invalid YAML, or a structure other than
-            :data:`LABEL_MAP_FORMAT`, quoting the file.
-    """
-    import yaml
-
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh)
-    except OSError as exc:
-        raise ConfigError(f"cannot read --label-map {str(path)!r}: {one_line(exc)}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"--label-map {str(path)!r} is not a UTF-8 text (YAML) file") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"--label-map {str(path)!r} is not valid YAML: "
-                          f"{one_line(exc, first_line=True)}") from None
-    if not isinstance(data, dict) or not data:
-        raise ConfigError(f"--label-map {str(path)!r} must be a non-empty mapping; accepted: "
-                          f"{LABEL_MAP_FORMAT}")
-    shared: dict[str, str] = {}
-    per_domain: dict[str, dict[str, str]] = {}
-    for key, value in data.items():
-        if isinstance(value, dict):
-            bad = [v for v in value.values() if isinstance(v, dict | list) or v is None]
-            if bad or not value:
-                raise ConfigError(f"--label-map {str(path)!r}: domain {_text(key)!r} must map raw "
-                                  f"labels to shared labels; accepted: {LABEL_MAP_FORMAT}")
-            per_domain[_text(key)] = {_text(k): _text(v) for k, v in value.items()}
-        elif value is None or isinstance(value, list):
-            raise ConfigError(f"--label-map {str(path)!r}: entry {_text(key)!r} has no shared label "
-                              f"({value!r}); accepted: {LABEL_MAP_FORMAT}")
-        else:
-            shared[_text(key)] = _text(value)
-    return LabelMap(shared=shared, per_domain=per_domain, path=str(path))
 
 
 @dataclass
@@ -297,43 +218,22 @@ def _domain_folds(dataset: Dataset, rows: np.ndarray, settings: dict[str, Any]) 
     return [(rows[tr], rows[te]) for tr, te in folds.splits]
 
 
-def run_transfer(
-    result: Any,
-    domains: Domains,
-    *,
-    progress: bool = False,
-    log: Callable[[str], None] | None = None,
-) -> TransferResult:
-    """Train on each domain, test on every other and on the domain's held-out speakers.
+def _pairs(result: Any) -> list[tuple[str, str]]:
+    """The study's (configuration, model) pairs, in the order of its configurations and models."""
+    order = {c.name: i for i, c in enumerate(result.dataset.configs)}
+    models = list(dict.fromkeys(result.summary["model"]))
+    return sorted({(r.config, r.model) for r in result.summary.itertuples()},
+                  key=lambda p: (order[p[0]], models.index(p[1])))
 
-    Args:
-        result: the finished :class:`embedx.probing.study.StudyResult` (its dataset, settings,
-            models and tuning grids are reused).
-        domains: from :func:`prepare_domains` (for the same dataset).
-        progress: show a progress bar.
-        log: where to send notes.
+
+def _plan(dataset: Dataset, domains: Domains, settings: dict[str, Any], notes: list[str]
+          ) -> tuple[dict[str, np.ndarray], list[str], dict[str, list[tuple[np.ndarray, np.ndarray]]]]:
+    """Each domain's rows, the domains trained on, and the speaker-grouped folds inside each.
 
     Returns:
-        The :class:`TransferResult`.
+        ``(rows_of, trainable, within)``; what cannot be done is added to ``notes``.
     """
-    from joblib import Parallel, delayed
-
-    from embedx.probing.cv import UNGROUPED, inner_cv
-    from embedx.probing.engines import engine
-    from embedx.probing.fitting import run_task
-    from embedx.probing.refit import holdout_ci
-    from embedx.progress import progress_bar
-
-    dataset, settings, metric = result.dataset, result.settings, result.metric
     task = dataset.task
-    main = M.get_metric(metric, task)
-    note = log or (lambda _m: None)
-    notes: list[str] = []
-    order = {c.name: i for i, c in enumerate(dataset.configs)}
-    models = list(dict.fromkeys(result.summary["model"]))
-    pairs = sorted({(r.config, r.model) for r in result.summary.itertuples()},
-                   key=lambda p: (order[p[0]], models.index(p[1])))
-    configs = {c.name: c for c in dataset.configs}
     rows_of = {d: np.flatnonzero(domains.values == d) for d in domains.names}
     if task == M.CLASSIFICATION:
         # a classifier needs two classes to learn from: such a domain is only tested on
@@ -353,16 +253,22 @@ def run_transfer(
             notes.append(f"domain {d!r}: no held-out-speaker score (a training fold has one class)")
             continue
         within[d] = folds
+    return rows_of, trainable, within
+
+
+def _fit_all(result: Any, pairs: list[tuple[str, str]], tasks: list[tuple[Any, np.ndarray, np.ndarray]],
+             progress: bool) -> dict[tuple[int, str, int], dict[str, Any]]:
+    """Run every transfer fit (the study's own :func:`~embedx.probing.fitting.run_task`), keyed as ``tasks``."""
+    from joblib import Parallel, delayed
+
+    from embedx.probing.cv import UNGROUPED, inner_cv
+    from embedx.probing.engines import engine
+    from embedx.probing.fitting import run_task
+    from embedx.progress import progress_bar
+
+    dataset, settings, task = result.dataset, result.settings, result.dataset.task
     grids = result.grids or {}
     grouped = dataset.groups is not None
-    tasks = []
-    for pi in range(len(pairs)):
-        for d in trainable:
-            rows = rows_of[d]
-            tasks.append(((pi, d, -1), rows, np.flatnonzero(domains.values != d)))
-            tasks += [((pi, d, fi), tr, te) for fi, (tr, te) in enumerate(within.get(d, []))]
-    note(f"transfer: {plural(len(pairs), 'configuration')} × {plural(len(domains.names), 'domain')} "
-         f"= {plural(len(tasks), 'fit')} (each domain against the others, and its own speakers)")
 
     def jobs():
         for key, train, test in tasks:
@@ -376,7 +282,7 @@ def run_transfer(
                 inner=None if grid is None else inner_cv("group" if grouped else "stratified",
                                                          int(settings["inner_folds"]),
                                                          int(settings["seed"]), task, grouped),
-                grouped_inner=grouped and settings["scheme"] not in UNGROUPED, metric=metric,
+                grouped_inner=grouped and settings["scheme"] not in UNGROUPED, metric=result.metric,
             )
 
     outputs: dict[tuple[int, str, int], dict[str, Any]] = {}
@@ -385,26 +291,40 @@ def run_transfer(
         for out in Parallel(return_as=ret)(jobs()):
             outputs[out["key"]] = out
             bar.advance(handle)
+    return outputs
+
+
+def _entry(result: Any, main: M.Metric, y_true: np.ndarray, pred: np.ndarray, groups: np.ndarray | None
+           ) -> dict[str, float]:
+    """One transfer entry: the main metric of the test items' predictions and its CI over speakers."""
+    from embedx.probing.refit import holdout_ci
+
+    settings = result.settings
+    low, high = holdout_ci(y_true, pred, main, groups=groups, num_classes=result.dataset.num_classes or None,
+                           seed=int(settings["seed"]), enabled=int(settings["n_boot"]) > 0)
+    with warnings.catch_warnings():
+        # UAR averages the classes of the test domain; predicting others is the point here
+        warnings.filterwarnings("ignore", "y_pred contains classes not in y_true")
+        score = float(main.func(y_true, pred))
+    return {"score": score, "ci_low": low, "ci_high": high}
+
+
+def _table(result: Any, domains: Domains, pairs: list[tuple[str, str]], trainable: list[str],
+           within: dict[str, list[tuple[np.ndarray, np.ndarray]]], tasks: list[tuple[Any, np.ndarray, np.ndarray]],
+           outputs: dict[tuple[int, str, int], dict[str, Any]]) -> pd.DataFrame:
+    """The long transfer table: one row per (configuration, model, train domain, test domain)."""
+    dataset, metric = result.dataset, result.metric
+    main = M.get_metric(metric, dataset.task)
+    configs = {c.name: c for c in dataset.configs}
     tests = {key: test for key, _, test in tasks}
     train_sizes = {key: len(train) for key, train, _ in tasks}
-
-    def entry(y_true, pred, groups) -> dict[str, float]:
-        low, high = holdout_ci(y_true, pred, main, groups=groups, num_classes=dataset.num_classes or None,
-                               seed=int(settings["seed"]), enabled=int(settings["n_boot"]) > 0)
-        with warnings.catch_warnings():
-            # UAR averages the classes of the test domain; predicting others is the point here
-            warnings.filterwarnings("ignore", "y_pred contains classes not in y_true")
-            score = float(main.func(y_true, pred))
-        return {"score": score, "ci_low": low, "ci_high": high}
-
     rows = []
     for pi, (config, model) in enumerate(pairs):
         c = configs[config]
         head = {"config": config, "feature_set": c.feature_set,
                 "layer": c.layer if c.layer is not None else pd.NA, "pooling": c.pooling, "model": model}
         for d in trainable:
-            out = outputs[(pi, d, -1)]
-            test = tests[(pi, d, -1)]
+            out, test = outputs[(pi, d, -1)], tests[(pi, d, -1)]
             for e in domains.names:
                 if e == d:
                     if d not in within:
@@ -419,20 +339,57 @@ def run_transfer(
                 groups = None if dataset.groups is None else dataset.groups[te]
                 rows.append({
                     **head, "train_domain": d, "test_domain": e, "within": e == d, "metric": metric,
-                    **entry(dataset.y[te], pred, groups), "n_train": n_train, "n_test": len(te),
+                    **_entry(result, main, dataset.y[te], pred, groups), "n_train": n_train, "n_test": len(te),
                     "n_test_speakers": len(np.unique(groups)) if groups is not None else pd.NA,
                 })
     table = pd.DataFrame(rows)
     table["layer"] = table["layer"].astype("Int64")
+    return table
+
+
+def run_transfer(
+    result: Any,
+    domains: Domains,
+    *,
+    progress: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> TransferResult:
+    """Train on each domain, test on every other and on the domain's held-out speakers.
+
+    Args:
+        result: the finished study (:class:`embedx.probing.study.Study`; its dataset, settings,
+            models and tuning grids are reused).
+        domains: from :func:`prepare_domains` (for the same dataset).
+        progress: show a progress bar.
+        log: where to send notes.
+
+    Returns:
+        The :class:`TransferResult`.
+    """
     from embedx.probing.compare import MIN_CLUSTERS
 
+    dataset, settings = result.dataset, result.settings
+    note = log or (lambda _m: None)
+    notes: list[str] = []
+    pairs = _pairs(result)
+    rows_of, trainable, within = _plan(dataset, domains, settings, notes)
+    tasks = []
+    for pi in range(len(pairs)):
+        for d in trainable:
+            tasks.append(((pi, d, -1), rows_of[d], np.flatnonzero(domains.values != d)))
+            tasks += [((pi, d, fi), tr, te) for fi, (tr, te) in enumerate(within.get(d, []))]
+    note(f"transfer: {plural(len(pairs), 'configuration')} × {plural(len(domains.names), 'domain')} "
+         f"= {plural(len(tasks), 'fit')} (each domain against the others, and its own speakers)")
+    outputs = _fit_all(result, pairs, tasks, progress)
+    table = _table(result, domains, pairs, trainable, within, tasks, outputs)
     if int(settings["n_boot"]) > 0 and len(table) and table["ci_low"].isna().any():
         notes.append(f"{int(table['ci_low'].isna().sum())} of {len(table)} entries have no CI: fewer than "
                      f"{MIN_CLUSTERS} test speakers (the jackknife over speakers needs at least {MIN_CLUSTERS})")
     if within:
         notes.append("diagonal entries: speaker-grouped CV inside the domain (pooled out-of-fold "
                      "metric); n_train is the mean training size of its folds")
-    return TransferResult(table=table, domains=domains, metric=metric,
+    main = M.get_metric(result.metric, dataset.task)
+    return TransferResult(table=table, domains=domains, metric=result.metric,
                           greater_is_better=main.greater_is_better, notes=notes)
 
 
@@ -552,3 +509,48 @@ def transfer_section(transfer: TransferResult, best: tuple[str, str]) -> list[st
     if transfer.notes:
         lines += ["", *[f"- {n}" for n in transfer.notes]]
     return lines
+
+
+class TransferAnalysis(Analysis):
+    """Cross-corpus transfer (``--domain``, ``--label-map``) as one of the study's analyses."""
+
+    name = "transfer"
+
+    def wanted(self, options: Mapping[str, Any]) -> bool:
+        """With ``--domain``."""
+        return options.get("domain") is not None
+
+    def prepare(self, dataset: Dataset, options: Mapping[str, Any], note: Callable[[str], None]
+                ) -> tuple[Dataset, Domains]:
+        """:func:`prepare_domains`, saying on the console which items and labels it left out."""
+        column = options["domain"]
+        dataset, domains = prepare_domains(dataset, column, label_map=options.get("label_map"),
+                                           labels_csv=options.get("labels"))
+        if len(domains.unmatched):
+            note(f"--label-map: {int(domains.unmatched['count'].sum())} items with unmatched labels "
+                 "left the study: " + ", ".join(f"{r.label!r} in {r.domain} ({r.count})"
+                                                for r in domains.unmatched.itertuples()))
+        for r in domains.not_shared.itertuples():  # kept, but a model trained without it never predicts it
+            note(f"--domain {column}: label {r.label!r} occurs only in {r.domains}")
+        return dataset, domains
+
+    def run(self, study: Any, state: Domains, *, progress: bool = False, log: Any = None) -> TransferResult:
+        """:func:`run_transfer`."""
+        return run_transfer(study, state, progress=progress, log=log)
+
+    def write(self, value: TransferResult, out: Path, files: dict[str, str]) -> None:
+        """``transfer.csv``, ``unmatched_labels.csv`` (with a label map) and the heatmaps."""
+        value.table.to_csv(out / "transfer.csv", index=False)
+        files["transfer"] = "transfer.csv"
+        if value.domains.label_map is not None:
+            value.domains.unmatched.to_csv(out / "unmatched_labels.csv", index=False)
+            files["unmatched_labels"] = "unmatched_labels.csv"
+        for i, name in enumerate(plot_transfer(value, out)):
+            files[f"transfer_plot_{i}"] = name
+
+    def section(self, value: TransferResult, study: Any, files: Mapping[str, str]) -> list[str]:
+        """:func:`transfer_section` and the heatmaps."""
+        lines = transfer_section(value, study.best)
+        for k in (k for k in files if k.startswith("transfer_plot")):
+            lines += ["", f"![Transfer matrices]({files[k]})"]
+        return lines

@@ -22,6 +22,7 @@ This module imports scikit-learn; the study imports it only when ``--weighted-la
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,9 +30,12 @@ import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 
 from embedx.errors import ConfigError, DataError
+from embedx.probing.analysis import Analysis
+from embedx.text import number as _f
 
 __all__ = [
     "MODEL",
+    "WeightedAnalysis",
     "WeightedLayerClassifier",
     "WeightedLayerRegressor",
     "layer_weights_table",
@@ -306,3 +310,56 @@ def plot_layer_weights(table: pd.DataFrame, path: Any) -> bool:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return True
+
+
+# ---------------------------------------------------------------------------------- analysis
+
+
+class WeightedAnalysis(Analysis):
+    """The weighted-layer probe in the outputs: ``layer_weights.csv``, its figure and section.
+
+    The ``SET@weighted/POOLING`` configurations are added when the data are loaded
+    (``--weighted-layers``) and fitted in the study's grid like any other; this analysis
+    reports the weights they learned (``study.layer_weights``).
+    """
+
+    name = "weighted"
+    figures = (("layer_weights_plot", "Learned layer weights"),)
+
+    def run(self, study: Any, state: Any, *, progress: bool = False, log: Any = None) -> pd.DataFrame | None:
+        """The per-fold weights as :func:`layer_weights_table` (``None``: no weighted configuration)."""
+        if not study.layer_weights:
+            return None
+        return layer_weights_table(study.layer_weights, study.dataset.configs)
+
+    def write(self, value: pd.DataFrame, out: Path, files: dict[str, str]) -> None:
+        """``layer_weights.csv`` and ``layer_weights.png``."""
+        value.to_csv(out / "layer_weights.csv", index=False)
+        files["layer_weights"] = "layer_weights.csv"
+        if plot_layer_weights(value, out / "layer_weights.png"):
+            files["layer_weights_plot"] = "layer_weights.png"
+
+    def section(self, value: pd.DataFrame, study: Any, files: Mapping[str, str]) -> list[str]:
+        """Each weighted probe's score next to the best single layer, and where its weight went."""
+        s, m = study.summary, study.metric
+        lines = ["## Weighted layers", ""]
+        lines.append("Each `SET@weighted/POOLING` configuration learns softmax weights over the layers (each "
+                     "layer standardised in the training fold) jointly with a linear probe, on the training "
+                     "part of every fold; weights per fold are in `layer_weights.csv`.")
+        lines.append("")
+        for (name, model), w in study.layer_weights.items():
+            row = s[(s["config"] == name) & (s["model"] == model)].iloc[0]
+            fset, pooling = name.split("@")[0], name.rsplit("/", 1)[1]
+            singles = s[(s["feature_set"] == fset) & (s["pooling"] == pooling) & s["layer"].notna()]
+            config = next(c for c in study.dataset.configs if c.name == name)
+            mean = np.asarray(w).mean(axis=0)
+            top = np.argsort(-mean)[:3]
+            text = (f"- `{name}`: {m} {_f(row[f'{m}_pooled'])} (rank {row['rank']}"
+                    + (", outside the confidence set for the best" if bool(row["worse_than_best"]) else "") + ")")
+            if len(singles):
+                b = singles.iloc[0]
+                text += f"; best single layer `{b['config']}` ({b['model']}) {_f(b[f'{m}_pooled'])}"
+            text += "; largest mean weights: " + ", ".join(
+                f"layer {config.blocks[i].layer} {mean[i]:.2f}" for i in top) + f" (uniform {1 / len(mean):.2f})"
+            lines.append(text)
+        return lines

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import re
@@ -102,40 +103,30 @@ def test_tie_detection_by_value(study):
     best = patched.loc[0, "uar_pooled"]
     patched.loc[[1, 2], "uar_pooled"] = best
     patched.loc[3, "uar_pooled"] = best - 1e-6  # close is not equal
-    study.summary, original = patched, s
-    try:
-        found = findings(study)
-        assert found.tied == [tuple(patched.loc[i, ["config", "model"]]) for i in range(3)]
-        assert not found.tied_predictions and not found.tied_folds
-        assert "They tie on the pooled score only; their per-fold scores differ." in headline_lines(found)[0]
-        patched["fold_scores"] = [list(patched.loc[0, "fold_scores"])] * len(patched)
-        found = findings(study)
-        assert found.tied_folds and "Their per-fold scores are identical too" in headline_lines(found)[0]
-        assert headline_lines(found)[0].startswith("3 configurations tie at uar")
-    finally:
-        study.summary = original
+    tied = dataclasses.replace(study, summary=patched)
+    found = findings(tied)
+    assert found.tied == [tuple(patched.loc[i, ["config", "model"]]) for i in range(3)]
+    assert not found.tied_predictions and not found.tied_folds
+    assert "They tie on the pooled score only; their per-fold scores differ." in headline_lines(found)[0]
+    patched["fold_scores"] = [list(patched.loc[0, "fold_scores"])] * len(patched)
+    found = findings(tied)
+    assert found.tied_folds and "Their per-fold scores are identical too" in headline_lines(found)[0]
+    assert headline_lines(found)[0].startswith("3 configurations tie at uar")
 
 
 def test_best_versus_chance_by_value(study):
     chance = findings(study).chance
     assert chance.value == pytest.approx(1 / 3)
-    original = study.summary
-    try:
-        for (low, high), verdict in (((0.40, 0.50), "better"), ((0.30, 0.50), "includes"), ((0.10, 0.30), "worse")):
-            study.summary = original.copy()
-            study.summary.loc[0, ["ci_low", "ci_high"]] = [low, high]
-            found = findings(study)
-            assert found.versus_chance == verdict
-        assert "includes chance" in _chance(findings(_with_ci(study, original, 0.3, 0.5)))
-        assert "lies above chance" in _chance(findings(_with_ci(study, original, 0.4, 0.5)))
-    finally:
-        study.summary = original
+    for (low, high), verdict in (((0.40, 0.50), "better"), ((0.30, 0.50), "includes"), ((0.10, 0.30), "worse")):
+        assert findings(_with_ci(study, low, high)).versus_chance == verdict
+    assert "includes chance" in _chance(findings(_with_ci(study, 0.3, 0.5)))
+    assert "lies above chance" in _chance(findings(_with_ci(study, 0.4, 0.5)))
 
 
-def _with_ci(study, original, low, high):
-    study.summary = original.copy()
-    study.summary.loc[0, ["ci_low", "ci_high"]] = [low, high]
-    return study
+def _with_ci(study, low, high, **changes):
+    summary = study.summary.copy()
+    summary.loc[0, ["ci_low", "ci_high"]] = [low, high]
+    return dataclasses.replace(study, summary=summary, **changes)
 
 
 def _chance(found):
@@ -146,13 +137,11 @@ def test_lower_is_better_metric_beats_chance_below_it():
     result = _study(metric="accuracy")
     found = findings(result)
     assert found.chance.value == pytest.approx(1 / 3)  # balanced classes: the majority share
-    result.summary.loc[0, ["ci_low", "ci_high"]] = [0.2, 0.3]
-    assert findings(result).versus_chance == "worse"
+    assert findings(_with_ci(result, 0.2, 0.3)).versus_chance == "worse"
     # a metric where lower is better: the same CI on the good side of chance is "better"
-    result.greater_is_better = False
-    result.summary.loc[0, ["ci_low", "ci_high"]] = [0.2, 0.3]
-    assert findings(result).versus_chance == "better"
-    assert "lies below chance (lower is better)" in _chance(findings(result))
+    lower = _with_ci(result, 0.2, 0.3, greater_is_better=False)
+    assert findings(lower).versus_chance == "better"
+    assert "lies below chance (lower is better)" in _chance(findings(lower))
 
 
 def test_console_says_why_there_are_no_cis(tmp_path):
@@ -176,24 +165,20 @@ def _console_of(monkeypatch, result, width=80):
 
 
 def test_ranking_at_80_columns_never_breaks_a_name(monkeypatch, study):
-    original = study.summary
-    try:
-        s = original.copy()
-        s["config"] = [f"hubert-large-ll60k@{i}/mean" if i % 2 else f"hubert-large-ll60k@weighted/mean-{i}"
-                       for i in range(len(s))]
-        s["model"] = ["weighted-linear" if i % 2 else "logreg" for i in range(len(s))]
-        study.summary = s
-        text = _console_of(monkeypatch, study)
-        table = [line for line in text.splitlines() if "│" in line]
-        frame = [line for line in text.splitlines() if line[:1] in "┏┃┡│└"]  # the table's lines
-        assert len(table) == 6 and max(len(line) for line in frame) <= 80
-        for config, model in zip(s["config"][:6], s["model"][:6], strict=True):
-            assert any(config in line and model in line for line in table), config
-        assert "2 more rows in summary.csv" in text
-        assert "95% CI" in text  # the least important columns go first
-        # names wider than the terminal: the table grows rather than breaking them
-        s["config"] = ["x" * 85 + str(i) for i in range(len(s))]
-        text = _console_of(monkeypatch, study)
-        assert all(any(c in line for line in text.splitlines()) for c in s["config"][:6])
-    finally:
-        study.summary = original
+    s = study.summary.copy()
+    s["config"] = [f"hubert-large-ll60k@{i}/mean" if i % 2 else f"hubert-large-ll60k@weighted/mean-{i}"
+                   for i in range(len(s))]
+    s["model"] = ["weighted-linear" if i % 2 else "logreg" for i in range(len(s))]
+    renamed = dataclasses.replace(study, summary=s)
+    text = _console_of(monkeypatch, renamed)
+    table = [line for line in text.splitlines() if "│" in line]
+    frame = [line for line in text.splitlines() if line[:1] in "┏┃┡│└"]  # the table's lines
+    assert len(table) == 6 and max(len(line) for line in frame) <= 80
+    for config, model in zip(s["config"][:6], s["model"][:6], strict=True):
+        assert any(config in line and model in line for line in table), config
+    assert "2 more rows in summary.csv" in text
+    assert "95% CI" in text  # the least important columns go first
+    # names wider than the terminal: the table grows rather than breaking them
+    s["config"] = ["x" * 85 + str(i) for i in range(len(s))]
+    text = _console_of(monkeypatch, renamed)
+    assert all(any(c in line for line in text.splitlines()) for c in s["config"][:6])

@@ -13,7 +13,7 @@ from sklearn.preprocessing import StandardScaler
 
 import embedx
 from embedx.errors import ConfigError, DataError
-from embedx.probing.transfer import read_label_map
+from embedx.probing.label_map import read_label_map
 
 from .conftest import LAYERS, planted, write_store
 

@@ -1,0 +1,167 @@
+"""A whole ``embedx fit``: options checked, data loaded, analyses prepared, study run, report written.
+
+:func:`embedx.api.fit` (and so the ``embedx fit`` command) hands its arguments to :func:`run`
+unchanged. The order is the promise of the command: every option, the store, the labels and
+every analysis's own input are checked before the first model is fitted, and a results folder
+this call created is removed again when that check fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from embedx.errors import ConfigError
+
+if TYPE_CHECKING:  # heavy modules stay out of `import embedx.api`
+    import pandas as pd
+
+    from embedx.probing.data import Dataset
+    from embedx.probing.study import StudyResult, StudySettings
+
+__all__ = ["FitResult", "run"]
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """What :func:`embedx.api.fit` returns.
+
+    Attributes:
+        summary: one row per (configuration, model), ranked by the main metric.
+        best: ``(configuration, model)`` of the best row.
+        metric: the main metric.
+        output: the results folder, or ``None`` when nothing was written.
+        files: output kind -> path of every file written (``report``, ``summary``, ``model``, ...).
+        group: the group column the folds kept apart (``None``: ungrouped folds).
+        study: the full :class:`embedx.probing.study.StudyResult` (per-fold results, predictions,
+            folds, the refitted model, the analyses).
+    """
+
+    summary: pd.DataFrame
+    best: tuple[str, str]
+    metric: str
+    output: Path | None
+    files: dict[str, Path] = field(default_factory=dict)
+    group: str | None = None
+    study: StudyResult | None = None
+
+
+@contextlib.contextmanager
+def _drop_created_folder_on_error(folder: Path | None, created: bool) -> Iterator[None]:
+    """Remove ``folder`` when the block fails, if this call created it and it is still empty."""
+    try:
+        yield
+    except BaseException:
+        if created and folder is not None and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()  # a folder made for a study that never ran
+        raise
+
+
+def _checked(options: Mapping[str, Any]) -> dict[str, Any]:
+    """The options with ``--cv N`` resolved, checked before the store is read.
+
+    Raises:
+        ConfigError: a negative ``permutations``, an unknown ``class_weight``, or a
+            ``label_map`` without ``domain``.
+    """
+    o = dict(options)
+    cv = str(o["cv"]).strip()
+    if cv.isdigit():  # `--cv 10` is shorthand for ten folds of the automatic scheme
+        o["folds"], cv = int(cv), "auto"
+    o["cv"] = cv
+    if o["permutations"] < 0:
+        raise ConfigError(f"--permutations must be >= 0; got {o['permutations']}")
+    if o["class_weight"] not in ("none", "balanced"):
+        raise ConfigError(f"--class-weight {o['class_weight']!r} not accepted; accepted: none, balanced")
+    if o["label_map"] is not None and o["domain"] is None:
+        raise ConfigError(f"--label-map {str(o['label_map'])!r} aligns labels across domains; name the "
+                          "domain column with --domain COLUMN")
+    return o
+
+
+def _settings(o: Mapping[str, Any]) -> StudySettings:
+    """The study's settings from the options."""
+    from embedx.probing.grids import load_grids
+    from embedx.probing.study import StudySettings
+
+    return StudySettings(
+        models=o["models"], scheme=o["cv"], n_splits=o["folds"], seed=o["seed"], metric=o["metric"],
+        class_weight=None if o["class_weight"] == "none" else o["class_weight"],
+        speaker_norm=o["speaker_norm"], tune=o["tune"],
+        grids=load_grids(o["grid"]) if o["tune"] and o["grid"] is not None else None,
+        inner_folds=o["inner_folds"], n_boot=o["bootstrap"], alpha=o["alpha"], jobs=o["jobs"],
+        threads=o["threads"], backend=o["backend"], scheduler=o["scheduler"], refit=o["save_model"],
+        permutations=o["permutations"],
+    )
+
+
+def _load(o: Mapping[str, Any]) -> Dataset:
+    from embedx.probing.data import load_dataset
+
+    return load_dataset(
+        o["features"], label=o["label"], sets=o["sets"], layers=o["layers"], pooling=o["pooling"],
+        concat=o["concat"], group=o["group"], labels_csv=o["labels"],
+        split_col=o["split_col"] if o["cv"] == "predefined" else None, task=o["task"],
+        weighted_layers=o["weighted_layers"],
+    )
+
+
+def _fold_notes(dataset: Dataset, note: Any) -> list[str]:
+    """Say on the console how the folds are grouped and which items were dropped.
+
+    Returns:
+        The report's leading notes (how the folds were grouped, when found automatically).
+    """
+    if dataset.group_auto:
+        note(f"folds are speaker-independent: grouped by the items' {dataset.group!r} column "
+             "(--no-group to turn off)")
+    if dataset.skipped:  # dropped data is never quiet
+        note("skipped items: " + ", ".join(f"{v} {k}" for k, v in dataset.skipped.items()))
+    if not dataset.group_auto:
+        return []
+    return [f"Folds are grouped by the items' `{dataset.group}` column, found automatically "
+            "(speaker-independent folds; `--no-group` turns this off)."]
+
+
+def run(options: Mapping[str, Any]) -> FitResult:
+    """Run ``embedx fit`` from its options.
+
+    Args:
+        options: :func:`embedx.api.fit`'s arguments by name (all of them).
+
+    Returns:
+        The :class:`FitResult`.
+
+    Raises:
+        EmbedxError: bad options, store, labels, analysis input or output folder, in one line,
+            before any model is fitted.
+    """
+    from embedx.probing.report import prepare_output
+
+    o = _checked(options)
+    output = o["output"]
+    created = output is not None and not Path(output).exists()
+    out = prepare_output(output, overwrite=o["overwrite"]) if output is not None else None
+    with _drop_created_folder_on_error(out, created):
+        from embedx.probing import analyses
+        from embedx.probing.report import write_report
+        from embedx.probing.study import run_study
+
+        log, progress = o["log"], o["progress"]
+        note = log or (lambda _msg: None)
+        dataset = _load(o)
+        settings = _settings(o)
+        dataset, prepared = analyses.prepare(dataset, o, note)
+        leading = _fold_notes(dataset, note)
+        result = run_study(dataset, settings, analyses=prepared, notes=leading, progress=progress,
+                           log=log if progress else None)
+        if result.folds.reason and not progress:  # with progress, the study said it before fitting
+            note(result.folds.reason)
+        files: dict[str, Path] = {}
+        if out is not None:
+            files = write_report(result, out, command=o["command"], save_model=o["save_model"])
+        return FitResult(summary=result.summary, best=result.best, metric=result.metric, output=out,
+                         files=files, group=dataset.group, study=result)
