@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from embedx.errors import ConfigError
+from embedx.layers import ALL_LAYERS
+from embedx.options import COMMANDS, DEFAULT_RESULTS, DEFAULT_STORE, api_signature, take_renamed
 
 if TYPE_CHECKING:  # heavy modules stay out of `import embedx`
     import pandas as pd
@@ -32,11 +34,6 @@ if TYPE_CHECKING:  # heavy modules stay out of `import embedx`
     from embedx.fit.study import StudyResult
     from embedx.similarity import SimilarityResult
     from embedx.store import StoreReader
-
-#: the store name `embedx extract` writes and `embedx fit` reads when none is given
-DEFAULT_STORE = "feats.h5"
-#: the results folder `embedx fit` writes when none is given
-DEFAULT_RESULTS = "results"
 
 
 def extract(
@@ -51,6 +48,10 @@ def extract(
 ) -> ExtractSummary:
     """Extract hidden states (or openSMILE features) of audio into an HDF5 store.
 
+    The keyword arguments are ``embedx extract``'s options (declared in :mod:`embedx.options`;
+    ``inspect.signature(embedx.api.extract)`` lists them with their defaults). An option not
+    given keeps the preset's value (``config``), else its default.
+
     Args:
         inputs: audio folders (recursive), files or ``.txt``/``.lst`` lists; with
             ``manifest``, at most the folder its relative paths are relative to.
@@ -59,7 +60,7 @@ def extract(
         progress: show a progress bar.
         log: where to send notes (e.g. ``print``).
         command: the command line to record in the store (the CLI passes its own).
-        **options: ``embedx extract`` options by their Python names: ``model``, ``opensmile``,
+        **options: ``embedx extract`` options by their names: ``model``, ``opensmile``,
             ``opensmile_level``, ``backend``, ``revision``, ``name``, ``layers``, ``pooling``
             (a comma string or a list), ``frames``, ``dtype``, ``precision``, ``device``,
             ``batch_seconds``, ``max_chunk_seconds``, ``workers``, ``short``, ``manifest``,
@@ -74,10 +75,10 @@ def extract(
         EmbedxError: a bad option, input, model or store, in one line. Problems of single
             items are recorded in the store (``embedx.open(output).failed()``), not raised.
     """
-    from embedx.extract import CLI_FIELDS, config_from_options
+    from embedx.extract import config_from_options
     from embedx.extract import extract as run_extract
 
-    accepted = set(CLI_FIELDS) | {"opensmile", "opensmile_level", "random_init", "seed"}
+    accepted = set(_OWN_EXTRACT_OPTIONS)
     unknown = sorted(set(options) - accepted)
     if unknown:
         raise ConfigError(f"unknown extract option(s) {', '.join(unknown)}; accepted: "
@@ -87,6 +88,12 @@ def extract(
     settings = config_from_options({**options, "quiet": not progress}, given=set(options),
                                    preset=config)
     return run_extract([str(p) for p in inputs], output, settings, command=command, log=log)
+
+
+#: the options `extract` takes through ``**options``: the declared ones it has no parameter for
+_OWN_EXTRACT_OPTIONS = tuple(o.name for o in COMMANDS["extract"].on("api")
+                             if o.name not in ("inputs", "output", "config", "progress", "log", "command"))
+extract.__signature__ = api_signature(COMMANDS["extract"], positional=("inputs", "output"))  # type: ignore[attr-defined]
 
 
 @dataclass
@@ -133,7 +140,7 @@ def fit(
     labels: str | os.PathLike[str] | None = None,
     group: str | None = "auto",
     sets: Sequence[str] | None = None,
-    layers: str = "all",
+    layers: str = ALL_LAYERS,
     pooling: str | None = None,
     concat: bool = False,
     models: str | None = None,
@@ -157,12 +164,13 @@ def fit(
     seed: int = 0,
     jobs: int = 1,
     threads: int | None = None,
-    backend: str = "loky",
+    engine: str = "loky",
     scheduler: str | None = None,
     save_model: bool = True,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
     command: str | None = None,
+    **renamed: Any,
 ) -> FitResult:
     """Cross-validate probes on stored features: every layer x model, with statistics.
 
@@ -177,7 +185,7 @@ def fit(
             when the items have one; ``None``: no groups (``--no-group``).
         sets, layers, pooling, concat: which stored features to probe.
         models, cv, folds, split_col, task, metric, class_weight, speaker_norm, tune, grid,
-            inner_folds, bootstrap, alpha, seed, jobs, threads, backend, scheduler,
+            inner_folds, bootstrap, alpha, seed, jobs, threads, engine, scheduler,
             save_model: as in ``embedx fit --help``.
         weighted_layers: add per feature set and pooling a configuration
             ``<set>@weighted/<pooling>`` that learns softmax weights over the selected layers
@@ -192,6 +200,8 @@ def fit(
             :mod:`embedx.fit.subgroups`).
         progress: show a progress bar. log: where to send notes.
         command: the command line quoted in the report.
+        **renamed: old names still accepted, with a ``DeprecationWarning``: ``backend``
+            (now ``engine``).
 
     Returns:
         A :class:`FitResult`.
@@ -202,6 +212,11 @@ def fit(
     """
     from embedx.report import prepare_output
 
+    if renamed:
+        moved = take_renamed("fit", renamed, function="embedx.fit")
+        if "engine" in moved and engine not in (COMMANDS["fit"].default("engine"), moved["engine"]):
+            raise TypeError(f"embedx.fit(): backend={moved['engine']!r} and engine={engine!r}; give engine")
+        engine = moved.get("engine", engine)
     cv = str(cv).strip()
     if cv.isdigit():  # `--cv 10` is shorthand for ten folds of the automatic scheme
         folds, cv = int(cv), "auto"
@@ -230,7 +245,7 @@ def fit(
             class_weight=None if class_weight == "none" else class_weight, speaker_norm=speaker_norm,
             tune=tune, grids=load_grids(grid) if tune and grid is not None else None,
             inner_folds=inner_folds, n_boot=bootstrap, alpha=alpha, jobs=jobs, threads=threads,
-            backend=backend, scheduler=scheduler, refit=save_model, permutations=permutations,
+            backend=engine, scheduler=scheduler, refit=save_model, permutations=permutations,
         )
         domains = subgroups = None
         if domain is not None:  # checked before any model is fitted

@@ -427,7 +427,8 @@ def _run_batches(store: Any, name: str, backend: Backend, layers: list[int], con
     totals ``main_total`` (every thread of the main process during the loop) and
     ``workers_total`` (the workers, start-up and sending included).
     """
-    budget = int(batch_seconds(config, backend) * backend.sample_rate)
+    summary.batch_seconds = batch_seconds(config, backend)  # resolved once: the plan and the record
+    budget = int(summary.batch_seconds * backend.sample_rate)
     max_chunk = _max_chunk_samples(config, backend)
     is_long = lengths[todo] > max_chunk if max_chunk else np.zeros(len(todo), dtype=bool)
     plan = make_batches(todo[~is_long], lengths[todo[~is_long]], budget, config.max_batch_items)

@@ -31,7 +31,8 @@ import pandas as pd
 
 from embedx.errors import ConfigError, DataError, StoreError, one_line
 from embedx.fit.tasks import CLASSIFICATION, REGRESSION, TASKS
-from embedx.layers import select_layers
+from embedx.layers import ALL_LAYERS, select_layers
+from embedx.pooling import split_poolings
 from embedx.text import plural
 
 __all__ = [
@@ -245,7 +246,7 @@ def _parse_set(text: str, available: list[str]) -> tuple[str, str | None, str | 
 def select_features(
     reader: Any,
     sets: Sequence[str] | None = None,
-    layers: str = "all",
+    layers: str = ALL_LAYERS,
     pooling: str | None = None,
     concat: bool = False,
 ) -> list[FeatureConfig]:
@@ -277,9 +278,7 @@ def select_features(
         if chosen is None:
             poolings = ["mean"] if "mean" in spec.poolings else [spec.poolings[0]]
         else:
-            poolings = [p.strip() for p in chosen.split(",") if p.strip()]
-            if poolings == ["all"]:
-                poolings = list(spec.poolings)
+            poolings = list(split_poolings(chosen, every=spec.poolings))  # stage 1's grammar
         for p in poolings:
             if p not in spec.poolings:
                 raise StoreError(
@@ -515,7 +514,7 @@ def load_dataset(
     *,
     label: str = "label",
     sets: Sequence[str] | None = None,
-    layers: str = "all",
+    layers: str = ALL_LAYERS,
     pooling: str | None = None,
     concat: bool = False,
     group: str | None = "auto",

@@ -44,6 +44,7 @@ from embedx.fit.compare import (
 )
 from embedx.fit.cv import UNGROUPED, Folds, inner_cv, make_folds
 from embedx.fit.data import Dataset
+from embedx.fit.engines import ENGINES
 from embedx.fit.fitting import run_task
 from embedx.fit.grids import load_grids
 from embedx.fit.models import get_model, parse_models
@@ -65,8 +66,8 @@ __all__ = [
 
 #: start of the warning of a configuration whose out-of-fold predictions are all the same
 CONSTANT_WARNING = "constant out-of-fold predictions"
-#: joblib backends the runner accepts
-BACKENDS = ("loky", "threading", "multiprocessing", "sequential", "dask", "ray")
+#: joblib backends the runner accepts (``fit --engine``; the list lives with the engines)
+BACKENDS = ENGINES
 
 
 @dataclass
@@ -192,7 +193,7 @@ def _validate(dataset: Dataset, settings: StudySettings) -> tuple[list[str], str
     if settings.speaker_norm and dataset.groups is None:
         raise ConfigError("--speaker-norm needs a group column; give --group COLUMN")
     if settings.backend not in BACKENDS:
-        raise ConfigError(f"unknown joblib backend {settings.backend!r}; accepted: {', '.join(BACKENDS)}")
+        raise ConfigError(f"unknown --engine {settings.backend!r}; accepted: {', '.join(BACKENDS)}")
     if settings.threads is not None and settings.threads < 1:
         raise ConfigError(f"--threads must be at least 1; got {settings.threads}")
     if settings.jobs == 0:
