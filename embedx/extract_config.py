@@ -216,7 +216,8 @@ def config_from_options(options: dict[str, Any], given: set[str] | None = None,
     for param, field_name in CLI_FIELDS.items():
         if param in options and (param in given or field_name not in values):
             values[field_name] = options[param]
-    values["max_chunk_seconds"] = values.get("max_chunk_seconds") or None  # 0 = never chunk
+    if "max_chunk_seconds" in values:  # 0 = never chunk; not given: the config's default
+        values["max_chunk_seconds"] = values["max_chunk_seconds"] or None
     feature_set, level = options.get("opensmile"), options.get("opensmile_level")
     if feature_set is not None or level is not None or values.get("backend") == "opensmile":
         if values.get("backend", "hf") not in ("hf", "opensmile"):

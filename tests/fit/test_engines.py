@@ -149,7 +149,7 @@ def test_fit_backend_is_the_old_spelling_of_engine(toy_store, tmp_path):
     assert both.exit_code == 2 and "--backend threading and --engine sequential contradict" in both.output
     assert "--backend" not in CliRunner().invoke(app, ["fit", "--help"]).output  # hidden
 
-    with pytest.warns(DeprecationWarning, match=r"backend=\.\.\. is now engine=\.\.\."):
+    with pytest.warns(DeprecationWarning, match=r"embedx\.fit\(backend=\.\.\.\) is now engine=\.\.\."):
         result = embedx.fit(store, output=None, group="speaker", bootstrap=0, progress=False,
                             backend="threading")
     cli = pd.read_csv(tmp_path / "new" / "summary.csv")
