@@ -36,7 +36,7 @@ from typing import Any
 from embedx.layers import ALL_LAYERS
 
 __all__ = ["COMMANDS", "DEFAULT_RESULTS", "DEFAULT_STORE", "REQUIRED", "Command", "Option", "api_signature",
-           "command", "renamed_flags", "take_renamed"]
+           "command", "take_renamed"]
 
 
 class _Required:
@@ -396,11 +396,6 @@ def take_renamed(command_name: str, kwargs: Mapping[str, Any], function: str | N
                       "the next release", DeprecationWarning, stacklevel=3)
         taken[new] = value
     return taken
-
-
-def renamed_flags(command_name: str) -> Sequence[tuple[str, Option]]:
-    """``(old name, new option)`` of every old spelling a command still accepts."""
-    return [(old, o) for o in COMMANDS[command_name] for old in o.renamed_from]
 
 
 #: how an API signature spells each declared type
