@@ -139,3 +139,16 @@ def test_fit_defaults_reach_the_study_settings():
     for option, field in FIT_TO_STUDY.items():
         assert fields[field].default == fit.default(option), f"--{option} vs StudySettings.{field}"
     assert fit.default("class_weight") == "none" and fields["class_weight"].default is None
+
+
+def test_choices_written_out_match_their_owners():
+    """Choices spelled in the declaration (their owners import h5py, torch or opensmile, which
+    `embedx --help` must not) are the owners' lists."""
+    from embedx.backends.loading import PRECISIONS
+    from embedx.store.spec import STORAGE_DTYPES
+
+    extract = COMMANDS["extract"]
+    assert extract["dtype"].accepted() == list(STORAGE_DTYPES)
+    assert sorted(extract["precision"].accepted()) == sorted(PRECISIONS)
+    opensmile = pytest.importorskip("embedx.backends.opensmile")
+    assert extract["opensmile_level"].accepted() == list(opensmile.LEVELS)
