@@ -21,17 +21,14 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from embedx.errors import ConfigError
+from embedx.extraction.layers import ALL_LAYERS
+from embedx.options import COMMANDS, DEFAULT_RESULTS, DEFAULT_STORE, api_signature, take_renamed
 from embedx.probing.orchestrate import FitResult  # defined beside the code that builds it
 
 if TYPE_CHECKING:  # heavy modules stay out of `import embedx`
     from embedx.cka import SimilarityResult
     from embedx.extraction.run_stats import ExtractSummary
     from embedx.store import StoreReader
-
-#: the store name `embedx extract` writes and `embedx fit` reads when none is given
-DEFAULT_STORE = "feats.h5"
-#: the results folder `embedx fit` writes when none is given
-DEFAULT_RESULTS = "results"
 
 
 def extract(
@@ -46,6 +43,10 @@ def extract(
 ) -> ExtractSummary:
     """Extract hidden states (or openSMILE features) of audio into an HDF5 store.
 
+    The keyword arguments are ``embedx extract``'s options (declared in :mod:`embedx.options`;
+    ``inspect.signature(embedx.api.extract)`` lists them with their defaults). An option not
+    given keeps the preset's value (``config``), else its default.
+
     Args:
         inputs: audio folders (recursive), files or ``.txt``/``.lst`` lists; with
             ``manifest``, at most the folder its relative paths are relative to.
@@ -54,7 +55,7 @@ def extract(
         progress: show a progress bar.
         log: where to send notes (e.g. ``print``).
         command: the command line to record in the store (the CLI passes its own).
-        **options: ``embedx extract`` options by their Python names: ``model``, ``opensmile``,
+        **options: ``embedx extract`` options by their names: ``model``, ``opensmile``,
             ``opensmile_level``, ``backend``, ``revision``, ``name``, ``layers``, ``pooling``
             (a comma string or a list), ``frames``, ``dtype``, ``precision``, ``device``,
             ``batch_seconds``, ``max_chunk_seconds``, ``workers``, ``short``, ``manifest``,
@@ -71,10 +72,10 @@ def extract(
         EmbedxError: a bad option, input, model or store, in one line. Problems of single
             items are recorded in the store (``embedx.open(output).failed()``), not raised.
     """
-    from embedx.extraction.config import CLI_FIELDS, config_from_options
+    from embedx.extraction.config import config_from_options
     from embedx.extraction.extract import extract as run_extract
 
-    accepted = set(CLI_FIELDS) | {"opensmile", "opensmile_level", "random_init", "seed"}
+    accepted = set(_OWN_EXTRACT_OPTIONS)
     unknown = sorted(set(options) - accepted)
     if unknown:
         raise ConfigError(f"unknown extract option(s) {', '.join(unknown)}; accepted: "
@@ -86,6 +87,12 @@ def extract(
     return run_extract([str(p) for p in inputs], output, settings, command=command, log=log)
 
 
+#: the options `extract` takes through ``**options``: the declared ones it has no parameter for
+_OWN_EXTRACT_OPTIONS = tuple(o.name for o in COMMANDS["extract"].on("api")
+                             if o.name not in ("inputs", "output", "config", "progress", "log", "command"))
+extract.__signature__ = api_signature(COMMANDS["extract"], positional=("inputs", "output"))  # type: ignore[attr-defined]
+
+
 def fit(
     features: str | os.PathLike[str] = DEFAULT_STORE,
     *,
@@ -95,7 +102,7 @@ def fit(
     labels: str | os.PathLike[str] | None = None,
     group: str | None = "auto",
     sets: Sequence[str] | None = None,
-    layers: str = "all",
+    layers: str = ALL_LAYERS,
     pooling: str | None = None,
     concat: bool = False,
     models: str | None = None,
@@ -119,12 +126,13 @@ def fit(
     seed: int = 0,
     jobs: int = 1,
     threads: int | None = None,
-    backend: str = "loky",
+    engine: str = "loky",
     scheduler: str | None = None,
     save_model: bool = True,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
     command: str | None = None,
+    **renamed: Any,
 ) -> FitResult:
     """Cross-validate probes on stored features: every layer x model, with statistics.
 
@@ -138,8 +146,8 @@ def fit(
         group: group (speaker) column; ``"auto"``: a ``speaker``/``speaker_id``/``spk`` column
             when the items have one; ``None``: no groups (``--no-group``).
         sets, layers, pooling, concat: which stored features to probe.
-        models, cv, split_col, task, metric, class_weight, speaker_norm, tune, grid,
-            inner_folds, bootstrap, alpha, seed, jobs, threads, backend, scheduler,
+        models, cv, folds, split_col, task, metric, class_weight, speaker_norm, tune, grid,
+            inner_folds, bootstrap, alpha, seed, jobs, threads, engine, scheduler,
             save_model: as in ``embedx fit --help``.
         folds: folds of k-fold schemes; ``None``: 5, or, with ``cv="auto"`` on data too small
             for 5, what they allow (one fold per speaker with fewer than 5 speakers), said in
@@ -156,7 +164,10 @@ def fit(
         label_map: YAML aligning the domains' label sets (``--label-map``; needs ``domain``).
         by: item columns to break the scores down by (``--by``, repeatable; see
             :mod:`embedx.probing.subgroups`).
-        progress: show a progress bar. log: where to send notes. command: quoted in the report.
+        progress: show a progress bar. log: where to send notes.
+        command: the command line quoted in the report.
+        **renamed: old names still accepted, with a ``DeprecationWarning``: ``backend``
+            (now ``engine``).
 
     Returns:
         A :class:`FitResult` (see :func:`embedx.probing.orchestrate.run`, which does the work).
@@ -166,6 +177,12 @@ def fit(
             model is fitted.
     """
     options = dict(locals())  # every argument by name: the first statement, so nothing else is local
+    renamed = options.pop("renamed")
+    if renamed:
+        moved = take_renamed("fit", renamed, function="embedx.fit")
+        if "engine" in moved and engine not in (COMMANDS["fit"].default("engine"), moved["engine"]):
+            raise TypeError(f"embedx.fit(): backend={moved['engine']!r} and engine={engine!r}; give engine")
+        options["engine"] = moved.get("engine", engine)
     from embedx.probing.orchestrate import run
 
     return run(options)

@@ -17,7 +17,6 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from embedx.backends import available_backends
 from embedx.errors import (
     AudioError,
     ConfigError,
@@ -28,7 +27,7 @@ from embedx.errors import (
     Param,
     StoreError,
 )
-from embedx.extraction.pooling import available_poolings
+from embedx.options import COMMANDS, Command
 from embedx.text import plural
 from embedx.text import size as text_size
 from embedx.version import __version__
@@ -86,6 +85,50 @@ def _one_line_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+# every option's flags, help and default come from its declaration (embedx/options.py), which
+# the Python API shares; tests/test_options.py checks the two against it
+X, FIT, PREDICT, SIM = COMMANDS["extract"], COMMANDS["fit"], COMMANDS["predict"], COMMANDS["similarity"]
+INFO, MERGE, SYNTH = COMMANDS["info"], COMMANDS["merge"], COMMANDS["synth"]
+
+
+def _option(command: Command, name: str) -> Any:
+    """The ``typer.Option`` (or ``typer.Argument``) of a declared option."""
+    o = command[name]
+    if o.argument:
+        return typer.Argument(help=o.help_text(), show_default=o.show_default)
+    return typer.Option(*o.cli_flags, help=o.help_text(), show_default=o.show_default)
+
+
+def _default(command: Command, name: str) -> Any:
+    """The typer parameter's default of a declared option (``--quiet``: not ``progress``)."""
+    return command[name].cli_default
+
+
+def _renamed_option(command: Command, old: str) -> Any:
+    """The hidden ``--OLD`` spelling of a renamed option, kept for one release."""
+    new = next(o for o in command if old in o.renamed_from)
+    return typer.Option("--" + old.replace("_", "-"), hidden=True, show_default=False,
+                        help=f"Old spelling of {new.cli_flags[0]}.")
+
+
+def _take_renamed(command: Command, old: str, old_value: Any, new_value: Any) -> Any:
+    """The value of a renamed option given by its old spelling (one line on stderr) or its new one.
+
+    Raises:
+        ConfigError: both spellings given, with different values.
+    """
+    if old_value is None:
+        return new_value
+    new = next(o for o in command if old in o.renamed_from)
+    old_flag, new_flag = "--" + old.replace("_", "-"), new.cli_flags[0]
+    if new_value != new.default and new_value != old_value:
+        raise ConfigError(f"{old_flag} {old_value} and {new_flag} {new_value} contradict each other; "
+                          f"give {new_flag}")
+    console.print(f"[yellow]embedx: {old_flag} is now {new_flag}; the old spelling goes in the next "
+                  "release[/]", highlight=False, soft_wrap=True)
+    return old_value
+
+
 def _command_line() -> str:
     return shlex.join(["embedx", *sys.argv[1:]])
 
@@ -108,58 +151,34 @@ def _root(
 @_one_line_errors
 def extract(
     ctx: typer.Context,
-    inputs: Annotated[list[str] | None, typer.Argument(
-        help="Audio folders (recursive), files, or .txt/.lst lists of paths. With --manifest: "
-             "the folder its relative paths are relative to.", show_default=False)] = None,
-    output: Annotated[Path, typer.Option("--output", "-o", help="HDF5 store to create or extend.")] = Path("feats.h5"),
-    model: Annotated[str | None, typer.Option("--model", "-m", help="Hub id or local directory of a "
-                                              "wav2vec2 / HuBERT / WavLM / data2vec-audio model (also "
-                                              "*ForSequenceClassification and audEERING emotion checkpoints, "
-                                              "whose head outputs are stored too) or a Whisper model (encoder).")] = None,
-    opensmile: Annotated[str | None, typer.Option("--opensmile", help="openSMILE feature set instead of a model: "
-                                                  "egemaps, gemaps, compare, emobase (or an opensmile FeatureSet "
-                                                  "name such as IS09).", show_default=False)] = None,
-    opensmile_level: Annotated[str | None, typer.Option(help="openSMILE level: functionals (one vector per item) "
-                                                        "or lld (low-level descriptors, 100 frames/s) "
-                                                        "[default: functionals].", show_default=False)] = None,
-    backend: Annotated[str, typer.Option(help=f"Feature source: {', '.join(available_backends())}.")] = "hf",
-    revision: Annotated[str | None, typer.Option(help="Hub revision (branch, tag or commit).")] = None,
-    name: Annotated[str | None, typer.Option(help="Feature-set name in the store [default: the model's name].")] = None,
-    layers: Annotated[str, typer.Option(help="Layers: all, last, 0,6,12, -1, 4:9 (0 = transformer input).")] = "all",
-    pooling: Annotated[str, typer.Option(help=f"Comma list of poolings: {', '.join(available_poolings())}.")] = "mean",
-    frames: Annotated[bool, typer.Option("--frames", help="Also store frame-level states.")] = False,
-    dtype: Annotated[str, typer.Option(help="Storage dtype: float32 or float16.")] = "float32",
-    precision: Annotated[str, typer.Option(help="Compute precision: auto, fp32, fp16 (GPU), bf16.")] = "auto",
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
-    batch_seconds: Annotated[float | None, typer.Option(help="Padded audio seconds per batch [default: 60 on a "
-                                                        "GPU, 8 on the CPU].", show_default=False)] = None,
-    max_chunk_seconds: Annotated[float, typer.Option(help="Run longer items in chunks of at most this "
-                                                     "length (0: never chunk).")] = 60.0,
-    workers: Annotated[int | None, typer.Option(help="Decoding worker processes [default: all cores but one].",
-                                                show_default=False)] = None,
-    short: Annotated[str, typer.Option(help="Items shorter than the model's minimum (25 ms): pad or fail.")] = "pad",
-    manifest: Annotated[str | None, typer.Option(help="CSV with a path column and any label/speaker/split columns "
-                                                 "[default: labels.csv in the input folder, when it has one].",
-                                                 show_default=False)] = None,
-    path_column: Annotated[str | None, typer.Option(help="The manifest's path column [default: path/file/...].",
-                                                    show_default=False)] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a feature set of the same name "
-                                            "extracted with other settings.")] = False,
-    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Retry items that failed before.")] = False,
-    shard: Annotated[str | None, typer.Option(help="Process only shard K/N (K = 0..N-1, e.g. $SLURM_ARRAY_TASK_ID/"
-                                              "$SLURM_ARRAY_TASK_COUNT) of the items, balanced by duration, into "
-                                              "its own file; combine the N files with embedx merge.",
-                                              show_default=False)] = None,
-    random_init: Annotated[bool, typer.Option("--random-init", help="Random-network control: the model's "
-                                              "architecture with seeded random weights (only its config is "
-                                              "read), stored as NAME-random.")] = False,
-    seed: Annotated[int | None, typer.Option(help="Seed of the --random-init weights [default: 0].",
-                                             show_default=False)] = None,
-    strict: Annotated[bool, typer.Option("--strict", help="Exit non-zero if any item failed.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
-    preset: Annotated[Path | None, typer.Option("--config", help="YAML preset of extraction settings (see "
-                                                "configs/); options typed on the command line override it.",
-                                                show_default=False)] = None,
+    inputs: Annotated[list[str] | None, _option(X, "inputs")] = None,
+    output: Annotated[Path, _option(X, "output")] = _default(X, "output"),
+    model: Annotated[str | None, _option(X, "model")] = _default(X, "model"),
+    opensmile: Annotated[str | None, _option(X, "opensmile")] = _default(X, "opensmile"),
+    opensmile_level: Annotated[str | None, _option(X, "opensmile_level")] = _default(X, "opensmile_level"),
+    backend: Annotated[str, _option(X, "backend")] = _default(X, "backend"),
+    revision: Annotated[str | None, _option(X, "revision")] = _default(X, "revision"),
+    name: Annotated[str | None, _option(X, "name")] = _default(X, "name"),
+    layers: Annotated[str, _option(X, "layers")] = _default(X, "layers"),
+    pooling: Annotated[str, _option(X, "pooling")] = _default(X, "pooling"),
+    frames: Annotated[bool, _option(X, "frames")] = _default(X, "frames"),
+    dtype: Annotated[str, _option(X, "dtype")] = _default(X, "dtype"),
+    precision: Annotated[str, _option(X, "precision")] = _default(X, "precision"),
+    device: Annotated[str, _option(X, "device")] = _default(X, "device"),
+    batch_seconds: Annotated[float | None, _option(X, "batch_seconds")] = _default(X, "batch_seconds"),
+    max_chunk_seconds: Annotated[float, _option(X, "max_chunk_seconds")] = _default(X, "max_chunk_seconds"),
+    workers: Annotated[int | None, _option(X, "workers")] = _default(X, "workers"),
+    short: Annotated[str, _option(X, "short")] = _default(X, "short"),
+    manifest: Annotated[str | None, _option(X, "manifest")] = _default(X, "manifest"),
+    path_column: Annotated[str | None, _option(X, "path_column")] = _default(X, "path_column"),
+    overwrite: Annotated[bool, _option(X, "overwrite")] = _default(X, "overwrite"),
+    retry_failed: Annotated[bool, _option(X, "retry_failed")] = _default(X, "retry_failed"),
+    shard: Annotated[str | None, _option(X, "shard")] = _default(X, "shard"),
+    random_init: Annotated[bool, _option(X, "random_init")] = _default(X, "random_init"),
+    seed: Annotated[int | None, _option(X, "seed")] = _default(X, "seed"),
+    strict: Annotated[bool, _option(X, "strict")] = _default(X, "strict"),
+    quiet: Annotated[bool, _option(X, "progress")] = _default(X, "progress"),
+    preset: Annotated[Path | None, _option(X, "config")] = _default(X, "config"),
 ) -> None:
     """Extract hidden states (all layers in one pass, pooled and/or frame-level) into HDF5."""
     from embedx.extraction.config import config_from_options
@@ -183,9 +202,9 @@ def extract(
 @app.command()
 @_one_line_errors
 def info(
-    store: Annotated[Path, typer.Argument(help="An HDF5 store written by embedx extract.")],
-    failed: Annotated[bool, typer.Option("--failed", help="List every failed item with its reason.")] = False,
-    attrs: Annotated[bool, typer.Option("--attrs", help="Show every stored attribute of each feature set.")] = False,
+    store: Annotated[Path, _option(INFO, "store")],
+    failed: Annotated[bool, _option(INFO, "failed")] = _default(INFO, "failed"),
+    attrs: Annotated[bool, _option(INFO, "attrs")] = _default(INFO, "attrs"),
 ) -> None:
     """Summarise a store: items, their columns, every feature set and its settings."""
     from embedx.store import StoreReader, writer_status
@@ -212,10 +231,10 @@ def info(
 @app.command()
 @_one_line_errors
 def synth(
-    folder: Annotated[Path, typer.Argument(help="Folder to create the example in.")],
-    items: Annotated[int, typer.Option(help="Number of audio items.")] = 48,
-    speakers: Annotated[int, typer.Option(help="Number of synthetic speakers.")] = 6,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    folder: Annotated[Path, _option(SYNTH, "folder")],
+    items: Annotated[int, _option(SYNTH, "items")] = _default(SYNTH, "items"),
+    speakers: Annotated[int, _option(SYNTH, "speakers")] = _default(SYNTH, "speakers"),
+    seed: Annotated[int, _option(SYNTH, "seed")] = _default(SYNTH, "seed"),
 ) -> None:
     """Create the built-in example: a labelled synthetic corpus and a tiny random-weight model."""
     from embedx.testing.synth import make_example
@@ -297,10 +316,9 @@ def main() -> None:
 @app.command()
 @_one_line_errors
 def merge(
-    shards: Annotated[list[Path], typer.Argument(help="The N shard files of one extract --shard K/N split "
-                                                 "(any order), e.g. shard-*.h5.", show_default=False)],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Merged HDF5 store to create.")],
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output file.")] = False,
+    shards: Annotated[list[Path], _option(MERGE, "shards")],
+    output: Annotated[Path, _option(MERGE, "output")],
+    overwrite: Annotated[bool, _option(MERGE, "overwrite")] = _default(MERGE, "overwrite"),
 ) -> None:
     """Combine extract --shard K/N files into one store, identical to an unsharded run."""
     from embedx.store import merge as run_merge
@@ -314,19 +332,15 @@ def merge(
 @app.command()
 @_one_line_errors
 def similarity(
-    features: Annotated[Path, typer.Argument(help="An HDF5 store written by embedx extract.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for cka.csv, the heatmaps and "
-                                         "similarity.md.")] = Path("sim"),
-    sets: Annotated[list[str] | None, typer.Option("--set", help="Feature set to compare (repeatable) "
-                                                   "[default: all; with --frames: all with frames].",
-                                                   show_default=False)] = None,
-    pooling: Annotated[str, typer.Option(help="Pooled features to compare.")] = "mean",
-    frames: Annotated[bool, typer.Option("--frames", help="Compare frame-level states (a seeded sample) "
-                                         "instead of pooled features.")] = False,
-    max_frames: Annotated[int, typer.Option(help="Frames sampled per pair of sets with --frames.")] = 5000,
-    debiased: Annotated[bool, typer.Option("--debiased", help="Debiased CKA (unbiased HSIC estimator).")] = False,
-    seed: Annotated[int, typer.Option(help="Seed of the frame sample.")] = 0,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    features: Annotated[Path, _option(SIM, "features")] = _default(SIM, "features"),
+    output: Annotated[Path, _option(SIM, "output")] = _default(SIM, "output"),
+    sets: Annotated[list[str] | None, _option(SIM, "sets")] = _default(SIM, "sets"),
+    pooling: Annotated[str, _option(SIM, "pooling")] = _default(SIM, "pooling"),
+    frames: Annotated[bool, _option(SIM, "frames")] = _default(SIM, "frames"),
+    max_frames: Annotated[int, _option(SIM, "max_frames")] = _default(SIM, "max_frames"),
+    debiased: Annotated[bool, _option(SIM, "debiased")] = _default(SIM, "debiased"),
+    seed: Annotated[int, _option(SIM, "seed")] = _default(SIM, "seed"),
+    quiet: Annotated[bool, _option(SIM, "progress")] = _default(SIM, "progress"),
 ) -> None:
     """Linear CKA between every pair of layers, within each feature set and across sets."""
     from embedx.api import similarity as run_similarity
@@ -340,103 +354,62 @@ def similarity(
 # --- stage 2 ---
 
 
-def _fit_choices(kind: str) -> str:
-    """Registry names for a help text (the registries import no scikit-learn)."""
-    if kind == "models":
-        from embedx.probing.models import available_models
-
-        return ", ".join(available_models())
-    if kind == "cv":
-        from embedx.probing.cv import available_splitters
-
-        return ", ".join(available_splitters())
-    from embedx.probing.metrics import available_metrics
-
-    return ", ".join(available_metrics())
-
-
 @app.command()
 @_one_line_errors
 def fit(
-    features: Annotated[Path, typer.Option("--features", "-f", help="HDF5 store written by embedx extract.")] = Path("feats.h5"),
-    label: Annotated[str, typer.Option("--label", "-y", help="Label column (of the store's items or of --labels).")] = "label",
-    labels: Annotated[Path | None, typer.Option("--labels", help="CSV joined on id (or path) that adds/replaces "
-                                                "label, group and split columns.")] = None,
-    group: Annotated[str | None, typer.Option("--group", "-g", help="Group (speaker) column: folds become "
-                                              "speaker-independent [default: a speaker, speaker_id or spk "
-                                              "column when the items have one].", show_default=False)] = None,
-    no_group: Annotated[bool, typer.Option("--no-group", help="Ungrouped folds even when the items have a "
-                                           "speaker column (items of one speaker may then be in train and test).")] = False,
-    feature_set: Annotated[list[str] | None, typer.Option("--set", "-s", help="Feature set to probe, repeatable: "
-                                                          "NAME, NAME@LAYERS, NAME@LAYERS/POOLING (default: every set).",
-                                                          show_default=False)] = None,
-    layers: Annotated[str, typer.Option(help="Layers: all (one probe per layer), last, 9, 0,6,12, -1, 4:9.")] = "all",
-    pooling: Annotated[str | None, typer.Option(help="Pooling(s), comma list or all (default: mean, else the "
-                                                "set's first).", show_default=False)] = None,
-    concat: Annotated[bool, typer.Option("--concat", help="Fuse every selected layer/set/pooling into one "
-                                         "feature vector.")] = False,
-    models: Annotated[str | None, typer.Option("--models", "-m", help=f"Comma list or all: {_fit_choices('models')} "
-                                               "(default: logreg / ridge).", show_default=False)] = None,
-    cv: Annotated[str, typer.Option(help=f"CV scheme ({_fit_choices('cv')}) or a number of folds.")] = "auto",
-    folds: Annotated[int | None, typer.Option("--folds", "-k", help="Folds of k-fold schemes [default: 5; with "
-                                              "--cv auto and fewer speakers: one fold per speaker].",
-                                              show_default=False)] = None,
-    split_col: Annotated[str, typer.Option(help="Split column (train/dev/test) for --cv predefined.")] = "split",
-    task: Annotated[str, typer.Option(help="auto, classification or regression.")] = "auto",
-    metric: Annotated[str | None, typer.Option(help=f"Main metric: {_fit_choices('metrics')} (default: uar / ccc).",
-                                               show_default=False)] = None,
-    class_weight: Annotated[str, typer.Option(help="none or balanced (for imbalanced labels).")] = "none",
-    speaker_norm: Annotated[bool, typer.Option("--speaker-norm", help="Standardise features per group "
-                                               "(each speaker by its own statistics; needs --group).")] = False,
-    tune: Annotated[bool, typer.Option("--tune", help="Nested grid search inside every training fold.")] = False,
-    grid: Annotated[Path | None, typer.Option(help="YAML tuning grids (default: configs/grids.yaml).",
-                                              show_default=False)] = None,
-    inner_folds: Annotated[int, typer.Option(help="Inner folds of --tune.")] = 3,
-    bootstrap: Annotated[int, typer.Option(help="Random permutations per paired test and confidence-set step "
-                                           "(exact up to 12 speakers); 0: no CIs and no comparisons.")] = 1000,
-    alpha: Annotated[float, typer.Option(help="Significance level of the comparisons (Holm-corrected).")] = 0.05,
-    weighted_layers: Annotated[bool, typer.Option("--weighted-layers", help="Add per set and pooling a configuration "
-                                                  "SET@weighted/POOLING: softmax weights over the selected layers "
-                                                  "learned with a linear probe; weights in layer_weights.csv.")] = False,
-    permutations: Annotated[int, typer.Option(help="Chance control: refit every configuration on N label "
-                                              "permutations (within speakers) for p_permutation; 0: off.")] = 0,
-    domain: Annotated[str | None, typer.Option(help="Item column of the domains (e.g. corpus): also train on "
-                                               "each domain and test on every other -> transfer.csv.")] = None,
-    label_map: Annotated[Path | None, typer.Option(help="YAML mapping each domain's labels to shared ones: "
-                                                   "{raw: shared} and/or {domain: {raw: shared}}.")] = None,
-    by: Annotated[list[str] | None, typer.Option("--by", help="Item column to break the scores down by "
-                                                 "(repeatable), e.g. sex -> subgroups.csv.")] = None,
-    seed: Annotated[int, typer.Option(help="Seed of folds, models and bootstrap.")] = 0,
-    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Parallel workers (-1: all cores).")] = 1,
-    threads: Annotated[int | None, typer.Option(help="BLAS/OpenMP threads per fit (default: 1; use --jobs to parallelise).",
-                                                show_default=False)] = None,
-    backend: Annotated[str, typer.Option(help="Where the fits run: loky (local processes), dask (a Dask cluster at "
-                                         "--scheduler ADDRESS, else a local one with --jobs workers; pip install "
-                                         "'embedx[dask]') or ray (pip install 'embedx[ray]').")] = "loky",
-    scheduler: Annotated[str | None, typer.Option(help="Cluster address for --backend dask (tcp://host:8786) or ray "
-                                                  "(ray://host:10001) [default: a local cluster].",
-                                                  show_default=False)] = None,
-    output: Annotated[Path, typer.Option("--output", "-o", help="Results folder.")] = Path("results"),
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace another study's results in the "
-                                            "results folder.")] = False,
-    save_model: Annotated[bool, typer.Option("--save-model/--no-save-model",
-                                             help="Refit the best configuration and save model.joblib.")] = True,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    features: Annotated[Path, _option(FIT, "features")] = _default(FIT, "features"),
+    label: Annotated[str, _option(FIT, "label")] = _default(FIT, "label"),
+    labels: Annotated[Path | None, _option(FIT, "labels")] = _default(FIT, "labels"),
+    group: Annotated[str, _option(FIT, "group")] = _default(FIT, "group"),
+    no_group: Annotated[bool, _option(FIT, "no_group")] = _default(FIT, "no_group"),
+    feature_set: Annotated[list[str] | None, _option(FIT, "sets")] = _default(FIT, "sets"),
+    layers: Annotated[str, _option(FIT, "layers")] = _default(FIT, "layers"),
+    pooling: Annotated[str | None, _option(FIT, "pooling")] = _default(FIT, "pooling"),
+    concat: Annotated[bool, _option(FIT, "concat")] = _default(FIT, "concat"),
+    models: Annotated[str | None, _option(FIT, "models")] = _default(FIT, "models"),
+    cv: Annotated[str, _option(FIT, "cv")] = _default(FIT, "cv"),
+    folds: Annotated[int, _option(FIT, "folds")] = _default(FIT, "folds"),
+    split_col: Annotated[str, _option(FIT, "split_col")] = _default(FIT, "split_col"),
+    task: Annotated[str, _option(FIT, "task")] = _default(FIT, "task"),
+    metric: Annotated[str | None, _option(FIT, "metric")] = _default(FIT, "metric"),
+    class_weight: Annotated[str, _option(FIT, "class_weight")] = _default(FIT, "class_weight"),
+    speaker_norm: Annotated[bool, _option(FIT, "speaker_norm")] = _default(FIT, "speaker_norm"),
+    tune: Annotated[bool, _option(FIT, "tune")] = _default(FIT, "tune"),
+    grid: Annotated[Path | None, _option(FIT, "grid")] = _default(FIT, "grid"),
+    inner_folds: Annotated[int, _option(FIT, "inner_folds")] = _default(FIT, "inner_folds"),
+    bootstrap: Annotated[int, _option(FIT, "bootstrap")] = _default(FIT, "bootstrap"),
+    alpha: Annotated[float, _option(FIT, "alpha")] = _default(FIT, "alpha"),
+    weighted_layers: Annotated[bool, _option(FIT, "weighted_layers")] = _default(FIT, "weighted_layers"),
+    permutations: Annotated[int, _option(FIT, "permutations")] = _default(FIT, "permutations"),
+    domain: Annotated[str | None, _option(FIT, "domain")] = _default(FIT, "domain"),
+    label_map: Annotated[Path | None, _option(FIT, "label_map")] = _default(FIT, "label_map"),
+    by: Annotated[list[str] | None, _option(FIT, "by")] = _default(FIT, "by"),
+    seed: Annotated[int, _option(FIT, "seed")] = _default(FIT, "seed"),
+    jobs: Annotated[int, _option(FIT, "jobs")] = _default(FIT, "jobs"),
+    threads: Annotated[int | None, _option(FIT, "threads")] = _default(FIT, "threads"),
+    engine: Annotated[str, _option(FIT, "engine")] = _default(FIT, "engine"),
+    backend: Annotated[str | None, _renamed_option(FIT, "backend")] = None,
+    scheduler: Annotated[str | None, _option(FIT, "scheduler")] = _default(FIT, "scheduler"),
+    output: Annotated[Path, _option(FIT, "output")] = _default(FIT, "output"),
+    overwrite: Annotated[bool, _option(FIT, "overwrite")] = _default(FIT, "overwrite"),
+    save_model: Annotated[bool, _option(FIT, "save_model")] = _default(FIT, "save_model"),
+    quiet: Annotated[bool, _option(FIT, "progress")] = _default(FIT, "progress"),
 ) -> None:
     """Cross-validate classifiers on stored features: every layer × model, with statistics and a report."""
     from embedx.api import fit as run_fit
 
-    if no_group and group is not None:
+    if no_group and group != FIT.default("group"):
         raise ConfigError(f"--group {group} and --no-group contradict each other; give one")
+    engine = _take_renamed(FIT, "backend", backend, engine)
     fitted = run_fit(
         features, output=output, overwrite=overwrite, label=label, labels=labels,
-        group=None if no_group else (group or "auto"), sets=feature_set, layers=layers,
+        group=None if no_group else group, sets=feature_set, layers=layers,
         pooling=pooling, concat=concat, models=models, cv=cv, folds=folds, split_col=split_col,
         task=task, metric=metric, class_weight=class_weight, speaker_norm=speaker_norm, tune=tune,
         grid=grid, inner_folds=inner_folds, bootstrap=bootstrap, alpha=alpha,
         weighted_layers=weighted_layers, permutations=permutations, domain=domain,
         label_map=label_map, by=by, seed=seed, jobs=jobs,
-        threads=threads, backend=backend, scheduler=scheduler, save_model=save_model,
+        threads=threads, engine=engine, scheduler=scheduler, save_model=save_model,
         progress=not quiet, command=_command_line(),
         log=lambda m: console.print(f"[dim]{escape(m)}[/]", highlight=False, soft_wrap=True),
     )
@@ -525,20 +498,15 @@ def _print_fit_summary(result: Any, top: int = 8) -> None:
 @app.command()
 @_one_line_errors
 def predict(
-    model: Annotated[Path, typer.Argument(help="model.joblib written by embedx fit.")],
-    inputs: Annotated[list[str], typer.Argument(help="An HDF5 store with the model's feature set(s), or audio "
-                                                "folders/files/lists (extracted with the stored config).")],
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="CSV to write (default: print a table).",
-                                                show_default=False)] = None,
-    group: Annotated[str | None, typer.Option("--group", "-g", help="Group column for a speaker-normalised "
-                                              "model (default: the training one).", show_default=False)] = None,
-    labels: Annotated[Path | None, typer.Option("--labels", help="CSV joined on id/path supplying the group column.")] = None,
-    manifest: Annotated[str | None, typer.Option(help="Audio only: CSV with a path column (and a group column).")] = None,
-    device: Annotated[str | None, typer.Option(help="Audio only: device for the extraction (auto, cpu, cuda:N).",
-                                               show_default=False)] = None,
-    keep_features: Annotated[Path | None, typer.Option(help="Audio only: folder to keep the extracted store in.",
-                                                       show_default=False)] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    model: Annotated[Path, _option(PREDICT, "model")],
+    inputs: Annotated[list[str], _option(PREDICT, "inputs")],
+    output: Annotated[Path | None, _option(PREDICT, "output")] = _default(PREDICT, "output"),
+    group: Annotated[str | None, _option(PREDICT, "group")] = _default(PREDICT, "group"),
+    labels: Annotated[Path | None, _option(PREDICT, "labels")] = _default(PREDICT, "labels"),
+    manifest: Annotated[str | None, _option(PREDICT, "manifest")] = _default(PREDICT, "manifest"),
+    device: Annotated[str | None, _option(PREDICT, "device")] = _default(PREDICT, "device"),
+    keep_features: Annotated[Path | None, _option(PREDICT, "keep_features")] = _default(PREDICT, "keep_features"),
+    quiet: Annotated[bool, _option(PREDICT, "progress")] = _default(PREDICT, "progress"),
 ) -> None:
     """Apply a saved model to a feature store or to new audio."""
     from embedx.probing.predict import load_model, predict_audio, predict_store

@@ -16,16 +16,17 @@ from typing import Any
 from embedx.backends.base import SHORT_POLICIES, Backend
 from embedx.errors import ConfigError, Param, one_line
 from embedx.extraction.audio import RESAMPLER
-from embedx.extraction.layers import parse_layers
-from embedx.extraction.pooling import parse_poolings
+from embedx.extraction.layers import ALL_LAYERS, parse_layers
+from embedx.extraction.pooling import parse_poolings, split_poolings
 
 #: options named in the messages below (the CLI spells them as flags)
 OPENSMILE = Param("opensmile")
 RANDOM_INIT = Param("random_init", switch=True)
 
-#: default batch budgets (padded seconds) per device
-CUDA_BATCH_SECONDS = 60.0
-CPU_BATCH_SECONDS = 8.0
+#: default batch budgets (padded seconds) per kind of device (``--help`` quotes them)
+BATCH_SECONDS = {"cuda": 60.0, "cpu": 8.0}
+CUDA_BATCH_SECONDS = BATCH_SECONDS["cuda"]
+CPU_BATCH_SECONDS = BATCH_SECONDS["cpu"]
 #: ExtractConfig fields that define the stored values; they are stored with the feature set
 #: and a resume with any of them changed is refused
 DATA_KEYS = ("backend", "model", "revision", "name", "layers", "poolings", "frames", "dtype",
@@ -46,7 +47,8 @@ class ExtractConfig:
         revision: hub revision (branch, tag or commit).
         name: feature-set name in the store (default: the backend's, e.g. the model's name).
         layers: layer spec (``all``, ``last``, ``0,6,12``, ``-1``, ``4:9``).
-        poolings: pooling names (see :mod:`embedx.extraction.pooling`).
+        poolings: pooling names (see :mod:`embedx.extraction.pooling`); a comma string is split on
+            construction.
         frames: also store frame-level states of the chosen layers.
         dtype: storage dtype, ``float32`` or ``float16``.
         precision: compute precision, ``auto``, ``fp32``, ``fp16`` or ``bf16``.
@@ -80,7 +82,7 @@ class ExtractConfig:
     model: str | None = None
     revision: str | None = None
     name: str | None = None
-    layers: str = "all"
+    layers: str = ALL_LAYERS
     poolings: Sequence[str] = ("mean",)
     frames: bool = False
     dtype: str = "float32"
@@ -99,6 +101,11 @@ class ExtractConfig:
     shard: str | None = None
     backend_options: dict[str, Any] = field(default_factory=dict)
     resampler: str = RESAMPLER
+
+    def __post_init__(self) -> None:
+        # the one pooling grammar (a comma string or a sequence), read once; the names are
+        # checked against the registry by validate()
+        self.poolings = split_poolings(self.poolings)
 
     def validate(self) -> None:
         """Check the run-independent options.
@@ -245,9 +252,8 @@ def config_from_options(options: dict[str, Any], given: set[str] | None = None,
     for param, field_name in CLI_FIELDS.items():
         if param in options and (param in given or field_name not in values):
             values[field_name] = options[param]
-    if isinstance(values.get("poolings"), str):
-        values["poolings"] = values["poolings"].split(",")
-    values["max_chunk_seconds"] = values.get("max_chunk_seconds") or None  # 0 = never chunk
+    if "max_chunk_seconds" in values:  # 0 = never chunk; not given: the config's default
+        values["max_chunk_seconds"] = values["max_chunk_seconds"] or None
     feature_set, level = options.get("opensmile"), options.get("opensmile_level")
     if feature_set is not None or level is not None or values.get("backend") == "opensmile":
         if values.get("backend", "hf") not in ("hf", "opensmile"):

@@ -371,7 +371,8 @@ def _without_inert_settings(store: Any, spec: Any, backend: Backend) -> Any:
 def _plan(config: ExtractConfig, backend: Backend, todo: np.ndarray, lengths: np.ndarray,
           summary: ExtractSummary, note: Callable[[str], None]) -> tuple[int, list[list[int]], list[int], int]:
     """Batches of the items in ``todo``: ``(budget in samples, batches, long items, workers)``."""
-    budget = int(batch_seconds(config, backend) * backend.sample_rate)
+    summary.batch_seconds = batch_seconds(config, backend)  # resolved once: the plan and the record
+    budget = int(summary.batch_seconds * backend.sample_rate)
     max_chunk = _max_chunk_samples(config, backend)
     is_long = lengths[todo] > max_chunk if max_chunk else np.zeros(len(todo), dtype=bool)
     plan = make_batches(todo[~is_long], lengths[todo[~is_long]], budget, config.max_batch_items)

@@ -26,8 +26,10 @@ from dataclasses import dataclass
 
 from embedx.errors import ConfigError, StoreError
 
-__all__ = ["ACCEPTED", "LayerTerm", "parse_layers", "parse_terms", "select_layers"]
+__all__ = ["ACCEPTED", "ALL_LAYERS", "LayerTerm", "parse_layers", "parse_terms", "select_layers"]
 
+#: the default of ``--layers`` in both stages: every layer
+ALL_LAYERS = "all"
 #: the forms quoted in every error message
 ACCEPTED = "accepted: all, last, 0,6,12, -1, 4:9"
 

@@ -7,7 +7,7 @@ index ``>= lengths[i]``) never influence the result, whatever they contain.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -55,19 +55,44 @@ def get_pooling(name: str) -> PoolFn:
     return _POOLINGS[name]
 
 
-def parse_poolings(spec: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
+def split_poolings(spec: str | Sequence[str], every: Sequence[str] | None = None) -> tuple[str, ...]:
+    """The pooling grammar of both stages: ``"mean,std"`` (or a sequence) -> names, order kept.
+
+    Blanks and repeats are dropped; ``all`` stands for ``every`` when given. The names are not
+    checked: stage 1 checks them against the registry (:func:`parse_poolings`), stage 2
+    against the poolings a feature set has stored.
+
+    Args:
+        spec: a comma list or a sequence of names.
+        every: what ``all`` expands to (``None``: ``all`` is kept as a name).
+
+    Returns:
+        The names.
+    """
+    names = [s.strip() for s in spec.split(",")] if isinstance(spec, str) else [str(s).strip() for s in spec]
+    if every is not None and names == ["all"]:
+        names = list(every)
+    return tuple(dict.fromkeys(n for n in names if n))
+
+
+def parse_poolings(spec: str | Sequence[str]) -> tuple[str, ...]:
     """Parse ``"mean,std"`` (or a sequence) into a tuple of known pooling names, order kept.
+
+    Args:
+        spec: a comma list or a sequence of names; ``all``: every registered pooling.
+
+    Returns:
+        The names, each registered.
 
     Raises:
         ConfigError: when the list is empty or names an unknown pooling.
     """
-    names = [s.strip() for s in spec.split(",")] if isinstance(spec, str) else list(spec)
-    names = [n for n in names if n]
+    names = split_poolings(spec, every=list(_POOLINGS))
     if not names:
         raise ConfigError(f"no pooling given; accepted: {', '.join(_POOLINGS)}")
     for n in names:
         get_pooling(n)
-    return tuple(dict.fromkeys(names))
+    return names
 
 
 def _mask(hidden: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

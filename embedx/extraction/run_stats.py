@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from embedx.extraction.config import ExtractConfig, batch_seconds
+from embedx.extraction.config import ExtractConfig
 from embedx.extraction.loader import WORKER_PARTS
 from embedx.text import plural, shorten
 
@@ -48,6 +48,8 @@ class ExtractSummary:
         padded_fraction: share of padding in the batches.
         stopped: name of the signal that stopped the run early (SIGTERM, SIGINT, SIGHUP).
         workers: decoding workers the loop ran with.
+        batch_seconds: the batch budget the loop ran with (padded seconds; the configured one
+            or the device's default, resolved once by the loop).
         peak_memory: peak accelerator memory of the loop in bytes (CUDA), else the process's
             peak resident memory.
         timings: where the loop's time went, in seconds (measured by the loop of :mod:`embedx.extract`).
@@ -69,6 +71,7 @@ class ExtractSummary:
     padded_fraction: float = 0.0
     stopped: str | None = None
     workers: int = 0
+    batch_seconds: float = 0.0
     peak_memory: int = 0
     timings: dict[str, float] = field(default_factory=dict)
     cpu: dict[str, float] = field(default_factory=dict)
@@ -209,7 +212,7 @@ def run_profile(summary: ExtractSummary, backend: Backend, config: ExtractConfig
         "device_name": device_name,
         "precision": str(backend.precision),
         "peak_memory_bytes": int(summary.peak_memory),
-        "batch_seconds": float(batch_seconds(config, backend)),
+        "batch_seconds": float(summary.batch_seconds),
         "workers": int(summary.workers),
         "data_wait_share": round(summary.timings.get("wait", 0.0) / elapsed, 3),
         "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

@@ -30,7 +30,8 @@ import numpy as np
 import pandas as pd
 
 from embedx.errors import ConfigError, DataError, StoreError
-from embedx.extraction.layers import select_layers
+from embedx.extraction.layers import ALL_LAYERS, select_layers
+from embedx.extraction.pooling import split_poolings
 from embedx.probing.columns import (
     MISSING,
     SPEAKER_COLUMNS,
@@ -256,7 +257,7 @@ def _parse_set(text: str, available: list[str]) -> tuple[str, str | None, str | 
 def select_features(
     reader: Any,
     sets: Sequence[str] | None = None,
-    layers: str = "all",
+    layers: str = ALL_LAYERS,
     pooling: str | None = None,
     concat: bool = False,
 ) -> list[FeatureConfig]:
@@ -288,9 +289,7 @@ def select_features(
         if chosen is None:
             poolings = ["mean"] if "mean" in spec.poolings else [spec.poolings[0]]
         else:
-            poolings = [p.strip() for p in chosen.split(",") if p.strip()]
-            if poolings == ["all"]:
-                poolings = list(spec.poolings)
+            poolings = list(split_poolings(chosen, every=spec.poolings))  # stage 1's grammar
         for p in poolings:
             if p not in spec.poolings:
                 raise StoreError(
@@ -463,7 +462,7 @@ def load_dataset(
     *,
     label: str = "label",
     sets: Sequence[str] | None = None,
-    layers: str = "all",
+    layers: str = ALL_LAYERS,
     pooling: str | None = None,
     concat: bool = False,
     group: str | None = "auto",

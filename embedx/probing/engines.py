@@ -24,8 +24,10 @@ from contextlib import contextmanager
 
 from embedx.errors import ConfigError, one_line
 
-__all__ = ["CLUSTER_ENGINES", "check_engine", "engine"]
+__all__ = ["CLUSTER_ENGINES", "ENGINES", "check_engine", "engine"]
 
+#: the joblib backends ``fit --engine`` accepts
+ENGINES = ("loky", "threading", "multiprocessing", "sequential", "dask", "ray")
 #: engines that run on a cluster, and the module each needs
 CLUSTER_ENGINES = {"dask": "distributed", "ray": "ray.util.joblib"}
 #: how long to try to reach a dask scheduler
@@ -45,7 +47,7 @@ def check_engine(backend: str, scheduler: str | None = None) -> None:
     """
     if scheduler is not None and backend not in CLUSTER_ENGINES:
         raise ConfigError(
-            f"--scheduler {scheduler!r} is for a cluster; it needs --backend dask or ray, "
+            f"--scheduler {scheduler!r} is for a cluster; it needs --engine dask or ray, "
             f"not {backend!r}"
         )
     if scheduler is not None and not str(scheduler).strip():
@@ -57,7 +59,7 @@ def check_engine(backend: str, scheduler: str | None = None) -> None:
         importlib.import_module(module)
     except ImportError:
         raise ConfigError(
-            f"--backend {backend} needs the optional extra: pip install 'embedx[{backend}]'"
+            f"--engine {backend} needs the optional extra: pip install 'embedx[{backend}]'"
         ) from None
 
 

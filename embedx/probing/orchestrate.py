@@ -93,7 +93,7 @@ def _settings(o: Mapping[str, Any]) -> StudySettings:
         speaker_norm=o["speaker_norm"], tune=o["tune"],
         grids=load_grids(o["grid"]) if o["tune"] and o["grid"] is not None else None,
         inner_folds=o["inner_folds"], n_boot=o["bootstrap"], alpha=o["alpha"], jobs=o["jobs"],
-        threads=o["threads"], backend=o["backend"], scheduler=o["scheduler"], refit=o["save_model"],
+        threads=o["threads"], backend=o["engine"], scheduler=o["scheduler"], refit=o["save_model"],
         permutations=o["permutations"],
     )
 

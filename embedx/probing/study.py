@@ -43,6 +43,7 @@ from embedx.probing.compare import (
 )
 from embedx.probing.cv import UNGROUPED, Folds, check_inner_groups, inner_cv, make_folds
 from embedx.probing.data import Dataset
+from embedx.probing.engines import ENGINES
 from embedx.probing.fitting import run_task
 from embedx.probing.grids import load_grids
 from embedx.probing.models import get_model, parse_models
@@ -62,8 +63,8 @@ __all__ = [
     "run_study",
 ]
 
-#: joblib backends the runner accepts
-BACKENDS = ("loky", "threading", "multiprocessing", "sequential", "dask", "ray")
+#: joblib backends the runner accepts (``fit --engine``; the list lives with the engines)
+BACKENDS = ENGINES
 
 
 @dataclass
@@ -201,7 +202,7 @@ def _validate(dataset: Dataset, settings: StudySettings) -> tuple[list[str], str
     if settings.speaker_norm and dataset.groups is None:
         raise ConfigError("--speaker-norm needs a group column; give --group COLUMN")
     if settings.backend not in BACKENDS:
-        raise ConfigError(f"unknown joblib backend {settings.backend!r}; accepted: {', '.join(BACKENDS)}")
+        raise ConfigError(f"unknown --engine {settings.backend!r}; accepted: {', '.join(BACKENDS)}")
     if settings.threads is not None and settings.threads < 1:
         raise ConfigError(f"--threads must be at least 1; got {settings.threads}")
     if settings.jobs == 0:

@@ -49,6 +49,19 @@ def test_parse_poolings():
         parse_poolings("mean,median")
     with pytest.raises(ConfigError):
         parse_poolings("")
+    assert parse_poolings("all") == tuple(available_poolings())  # as in fit --pooling all
+    assert parse_poolings([" max", "mean", "max"]) == ("max", "mean")
+
+
+def test_both_stages_read_one_pooling_grammar():
+    """extract --pooling, the preset's poolings and fit --pooling / --set NAME/POOLING: one parser."""
+    from embedx.extraction.config import ExtractConfig
+    from embedx.extraction.pooling import split_poolings
+
+    assert split_poolings(" std,,mean,std ") == ("std", "mean")
+    assert split_poolings("all", every=("mean", "max")) == ("mean", "max")
+    assert split_poolings("all") == ("all",)  # no expansion without what "all" means here
+    assert ExtractConfig(poolings="std, mean").poolings == ("std", "mean")  # split once, on construction
 
 
 def test_chunk_combination_equals_pooling_the_stitched_frames():

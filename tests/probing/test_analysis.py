@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 import embedx
+import embedx.api
 from embedx.errors import ConfigError
 from embedx.probing import analyses
 from embedx.probing.analysis import Analysis
@@ -117,7 +118,8 @@ def test_api_fit_hands_every_argument_to_the_orchestrator(monkeypatch):
 
     monkeypatch.setattr("embedx.probing.orchestrate.run", fake_run)
     assert embedx.api.fit("x.h5", by=["sex"], permutations=3) == "ran"
-    params = inspect.signature(embedx.api.fit).parameters
+    params = {n: p for n, p in inspect.signature(embedx.api.fit).parameters.items()
+              if p.kind is not p.VAR_KEYWORD}  # **renamed: old spellings, resolved by api.fit
     assert list(seen) == list(params)
     assert seen["features"] == "x.h5" and seen["by"] == ["sex"] and seen["permutations"] == 3
     assert all(seen[n] == p.default for n, p in params.items() if n not in ("features", "by", "permutations"))

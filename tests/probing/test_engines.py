@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+import embedx
 from embedx.cli import app
 from embedx.errors import ConfigError
 from embedx.probing import engines
@@ -27,7 +28,7 @@ def _comparable(result) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 @pytest.fixture
 def local_dask():
-    """A local cluster of worker processes, as `embedx fit --backend dask` starts by default."""
+    """A local cluster of worker processes, as `embedx fit --engine dask` starts by default."""
     distributed = pytest.importorskip("distributed")
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                   dashboard_address=None) as cluster:
@@ -62,7 +63,7 @@ def _worker_pid(_i):
 
 
 def test_engine_starts_and_stops_a_local_dask_cluster():
-    """The default `--backend dask` without a scheduler: worker processes, stopped afterwards."""
+    """The default `--engine dask` without a scheduler: worker processes, stopped afterwards."""
     import os
 
     pytest.importorskip("distributed")
@@ -93,7 +94,7 @@ def test_loky_engine_is_joblib_parallel_config():
 
 def test_scheduler_needs_a_cluster_engine():
     with pytest.raises(ConfigError, match=r"--scheduler 'tcp://h:8786' is for a cluster; it needs "
-                                          r"--backend dask or ray, not 'loky'"):
+                                          r"--engine dask or ray, not 'loky'"):
         check_engine("loky", "tcp://h:8786")
 
 
@@ -109,7 +110,7 @@ def test_missing_extra_names_the_install_command(monkeypatch):
     for backend in ("dask", "ray"):
         with pytest.raises(ConfigError) as err:
             check_engine(backend)
-        assert str(err.value) == f"--backend {backend} needs the optional extra: pip install 'embedx[{backend}]'"
+        assert str(err.value) == f"--engine {backend} needs the optional extra: pip install 'embedx[{backend}]'"
     check_engine("loky")
 
 
@@ -123,7 +124,37 @@ def test_unreachable_scheduler_is_one_line(monkeypatch):
 
 @pytest.mark.skipif(importlib.util.find_spec("ray") is not None, reason="ray is installed")
 def test_cli_fit_without_ray_says_what_to_install(toy_store, tmp_path):
-    result = CliRunner().invoke(app, ["fit", "-f", str(toy_store()), "--group", "speaker", "--backend", "ray",
+    result = CliRunner().invoke(app, ["fit", "-f", str(toy_store()), "--group", "speaker", "--engine", "ray",
                                       "-o", str(tmp_path / "res"), "--quiet"])
     assert result.exit_code == 2, result.output
-    assert "--backend ray needs the optional extra: pip install 'embedx[ray]'" in result.output
+    assert result.output == "embedx: invalid option: --engine ray needs the optional extra: pip install 'embedx[ray]'\n"
+
+
+def test_fit_backend_is_the_old_spelling_of_engine(toy_store, tmp_path):
+    """`fit --backend` (renamed --engine) works for one more release, with one line on stderr."""
+    store = toy_store()
+    args = ["fit", "-f", str(store), "--group", "speaker", "--bootstrap", "0", "--no-save-model", "--quiet"]
+    old = CliRunner().invoke(app, [*args, "--backend", "threading", "-o", str(tmp_path / "old")])
+    new = CliRunner().invoke(app, [*args, "--engine", "threading", "-o", str(tmp_path / "new")])
+    assert old.exit_code == 0 and new.exit_code == 0, old.output + new.output
+    note = "embedx: --backend is now --engine; the old spelling goes in the next release"
+    assert old.stderr.splitlines() == [note] and note not in new.output
+    timeless = [pd.read_csv(tmp_path / d / "results.csv").filter(regex="^(?!.*seconds)") for d in ("old", "new")]
+    assert timeless[0].equals(timeless[1])
+    # the old spelling's value is the one used
+    unknown = CliRunner().invoke(app, [*args, "--backend", "nope", "-o", str(tmp_path / "nope")])
+    assert unknown.exit_code == 2 and "unknown --engine 'nope'; accepted: loky, threading" in unknown.output
+    both = CliRunner().invoke(app, [*args, "--backend", "threading", "--engine", "sequential",
+                                    "-o", str(tmp_path / "both")])
+    assert both.exit_code == 2 and "--backend threading and --engine sequential contradict" in both.output
+    assert "--backend" not in CliRunner().invoke(app, ["fit", "--help"]).output  # hidden
+
+    with pytest.warns(DeprecationWarning, match=r"embedx\.fit\(backend=\.\.\.\) is now engine=\.\.\."):
+        result = embedx.fit(store, output=None, group="speaker", bootstrap=0, progress=False,
+                            backend="threading")
+    cli = pd.read_csv(tmp_path / "new" / "summary.csv")
+    column = f"{result.metric}_pooled"
+    assert list(result.summary["config"]) == list(cli["config"])
+    assert result.summary[column].to_numpy() == pytest.approx(cli[column].to_numpy())
+    with pytest.raises(TypeError, match="unexpected keyword argument 'engnie'"):
+        embedx.fit(store, output=None, engnie="loky")

@@ -124,3 +124,12 @@ def test_auto_task_treats_fractional_ratings_as_regression():
     assert detect_task(pd.Series([1, 2, 3, 4, 5] * 4)) == "classification"
     assert detect_task(pd.Series([1.0, 2.0, 3.0] * 4)) == "classification"
     assert detect_task(pd.Series(["a", "b"] * 4)) == "classification"
+
+
+def test_pooling_list_is_read_with_stage_1s_grammar(tmp_path):
+    """Blanks and repeats in --pooling are dropped as `extract --pooling` drops them."""
+    items, pooled = planted()
+    path = write_store(tmp_path / "p.h5", items, {"toy": (pooled, LAYERS)}, poolings=("mean", "std"))
+    spaced = load_dataset(path, sets=["toy@3"], pooling=" std , mean,std")
+    assert [c.name for c in spaced.configs] == ["toy@3/std", "toy@3/mean"]
+    assert [c.name for c in load_dataset(path, sets=["toy@3/all"]).configs] == ["toy@3/mean", "toy@3/std"]

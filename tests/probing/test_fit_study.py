@@ -226,7 +226,7 @@ def test_study_errors(toy_store):
         run_study(ds, StudySettings(models=["svr"]))
     with pytest.raises(ConfigError, match="no tuning grid for model 'logreg'"):
         run_study(ds, StudySettings(models=["logreg"], tune=True, grids={"svm": {"C": [1]}}))
-    with pytest.raises(ConfigError, match="unknown joblib backend 'spark'"):
+    with pytest.raises(ConfigError, match="unknown --engine 'spark'"):
         run_study(ds, StudySettings(backend="spark"))
     with pytest.raises(ConfigError, match="unknown classification metric 'ccc'"):
         run_study(ds, StudySettings(metric="ccc"))
