@@ -198,11 +198,11 @@ def info(
 @_one_line_errors
 def synth(
     folder: Annotated[Path, typer.Argument(help="Folder to create the example in.")],
-    items: Annotated[int, typer.Option(help="Number of audio items.")] = 48,
-    speakers: Annotated[int, typer.Option(help="Number of synthetic speakers.")] = 6,
+    items: Annotated[int, typer.Option(help="Number of audio items.")] = 128,
+    speakers: Annotated[int, typer.Option(help="Number of synthetic speakers.")] = 16,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
 ) -> None:
-    """Create the built-in example: a labelled synthetic corpus and a tiny random-weight model."""
+    """Create the built-in example: a labelled synthetic corpus and a tiny model whose deeper layers keep less."""
     from embedx.testing.synth import make_example
 
     example = make_example(folder, num_items=items, num_speakers=speakers, seed=seed)
