@@ -301,15 +301,16 @@ def narrow_blocks(model: PreTrainedModel, ranks: tuple[int, ...], *, gain: float
     Block ``k``'s attention output projection and feed-forward output projection (weights and
     biases) are multiplied by ``gain * P_k``, where ``P_k`` is the orthogonal projector onto a
     random (seeded, label-free) ``ranks[k]``-dimensional subspace. A block's update then
-    outweighs its residual input ``gain``-fold, so after the block's layer norms its output lies
-    (up to a ``1/gain`` trace of the input) in ``ranks[k]`` directions plus the layer norm's
-    centring: with decreasing ranks each deeper layer keeps fewer directions of what the feature
-    encoder saw, and a linear probe reads less from it. Changes ``model`` in place.
+    outweighs its residual input (by one to two orders of magnitude at the tiny models' weight
+    scale), so after the block's layer norms over 99% of its output's variance lies in
+    ``ranks[k]`` directions plus the layer norm's centring, the rest of the input surviving as a
+    faint trace: with decreasing ranks each deeper layer keeps fewer directions of what the
+    feature encoder saw, and a linear probe reads less from it. Changes ``model`` in place.
 
     Args:
         model: a backbone of :data:`TINY_FAMILIES` (``model.encoder.layers``).
         ranks: one rank per block, each in ``1..hidden_size``.
-        gain: how much the block's update outweighs the residual path.
+        gain: factor on the block's update, so that it outweighs the residual path.
         seed: seed of the random subspaces.
     """
     generator = torch.Generator().manual_seed(seed)
