@@ -132,7 +132,8 @@ class Example:
 
 
 def make_example(folder: str | Path, num_items: int = 128, num_speakers: int = 16, seed: int = 0,
-                 model_family: str = "hubert") -> Example:
+                 model_family: str = "hubert",
+                 bottleneck: tuple[int, ...] | None = DEMO_BOTTLENECK) -> Example:
     """Write the built-in example corpus and a tiny model.
 
     Items go round the speakers, and each speaker's items round the four emotions, so 128 items
@@ -148,6 +149,8 @@ def make_example(folder: str | Path, num_items: int = 128, num_speakers: int = 1
             default widen the CIs until no layer differs significantly).
         seed: random seed (files are identical for the same seed).
         model_family: family of the tiny model (see :mod:`embedx.testing.tiny`).
+        bottleneck: ranks of the model's narrowing blocks; ``None``: plain random weights, whose
+            layers barely differ (a flat layer curve).
 
     Returns:
         The :class:`Example`.
@@ -187,5 +190,6 @@ def make_example(folder: str | Path, num_items: int = 128, num_speakers: int = 1
     # beside the audio: `embedx extract --model M wavs/` finds it without --manifest
     manifest = audio_dir / "labels.csv"
     pd.DataFrame(rows).to_csv(manifest, index=False)
-    model_dir = save_tiny_model(model_family, folder / "tiny-hubert", seed=seed, bottleneck=DEMO_BOTTLENECK)
+    model_dir = save_tiny_model(model_family, folder / "tiny-hubert", seed=seed,
+                                bottleneck=bottleneck)
     return Example(audio_dir=audio_dir, manifest=manifest, model_dir=Path(model_dir), num_items=num_items)
