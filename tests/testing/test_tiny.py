@@ -46,6 +46,14 @@ def test_each_block_keeps_only_its_rank_of_directions(tmp_path):
         assert _share_outside(frames, rank + 1) < 0.01
         assert _share_outside(reference, rank + 1) > 0.05
         assert _share_outside(frames, max(rank // 2, 1)) > 0.01  # and it uses more than half of them
+    # the blocks' output projections have exactly the bottleneck's ranks, the plain ones full rank
+    blocks = AutoModel.from_pretrained(narrowed_model).encoder.layers
+    plain_blocks = AutoModel.from_pretrained(plain_model).encoder.layers
+    for rank, block, plain_block in zip(DEMO_BOTTLENECK, blocks, plain_blocks, strict=True):
+        for name in ("attention.out_proj", "feed_forward.output_dense"):
+            weight = block.get_submodule(name).weight.detach()  # (32, in_features)
+            assert torch.linalg.matrix_rank(weight) == rank
+            assert torch.linalg.matrix_rank(plain_block.get_submodule(name).weight.detach()) == 32
 
 
 def test_same_seed_same_weights(tmp_path):
