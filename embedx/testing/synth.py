@@ -6,7 +6,7 @@ vowel formants, so a probe can learn the label and speaker-independent folds mat
 at several sample rates and channel counts to exercise decoding and resampling.
 
 The example's tiny HuBERT (:func:`make_example`) is random-weight, no training, no labels seen,
-but its layers are made to differ the way a layer study expects (:data:`DEMO_BOTTLENECK`):
+but its layers are built to differ (:data:`DEMO_BOTTLENECK`, no label involved):
 layer 0 (the convolutional feature encoder's output, projected) keeps everything the random
 filters pick up of pitch, spectral tilt and tempo, and each deeper block writes through a
 narrower random subspace (16, 8, 4, then 2 of the 32 dimensions, with a gain that outweighs
