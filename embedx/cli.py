@@ -236,7 +236,7 @@ def synth(
     speakers: Annotated[int, _option(SYNTH, "speakers")] = _default(SYNTH, "speakers"),
     seed: Annotated[int, _option(SYNTH, "seed")] = _default(SYNTH, "seed"),
 ) -> None:
-    """Create the built-in example: a labelled synthetic corpus and a tiny random-weight model."""
+    """Create the built-in example: a labelled synthetic corpus and a tiny model whose deeper layers keep less."""
     from embedx.testing.synth import make_example
 
     example = make_example(folder, num_items=items, num_speakers=speakers, seed=seed)

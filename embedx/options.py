@@ -352,8 +352,8 @@ MERGE = Command("merge", (
 
 SYNTH = Command("synth", (
     _opt("folder", Path, REQUIRED, "Folder to create the example in.", argument=True),
-    _opt("items", int, 48, "Number of audio items."),
-    _opt("speakers", int, 6, "Number of synthetic speakers."),
+    _opt("items", int, 128, "Number of audio items."),
+    _opt("speakers", int, 16, "Number of synthetic speakers."),
     _opt("seed", int, 0, "Random seed."),
 ), why="embedx.testing.synth.make_example(folder, num_items, num_speakers, seed)")
 

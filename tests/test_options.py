@@ -152,3 +152,13 @@ def test_choices_written_out_match_their_owners():
     assert sorted(extract["precision"].accepted()) == sorted(PRECISIONS)
     opensmile = pytest.importorskip("embedx.backends.opensmile")
     assert extract["opensmile_level"].accepted() == list(opensmile.LEVELS)
+
+
+def test_synth_defaults_are_the_examples_own():
+    from embedx.testing.synth import make_example
+
+    defaults = inspect.signature(make_example).parameters
+    synth = COMMANDS["synth"]
+    assert synth.default("items") == defaults["num_items"].default
+    assert synth.default("speakers") == defaults["num_speakers"].default
+    assert synth.default("seed") == defaults["seed"].default

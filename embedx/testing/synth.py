@@ -4,6 +4,17 @@ The example corpus has four "emotions" that differ the way acted emotions roughl
 level and contour, loudness, spectral tilt, speaking rate) and speakers that differ in pitch and
 vowel formants, so a probe can learn the label and speaker-independent folds matter. Files come
 at several sample rates and channel counts to exercise decoding and resampling.
+
+The example's tiny HuBERT (:func:`make_example`) is random-weight, no training, no labels seen,
+but its layers are built to differ (:data:`DEMO_BOTTLENECK`, no label involved):
+layer 0 (the convolutional feature encoder's output, projected) keeps everything the random
+filters pick up of pitch, spectral tilt and tempo, and each deeper block writes through a
+narrower random subspace (16, 8, 4, then 2 of the 32 dimensions, with a gain that outweighs
+the residual path), so the deeper a layer, the fewer directions of layer 0 it keeps and the less
+of the emotion a linear probe can read from it. The layer curve of `make demo` therefore falls
+from layer 0 (UAR about 0.6, chance 0.25) towards chance at layer 4, and the deeper layers come
+out significantly worse than the best one. Real models are not built like this: their layer
+curves come from training; the example only makes the curve's shape and its statistics visible.
 """
 
 from __future__ import annotations
@@ -22,6 +33,8 @@ EMOTIONS: dict[str, tuple[float, float, float, float, float]] = {
 }
 #: (F1, F2, F3) in Hz of a few vowels
 VOWELS = ((730, 1090, 2440), (270, 2290, 3010), (300, 870, 2240), (530, 1840, 2480), (570, 840, 2410))
+#: ranks of the example model's 4 transformer blocks (see :func:`embedx.testing.tiny.narrow_blocks`)
+DEMO_BOTTLENECK = (16, 8, 4, 2)
 
 
 def tone(freq: float, seconds: float, sample_rate: int = 16000, amplitude: float = 0.3) -> np.ndarray:
@@ -107,7 +120,8 @@ class Example:
     Attributes:
         audio_dir: folder of audio files.
         manifest: CSV with path, label, speaker, split, corpus and sex columns.
-        model_dir: a tiny random-weight HuBERT saved with ``save_pretrained``.
+        model_dir: a tiny random-weight HuBERT with narrowing blocks (:data:`DEMO_BOTTLENECK`),
+            saved with ``save_pretrained``.
         num_items: number of audio items.
     """
 
@@ -117,16 +131,26 @@ class Example:
     num_items: int
 
 
-def make_example(folder: str | Path, num_items: int = 48, num_speakers: int = 6, seed: int = 0,
-                 model_family: str = "hubert") -> Example:
+def make_example(folder: str | Path, num_items: int = 128, num_speakers: int = 16, seed: int = 0,
+                 model_family: str = "hubert",
+                 bottleneck: tuple[int, ...] | None = DEMO_BOTTLENECK) -> Example:
     """Write the built-in example corpus and a tiny model.
+
+    Items go round the speakers, and each speaker's items round the four emotions, so 128 items
+    of 16 speakers give every speaker two items per emotion. The model's blocks narrow with depth
+    (:data:`DEMO_BOTTLENECK`, see the module docstring), so its layer curve has a shape: 16
+    speakers keep the speaker-grouped CIs tight enough for the deeper layers to come out
+    significantly worse than layer 0.
 
     Args:
         folder: destination (created).
         num_items: number of utterances.
-        num_speakers: number of speakers (a speaker-independent split needs >= 3).
+        num_speakers: number of speakers (a speaker-independent split needs >= 3; fewer than the
+            default widen the CIs until no layer differs significantly).
         seed: random seed (files are identical for the same seed).
         model_family: family of the tiny model (see :mod:`embedx.testing.tiny`).
+        bottleneck: ranks of the model's narrowing blocks; ``None``: plain random weights, whose
+            layers barely differ (a flat layer curve).
 
     Returns:
         The :class:`Example`.
@@ -166,5 +190,6 @@ def make_example(folder: str | Path, num_items: int = 48, num_speakers: int = 6,
     # beside the audio: `embedx extract --model M wavs/` finds it without --manifest
     manifest = audio_dir / "labels.csv"
     pd.DataFrame(rows).to_csv(manifest, index=False)
-    model_dir = save_tiny_model(model_family, folder / "tiny-hubert", seed=seed)
+    model_dir = save_tiny_model(model_family, folder / "tiny-hubert", seed=seed,
+                                bottleneck=bottleneck)
     return Example(audio_dir=audio_dir, manifest=manifest, model_dir=Path(model_dir), num_items=num_items)

@@ -19,6 +19,9 @@ model (:data:`ALL_TINY_FAMILIES`):
 - ``whisper``: a ``WhisperForConditionalGeneration`` like ``openai/whisper-*`` (80 mel bins, the
   real 1500 encoder positions = 30 s; d_model 32, 2 encoder blocks) and its
   ``WhisperFeatureExtractor``.
+
+``save_tiny_model(..., bottleneck=(16, 8, 4, 2))`` narrows a backbone's transformer blocks (see
+:func:`narrow_blocks`): the built-in example's model, whose layers differ in what a probe can read.
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ __all__ = [
     "HEAD_FAMILIES",
     "TINY_FAMILIES",
     "Wav2Vec2ForSpeechClassification",
+    "narrow_blocks",
     "save_tiny_model",
 ]
 
@@ -237,6 +241,7 @@ def save_tiny_model(
     *,
     seed: int = 0,
     do_normalize: bool | None = None,
+    bottleneck: tuple[int, ...] | None = None,
     **overrides: Any,
 ) -> Path:
     """Build a tiny random-weight model of ``family`` and save it like a hub checkpoint.
@@ -248,32 +253,79 @@ def save_tiny_model(
         seed: seed of the weight initialisation; the same seed gives the same weights.
         do_normalize: the feature extractor's ``do_normalize``; ``None`` keeps the family's
             convention (see the module docstring).
+        bottleneck: for a backbone family, one rank per transformer block: block ``k`` writes
+            through a random rank-``bottleneck[k]`` subspace that outweighs its residual path
+            (see :func:`narrow_blocks`); ``None`` keeps the plain random weights.
         **overrides: config values replacing the tiny defaults (e.g. ``num_hidden_layers=2``).
 
     Returns:
         The directory, loadable with ``AutoModel.from_pretrained``.
 
     Raises:
-        ConfigError: when ``family`` is unknown.
+        ConfigError: when ``family`` is unknown, or ``bottleneck`` is given for a family that is
+            not a backbone or does not hold one rank in ``1..hidden_size`` per block.
     """
     if family not in ALL_TINY_FAMILIES:
         raise ConfigError(
             f"unknown tiny model family {family!r}; accepted: {', '.join(ALL_TINY_FAMILIES)}"
         )
+    if bottleneck is not None:
+        _check_bottleneck(family, tuple(bottleneck), {**_SMALL, **overrides})
     from transformers.utils import logging as hf_logging
 
     # transformers draws a "Writing model shards" bar for every save; `embedx synth` prints one line
     bar_was_enabled = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
-        return _save_tiny_model(family, Path(path), seed, do_normalize, overrides)
+        return _save_tiny_model(family, Path(path), seed, do_normalize, bottleneck, overrides)
     finally:
         if bar_was_enabled:
             hf_logging.enable_progress_bar()
 
 
+def _check_bottleneck(family: str, ranks: tuple[int, ...], values: dict[str, Any]) -> None:
+    """Refuse a bottleneck that :func:`narrow_blocks` cannot apply to ``family``."""
+    if family not in TINY_FAMILIES:
+        raise ConfigError(f"bottleneck applies to the backbone families ({', '.join(TINY_FAMILIES)}), "
+                          f"not {family!r}")
+    blocks, width = int(values["num_hidden_layers"]), int(values["hidden_size"])
+    if len(ranks) != blocks or not all(isinstance(r, int) and 1 <= r <= width for r in ranks):
+        raise ConfigError(f"bottleneck {ranks!r} must hold one rank per block ({blocks}), "
+                          f"each an integer in 1..{width}")
+
+
+def narrow_blocks(model: PreTrainedModel, ranks: tuple[int, ...], *, gain: float = 1000.0,
+                  seed: int = 0) -> None:
+    """Make each transformer block write through a random low-rank subspace that dominates.
+
+    Block ``k``'s attention output projection and feed-forward output projection (weights and
+    biases) are multiplied by ``gain * P_k``, where ``P_k`` is the orthogonal projector onto a
+    random (seeded, label-free) ``ranks[k]``-dimensional subspace. A block's update then
+    outweighs its residual input (by one to two orders of magnitude at the tiny models' weight
+    scale), so after the block's layer norms over 99% of its output's variance lies in
+    ``ranks[k]`` directions plus the layer norm's centring, the rest of the input surviving as a
+    faint trace: with decreasing ranks each deeper layer keeps fewer directions of what the
+    feature encoder saw, and a linear probe reads less from it. Changes ``model`` in place.
+
+    Args:
+        model: a backbone of :data:`TINY_FAMILIES` (``model.encoder.layers``).
+        ranks: one rank per block, each in ``1..hidden_size``.
+        gain: factor on the block's update, so that it outweighs the residual path.
+        seed: seed of the random subspaces.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    width = model.config.hidden_size
+    with torch.no_grad():
+        for rank, block in zip(ranks, model.encoder.layers, strict=True):
+            basis, _ = torch.linalg.qr(torch.randn(width, width, generator=generator))
+            projector = basis[:, :rank] @ basis[:, :rank].T  # (width, width), rank `rank`
+            for linear in (block.attention.out_proj, block.feed_forward.output_dense):
+                linear.weight.copy_(gain * projector @ linear.weight)
+                linear.bias.copy_(gain * projector @ linear.bias)
+
+
 def _save_tiny_model(family: str, out: Path, seed: int, do_normalize: bool | None,
-                     overrides: dict[str, Any]) -> Path:
+                     bottleneck: tuple[int, ...] | None, overrides: dict[str, Any]) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     if family == "whisper":
         config = WhisperConfig(**{**_WHISPER, **overrides})
@@ -290,6 +342,8 @@ def _save_tiny_model(family: str, out: Path, seed: int, do_normalize: bool | Non
 
     torch.manual_seed(seed)
     model = model_cls(config).eval()
+    if bottleneck is not None:
+        narrow_blocks(model, tuple(bottleneck), seed=seed)
     model.save_pretrained(out)
     extractor_values = dict(extractor_values)
     if do_normalize is not None:
