@@ -145,25 +145,12 @@ def fit(
         label: label column. labels: CSV joined on id/path adding label/group/split columns.
         group: group (speaker) column; ``"auto"``: a ``speaker``/``speaker_id``/``spk`` column
             when the items have one; ``None``: no groups (``--no-group``).
-        sets, layers, pooling, concat: which stored features to probe.
-        models, cv, folds, split_col, task, metric, class_weight, speaker_norm, tune, grid,
-            inner_folds, bootstrap, alpha, seed, jobs, threads, engine, scheduler,
-            save_model: as in ``embedx fit --help``.
-        folds: folds of k-fold schemes; ``None``: 5, or, with ``cv="auto"`` on data too small
-            for 5, what they allow (one fold per speaker with fewer than 5 speakers), said in
-            a note and the report. Folds or a scheme given explicitly are used as given, and
-            fail in one line when the data cannot have them.
-        weighted_layers: add per feature set and pooling a configuration
-            ``<set>@weighted/<pooling>`` that learns softmax weights over the selected layers
-            with a linear probe (``--weighted-layers``; see :mod:`embedx.probing.weighted`).
-        permutations: label permutations of the chance control per configuration
-            (``--permutations``; 0: none; see :mod:`embedx.probing.permutation`).
-        domain: item column of the domains (``--domain``): every configuration is also
-            trained on each domain and tested on every other (``transfer.csv``; see
-            :mod:`embedx.probing.transfer`).
-        label_map: YAML aligning the domains' label sets (``--label-map``; needs ``domain``).
-        by: item columns to break the scores down by (``--by``, repeatable; see
-            :mod:`embedx.probing.subgroups`).
+        folds: ``None``: 5, or with ``cv="auto"`` on too few speakers one fold per speaker
+            (said in a note and the report); folds given explicitly fail in one line when the
+            data cannot have them.
+        others: the option of the same name in ``embedx fit --help``, declared once with its
+            help text in :data:`embedx.options.FIT` (analyses: ``weighted_layers``,
+            ``permutations``, ``domain``/``label_map``, ``by``; see :mod:`embedx.probing.analyses`).
         progress: show a progress bar. log: where to send notes.
         command: the command line quoted in the report.
         **renamed: old names still accepted, with a ``DeprecationWarning``: ``backend``

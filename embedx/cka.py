@@ -336,12 +336,10 @@ def similarity(
         sets: feature sets to compare (``--set``); all by default (with ``frames``: all that
             have frames).
         pooling: the pooled features to compare (``--pooling``).
-        frames: compare frame-level states instead of pooled ones (``--frames``).
-        max_frames: frames sampled per set pair with ``frames`` (``--max-frames``).
-        debiased: the unbiased HSIC estimator (``--debiased``).
-        seed: seed of the frame sample.
-        progress: show a progress bar.
-        command: the command line quoted in ``similarity.md``.
+        frames, max_frames: compare frame-level states instead of pooled ones, on a seeded
+            sample of ``max_frames`` frames per set pair (``--frames``, ``--max-frames``).
+        debiased: the unbiased HSIC estimator (``--debiased``). seed: of the frame sample.
+        progress: show a progress bar. command: the command line quoted in ``similarity.md``.
 
     Returns:
         A :class:`SimilarityResult`.

@@ -7,6 +7,8 @@ matplotlib is imported, with the Agg backend, only when a figure is drawn.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -71,6 +73,73 @@ def plot_layer_curve(
     return True
 
 
+@dataclass(frozen=True)
+class _CurveStyle:
+    """How the layer curve draws its models: colours, side-by-side offsets, markers, twins."""
+
+    colours: dict[str, str]
+    dodge: dict[str, float]
+    tested: bool
+    twins: dict[str, str]
+
+
+def _curve_panel(ax: Any, single: pd.DataFrame, mixed: pd.DataFrame, fset: str, pooling: str,
+                 names: list[str], value: str, style: _CurveStyle, chance: tuple[float, str] | None) -> None:
+    """One panel of the layer curve: every model's layers of ``fset`` / ``pooling``."""
+    part = single[(single["feature_set"] == fset) & (single["pooling"] == pooling)]
+    for model in names:
+        rows = part[part["model"] == model].sort_values("layer")
+        if rows.empty:
+            continue
+        x = rows["layer"].to_numpy(dtype=float) + style.dodge[model]
+        y = rows[value].to_numpy(dtype=float)
+        low = rows["ci_low"].to_numpy(dtype=float) if "ci_low" in rows else np.full(len(y), np.nan)
+        high = rows["ci_high"].to_numpy(dtype=float) if "ci_high" in rows else np.full(len(y), np.nan)
+        yerr = np.vstack([np.nan_to_num(y - low), np.nan_to_num(high - y)])
+        ax.errorbar(x, y, yerr=yerr, marker="" if style.tested else "o", capsize=3,
+                    color=style.colours[model], label=str(model))
+        if style.tested:  # filled: in the confidence set for the best; hollow: significantly worse
+            worse = rows["worse_than_best"].to_numpy(dtype=bool)
+            ax.plot(x[~worse], y[~worse], ls="none", marker="o", color=style.colours[model])
+            ax.plot(x[worse], y[worse], ls="none", marker="o", color=style.colours[model], mfc="white")
+        twin = single[(single["feature_set"] == style.twins.get(fset)) & (single["pooling"] == pooling)
+                      & (single["model"] == model)].sort_values("layer")
+        if len(twin):
+            ax.plot(twin["layer"].to_numpy(dtype=float) + style.dodge[model], twin[value].to_numpy(dtype=float),
+                    marker="x", ls="--", color=style.colours[model], label=f"{model} (random init)")
+    for _, row in mixed[(mixed["feature_set"] == fset) & (mixed["pooling"] == pooling)].iterrows():
+        ax.axhline(float(row[value]), color="black", ls=":", lw=1.5, label=f"weighted layers ({row['model']})")
+    if chance is not None:
+        ax.axhline(chance[0], color="grey", ls="--", lw=1, label=chance[1])
+    ax.set_title(f"{fset} ({pooling})" + (f" vs {style.twins[fset]}" if fset in style.twins else ""))
+    ax.set_xlabel("layer")
+    ax.grid(alpha=0.3)
+    layers = sorted(part["layer"].dropna().astype(int).unique())
+    if len(layers) <= 30:
+        ax.set_xticks(layers)
+
+
+def _curve_legend(axes: Any, chance: tuple[float, str] | None, tested: bool) -> tuple[list[Any], list[str]]:
+    """The legend entries of every panel, once each: the models, then the reference lines."""
+    handles, labels = axes[0].get_legend_handles_labels()
+    for ax in axes[1:]:
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    if chance is not None and chance[1] in labels:  # the models first, the reference line last
+        at = labels.index(chance[1])
+        handles.append(handles.pop(at))
+        labels.append(labels.pop(at))
+    if tested:
+        from matplotlib.lines import Line2D
+
+        handles += [Line2D([], [], ls="none", marker="o", color="dimgrey"),
+                    Line2D([], [], ls="none", marker="o", color="dimgrey", mfc="white")]
+        labels += [SET_LABEL, WORSE_LABEL]
+    return handles, labels
+
+
 def layer_curve_figure(
     summary: pd.DataFrame,
     metric: str,
@@ -109,56 +178,12 @@ def layer_curve_figure(
     tested = "worse_than_best" in single and "ci_low" in single and bool(
         np.isfinite(single["ci_low"].to_numpy(dtype=float)).any())
     for ax, (fset, pooling) in zip(axes[0], order, strict=True):
-        part = single[(single["feature_set"] == fset) & (single["pooling"] == pooling)]
-        for model in names:
-            rows = part[part["model"] == model].sort_values("layer")
-            if rows.empty:
-                continue
-            x = rows["layer"].to_numpy(dtype=float) + dodge[model]
-            y = rows[value].to_numpy(dtype=float)
-            low = rows["ci_low"].to_numpy(dtype=float) if "ci_low" in rows else np.full(len(y), np.nan)
-            high = rows["ci_high"].to_numpy(dtype=float) if "ci_high" in rows else np.full(len(y), np.nan)
-            yerr = np.vstack([np.nan_to_num(y - low), np.nan_to_num(high - y)])
-            ax.errorbar(x, y, yerr=yerr, marker="" if tested else "o", capsize=3,
-                        color=colours[model], label=str(model))
-            if tested:  # filled: in the confidence set for the best; hollow: significantly worse
-                worse = rows["worse_than_best"].to_numpy(dtype=bool)
-                ax.plot(x[~worse], y[~worse], ls="none", marker="o", color=colours[model])
-                ax.plot(x[worse], y[worse], ls="none", marker="o", color=colours[model], mfc="white")
-            twin = single[(single["feature_set"] == twins.get(fset)) & (single["pooling"] == pooling)
-                          & (single["model"] == model)].sort_values("layer")
-            if len(twin):
-                ax.plot(twin["layer"].to_numpy(dtype=float) + dodge[model], twin[value].to_numpy(dtype=float),
-                        marker="x", ls="--", color=colours[model], label=f"{model} (random init)")
-        for _, row in mixed[(mixed["feature_set"] == fset) & (mixed["pooling"] == pooling)].iterrows():
-            ax.axhline(float(row[value]), color="black", ls=":", lw=1.5, label=f"weighted layers ({row['model']})")
-        if chance is not None:
-            ax.axhline(chance[0], color="grey", ls="--", lw=1, label=chance[1])
-        ax.set_title(f"{fset} ({pooling})" + (f" vs {twins[fset]}" if fset in twins else ""))
-        ax.set_xlabel("layer")
-        ax.grid(alpha=0.3)
-        layers = sorted(part["layer"].dropna().astype(int).unique())
-        if len(layers) <= 30:
-            ax.set_xticks(layers)
+        _curve_panel(ax, single, mixed, fset, pooling, names, value, _CurveStyle(colours, dodge, tested, twins),
+                     chance)
     has_ci = "ci_low" in single and bool(np.isfinite(single["ci_low"].to_numpy(dtype=float)).any())
     where = "on the dev/test part (one split)" if single_split else "pooled out-of-fold"
     axes[0][0].set_ylabel(f"{metric} ({where}" + (", 95% CI)" if has_ci else ")"))
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    for ax in axes[0][1:]:
-        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
-            if lab not in labels:
-                handles.append(h)
-                labels.append(lab)
-    if chance is not None and chance[1] in labels:  # the models first, the reference line last
-        at = labels.index(chance[1])
-        handles.append(handles.pop(at))
-        labels.append(labels.pop(at))
-    if tested:
-        from matplotlib.lines import Line2D
-
-        handles += [Line2D([], [], ls="none", marker="o", color="dimgrey"),
-                    Line2D([], [], ls="none", marker="o", color="dimgrey", mfc="white")]
-        labels += [SET_LABEL, WORSE_LABEL]
+    handles, labels = _curve_legend(axes[0], chance, tested)
     fig.legend(handles, labels, title="model", fontsize="small", loc="outside right upper")
     return fig
 

@@ -305,42 +305,58 @@ def make_folds(
             "training and the test part of a fold (use --cv group)"
         )
     splits = _REGISTRY[scheme](y, groups, split, n_splits, seed, task)
-    holdout = None
-    if scheme == "predefined":
-        parts = _partitions(split)
-        if len(parts["dev"]) and len(parts["test"]):
-            holdout = (np.concatenate([parts["train"], parts["dev"]]), parts["test"])
-        elif len(parts["test"]):
-            notes.append(
-                "the predefined split has no dev part, so configurations are ranked on the "
-                "test part; the best configuration's score is optimistic"
-            )
-        if groups is not None:
-            for a, b in ((parts["train"], parts["dev"]), (parts["train"], parts["test"])):
-                shared = np.intersect1d(groups[a], groups[b])
-                if len(shared):
-                    notes.append(
-                        f"{len(shared)} group(s) occur in more than one split partition "
-                        "(not speaker-independent)"
-                    )
-                    break
+    holdout = _predefined_holdout(split, groups, notes) if scheme == "predefined" else None
     splits = [(np.sort(tr).astype(np.int64), np.sort(te).astype(np.int64)) for tr, te in splits]
     if task == CLASSIFICATION and num_classes is not None:
-        names = class_names or [str(k) for k in range(num_classes)]
-        check = splits + ([holdout] if holdout is not None else [])
-        for k, (train, test) in enumerate(check):
-            missing = np.setdiff1d(np.arange(num_classes), y[train])
-            if len(missing):
-                raise _missing_training_class(scheme, k, names[missing[0]],
-                                              None if groups is None else groups[y == missing[0]])
-            missing = np.setdiff1d(np.arange(num_classes), y[test])
-            if len(missing) and scheme in ("stratified", "group"):
-                raise DataError(
-                    f"fold {k} of CV scheme {scheme!r} has no test item of class "
-                    f"{names[missing[0]]!r}; use fewer --folds"
-                )
+        _check_classes(y, splits + ([holdout] if holdout is not None else []), scheme, num_classes,
+                       class_names, groups)
     return Folds(scheme=scheme, splits=splits, seed=seed, holdout=holdout, notes=tuple(notes),
                  reason=reason)
+
+
+def _predefined_holdout(split: np.ndarray, groups: np.ndarray | None,
+                        notes: list[str]) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(train + dev, test)`` of a predefined split with a dev part; notes what it lacks."""
+    parts = _partitions(split)
+    holdout = None
+    if len(parts["dev"]) and len(parts["test"]):
+        holdout = (np.concatenate([parts["train"], parts["dev"]]), parts["test"])
+    elif len(parts["test"]):
+        notes.append(
+            "the predefined split has no dev part, so configurations are ranked on the "
+            "test part; the best configuration's score is optimistic"
+        )
+    if groups is not None:
+        for a, b in ((parts["train"], parts["dev"]), (parts["train"], parts["test"])):
+            shared = np.intersect1d(groups[a], groups[b])
+            if len(shared):
+                notes.append(
+                    f"{len(shared)} group(s) occur in more than one split partition "
+                    "(not speaker-independent)"
+                )
+                break
+    return holdout
+
+
+def _check_classes(y: np.ndarray, splits: list[tuple[np.ndarray, np.ndarray]], scheme: str,
+                   num_classes: int, class_names: list[str] | None, groups: np.ndarray | None) -> None:
+    """Every training part holds every class (and every test part, in a k-fold scheme).
+
+    Raises:
+        DataError: the first fold that lacks a class, naming it.
+    """
+    names = class_names or [str(k) for k in range(num_classes)]
+    for k, (train, test) in enumerate(splits):
+        missing = np.setdiff1d(np.arange(num_classes), y[train])
+        if len(missing):
+            raise _missing_training_class(scheme, k, names[missing[0]],
+                                          None if groups is None else groups[y == missing[0]])
+        missing = np.setdiff1d(np.arange(num_classes), y[test])
+        if len(missing) and scheme in ("stratified", "group"):
+            raise DataError(
+                f"fold {k} of CV scheme {scheme!r} has no test item of class "
+                f"{names[missing[0]]!r}; use fewer --folds"
+            )
 
 
 def check_inner_groups(folds: Folds, groups: np.ndarray, inner_folds: int) -> None:
