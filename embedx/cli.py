@@ -420,7 +420,7 @@ def fit(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace another study's results in the "
                                             "results folder.")] = False,
     save_model: Annotated[bool, typer.Option("--save-model/--no-save-model",
-                                             help="Refit the best configuration and save model.joblib.")] = True,
+                                             help="Refit the best configuration and save model.skops.")] = True,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Cross-validate classifiers on stored features: every layer × model, with statistics and a report."""
@@ -522,13 +522,19 @@ def _print_fit_summary(result: Any, top: int = 8) -> None:
                   highlight=False, markup=False)
 
 
+#: where ``embedx predict`` writes without -o when stdout is a terminal
+PREDICTIONS_FILE = "predictions.csv"
+
+
 @app.command()
 @_one_line_errors
 def predict(
-    model: Annotated[Path, typer.Argument(help="model.joblib written by embedx fit.")],
+    model: Annotated[Path, typer.Argument(help="model.skops written by embedx fit (a pickled model.joblib of "
+                                          "embedx 0.2 needs --trust-pickle).")],
     inputs: Annotated[list[str], typer.Argument(help="An HDF5 store with the model's feature set(s), or audio "
                                                 "folders/files/lists (extracted with the stored config).")],
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="CSV to write (default: print a table).",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help=f"CSV to write [default: {PREDICTIONS_FILE} "
+                                                "in the current folder; CSV on stdout when stdout is a pipe].",
                                                 show_default=False)] = None,
     group: Annotated[str | None, typer.Option("--group", "-g", help="Group column for a speaker-normalised "
                                               "model (default: the training one).", show_default=False)] = None,
@@ -538,12 +544,20 @@ def predict(
                                                show_default=False)] = None,
     keep_features: Annotated[Path | None, typer.Option(help="Audio only: folder to keep the extracted store in.",
                                                        show_default=False)] = None,
+    trust_pickle: Annotated[bool, typer.Option("--trust-pickle", help="Load a pickled model.joblib (embedx 0.2). "
+                                               "Unpickling runs any code the file holds: only for a file from a "
+                                               "source you trust.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
-    """Apply a saved model to a feature store or to new audio."""
-    from embedx.probing.predict import load_model, predict_audio, predict_store
+    """Apply a saved model to a feature store or to new audio.
 
-    bundle = load_model(model)
+    The predictions (id, path, prediction, prob_<class>) go to -o FILE; without -o to
+    predictions.csv in the current folder, or, when stdout is not a terminal
+    (embedx predict ... | head), as CSV on stdout with nothing else there (notes go to stderr).
+    """
+    from embedx.probing.predict import load_model, predict_audio, predict_store, summary_line
+
+    bundle = load_model(model, trust_pickle=trust_pickle)
     first = Path(inputs[0])
     if len(inputs) == 1 and first.is_file() and first.suffix.lower() in (".h5", ".hdf5"):
         table, skipped = predict_store(bundle, first, group=group, labels_csv=labels)
@@ -560,18 +574,25 @@ def predict(
     if skipped:
         console.print(f"[yellow]{plural(skipped, 'item')} without features (not done/failed) "
                       f"{'was' if skipped == 1 else 'were'} not predicted[/]")
-    if output is not None:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        table.to_csv(output, index=False)
-        out.print(f"wrote {len(table)} predictions to {output}", markup=False, highlight=False, soft_wrap=True)
+    if output is None and not sys.stdout.isatty():  # a pipe or a file: the CSV itself is the output
+        _csv_to_stdout(table)
         return
-    from rich.table import Table
+    target = output if output is not None else Path(PREDICTIONS_FILE)
+    replaced = output is None and target.exists()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(target, index=False)
+    note = "" if output is not None else f" (no -o given{'; replaced the previous one' if replaced else ''})"
+    out.print(f"wrote {plural(len(table), 'prediction')} to {target}{note}", markup=False, highlight=False,
+              soft_wrap=True)
+    out.print(summary_line(table, bundle), markup=False, highlight=False, soft_wrap=True)
 
-    shown = Table()
-    for col in table.columns:
-        shown.add_column(str(col))
-    for row in table.head(50).itertuples(index=False):
-        shown.add_row(*[f"{v:.3f}" if isinstance(v, float) else escape(str(v)) for v in row])
-    out.print(shown)
-    if len(table) > 50:
-        out.print(f"... {len(table) - 50} more rows; use -o predictions.csv for all", highlight=False)
+
+def _csv_to_stdout(table: Any) -> None:
+    """The predictions as CSV on stdout; a reader that stops early (``| head``) is not an error."""
+    import os
+
+    try:
+        table.to_csv(sys.stdout, index=False)
+        sys.stdout.flush()
+    except BrokenPipeError:  # Python flushes stdout again at exit: point it at devnull first
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
