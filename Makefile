@@ -23,7 +23,7 @@ demo: setup
 	cd $(DEMO) && $(abspath $(BIN))/embedx extract --model tiny-hubert wavs/ --pooling mean,std --frames
 	cd $(DEMO) && $(abspath $(BIN))/embedx info feats.h5
 	cd $(DEMO) && $(abspath $(BIN))/embedx fit --features feats.h5 --models logreg,svm
-	cd $(DEMO) && $(abspath $(BIN))/embedx predict results/model.joblib wavs/spk00 -o predictions.csv
+	cd $(DEMO) && $(abspath $(BIN))/embedx predict results/model.skops wavs/spk00 -o predictions.csv
 	@echo "report: $(DEMO)/results/report.md (plots and tables in $(DEMO)/results/)"
 	@echo "to use embedx yourself: source $(VENV)/bin/activate"
 

@@ -495,6 +495,10 @@ def _print_fit_summary(result: Any, top: int = 8) -> None:
                   highlight=False, markup=False)
 
 
+#: where ``embedx predict`` writes without -o when stdout is a terminal
+PREDICTIONS_FILE = "predictions.csv"
+
+
 @app.command()
 @_one_line_errors
 def predict(
@@ -506,12 +510,19 @@ def predict(
     manifest: Annotated[str | None, _option(PREDICT, "manifest")] = _default(PREDICT, "manifest"),
     device: Annotated[str | None, _option(PREDICT, "device")] = _default(PREDICT, "device"),
     keep_features: Annotated[Path | None, _option(PREDICT, "keep_features")] = _default(PREDICT, "keep_features"),
+    trust_pickle: Annotated[bool, _option(PREDICT, "trust_pickle")] = _default(PREDICT, "trust_pickle"),
     quiet: Annotated[bool, _option(PREDICT, "progress")] = _default(PREDICT, "progress"),
 ) -> None:
-    """Apply a saved model to a feature store or to new audio."""
-    from embedx.probing.predict import load_model, predict_audio, predict_store
+    """Apply a saved model to a feature store or to new audio.
 
-    bundle = load_model(model)
+    The predictions (id, path, prediction, prob_<class>) go to -o FILE; without -o to
+    predictions.csv in the current folder, or, when stdout is not a terminal
+    (embedx predict ... | head), as CSV on stdout with nothing else there (notes go to stderr).
+    """
+    from embedx.probing.modelfile import load_model
+    from embedx.probing.predict import predict_audio, predict_store, summary_line
+
+    bundle = load_model(model, trust_pickle=trust_pickle)
     first = Path(inputs[0])
     if len(inputs) == 1 and first.is_file() and first.suffix.lower() in (".h5", ".hdf5"):
         table, skipped = predict_store(bundle, first, group=group, labels_csv=labels)
@@ -528,18 +539,25 @@ def predict(
     if skipped:
         console.print(f"[yellow]{plural(skipped, 'item')} without features (not done/failed) "
                       f"{'was' if skipped == 1 else 'were'} not predicted[/]")
-    if output is not None:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        table.to_csv(output, index=False)
-        out.print(f"wrote {len(table)} predictions to {output}", markup=False, highlight=False, soft_wrap=True)
+    if output is None and not sys.stdout.isatty():  # a pipe or a file: the CSV itself is the output
+        _csv_to_stdout(table)
         return
-    from rich.table import Table
+    target = output if output is not None else Path(PREDICTIONS_FILE)
+    replaced = output is None and target.exists()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(target, index=False)
+    note = "" if output is not None else f" (no -o given{'; replaced the previous one' if replaced else ''})"
+    out.print(f"wrote {plural(len(table), 'prediction')} to {target}{note}", markup=False, highlight=False,
+              soft_wrap=True)
+    out.print(summary_line(table, bundle), markup=False, highlight=False, soft_wrap=True)
 
-    shown = Table()
-    for col in table.columns:
-        shown.add_column(str(col))
-    for row in table.head(50).itertuples(index=False):
-        shown.add_row(*[f"{v:.3f}" if isinstance(v, float) else escape(str(v)) for v in row])
-    out.print(shown)
-    if len(table) > 50:
-        out.print(f"... {len(table) - 50} more rows; use -o predictions.csv for all", highlight=False)
+
+def _csv_to_stdout(table: Any) -> None:
+    """The predictions as CSV on stdout; a reader that stops early (``| head``) is not an error."""
+    import os
+
+    try:
+        table.to_csv(sys.stdout, index=False)
+        sys.stdout.flush()
+    except BrokenPipeError:  # Python flushes stdout again at exit: point it at devnull first
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -297,7 +297,7 @@ FIT = Command("fit", (
     _opt("output", Path, DEFAULT_RESULTS, "Results folder.", "--output", "-o"),
     _opt("overwrite", bool, False, "Replace another study's results in the results folder.",
          "--overwrite"),
-    _opt("save_model", bool, True, "Refit the best configuration and save model.joblib.",
+    _opt("save_model", bool, True, "Refit the best configuration and save model.skops.",
          "--save-model/--no-save-model"),
     _PROGRESS,
     _LOG,
@@ -305,11 +305,12 @@ FIT = Command("fit", (
 ), api="fit")
 
 PREDICT = Command("predict", (
-    _opt("model", Path, REQUIRED, "model.joblib written by embedx fit.", argument=True),
+    _opt("model", Path, REQUIRED, "model.skops written by embedx fit (a pickled model.joblib of "
+         "embedx 0.2 needs --trust-pickle).", argument=True),
     _opt("inputs", list, REQUIRED, "An HDF5 store with the model's feature set(s), or audio "
          "folders/files/lists (extracted with the stored config).", argument=True),
-    _opt("output", Path, None, "CSV to write (default: print a table).", "--output", "-o",
-         show_default=False),
+    _opt("output", Path, None, "CSV to write [default: predictions.csv in the current folder; CSV on "
+         "stdout when stdout is a pipe].", "--output", "-o", show_default=False),
     _opt("group", str, None, "Group column for a speaker-normalised model (default: the training "
          "one).", "--group", "-g", show_default=False),
     _opt("labels", Path, None, "CSV joined on id/path supplying the group column.", "--labels"),
@@ -318,6 +319,8 @@ PREDICT = Command("predict", (
          show_default=False),
     _opt("keep_features", Path, None, "Audio only: folder to keep the extracted store in.",
          show_default=False),
+    _opt("trust_pickle", bool, False, "Load a pickled model.joblib (embedx 0.2). Unpickling runs any "
+         "code the file holds: only for a file from a source you trust.", "--trust-pickle"),
     _PROGRESS,
 ), why="no API function yet: embedx.probing.predict.load_model, predict_store and predict_audio")
 

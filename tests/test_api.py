@@ -55,15 +55,16 @@ def test_mission_commands_work_as_typed(demo):
     summary = pd.read_csv(demo / "results" / "summary.csv")
     assert len(summary) == 5  # the tiny model's layers 0..4, logreg
 
-    # a second study into the same folder is refused (a stale model.joblib would be wrong) ...
+    assert (demo / "results" / "model.skops").is_file()
+    # a second study into the same folder is refused (a stale model.skops would be wrong) ...
     again = _cli("fit", "--features", "feats.h5", "--bootstrap", "0", "--no-save-model", cwd=demo)
     assert again.returncode != 0 and len(again.stderr.strip().splitlines()) == 1
     assert "holds another study's results" in again.stderr and "--overwrite" in again.stderr
-    # ... unless --overwrite, which removes the old study's files: no model.joblib is left
+    # ... unless --overwrite, which removes the old study's files: no model.skops is left
     (demo / "results" / "mine.txt").write_text("a user's own file stays")
     replaced = _cli("fit", "--bootstrap", "0", "--no-save-model", "--no-group", "--overwrite", cwd=demo)
     assert replaced.returncode == 0, replaced.stderr
-    assert not (demo / "results" / "model.joblib").exists()
+    assert not (demo / "results" / "model.skops").exists()
     assert (demo / "results" / "mine.txt").exists()
     assert "speaker-independent" not in replaced.stderr
     assert "grouped by" not in (demo / "results" / "report.md").read_text()

@@ -22,6 +22,7 @@ __all__ = [
     "available_models",
     "build_model",
     "default_models",
+    "estimator_types",
     "get_model",
     "parse_models",
     "register_model",
@@ -42,6 +43,10 @@ class ModelSpec:
         stacked: the estimator takes a ``(items, layers, dim)`` layer stack, not a feature
             matrix: it is the model of ``--weighted-layers`` configurations only, never a
             ``--models`` choice.
+        fitted_types: ``module.Class`` of every object a fitted estimator holds besides plain
+            numbers, arrays and its own class (trees, optimisers, label encoders, ...), also
+            under the parameters a tuning grid may set: the saved model file
+            (:mod:`embedx.probing.modelfile`) loads only these types.
     """
 
     name: str
@@ -51,6 +56,7 @@ class ModelSpec:
     scale: bool = True
     class_weight: bool = True
     stacked: bool = False
+    fitted_types: tuple[str, ...] = ()
     tasks: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -68,6 +74,25 @@ _REGISTRY: dict[str, ModelSpec] = {}
 def register_model(spec: ModelSpec) -> None:
     """Add ``spec`` to the registry (replacing one of the same name)."""
     _REGISTRY[spec.name] = spec
+
+
+def estimator_types() -> set[str]:
+    """``module.Class`` of every registered estimator and of the objects it holds once fitted.
+
+    Builds each model's classifier and regressor with default arguments to read its class, so it
+    imports scikit-learn and LightGBM; what a saved model may contain (see
+    :mod:`embedx.probing.modelfile`).
+    """
+    names: set[str] = set()
+    for spec in _REGISTRY.values():
+        built = []
+        if spec.classifier is not None:
+            built.append(spec.classifier(seed=0, class_weight=None, n_jobs=1))
+        if spec.regressor is not None:
+            built.append(spec.regressor(seed=0, n_jobs=1))
+        names.update(f"{type(est).__module__}.{type(est).__qualname__}" for est in built)
+        names.update(spec.fitted_types)
+    return names
 
 
 def available_models(task: str | None = None) -> list[str]:
@@ -218,6 +243,20 @@ def _rf_clf(seed, class_weight, n_jobs):
     )
 
 
+#: what a fitted estimator holds (see ModelSpec.fitted_types); the paths are those skops names
+_LABELS = ("sklearn.preprocessing._label.LabelBinarizer",)  # RidgeClassifier, MLPClassifier
+#: neighbour search structures and the Minkowski-family metrics a grid's ``p`` / ``algorithm`` pick
+_NEIGHBOURS = ("sklearn.neighbors._kd_tree.KDTree", "sklearn.neighbors._ball_tree.BallTree",
+               *(f"sklearn.metrics._dist_metrics.{m}Distance64"
+                 for m in ("Euclidean", "Manhattan", "Chebyshev", "Minkowski")))
+_FOREST = ("sklearn.tree._classes.DecisionTreeClassifier", "sklearn.tree._classes.DecisionTreeRegressor",
+           "sklearn.tree._tree.Tree")
+_LGBM = ("lightgbm.basic.Booster", "sklearn.preprocessing._label.LabelEncoder", "collections.OrderedDict",
+         "collections.defaultdict")
+_MLP = ("sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
+        "sklearn.neural_network._stochastic_optimizers.SGDOptimizer", "numpy.random.mtrand.RandomState",
+        *_LABELS)
+
 #: LightGBM settings shared by the classifier and the regressor
 _LGBM_DEFAULTS = dict(
     n_estimators=100,
@@ -303,16 +342,16 @@ for _spec in (
     ModelSpec("svm", "linear SVM (LinearSVC, C=0.01)", classifier=_linear_svm),
     ModelSpec("rbf_svm", "RBF-kernel SVM", classifier=_rbf_svm),
     ModelSpec("ridge", "ridge classifier / ridge regression", classifier=_ridge_clf,
-              regressor=_ridge_reg),
+              regressor=_ridge_reg, fitted_types=_LABELS),
     ModelSpec("svr", "RBF-kernel support vector regression", regressor=_svr),
     ModelSpec("knn", "k nearest neighbours (k=10, distance-weighted)", classifier=_knn_clf,
-              regressor=_knn_reg, class_weight=False),
+              regressor=_knn_reg, class_weight=False, fitted_types=_NEIGHBOURS),
     ModelSpec("rf", "random forest (300 trees)", classifier=_rf_clf, regressor=_rf_reg,
-              scale=False),
+              scale=False, fitted_types=_FOREST),
     ModelSpec("lgbm", "LightGBM (100 trees, 15 leaves, 63 bins, 30% features/tree)", classifier=_lgbm_clf, regressor=_lgbm_reg,
-              scale=False),
+              scale=False, fitted_types=_LGBM),
     ModelSpec("mlp", "one-hidden-layer MLP (256 units, early stopping)", classifier=_mlp_clf,
-              regressor=_mlp_reg, class_weight=False),
+              regressor=_mlp_reg, class_weight=False, fitted_types=_MLP),
     # scale=False: the probe standardises every layer itself, inside the training fold
     ModelSpec("weighted-linear", "softmax-weighted layer mix + logistic / ridge regression "
               "(--weighted-layers)", classifier=_weighted_clf, regressor=_weighted_reg, scale=False,

@@ -1,6 +1,8 @@
 """Save a refitted model and apply it to a feature store or to new audio.
 
-A model file (``model.joblib``) is a dict written by :func:`save_model`:
+A model file (``model.skops``) is a dict written by :func:`save_model`; it is saved and loaded
+by :mod:`embedx.probing.modelfile` (skops, trusted types only; an embedx 0.2 pickled
+``model.joblib`` loads only with ``trust_pickle=True``). The bundle:
 
 * ``pipeline`` – the fitted scikit-learn Pipeline (scaler inside);
 * ``task``, ``classes`` (label names, code k is ``classes[k]``), ``label``, ``model``,
@@ -26,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from embedx.errors import ConfigError, DataError, StoreError
+from embedx.probing.modelfile import FORMAT, FORMAT_VERSION, load_model, save_model
 from embedx.probing.tasks import CLASSIFICATION
 
 __all__ = [
@@ -37,65 +40,11 @@ __all__ = [
     "predict_audio",
     "predict_store",
     "save_model",
+    "summary_line",
 ]
 
-FORMAT = "embedx-model"
-FORMAT_VERSION = 1
 #: attrs that identify the model behind a feature set; a store whose set differs is refused
 IDENTITY_ATTRS = ("model_id", "model", "revision", "commit", "commit_hash")
-_REQUIRED = ("pipeline", "task", "blocks", "feature_sets")
-
-
-def save_model(bundle: dict[str, Any], path: str | os.PathLike[str]) -> Path:
-    """Write a model bundle with joblib.
-
-    Args:
-        bundle: as built by :func:`embedx.probing.refit.fit_final`.
-        path: destination file.
-
-    Returns:
-        The path written.
-    """
-    import joblib
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    joblib.dump(bundle, path)
-    return path
-
-
-def load_model(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a model bundle.
-
-    Args:
-        path: a file written by :func:`save_model`.
-
-    Returns:
-        The bundle.
-
-    Raises:
-        ConfigError: missing file, or not an embedx model of a known format version.
-    """
-    import joblib
-
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"model file {str(path)!r} does not exist (expected results/model.joblib)")
-    try:
-        bundle = joblib.load(path)
-    except Exception as exc:  # noqa: BLE001 - any unpickling problem means "not a model file"
-        raise ConfigError(f"cannot read model file {str(path)!r}: {type(exc).__name__}: {exc}") from None
-    if not isinstance(bundle, dict) or bundle.get("format") != FORMAT:
-        raise ConfigError(f"{str(path)!r} is not an embedx model file (written by embedx fit)")
-    if int(bundle.get("format_version", 0)) > FORMAT_VERSION:
-        raise ConfigError(
-            f"{str(path)!r} has model format {bundle['format_version']}; this embedx reads up to "
-            f"{FORMAT_VERSION} (upgrade embedx)"
-        )
-    missing = [k for k in _REQUIRED if k not in bundle]
-    if missing:
-        raise ConfigError(f"model file {str(path)!r} lacks {', '.join(missing)}")
-    return bundle
 
 
 def _check_set(bundle: dict[str, Any], reader: Any, name: str) -> None:
@@ -194,6 +143,28 @@ def predict(bundle: dict[str, Any], X: np.ndarray, groups: np.ndarray | None = N
     else:
         out["prediction"] = np.asarray(pred, dtype=np.float64)
     return out
+
+
+def summary_line(table: pd.DataFrame, bundle: dict[str, Any]) -> str:
+    """One line about a prediction table: items per class, or the range of a regression's values.
+
+    Args:
+        table: as returned by :func:`predict_store` (a ``prediction`` column).
+        bundle: the model bundle (task, class names in training order, label).
+
+    Returns:
+        e.g. ``predicted classes: high 12, low 8`` (every class of the model, in its order) or
+        ``predicted arousal: mean 0.12, range -1.3 to 2.05``.
+    """
+    from embedx.text import number
+
+    pred = table["prediction"]
+    if bundle["task"] != CLASSIFICATION:
+        return (f"predicted {bundle.get('label') or 'value'}: mean {number(pred.mean())}, "
+                f"range {number(pred.min())} to {number(pred.max())}")
+    counts = pred.astype(str).value_counts()
+    classes = [str(c) for c in bundle.get("classes") or counts.index]
+    return "predicted classes: " + ", ".join(f"{c} {int(counts.get(c, 0))}" for c in classes)
 
 
 def predict_store(

@@ -59,7 +59,7 @@ def fit_final(result: Study, *, threads: int = 1) -> tuple[dict[str, Any], dict[
     """
     from threadpoolctl import threadpool_limits
 
-    from embedx.probing.predict import FORMAT, FORMAT_VERSION
+    from embedx.probing.modelfile import FORMAT, FORMAT_VERSION
     from embedx.version import __version__
 
     dataset, settings = result.dataset, result.settings

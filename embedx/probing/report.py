@@ -23,7 +23,7 @@ Files written into the results folder:
 * with ``--by``, ``subgroups.csv``, ``subgroup_gaps.csv``, ``speakers.csv`` and ``subgroups.png``
   (:mod:`embedx.probing.subgroups`);
 * ``report.md`` – all of the above in words;
-* ``model.joblib`` – the best configuration refitted (see :mod:`embedx.probing.predict`).
+* ``model.skops`` – the best configuration refitted (see :mod:`embedx.probing.predict`).
 
 matplotlib is imported (with the Agg backend) only when figures are drawn.
 """
@@ -45,6 +45,7 @@ from embedx.figures import (
     plot_scatter,
 )
 from embedx.probing.findings import findings, headline_lines, row_verdict
+from embedx.probing.modelfile import LEGACY_FILE, MODEL_FILE
 from embedx.probing.stats import wilcoxon_floor
 from embedx.text import markdown_table, p_value, plural
 from embedx.text import number as _f
@@ -416,7 +417,7 @@ def write_report(
         result: a :class:`embedx.probing.study.StudyResult`.
         output: the results folder (created).
         command: the command line, quoted in the report.
-        save_model: write ``model.joblib`` when the study refitted a model.
+        save_model: write ``model.skops`` when the study refitted a model.
 
     Returns:
         Output kind -> path written.
@@ -429,10 +430,10 @@ def write_report(
         analysis.write(value, out, files)
     _write_best(result, out, files)
     if save_model and result.final is not None:
-        from embedx.probing.predict import save_model as save
+        from embedx.probing.modelfile import save_model as save
 
-        save(result.final, out / "model.joblib")
-        files["model"] = "model.joblib"
+        save(result.final, out / MODEL_FILE)
+        files["model"] = MODEL_FILE
     files["summary_json"] = "summary.json"
     files["report"] = "report.md"
     (out / "summary.json").write_text(json.dumps(_payload(result, files), indent=2), encoding="utf-8")
@@ -441,8 +442,9 @@ def write_report(
 
 
 #: files a study writes into its results folder, whatever its options (summary.json lists
-#: the rest); their presence marks the folder as another study's results
-STUDY_FILES = ("report.md", "summary.json", "summary.csv", "results.csv", "model.joblib",
+#: the rest); their presence marks the folder as another study's results (LEGACY_FILE: the
+#: model of an embedx 0.2 study)
+STUDY_FILES = ("report.md", "summary.json", "summary.csv", "results.csv", MODEL_FILE, LEGACY_FILE,
                "predictions_best.csv", "layer_curve.png", "confusion_best.png", "scatter_best.png",
                "layer_weights.csv", "layer_weights.png", "selectivity.csv", "sets.csv", "transfer.csv",
                "unmatched_labels.csv", "subgroups.csv", "subgroup_gaps.csv", "speakers.csv",
@@ -453,7 +455,7 @@ def prepare_output(output: str | os.PathLike[str], *, overwrite: bool = False) -
     """Check (and create) a results folder before a study runs, so that no fit is wasted.
 
     A folder holding another study's results is refused unless ``overwrite``: a stale
-    ``model.joblib`` beside a new report would be a silent wrong answer. With ``overwrite``,
+    ``model.skops`` beside a new report would be a silent wrong answer. With ``overwrite``,
     the old study's files are removed (only those; anything else in the folder stays).
 
     Args:

@@ -14,7 +14,7 @@ from embedx.cli import app
 from .conftest import LAYERS, planted, write_store
 
 OUTPUTS = ("results.csv", "summary.csv", "summary.json", "layer_curve.png", "confusion_best.png",
-           "report.md", "model.joblib", "predictions_best.csv")
+           "report.md", "model.skops", "predictions_best.csv")
 
 
 def test_fit_writes_every_output_and_predict_reads_the_model(toy_store, tmp_path):
@@ -37,12 +37,12 @@ def test_fit_writes_every_output_and_predict_reads_the_model(toy_store, tmp_path
     assert "## Ranking" in report and "toy@3/mean" in report and "layer_curve.png" in report
 
     preds = tmp_path / "preds.csv"
-    res = CliRunner().invoke(app, ["predict", str(out / "model.joblib"), str(path), "-o", str(preds)])
+    res = CliRunner().invoke(app, ["predict", str(out / "model.skops"), str(path), "-o", str(preds)])
     assert res.exit_code == 0, res.output
     table = pd.read_csv(preds)
     assert len(table) == 120 and (table["prediction"] == [f"c{i % 3}" for i in range(120)]).mean() > 0.95
-    res = CliRunner().invoke(app, ["predict", str(out / "model.joblib"), str(path)])
-    assert res.exit_code == 0 and "u000" in res.output and "prob_c0" in res.output
+    res = CliRunner().invoke(app, ["predict", str(out / "model.skops"), str(path)])  # not a terminal: CSV
+    assert res.exit_code == 0 and res.stdout == preds.read_text()
 
 
 def test_fit_cv_number_concat_and_regression(toy_store, tmp_path):
@@ -101,7 +101,7 @@ def test_data_errors_are_one_line(tmp_path):
 
 
 def test_predict_errors_are_one_line(tmp_path):
-    res = CliRunner().invoke(app, ["predict", str(tmp_path / "none.joblib"), str(tmp_path / "x.h5")])
+    res = CliRunner().invoke(app, ["predict", str(tmp_path / "none.skops"), str(tmp_path / "x.h5")])
     assert res.exit_code == 2 and "does not exist" in res.output
     assert len(res.output.strip().splitlines()) == 1
 

@@ -8,7 +8,8 @@ import pytest
 
 from embedx.errors import ConfigError, DataError, StoreError
 from embedx.probing.data import load_dataset
-from embedx.probing.predict import load_model, predict_store, save_model
+from embedx.probing.modelfile import load_model, save_model
+from embedx.probing.predict import predict_store
 from embedx.probing.speaker_norm import group_standardize
 from embedx.probing.study import StudySettings, run_study
 
@@ -21,7 +22,7 @@ def _fit(path, tmp_path, **kwargs):
     data = {k: kwargs.pop(k) for k in ("layers", "group", "label", "sets", "concat") if k in kwargs}
     ds = load_dataset(path, **data)
     result = run_study(ds, StudySettings(**{"models": ["logreg"], **FAST, **kwargs}))
-    model = save_model(result.final, tmp_path / "model.joblib")
+    model = save_model(result.final, tmp_path / "model.skops")
     return ds, result, model
 
 
@@ -100,10 +101,17 @@ def test_predict_errors(toy_store, tmp_path):
     with pytest.raises(StoreError, match="has model_id 'test/toy'; the model was trained on model_id 'other'"):
         predict_store(bundle2, toy_store())
     pd.DataFrame({"a": [1]}).to_pickle(tmp_path / "x.joblib")
-    with pytest.raises(ConfigError, match="is not an embedx model file"):
+    with pytest.raises(ConfigError, match="x.joblib' is a pickle"):
         load_model(tmp_path / "x.joblib")
+    with pytest.raises(ConfigError, match="is not an embedx model file"):
+        load_model(tmp_path / "x.joblib", trust_pickle=True)
+    import skops.io as sio
+
+    sio.dump({"a": [1]}, tmp_path / "x.skops")
+    with pytest.raises(ConfigError, match="is not an embedx model file"):
+        load_model(tmp_path / "x.skops")
     with pytest.raises(ConfigError, match="does not exist"):
-        load_model(tmp_path / "absent.joblib")
+        load_model(tmp_path / "absent.skops")
 
 
 def test_predict_from_audio_uses_the_stored_extraction_config(tiny_model, tmp_path):
