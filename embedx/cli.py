@@ -217,12 +217,14 @@ def synth(
     speakers: Annotated[int, typer.Option(help="Number of synthetic speakers.")] = 6,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
 ) -> None:
-    """Create the built-in example: a labelled synthetic corpus and a tiny random-weight model."""
+    """Create the built-in example: a labelled synthetic corpus, its vowel alignments (one TextGrid
+    per file) and a tiny random-weight model."""
     from embedx.testing.synth import make_example
 
     example = make_example(folder, num_items=items, num_speakers=speakers, seed=seed)
     out.print(f"wrote {plural(example.num_items, 'item')} to {example.audio_dir}, manifest {example.manifest}, "
-              f"tiny model {example.model_dir}", highlight=False, soft_wrap=True)
+              f"tiny model {example.model_dir}, vowel TextGrids {example.alignments}", highlight=False,
+              soft_wrap=True)
 
 
 #: attrs of a feature set worth a line in `embedx info` (the rest: `--attrs`)
