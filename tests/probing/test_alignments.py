@@ -396,6 +396,12 @@ def test_synth_vowel_labels_are_audible():
             wave = utterance(emotion, f0, 1.0, 3.0, 16000, rng, events)
             assert [a < b for a, b, _ in events] == [True] * len(events)
             assert all(b0 <= a1 for (_, b0, _), (a1, _, _) in zip(events, events[1:]))
+            # the labelled stretches are the loud middles of the syllables, the rest transitions
+            labelled = np.zeros(len(wave), dtype=bool)
+            for a, b, _ in events:
+                labelled[int(round(a * 16000)):int(round(b * 16000))] = True
+            energy = wave.astype(np.float64) ** 2
+            assert energy[labelled].mean() > 3 * energy[~labelled].mean()
             for a, b, label in events:
                 seg = wave[int(a * 16000):int(b * 16000)]
                 if len(seg) < 640:  # a cut-off last syllable
