@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from embedx.backends.framing import FrameTiming, stored_timing
-from embedx.errors import DataError, Param, one_line
+from embedx.errors import DataError, one_line
 from embedx.text import plural
 
 __all__ = [
@@ -52,8 +52,6 @@ ALIGNMENT_FORMATS: dict[str, str] = {".textgrid": "textgrid", ".ctm": "ctm", ".r
                                       ".csv": "csv"}
 #: seconds a segment may end after its item's duration (TextGrids round their end times)
 END_TOLERANCE = 0.05
-#: the option that picks a TextGrid tier, named in messages
-TIER = Param("tier", "NAME")
 #: RTTM record types (NIST RT-09); only SPEAKER turns carry labels, the rest are skipped
 _RTTM_TYPES = frozenset({"SEGMENT", "NOSCORE", "NO_RT_METADATA", "LEXEME", "NON-LEX",
                          "NON-SPEECH", "FILLER", "EDIT", "IP", "CB", "A/P", "SU", "SPEAKER",
@@ -345,7 +343,7 @@ def _read_textgrid(file: Path, key: str, tier: str | None) -> tuple[list[_Record
     if tier is None:
         if len(intervals) != 1:
             raise DataError(f"alignments {file}: {plural(len(intervals), 'interval tier')} "
-                            f"(tiers: {listed}); choose one with ", TIER)
+                            f"(tiers: {listed}); name the tier to read")
         tier = intervals[0]
     elif tier not in names:
         raise DataError(f"alignments {file}: no tier {tier!r}; tiers: {listed}")
