@@ -236,12 +236,14 @@ def synth(
     speakers: Annotated[int, _option(SYNTH, "speakers")] = _default(SYNTH, "speakers"),
     seed: Annotated[int, _option(SYNTH, "seed")] = _default(SYNTH, "seed"),
 ) -> None:
-    """Create the built-in example: a labelled synthetic corpus and a tiny model whose deeper layers keep less."""
+    """Create the built-in example: a labelled synthetic corpus, its vowel alignments (one TextGrid
+    per file) and a tiny model whose deeper layers keep less."""
     from embedx.testing.synth import make_example
 
     example = make_example(folder, num_items=items, num_speakers=speakers, seed=seed)
     out.print(f"wrote {plural(example.num_items, 'item')} to {example.audio_dir}, manifest {example.manifest}, "
-              f"tiny model {example.model_dir}", highlight=False, soft_wrap=True)
+              f"tiny model {example.model_dir}, vowel TextGrids {example.alignments}", highlight=False,
+              soft_wrap=True)
 
 
 #: attrs of a feature set worth a line in `embedx info` (the rest: `--attrs`)

@@ -53,6 +53,7 @@ from transformers import (
 
 from embedx.backends.base import Backend, BackendOutput
 from embedx.backends.capture import autocast, capture_layers
+from embedx.backends.framing import conv_timing
 from embedx.backends.heads import load_head
 from embedx.backends.loading import checkpoint_metadata, open_checkpoint, quiet_loading
 from embedx.backends.padding import (
@@ -292,6 +293,8 @@ class HFBackend(Backend):
             "head": self.head.kind if self.head is not None else "",
             "random_init": self.random_init,
             "init_seed": self.init_seed if self.random_init else -1,
+            # frame i covers samples [hop * i, hop * i + receptive field)
+            **conv_timing(self.hop_samples, self.min_samples, self.sample_rate).attrs(),
         }
 
     # --- internals --------------------------------------------------------------------------

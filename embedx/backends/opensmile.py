@@ -39,6 +39,7 @@ import opensmile
 import torch
 
 from embedx.backends.base import SHORT_POLICIES, Backend, BackendOutput
+from embedx.backends.framing import opensmile_timing
 from embedx.errors import AudioError, ConfigError, Param
 
 __all__ = [
@@ -342,4 +343,5 @@ class OpenSmileBackend(Backend):
             "sample_rate": self.sample_rate,
             "min_samples": self.min_samples,
             "short": self.short,
+            **({} if self.level == "functionals" else opensmile_timing(self.feature_set).attrs()),
         }

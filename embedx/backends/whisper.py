@@ -39,6 +39,7 @@ from transformers import WhisperFeatureExtractor, WhisperModel
 
 from embedx.backends.base import Backend, BackendOutput
 from embedx.backends.capture import autocast, capture_layers
+from embedx.backends.framing import conv_timing
 from embedx.backends.loading import checkpoint_metadata, open_checkpoint, quiet_loading
 from embedx.backends.padding import WavePreparer
 from embedx.errors import AudioError, ConfigError, ModelError
@@ -204,6 +205,8 @@ class WhisperBackend(Backend):
             "num_mel_bins": int(self.config.num_mel_bins),
             "feature_extractor_source": self.extractor_source,
             "dither": float(getattr(self.extractor, "dither", 0.0)),
+            # frame i stands for [hop * i, hop * (i + 1)) of the real audio
+            **conv_timing(self.hop_samples, self.hop_samples, self.sample_rate).attrs(),
         }
 
     # --- internals --------------------------------------------------------------------------

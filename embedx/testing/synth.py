@@ -35,6 +35,13 @@ EMOTIONS: dict[str, tuple[float, float, float, float, float]] = {
 VOWELS = ((730, 1090, 2440), (270, 2290, 3010), (300, 870, 2240), (530, 1840, 2480), (570, 840, 2410))
 #: ranks of the example model's 4 transformer blocks (see :func:`embedx.testing.tiny.narrow_blocks`)
 DEMO_BOTTLENECK = (16, 8, 4, 2)
+#: a name of each of :data:`VOWELS`, the labels of the example's alignments
+VOWEL_NAMES = ("a", "i", "u", "e", "o")
+#: the example's TextGrid tier: one interval per syllable, labelled with its vowel
+ALIGNMENT_TIER = "vowels"
+#: the share of a syllable labelled with its vowel: the middle half, where its Hann envelope is
+#: above half its peak (the edges are quiet transitions, left unlabelled)
+_LABELLED = (0.25, 0.75)
 
 
 def tone(freq: float, seconds: float, sample_rate: int = 16000, amplitude: float = 0.3) -> np.ndarray:
@@ -83,7 +90,7 @@ def vowel(f0: np.ndarray | float, formants: tuple[float, ...], seconds: float, s
 
 
 def utterance(emotion: str, speaker_f0: float, speaker_shift: float, seconds: float, sample_rate: int,
-              rng: np.random.Generator) -> np.ndarray:
+              rng: np.random.Generator, events: list[tuple[float, float, str]] | None = None) -> np.ndarray:
     """A speech-like utterance: syllables of vowels with an emotion's prosody.
 
     Args:
@@ -93,6 +100,8 @@ def utterance(emotion: str, speaker_f0: float, speaker_shift: float, seconds: fl
         seconds: duration.
         sample_rate: rate in Hz.
         rng: random generator.
+        events: when given, ``(start, end, vowel)`` in seconds is appended for the middle half
+            of every syllable (see :data:`VOWEL_NAMES`); the audio does not depend on it.
 
     Returns:
         ``(num_samples,)`` float32.
@@ -105,7 +114,11 @@ def utterance(emotion: str, speaker_f0: float, speaker_shift: float, seconds: fl
     syllable = int(sample_rate / rate)
     for start in range(0, n, syllable):
         stop = min(n, start + syllable)
-        formants = tuple(f * speaker_shift for f in VOWELS[rng.integers(len(VOWELS))])
+        which = int(rng.integers(len(VOWELS)))
+        formants = tuple(f * speaker_shift for f in VOWELS[which])
+        if events is not None:
+            lo, hi = (start + share * (stop - start) for share in _LABELLED)
+            events.append((lo / sample_rate, hi / sample_rate, VOWEL_NAMES[which]))
         seg = vowel(f0[start:stop], formants, (stop - start) / sample_rate, sample_rate, tilt)
         env = np.hanning(stop - start).astype(np.float32)
         out[start:stop] += seg[: stop - start] * env
@@ -123,12 +136,15 @@ class Example:
         model_dir: a tiny random-weight HuBERT with narrowing blocks (:data:`DEMO_BOTTLENECK`),
             saved with ``save_pretrained``.
         num_items: number of audio items.
+        alignments: folder of one Praat TextGrid per audio file (same relative path, ending
+            ``.TextGrid``), tier :data:`ALIGNMENT_TIER`: the vowel of every syllable.
     """
 
     audio_dir: Path
     manifest: Path
     model_dir: Path
     num_items: int
+    alignments: Path | None = None
 
 
 def make_example(folder: str | Path, num_items: int = 128, num_speakers: int = 16, seed: int = 0,
@@ -163,6 +179,7 @@ def make_example(folder: str | Path, num_items: int = 128, num_speakers: int = 1
     folder = Path(folder)
     audio_dir = folder / "wavs"
     audio_dir.mkdir(parents=True, exist_ok=True)
+    alignments = folder / "alignments"
     rng = np.random.default_rng(seed)
     emotions = list(EMOTIONS)
     speakers = [(f"spk{s:02d}", float(rng.uniform(100, 230)), float(rng.uniform(0.85, 1.2)))
@@ -176,11 +193,13 @@ def make_example(folder: str | Path, num_items: int = 128, num_speakers: int = 1
         emotion = emotions[(i // num_speakers) % len(emotions)]
         rate, channels, ext, subtype = formats[i % len(formats)]
         seconds = float(rng.uniform(1.0, 3.0))
-        wave = utterance(emotion, f0, shift, seconds, rate, rng)
+        events: list[tuple[float, float, str]] = []
+        wave = utterance(emotion, f0, shift, seconds, rate, rng, events)
         data = np.stack([wave, 0.9 * wave], axis=1) if channels == 2 else wave
         rel = Path(spk) / f"{spk}_{i:04d}_{emotion}.{ext}"
         (audio_dir / rel).parent.mkdir(parents=True, exist_ok=True)
         sf.write(audio_dir / rel, data, rate, subtype=subtype)
+        write_textgrid(alignments / rel.with_suffix(".TextGrid"), events, len(wave) / rate)
         split = "test" if i % num_speakers == 0 else ("dev" if i % num_speakers == 1 else "train")
         # two corpora and two sexes, both in each corpus (with >= 4 speakers), for `fit --domain
         # corpus` and `fit --by sex`; assigned by speaker index so every seed has both
@@ -192,4 +211,24 @@ def make_example(folder: str | Path, num_items: int = 128, num_speakers: int = 1
     pd.DataFrame(rows).to_csv(manifest, index=False)
     model_dir = save_tiny_model(model_family, folder / "tiny-hubert", seed=seed,
                                 bottleneck=bottleneck)
-    return Example(audio_dir=audio_dir, manifest=manifest, model_dir=Path(model_dir), num_items=num_items)
+    return Example(audio_dir=audio_dir, manifest=manifest, model_dir=Path(model_dir), num_items=num_items,
+                   alignments=alignments)
+
+
+def write_textgrid(path: Path, events: list[tuple[float, float, str]], seconds: float,
+                   tier: str = ALIGNMENT_TIER) -> None:
+    """Write labelled intervals as a Praat TextGrid with one interval tier.
+
+    Args:
+        path: the ``.TextGrid`` file (its folder is created).
+        events: ``(start, end, label)`` in seconds, sorted and not overlapping.
+        seconds: duration of the audio (the tier's end).
+        tier: the tier's name.
+    """
+    from praatio import textgrid
+    from praatio.data_classes.interval_tier import IntervalTier
+
+    grid = textgrid.Textgrid()
+    grid.addTier(IntervalTier(tier, [(a, b, label) for a, b, label in events], 0.0, seconds))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    grid.save(str(path), format="long_textgrid", includeBlankSpaces=True)

@@ -12,7 +12,7 @@ import pandas as pd
 
 import embedx
 
-MAKEFILE = Path(__file__).resolve().parents[1] / "Makefile"
+MAKEFILE = Path(__file__).resolve().parents[2] / "Makefile"
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
