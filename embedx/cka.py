@@ -343,7 +343,6 @@ def similarity(
 
     Returns:
         A :class:`SimilarityResult`.
-
     Raises:
         ConfigError: unknown set or pooling, a set without frames, a bad ``max_frames``, or an
             unwritable ``output``.
@@ -361,9 +360,7 @@ def similarity(
         out = _prepare_output(output)
         specs = {s: reader.spec(s) for s in chosen}
         done = {s: reader.done(s) for s in chosen}
-        pairs = [(a, a) for a in chosen] + [
-            (a, b) for i, a in enumerate(chosen) for b in chosen[i + 1:]
-        ]
+        pairs = [(a, a) for a in chosen] + [(a, b) for i, a in enumerate(chosen) for b in chosen[i + 1:]]
         n_max = max_frames if frames else max(int((done[a] & done[b]).sum()) for a, b in pairs)
         layers_total = sum(len(s.layers) for s in specs.values())
         method = "gram" if n_max * n_max * 8 * layers_total <= GRAM_BUDGET_BYTES else "features"

@@ -306,3 +306,36 @@ def test_a_backend_and_the_store_spec_load_without_h5py():
             "assert 'h5py' in sys.modules\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+#: the house's size limits (README "Contributing"): a function longer than this is split
+MAX_FUNCTION_LINES = 80
+MAX_MODULE_LINES = 600
+
+
+def oversized(root: Path) -> list[str]:
+    """``path: N lines`` of every module, ``path:function: N lines`` of every function over the limits."""
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        text = path.read_text()
+        lines = len(text.splitlines())
+        if lines > MAX_MODULE_LINES:
+            found.append(f"{path.relative_to(root)}: {lines} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                if length > MAX_FUNCTION_LINES:
+                    found.append(f"{path.relative_to(root)}:{node.name}: {length} lines")
+    return found
+
+
+def test_no_function_over_80_lines_and_no_module_over_600():
+    assert oversized(PACKAGE) == []
+
+
+def test_the_size_check_sees_a_long_function_and_a_long_module(tmp_path):
+    body = "\n".join(f"    x{i} = {i}" for i in range(MAX_FUNCTION_LINES))
+    _write(tmp_path / "pkg", {"a.py": f"def long():\n{body}\n", "b.py": "x = 1\n" * (MAX_MODULE_LINES + 1),
+                              "c.py": "def short():\n    return 1\n"})
+    assert oversized(tmp_path / "pkg") == [f"a.py:long: {MAX_FUNCTION_LINES + 1} lines",
+                                           f"b.py: {MAX_MODULE_LINES + 1} lines"]

@@ -59,9 +59,6 @@ def fit_final(result: Study, *, threads: int = 1) -> tuple[dict[str, Any], dict[
     """
     from threadpoolctl import threadpool_limits
 
-    from embedx.probing.modelfile import FORMAT, FORMAT_VERSION
-    from embedx.version import __version__
-
     dataset, settings = result.dataset, result.settings
     config_name, model = result.best
     config = next(c for c in dataset.configs if c.name == config_name)
@@ -99,19 +96,26 @@ def fit_final(result: Study, *, threads: int = 1) -> tuple[dict[str, Any], dict[
                 groups=None if groups is None else groups[test], num_classes=dataset.num_classes or None,
                 seed=settings["seed"], enabled=settings["n_boot"] > 0,
             )
-    params = best_params(est)
-    pipeline = est.best_estimator_ if hasattr(est, "best_estimator_") else est
-    bundle = {
+    return _bundle(result, config, est, len(train)), holdout
+
+
+def _bundle(result: Study, config: Any, est: Any, trained_on: int) -> dict[str, Any]:
+    """What the model file holds: the fitted pipeline and everything predict needs to use it."""
+    from embedx.probing.modelfile import FORMAT, FORMAT_VERSION
+    from embedx.version import __version__
+
+    dataset, settings = result.dataset, result.settings
+    return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "embedx_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "pipeline": pipeline,
-        "task": task,
+        "pipeline": est.best_estimator_ if hasattr(est, "best_estimator_") else est,
+        "task": dataset.task,
         "classes": dataset.classes,
         "label": dataset.label,
-        "model": model,
-        "params": params,
+        "model": result.best[1],
+        "params": best_params(est),
         "blocks": [b.to_dict() for b in config.blocks],
         "config": config.name,
         "concat": config.concat,
@@ -131,7 +135,6 @@ def fit_final(result: Study, *, threads: int = 1) -> tuple[dict[str, Any], dict[
         "group": dataset.group,
         "metric": result.metric,
         "cv_score": float(result.summary.loc[0, f"{result.metric}_pooled"]),
-        "trained_on": int(len(train)),
+        "trained_on": int(trained_on),
         "store": dataset.store,
     }
-    return bundle, holdout
