@@ -156,6 +156,12 @@ def fit(
     domain: str | None = None,
     label_map: str | os.PathLike[str] | None = None,
     by: Sequence[str] | None = None,
+    frames: bool = False,
+    segments: bool = False,
+    alignments: str | os.PathLike[str] | None = None,
+    tier: str | None = None,
+    unlabelled_frames: str = "drop",
+    max_train_frames: int | None = 100_000,
     seed: int = 0,
     jobs: int = 1,
     threads: int | None = None,
@@ -196,6 +202,12 @@ def fit(
         label_map: YAML aligning the domains' label sets (``--label-map``; needs ``domain``).
         by: item columns to break the scores down by (``--by``, repeatable; see
             :mod:`embedx.probing.subgroups`).
+        frames: probe every stored frame, labelled by the aligned segment covering its centre
+            (``--frames``; needs ``alignments``; see :mod:`embedx.probing.frames`).
+        segments: probe one pooled example per aligned segment (``--segments``).
+        alignments: the alignment file or folder (``--alignments``). tier: its tier.
+        unlabelled_frames: ``"drop"`` or the label of frames no segment covers.
+        max_train_frames: most training frames per fold (``--frames``; ``None``: all).
         progress: show a progress bar. log: where to send notes.
         command: the command line quoted in the report.
 
@@ -218,6 +230,11 @@ def fit(
     if label_map is not None and domain is None:
         raise ConfigError(f"--label-map {str(label_map)!r} aligns labels across domains; name the "
                           "domain column with --domain COLUMN")
+    if frames or segments:  # checked before the store is read
+        _check_frame_options(frames=frames, segments=segments, alignments=alignments,
+                             weighted_layers=weighted_layers, permutations=permutations,
+                             domain=domain, by=by, tune=tune, speaker_norm=speaker_norm, concat=concat,
+                             cv=cv, task=task)
     created = output is not None and not Path(output).exists()
     out = prepare_output(output, overwrite=overwrite) if output is not None else None
     with _drop_created_folder_on_error(out, created):
@@ -227,17 +244,28 @@ def fit(
         from embedx.probing.study import StudySettings, run_study
 
         note = log or (lambda _msg: None)
-        dataset = load_dataset(
-            features, label=label, sets=sets, layers=layers, pooling=pooling, concat=concat,
-            group=group, labels_csv=labels, split_col=split_col if cv == "predefined" else None,
-            task=task, weighted_layers=weighted_layers,
-        )
         settings = StudySettings(
             models=models, scheme=cv, n_splits=folds, seed=seed, metric=metric,
             class_weight=None if class_weight == "none" else class_weight, speaker_norm=speaker_norm,
             tune=tune, grids=load_grids(grid) if tune and grid is not None else None,
             inner_folds=inner_folds, n_boot=bootstrap, alpha=alpha, jobs=jobs, threads=threads,
             backend=backend, scheduler=scheduler, refit=save_model, permutations=permutations,
+        )
+        if frames or segments:
+            from embedx.probing.frames.run import FrameOptions, frame_study
+
+            opts = FrameOptions(alignments=alignments, segments=segments, tier=tier,
+                                unlabelled=unlabelled_frames, max_train_frames=max_train_frames,
+                                poolings=tuple(p.strip() for p in (pooling or "mean").split(",") if p.strip()))
+            result = frame_study(features, opts, settings, sets=list(sets) if sets else None, layers=layers,
+                                 group=group, labels_csv=labels, progress=progress, log=note)
+            files = write_report(result, out, command=command, save_model=False) if out is not None else {}
+            return FitResult(summary=result.summary, best=result.best, metric=result.metric, output=out,
+                             files=files, group=result.dataset.group, study=result)
+        dataset = load_dataset(
+            features, label=label, sets=sets, layers=layers, pooling=pooling, concat=concat,
+            group=group, labels_csv=labels, split_col=split_col if cv == "predefined" else None,
+            task=task, weighted_layers=weighted_layers,
         )
         domains = subgroups = None
         if domain is not None:  # checked before any model is fitted
@@ -285,6 +313,24 @@ def fit(
             files = write_report(result, out, command=command, save_model=save_model)
         return FitResult(summary=result.summary, best=result.best, metric=result.metric, output=out,
                          files=files, group=dataset.group, study=result)
+
+
+def _check_frame_options(*, frames: bool, segments: bool, alignments: Any, cv: str, task: str,
+                         **others: Any) -> None:
+    """One-line errors for options that ``--frames`` / ``--segments`` do not take (yet)."""
+    if frames and segments:
+        raise ConfigError("--frames and --segments are two studies; give one")
+    flag = "--frames" if frames else "--segments"
+    if alignments is None:
+        raise ConfigError(f"{flag} needs --alignments PATH (the forced alignment that labels the frames)")
+    for name, value in others.items():
+        if value:
+            option = "--" + name.replace("_", "-")
+            raise ConfigError(f"{option} is not available with {flag} (yet)")
+    if cv == "predefined":
+        raise ConfigError(f"--cv predefined is not available with {flag} (yet); use auto, group or logo")
+    if task not in ("auto", "classification"):
+        raise ConfigError(f"{flag} probes segment labels (classification); got --task {task}")
 
 
 def similarity(

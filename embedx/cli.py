@@ -406,6 +406,16 @@ def fit(
                                                    "{raw: shared} and/or {domain: {raw: shared}}.")] = None,
     by: Annotated[list[str] | None, typer.Option("--by", help="Item column to break the scores down by "
                                                  "(repeatable), e.g. sex -> subgroups.csv.")] = None,
+    frames: Annotated[bool, typer.Option("--frames", help="Probe every stored frame, labelled by the aligned "
+                                         "segment covering its centre (needs --alignments; default model sgd).")] = False,
+    segments: Annotated[bool, typer.Option("--segments", help="Probe one example per aligned segment: its frames "
+                                           "pooled with --pooling (e.g. word embeddings).")] = False,
+    alignments: Annotated[Path | None, typer.Option(help="Forced alignment (file or folder) labelling the frames.",
+                                                    show_default=False)] = None,
+    tier: Annotated[str | None, typer.Option(help="Alignment tier to read (TextGrid).", show_default=False)] = None,
+    unlabelled_frames: Annotated[str, typer.Option(help="Frames no segment covers: drop, or a LABEL for them.")] = "drop",
+    max_train_frames: Annotated[int, typer.Option(help="Most training frames per fold (--frames; a seeded "
+                                                  "class-stratified sample).")] = 100_000,
     seed: Annotated[int, typer.Option(help="Seed of folds, models and bootstrap.")] = 0,
     jobs: Annotated[int, typer.Option("--jobs", "-j", help="Parallel workers (-1: all cores).")] = 1,
     threads: Annotated[int | None, typer.Option(help="BLAS/OpenMP threads per fit (default: 1; use --jobs to parallelise).",
@@ -435,7 +445,8 @@ def fit(
         task=task, metric=metric, class_weight=class_weight, speaker_norm=speaker_norm, tune=tune,
         grid=grid, inner_folds=inner_folds, bootstrap=bootstrap, alpha=alpha,
         weighted_layers=weighted_layers, permutations=permutations, domain=domain,
-        label_map=label_map, by=by, seed=seed, jobs=jobs,
+        label_map=label_map, by=by, frames=frames, segments=segments, alignments=alignments, tier=tier,
+        unlabelled_frames=unlabelled_frames, max_train_frames=max_train_frames, seed=seed, jobs=jobs,
         threads=threads, backend=backend, scheduler=scheduler, save_model=save_model,
         progress=not quiet, command=_command_line(),
         log=lambda m: console.print(f"[dim]{escape(m)}[/]", highlight=False, soft_wrap=True),

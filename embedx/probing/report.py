@@ -41,6 +41,7 @@ import pandas as pd
 
 from embedx.figures import (
     plot_confusion,
+    top_classes,
     plot_layer_curve,
     plot_scatter,
 )
@@ -112,6 +113,10 @@ def _markdown(result: Any, files: dict[str, str], command: str | None,
         from embedx.probing.sets import sets_section
 
         lines += [*sets_section(analyses["sets"]), ""]
+    if "frames" in analyses:  # the units are frames or segments: said before the counts
+        from embedx.probing.frames.run import frames_section
+
+        lines += [*frames_section(analyses["frames"]), ""]
     lines += ["## Data", ""]
     lines.append(f"- store: `{ds.store}`")
     lines.append(f"- items used: {ds.num_items}" + (
@@ -433,7 +438,13 @@ def write_report(
     oof = result.predictions[key]
     tested = result.folds.fold_of(ds.num_items) >= 0
     if ds.classes:
-        plot_confusion(result.confusions[key], ds.classes, out / "confusion_best.png", title)
+        counts, shown = top_classes(result.confusions[key], ds.classes)
+        if len(shown) < len(ds.classes):  # the figure shows the most frequent; the CSV has all
+            title += f" ({len(shown)} most frequent of {len(ds.classes)} classes)"
+            pd.DataFrame(result.confusions[key], index=pd.Index(ds.classes, name="true"),
+                         columns=ds.classes).to_csv(out / "confusion_best.csv")
+            files["confusion_table"] = "confusion_best.csv"
+        plot_confusion(counts, shown, out / "confusion_best.png", title)
         files["confusion"] = "confusion_best.png"
         true = [ds.classes[k] for k in ds.y[tested]]
         pred = [ds.classes[k] for k in oof[tested]]
@@ -506,6 +517,10 @@ def write_report(
 
 def _write_analyses(analyses: dict[str, Any], out: Path, files: dict[str, str]) -> None:
     """Tables and figures of the analyses added to a study (model comparison, transfer, subgroups)."""
+    if "frames" in analyses:
+        (out / "frames.json").write_text(json.dumps(_json_value(analyses["frames"]), indent=2),
+                                         encoding="utf-8")
+        files["frames"] = "frames.json"
     if "sets" in analyses:
         analyses["sets"].table.to_csv(out / "sets.csv", index=False)
         files["sets"] = "sets.csv"

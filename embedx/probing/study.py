@@ -378,7 +378,14 @@ def _assemble(
     metric: str,
     outputs: list[dict[str, Any]],
     seconds: float,
+    comparison: Any = None,
 ) -> StudyResult:
+    """Tables, comparisons and notes of a study from its fits' outputs.
+
+    ``comparison`` is a ``(Comparison, notes)`` pair computed by the caller (a frame-level
+    study builds it from per-speaker confusion counts); ``None`` computes it from the
+    out-of-fold predictions.
+    """
     task = dataset.task
     configs = dataset.configs
     main = M.get_metric(metric, task)
@@ -426,7 +433,7 @@ def _assemble(
     for _, test in folds.splits:
         tested[test] = True
     keys = [(configs[ci].name, models[mi]) for ci, mi in pairs]
-    stats, stat_notes = compare_configurations(
+    stats, stat_notes = comparison or compare_configurations(
         dataset.y[tested], [preds[k][tested] for k in keys], main,
         groups=None if dataset.groups is None else dataset.groups[tested],
         num_classes=dataset.num_classes or None, alpha=settings.alpha,
