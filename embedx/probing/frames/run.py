@@ -117,7 +117,7 @@ def _setup(features: str | Path, opts: FrameOptions, *, sets: list[str] | None, 
     alignments = read_alignments(opts.alignments, store_items, tier=opts.tier)
     used = items[usable].assign(row=np.flatnonzero(usable))
     table = label_frames(offsets, spec, used, alignments, unlabelled=opts.unlabelled)
-    skipped["no labelled frame"] = int(usable.sum()) - len(table.items)
+    skipped["items without labelled frames"] = int(usable.sum()) - len(table.items)
     if len(table.items) < 2:
         raise DataError(f"only {len(table.items)} item(s) have labelled frames; "
                         f"{len(alignments.unaligned)} item(s) have no segment in the alignments")

@@ -88,7 +88,7 @@ def _pool(stored: np.ndarray, segs: pd.DataFrame, poolings: tuple[str, ...]) -> 
         steps = np.arange(int(c.max()))
         index = f[:, None] + np.minimum(steps[None, :], c[:, None] - 1)  # (batch, frames), padded by repeats
         hidden = torch.from_numpy(stored[:, index].astype(np.float32))  # (layers, batch, frames, dim)
-        lengths = torch.from_numpy(c)
+        lengths = torch.from_numpy(c.copy())  # (batch,); a slice is read-only to torch
         for p in poolings:
             out[p][:, a:a + len(f)] = get_pooling(p)(hidden, lengths).numpy()  # (layers, batch, dim)
     return out
