@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.metrics import balanced_accuracy_score
 from typer.testing import CliRunner
 
 from embedx.cli import app
@@ -145,6 +146,11 @@ def test_the_planted_layer_wins_through_the_cli(planted_store, tmp_path, level, 
     assert summary.loc[0, "config"] == f"toy@2/{pooling}" and summary.loc[0, "layer"] == 2
     assert summary.loc[0, "uar_pooled"] > 0.85
     assert summary["worse_than_best"].iloc[1:].all()  # the other layers are significantly worse
+    preds = pd.read_csv(out / "predictions_best.csv")
+    # the estimand from per-speaker counts is the UAR of every held-out frame's prediction
+    assert summary.loc[0, "uar_pooled"] == pytest.approx(
+        balanced_accuracy_score(preds["true"], preds["prediction"]), abs=1e-12)
+    assert (preds.groupby("id")["fold"].nunique() == 1).all()  # an item is tested in one fold
     report = (out / "report.md").read_text()
     assert f"## {'Frame' if level == '--frames' else 'Segment'}-level probing" in report
     assert "120 frames of items without alignments (dropped)" in report
@@ -188,3 +194,23 @@ def test_frames_on_a_store_without_frames_fails_in_one_line(tmp_path):
     res = _fit(["--features", path, "--frames", "--alignments", csv, "-o", tmp_path / "r"])
     assert res.exit_code != 0 and "extract with --frames" in res.output
     assert len(res.output.strip().splitlines()) == 1
+
+
+def test_the_frame_benchmark_runs_small_and_finds_the_planted_layer(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, str(root / "benchmarks" / "frame_probe.py"), "--items", "40", "--frames-per-item",
+         "60", "--dim", "16", "--layers", "4", "--speakers", "5", "--classes", "3", "--strength", "1.5",
+         "--max-train-frames", "1000", "--workdir", str(tmp_path)],
+        capture_output=True, text=True, timeout=600, cwd=root)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "2400 frames x 4 layers x 16 dims" in done.stdout
+    for phase in ("write store", "read (1 passes", "fit", "evaluate", "statistics", "peak RSS overall"):
+        assert phase in done.stdout
+    assert "best: bench@3/frames (sgd)" in done.stdout
+    results = pd.read_csv(tmp_path / "results" / "results.csv")
+    assert (results["n_train_used"] <= 1000).all()

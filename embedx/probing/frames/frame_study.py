@@ -115,8 +115,8 @@ def run_frame_study(features: str | Path, setup: Any, opts: Any, settings: Any, 
         setup, opts, seconds=seconds, passes=len(batches),
         n_train_used=[int(v) for v in result.results["n_train_used"]],
         item_test_sizes=[len(te) for _, te in item_folds.splits])
-    note(f"{total} fits in {fit_seconds:.1f} s (read {seconds['read']:.1f} s, fit and predict "
-         f"{seconds['fit']:.1f} s)")
+    note(f"{total} fits in {fit_seconds:.1f} s (read {seconds['read']:.1f} s, fit {seconds['fit']:.1f} s, "
+         f"evaluate {seconds['evaluate']:.1f} s, statistics {seconds['statistics']:.1f} s)")
     return result
 
 

@@ -9,6 +9,7 @@ expanded to the items' frames, so no item and no speaker has frames on both side
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -140,8 +141,10 @@ def frame_folds(table: FrameTable, groups: np.ndarray | None, *, scheme: str, n_
     per_item = np.zeros((len(table.items), k), dtype=np.int64)
     np.add.at(per_item, (table.item, table.y), 1)
     item_y = per_item.argmax(axis=1)  # (num_items,) the majority label, for stratification only
-    folds = make_folds(item_y, scheme=scheme, n_splits=n_splits, seed=seed, groups=groups,
-                       task=CLASSIFICATION, group_name=group_name)
+    with warnings.catch_warnings():  # a rare majority label is no problem: frames are checked below
+        warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
+        folds = make_folds(item_y, scheme=scheme, n_splits=n_splits, seed=seed, groups=groups,
+                           task=CLASSIFICATION, group_name=group_name)
     splits = []
     for fi, (train, test) in enumerate(folds.splits):
         tr = np.flatnonzero(np.isin(table.item, train))

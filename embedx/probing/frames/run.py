@@ -207,7 +207,8 @@ def frames_section(info: dict[str, Any]) -> list[str]:
         secs = info.get("seconds", {})
         if secs:
             lines.append(f"- time: read {secs.get('read', 0):.1f} s in {info.get('passes')} pass(es) "
-                         f"over the stored frames, fit and predict {secs.get('fit', 0):.1f} s, "
+                         f"over the stored frames, fit {secs.get('fit', 0):.1f} s, evaluate "
+                         f"{secs.get('evaluate', 0):.1f} s, "
                          f"statistics {secs.get('statistics', 0):.1f} s")
     else:
         lines.append(f"- {info['segments']} segments, each pooled over the frames whose centres it "

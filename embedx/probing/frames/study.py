@@ -158,12 +158,12 @@ def run_layers(read: Callable[[list[int]], np.ndarray], table: FrameTable, confi
         ``(outputs, counts, seconds)``: the fits' outputs in the form of
         :func:`embedx.probing.fitting.run_task` keyed ``(config, model, fold)``;
         ``(configs × models, S, k, k)`` per-cluster confusion counts in that pair order;
-        seconds spent reading, fitting (incl. prediction) and counting.
+        seconds spent reading, fitting, evaluating (predicting) and counting.
     """
     k, s = len(table.classes), int(clusters.max()) + 1
     counts = np.zeros((len(configs) * len(models), s, k, k), dtype=np.int64)
     position = {c.layer: ci for ci, c in enumerate(configs)}
-    outputs, seconds = [], {"read": 0.0, "fit": 0.0, "count": 0.0}
+    outputs, seconds = [], {"read": 0.0, "fit": 0.0, "evaluate": 0.0, "count": 0.0}
     for batch in batches:
         t0 = time.perf_counter()
         stored = read(batch)  # (len(batch), total_stored_frames, dim)
@@ -180,7 +180,8 @@ def run_layers(read: Callable[[list[int]], np.ndarray], table: FrameTable, confi
                     code = (clusters[test] * k + table.y[test]) * k + out["pred"]
                     counts[ci * len(models) + mi] += np.bincount(
                         code, minlength=s * k * k).reshape(s, k, k)
-                    seconds["fit"] += t1 - t0
+                    seconds["fit"] += out["fit_seconds"]
+                    seconds["evaluate"] += t1 - t0 - out["fit_seconds"]
                     seconds["count"] += time.perf_counter() - t1
                     outputs.append(out)
                     advance()
