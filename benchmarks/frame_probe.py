@@ -4,7 +4,7 @@ Writes a synthetic store with :class:`embedx.store.StoreWriter` (float16 frames 
 ``--items`` items of ``--frames-per-item`` frames; default 1,000 × 300 = 300,000 frames ×
 13 layers × 768 dims, 6 GB) and an alignment CSV (segments of 3-15 frames, ``--classes``
 labels, a few uncovered frames per item), with the label planted in the frames of layer
-``--signal-layer`` only. Then runs ``embedx.fit(..., frames=True)`` (default model ``sgd``,
+``--signal-layer`` only. Then runs ``embedx.fit(..., frames=True)`` (default model ``softmax``,
 ``--max-train-frames`` per fold) and prints a table of the phases and the peak RSS
 (``resource.getrusage``). Target: <= 10 min and <= 4 GB on 2 cores.
 
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--signal-layer", type=int, default=7)
     p.add_argument("--strength", type=float, default=0.3)
     p.add_argument("--max-train-frames", type=int, default=100_000)
-    p.add_argument("--models", default="sgd")
+    p.add_argument("--models", default="softmax")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workdir", type=Path, default=None, help="where the store goes (default: a temp dir)")
     args = p.parse_args(argv)

@@ -407,7 +407,7 @@ def fit(
     by: Annotated[list[str] | None, typer.Option("--by", help="Item column to break the scores down by "
                                                  "(repeatable), e.g. sex -> subgroups.csv.")] = None,
     frames: Annotated[bool, typer.Option("--frames", help="Probe every stored frame, labelled by the aligned "
-                                         "segment covering its centre (needs --alignments; default model sgd).")] = False,
+                                         "segment covering its centre (needs --alignments; default model softmax).")] = False,
     segments: Annotated[bool, typer.Option("--segments", help="Probe one example per aligned segment: its frames "
                                            "pooled with --pooling (e.g. word embeddings).")] = False,
     alignments: Annotated[Path | None, typer.Option(help="Forced alignment (file or folder) labelling the frames.",

@@ -211,6 +211,25 @@ def test_the_frame_benchmark_runs_small_and_finds_the_planted_layer(tmp_path):
     assert "2400 frames x 4 layers x 16 dims" in done.stdout
     for phase in ("write store", "read (1 passes", "fit", "evaluate", "statistics", "peak RSS overall"):
         assert phase in done.stdout
-    assert "best: bench@3/frames (sgd)" in done.stdout
+    assert "best: bench@3/frames (softmax)" in done.stdout
     results = pd.read_csv(tmp_path / "results" / "results.csv")
     assert (results["n_train_used"] <= 1000).all()
+
+
+def test_softmax_probe_agrees_with_logistic_regression():
+    from sklearn.linear_model import LogisticRegression
+
+    from embedx.probing.frames.softmax import SoftmaxClassifier
+
+    rng = np.random.default_rng(0)
+    means = rng.normal(0, 0.5, (4, 20))
+    y = rng.integers(0, 4, 6000)
+    X = rng.normal(0, 1, (6000, 20)) + means[y]
+    ours = SoftmaxClassifier(epochs=30, batch_size=256, random_state=0).fit(X[:4000], y[:4000])
+    ref = LogisticRegression(max_iter=1000).fit(X[:4000], y[:4000])
+    agree = np.mean(ours.predict(X[4000:]) == ref.predict(X[4000:]))
+    assert agree > 0.97
+    np.testing.assert_allclose(ours.predict_proba(X[:5]).sum(axis=1), 1.0, rtol=1e-5)
+    assert abs(np.mean(ours.predict(X[4000:]) == y[4000:]) - np.mean(ref.predict(X[4000:]) == y[4000:])) < 0.02
+    with pytest.raises(ValueError, match="classes must be given"):
+        SoftmaxClassifier().partial_fit(X[:10], y[:10])

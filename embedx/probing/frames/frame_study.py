@@ -17,7 +17,7 @@ from embedx.probing.tasks import CLASSIFICATION
 __all__ = ["DEFAULT_MODELS", "frame_dataset", "run_frame_study"]
 
 #: models of a frame-level study when --models is not given (suits millions of frames)
-DEFAULT_MODELS = ["sgd"]
+DEFAULT_MODELS = ["softmax"]
 
 
 def frame_dataset(features: str | Path, setup: Any) -> Any:

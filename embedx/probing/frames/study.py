@@ -6,9 +6,10 @@ Memory and time are bounded so that a base model's 300,000 frames × 13 layers f
   stored chunk once per call), as many as fit :data:`LAYER_BYTES`.
 * Training frames of a fold are capped by a seeded class-stratified sample
   (``max_train_frames``); every held-out frame is evaluated, in blocks of :data:`EVAL_ROWS`.
-* A model whose estimator has ``partial_fit`` (``sgd``) is trained on minibatches of the
-  standardised training frames (the scaler fitted on them, inside the fold) for
-  :data:`EPOCHS` passes; others (``lgbm``, ``logreg``) are fitted whole.
+* A model whose estimator has ``partial_fit`` (``softmax``, the default, and ``sgd``) is
+  trained on minibatches of the standardised training frames (the scaler fitted on them,
+  inside the fold) for :data:`EPOCHS` passes; others (``lgbm``, ``logreg``) are fitted whole.
+  ``softmax`` (:mod:`embedx.probing.frames.softmax`) is ~20x faster than ``sgd`` on 768 dims.
 * Statistics keep per-speaker confusion counts only: they are sufficient for UAR, accuracy
   and F1 of any mix of speakers, so CIs, the confidence set for the best and
   ``worse_than_best`` (:mod:`embedx.probing.compare`) cost the same as for an utterance study.
