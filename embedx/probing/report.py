@@ -41,9 +41,9 @@ import pandas as pd
 
 from embedx.figures import (
     plot_confusion,
-    top_classes,
     plot_layer_curve,
     plot_scatter,
+    top_classes,
 )
 from embedx.probing.findings import findings, headline_lines, row_verdict
 from embedx.probing.stats import wilcoxon_floor
@@ -114,7 +114,7 @@ def _markdown(result: Any, files: dict[str, str], command: str | None,
 
         lines += [*sets_section(analyses["sets"]), ""]
     if "frames" in analyses:  # the units are frames or segments: said before the counts
-        from embedx.probing.frames.run import frames_section
+        from embedx.probing.frames.summary import frames_section
 
         lines += [*frames_section(analyses["frames"]), ""]
     lines += ["## Data", ""]

@@ -562,3 +562,11 @@ def _assemble(
         seconds=seconds,
         layer_weights={k: np.vstack(v) for k, v in layer_weights.items()},
     )
+
+
+# public names of the study's steps, for studies that fit elsewhere (the frame-level study,
+# embedx.probing.frames) and then assemble the same tables
+validate_settings = _validate
+model_pairs = _pairs
+task_threads = _threads
+assemble = _assemble

@@ -9,5 +9,7 @@ forced alignment (:mod:`embedx.probing.alignments`):
   incremental linear probes, per-speaker confusion counts);
 * :mod:`~embedx.probing.frames.frame_study` – the frame-level study as a StudyResult;
 * :mod:`~embedx.probing.frames.segments` – one pooled example per aligned segment;
+* :mod:`~embedx.probing.frames.softmax` – the default frame probe (minibatch softmax regression);
+* :mod:`~embedx.probing.frames.summary` – the ``frames`` entry of the analyses and its report section;
 * :mod:`~embedx.probing.frames.run` – :func:`frame_study`, the one call from ``embedx.api.fit``.
 """

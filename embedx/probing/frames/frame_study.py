@@ -67,9 +67,9 @@ def run_frame_study(features: str | Path, setup: Any, opts: Any, settings: Any, 
     from embedx.probing import metrics as M
     from embedx.probing.compare import ClusterScores, compare_scores
     from embedx.probing.frames.labels import frame_folds
-    from embedx.probing.frames.run import describe
     from embedx.probing.frames.study import layer_batches, run_layers
-    from embedx.probing.study import _assemble, _pairs, _threads, _validate
+    from embedx.probing.frames.summary import describe
+    from embedx.probing.study import assemble, model_pairs, task_threads, validate_settings
     from embedx.progress import progress_bar
     from embedx.store import StoreReader
 
@@ -77,7 +77,7 @@ def run_frame_study(features: str | Path, setup: Any, opts: Any, settings: Any, 
     if settings.models is None:
         settings = dataclasses.replace(settings, models=list(DEFAULT_MODELS))
     dataset = frame_dataset(features, setup)
-    models, metric = _validate(dataset, settings)
+    models, metric = validate_settings(dataset, settings)
     t = setup.table
     item_folds, folds = frame_folds(t, setup.groups, scheme=settings.scheme, n_splits=settings.n_splits,
                                     seed=settings.seed, group_name=setup.group)
@@ -85,7 +85,7 @@ def run_frame_study(features: str | Path, setup: Any, opts: Any, settings: Any, 
         note(folds.reason)
     clusters, kind = _clusters(setup, settings.seed)
     configs = dataset.configs
-    pairs, all_models = _pairs(configs, models)
+    pairs, all_models = model_pairs(configs, models)
     total = len(pairs) * folds.n_splits
     batches = layer_batches(setup.layers, int(setup.offsets[-1]), setup.spec.dim,
                             np.dtype(setup.spec.dtype).itemsize)
@@ -98,7 +98,7 @@ def run_frame_study(features: str | Path, setup: Any, opts: Any, settings: Any, 
         outputs, counts, seconds = run_layers(
             lambda layers: reader.frames_layers(setup.name, layers), t, configs, all_models,
             folds.splits, clusters, cap=opts.max_train_frames, seed=settings.seed,
-            class_weight=settings.class_weight, threads=_threads(settings), batches=batches,
+            class_weight=settings.class_weight, threads=task_threads(settings), batches=batches,
             advance=lambda: bar.advance(handle))
     fit_seconds = time.perf_counter() - start
     outputs.sort(key=lambda o: o["key"])
@@ -106,7 +106,7 @@ def run_frame_study(features: str | Path, setup: Any, opts: Any, settings: Any, 
     t0 = time.perf_counter()
     comparison = compare_scores(ClusterScores.from_counts(counts, main), kind, alpha=settings.alpha,
                                 n_perm=settings.n_boot, seed=settings.seed)
-    result = _assemble(dataset, settings, folds, all_models, pairs, metric, outputs, fit_seconds,
+    result = assemble(dataset, settings, folds, all_models, pairs, metric, outputs, fit_seconds,
                        comparison=comparison)
     seconds["statistics"] = time.perf_counter() - t0
     result.results["n_train_used"] = [o["n_train_used"] for o in outputs]

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from embedx.errors import ConfigError, DataError, StoreError
 from embedx.probing.frames.labels import DROP
@@ -69,14 +68,14 @@ class _Setup:
 
 def _frame_set(reader: Any, sets: list[str] | None) -> tuple[str, str | None]:
     """The one feature set with frames to probe, and the layers named with it."""
-    from embedx.probing.data import _parse_set
+    from embedx.probing.data import parse_set
 
     available = reader.feature_sets()
     with_frames = [n for n in available if reader.spec(n).frames]
     if sets:
         if len(sets) > 1:
             raise ConfigError(f"--frames probes one feature set at a time; got {len(sets)} --set values")
-        name, layers, _ = _parse_set(str(sets[0]).strip(), available)
+        name, layers, _ = parse_set(str(sets[0]).strip(), available)
     elif len(with_frames) == 1:
         name, layers = with_frames[0], None
     else:
@@ -94,7 +93,7 @@ def _setup(features: str | Path, opts: FrameOptions, *, sets: list[str] | None, 
            group: str | None, labels_csv: str | Path | None) -> _Setup:
     """Open the store, read the alignments, label the frames of the usable items."""
     from embedx.probing.alignments import read_alignments
-    from embedx.probing.data import _column, join_labels, resolve_layers, speaker_column
+    from embedx.probing.data import item_column, join_labels, resolve_layers, speaker_column
     from embedx.probing.frames.labels import label_frames
     from embedx.store import StoreReader
 
@@ -109,7 +108,7 @@ def _setup(features: str | Path, opts: FrameOptions, *, sets: list[str] | None, 
     group_auto = group == "auto"
     if group_auto:
         group = speaker_column(list(items.columns))
-    groups = _column(items, group, "group") if group else None
+    groups = item_column(items, group, "group") if group else None
     usable = done & (groups.notna().to_numpy() if groups is not None else True)
     skipped = {"not extracted": int((~done).sum())}
     if groups is not None:
@@ -166,55 +165,3 @@ def frame_study(features: str | Path, opts: FrameOptions, settings: Any, *, sets
         result = run_frame_study(features, setup, opts, settings, progress=progress, log=log)
     result.analyses["frames"]["seconds_total"] = time.perf_counter() - start
     return result
-
-
-def describe(setup: _Setup, opts: FrameOptions, **extra: Any) -> dict[str, Any]:
-    """The ``frames`` analysis entry: what the report says about the frames."""
-    t = setup.table
-    per_class = np.bincount(t.y, minlength=len(t.classes))
-    return {
-        "level": "segments" if opts.segments else "frames",
-        "feature_set": setup.name,
-        "alignments": setup.source,
-        "stored_frames": int(t.total_frames),
-        "labelled_frames": int(t.num_frames),
-        "items": len(t.items),
-        "speakers": None if setup.groups is None else len(np.unique(setup.groups)),
-        "dropped": dict(t.dropped),
-        "unlabelled": opts.unlabelled,
-        "max_train_frames": opts.max_train_frames,
-        "class_frames": pd.Series(per_class, index=t.classes).to_dict(),
-        **extra,
-    }
-
-
-def frames_section(info: dict[str, Any]) -> list[str]:
-    """The report's section on the frames (or segments) a study used."""
-    level = info["level"]
-    lines = [f"## {'Frame' if level == 'frames' else 'Segment'}-level probing", ""]
-    lines.append(f"- feature set `{info['feature_set']}`, labels from `{info['alignments']}`: "
-                 f"{info['labelled_frames']} of {info['stored_frames']} stored frames labelled, "
-                 f"{info['items']} items" + ("" if info["speakers"] is None
-                                             else f", {info['speakers']} speakers"))
-    for what, n in info["dropped"].items():
-        lines.append(f"- {n} {what}")
-    if level == "frames":
-        cap = info["max_train_frames"]
-        used = info.get("n_train_used") or [0]
-        lines.append(f"- training frames per fold: " + (
-            f"a seeded class-stratified sample of at most {cap} (used {min(used)}–{max(used)})"
-            if cap else "all") + "; every held-out frame evaluated")
-        secs = info.get("seconds", {})
-        if secs:
-            lines.append(f"- time: read {secs.get('read', 0):.1f} s in {info.get('passes')} pass(es) "
-                         f"over the stored frames, fit {secs.get('fit', 0):.1f} s, evaluate "
-                         f"{secs.get('evaluate', 0):.1f} s, "
-                         f"statistics {secs.get('statistics', 0):.1f} s")
-    else:
-        lines.append(f"- {info['segments']} segments, each pooled over the frames whose centres it "
-                     f"covers; {info['empty_segments']} segments without a frame centre dropped")
-    top = sorted(info["class_frames"].items(), key=lambda kv: -kv[1])[:10]
-    lines.append("- frames per label: " + ", ".join(f"{k} ({v})" for k, v in top)
-                 + (f", ... ({len(info['class_frames']) - 10} more)" if len(info["class_frames"]) > 10 else ""))
-    lines.append("- the Data section below counts frames (or segments) as items")
-    return lines

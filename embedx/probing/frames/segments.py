@@ -132,8 +132,8 @@ def segment_study(features: str | Path, setup: Any, opts: Any, settings: Any, *,
     """
     from embedx.extraction.pooling import get_pooling
     from embedx.probing.data import Block, FeatureConfig
-    from embedx.probing.frames.run import describe
     from embedx.probing.frames.study import layer_batches
+    from embedx.probing.frames.summary import describe
     from embedx.probing.study import run_study
     from embedx.store import StoreReader
 
