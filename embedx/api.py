@@ -251,17 +251,12 @@ def fit(
             inner_folds=inner_folds, n_boot=bootstrap, alpha=alpha, jobs=jobs, threads=threads,
             backend=backend, scheduler=scheduler, refit=save_model, permutations=permutations,
         )
-        if frames or segments:
-            from embedx.probing.frames.run import FrameOptions, frame_study
-
-            opts = FrameOptions(alignments=alignments, segments=segments, tier=tier,
-                                unlabelled=unlabelled_frames, max_train_frames=max_train_frames,
-                                poolings=tuple(p.strip() for p in (pooling or "mean").split(",") if p.strip()))
-            result = frame_study(features, opts, settings, sets=list(sets) if sets else None, layers=layers,
-                                 group=group, labels_csv=labels, progress=progress, log=note)
-            files = write_report(result, out, command=command, save_model=False) if out is not None else {}
-            return FitResult(summary=result.summary, best=result.best, metric=result.metric, output=out,
-                             files=files, group=result.dataset.group, study=result)
+        if frames or segments:  # the frame-level or segment-level study: one call
+            return _fit_frames(features, settings, out, segments=segments, alignments=alignments,
+                               tier=tier, unlabelled_frames=unlabelled_frames,
+                               max_train_frames=max_train_frames, pooling=pooling, sets=sets,
+                               layers=layers, group=group, labels=labels, progress=progress,
+                               log=note, command=command)
         dataset = load_dataset(
             features, label=label, sets=sets, layers=layers, pooling=pooling, concat=concat,
             group=group, labels_csv=labels, split_col=split_col if cv == "predefined" else None,
@@ -313,6 +308,25 @@ def fit(
             files = write_report(result, out, command=command, save_model=save_model)
         return FitResult(summary=result.summary, best=result.best, metric=result.metric, output=out,
                          files=files, group=dataset.group, study=result)
+
+
+def _fit_frames(features: Any, settings: Any, out: Path | None, *, segments: bool, alignments: Any,
+                tier: str | None, unlabelled_frames: str, max_train_frames: int | None,
+                pooling: str | None, sets: Sequence[str] | None, layers: str, group: str | None,
+                labels: Any, progress: bool, log: Callable[[str], None], command: str | None) -> FitResult:
+    """``fit(frames=True)`` / ``fit(segments=True)``: run :func:`embedx.probing.frames.run.frame_study`
+    and write its report (no model.joblib)."""
+    from embedx.probing.frames.run import FrameOptions, frame_study
+    from embedx.probing.report import write_report
+
+    opts = FrameOptions(alignments=alignments, segments=segments, tier=tier, unlabelled=unlabelled_frames,
+                        max_train_frames=max_train_frames,
+                        poolings=tuple(p.strip() for p in (pooling or "mean").split(",") if p.strip()))
+    result = frame_study(features, opts, settings, sets=list(sets) if sets else None, layers=layers,
+                         group=group, labels_csv=labels, progress=progress, log=log)
+    files = write_report(result, out, command=command, save_model=False) if out is not None else {}
+    return FitResult(summary=result.summary, best=result.best, metric=result.metric, output=out,
+                     files=files, group=result.dataset.group, study=result)
 
 
 def _check_frame_options(*, frames: bool, segments: bool, alignments: Any, cv: str, task: str,
