@@ -123,6 +123,12 @@ def fit(
     domain: str | None = None,
     label_map: str | os.PathLike[str] | None = None,
     by: Sequence[str] | None = None,
+    frames: bool = False,
+    segments: bool = False,
+    alignments: str | os.PathLike[str] | None = None,
+    tier: str | None = None,
+    unlabelled_frames: str = "drop",
+    max_train_frames: int | None = 100_000,
     seed: int = 0,
     jobs: int = 1,
     threads: int | None = None,
@@ -136,25 +142,19 @@ def fit(
 ) -> FitResult:
     """Cross-validate probes on stored features: every layer x model, with statistics.
 
-    The arguments are ``embedx fit``'s options (``sets`` is ``--set``, repeatable there).
-
     Args:
-        features: the HDF5 store (``--features``).
-        output: results folder (``-o``); ``None`` writes nothing.
-        overwrite: replace another study's results in ``output``.
-        label: label column. labels: CSV joined on id/path adding label/group/split columns.
+        features: the HDF5 store (``--features``). output: results folder (``-o``); ``None``
+            writes nothing. overwrite: replace another study's results in ``output``.
         group: group (speaker) column; ``"auto"``: a ``speaker``/``speaker_id``/``spk`` column
             when the items have one; ``None``: no groups (``--no-group``).
         folds: ``None``: 5, or with ``cv="auto"`` on too few speakers one fold per speaker
             (said in a note and the report); folds given explicitly fail in one line when the
             data cannot have them.
-        others: the option of the same name in ``embedx fit --help``, declared once with its
-            help text in :data:`embedx.options.FIT` (analyses: ``weighted_layers``,
-            ``permutations``, ``domain``/``label_map``, ``by``; see :mod:`embedx.probing.analyses`).
-        progress: show a progress bar. log: where to send notes.
-        command: the command line quoted in the report.
-        **renamed: old names still accepted, with a ``DeprecationWarning``: ``backend``
-            (now ``engine``).
+        others: the option of the same name in ``embedx fit --help`` (``sets`` is ``--set``),
+            declared once in :data:`embedx.options.FIT` (analyses: ``weighted_layers``,
+            ``permutations``, ``domain``, ``by``; frame level: ``frames``, ``segments``).
+        progress: show a progress bar. log: where notes go. command: quoted in the report.
+        **renamed: old names accepted with a ``DeprecationWarning``: ``backend`` (``engine``).
 
     Returns:
         A :class:`FitResult` (see :func:`embedx.probing.orchestrate.run`, which does the work).

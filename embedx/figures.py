@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["pyplot", "layer_curve_figure", "plot_confusion", "plot_layer_curve", "plot_scatter"]
+__all__ = ["pyplot", "layer_curve_figure", "plot_confusion", "plot_layer_curve", "plot_scatter", "top_classes"]
 
 
 def pyplot():
@@ -186,6 +186,20 @@ def layer_curve_figure(
     handles, labels = _curve_legend(axes[0], chance, tested)
     fig.legend(handles, labels, title="model", fontsize="small", loc="outside right upper")
     return fig
+
+
+#: most classes drawn in the confusion figure (the most frequent true classes)
+TOP_CLASSES = 20
+
+
+def top_classes(counts: np.ndarray, classes: list[str], top: int = TOP_CLASSES
+                 ) -> tuple[np.ndarray, list[str]]:
+    """The confusion counts among the ``top`` most frequent true classes (all when fewer)."""
+    counts = np.asarray(counts)
+    if len(classes) <= top:
+        return counts, list(classes)
+    keep = np.sort(np.argsort(-counts.sum(axis=1), kind="stable")[:top])
+    return counts[np.ix_(keep, keep)], [classes[k] for k in keep]
 
 
 def plot_confusion(

@@ -284,6 +284,19 @@ FIT = Command("fit", (
          "{raw: shared} and/or {domain: {raw: shared}}."),
     _opt("by", list, None, "Item column to break the scores down by (repeatable), e.g. sex -> "
          "subgroups.csv.", "--by"),
+    _opt("frames", bool, False, "Probe every stored frame, labelled by the aligned segment covering its "
+         "centre (needs --alignments; see README 'Frame-level probing').", "--frames"),
+    _opt("segments", bool, False, "Probe one example per aligned segment: its frames pooled with "
+         "--pooling (needs --alignments).", "--segments"),
+    _opt("alignments", Path, None, "Time-aligned labels for --frames/--segments: a TextGrid, CTM, RTTM "
+         "or CSV (id or path, start, end, label) file, or a folder of one file per item.",
+         "--alignments", show_default=False),
+    _opt("tier", str, None, "The TextGrid tier to read [default: the only interval tier].",
+         show_default=False),
+    _opt("unlabelled_frames", str, "drop", "Frames no segment covers: drop (counted), or a label "
+         "to keep them under (e.g. sil)."),
+    _opt("max_train_frames", int, 100_000, "Most training frames per fold with --frames (a seeded "
+         "class-stratified sample; every held-out frame is evaluated)."),
     _opt("seed", int, 0, "Seed of folds, models and bootstrap."),
     _opt("jobs", int, 1, "Parallel workers (-1: all cores).", "--jobs", "-j"),
     _opt("threads", int, None, "BLAS/OpenMP threads per fit (default: 1; use --jobs to "

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from embedx.errors import ConfigError
 from embedx.probing.analysis import Analysis, Note, Prepared
+from embedx.probing.frames.summary import FramesAnalysis
 from embedx.probing.permutation import ChanceAnalysis
 from embedx.probing.selectivity import SelectivityAnalysis
 from embedx.probing.sets import SetsAnalysis
@@ -74,6 +75,6 @@ def prepare(dataset: Dataset, options: Mapping[str, Any] | None = None,
     return dataset, prepared
 
 
-for _builtin in (ChanceAnalysis(), WeightedAnalysis(), SelectivityAnalysis(), SetsAnalysis(), TransferAnalysis(),
-                 SubgroupsAnalysis()):
+for _builtin in (FramesAnalysis(), ChanceAnalysis(), WeightedAnalysis(), SelectivityAnalysis(), SetsAnalysis(),
+                 TransferAnalysis(), SubgroupsAnalysis()):
     register(_builtin)

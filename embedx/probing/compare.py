@@ -61,6 +61,7 @@ __all__ = [
     "best_set",
     "clusters_of",
     "compare_configurations",
+    "compare_scores",
     "jackknife_ci",
     "nested_best",
     "signflip_test",
@@ -142,6 +143,29 @@ class ClusterScores:
             self.p_stack_ = np.concatenate([np.asarray(p, dtype=np.float64) for p in self.predictions])
             self.config_stack_ = np.repeat(np.arange(self.num_configs_), n)
             self.cluster_stack_ = np.tile(self.clusters, self.num_configs_)
+
+    @classmethod
+    def from_counts(cls, counts: np.ndarray, metric: Metric) -> ClusterScores:
+        """An evaluator from per-cluster confusion counts (classification), without predictions.
+
+        The counts are sufficient statistics of every classification metric over any mix of
+        clusters, so a frame-level study (millions of predictions) keeps only these.
+
+        Args:
+            counts: ``(configs, clusters, k, k)`` confusion counts (rows true, columns predicted).
+            metric: the study's main metric (a classification metric).
+
+        Returns:
+            The evaluator; ``y_true``, ``predictions`` and ``clusters`` are not kept.
+        """
+        counts = np.asarray(counts, dtype=np.float64)
+        m, s, k, _ = counts.shape
+        obj = cls.__new__(cls)
+        obj.y_true, obj.predictions, obj.metric = np.empty(0, np.int64), (), metric
+        obj.clusters, obj.num_classes = np.arange(s), k
+        obj.num_configs_, obj.num_clusters_ = m, s
+        obj.counts_ = counts.reshape(m, s, k * k)  # (configs, clusters, k, k) -> (configs, clusters, k*k)
+        return obj
 
     def evaluate(self, assign: np.ndarray) -> np.ndarray:
         """Metric of mixes: cluster ``s`` of row ``r`` is predicted by config ``assign[r, s]``.
@@ -428,6 +452,23 @@ def compare_configurations(
     y_true = np.asarray(y_true)
     clusters, kind = clusters_of(len(y_true), groups, seed)
     scores = ClusterScores(y_true, list(predictions), metric, clusters, num_classes)
+    return compare_scores(scores, kind, alpha=alpha, n_perm=n_perm, seed=seed, level=level)
+
+
+def compare_scores(
+    scores: ClusterScores, kind: str, *, alpha: float, n_perm: int, seed: int, level: float = 0.95
+) -> tuple[Comparison, list[str]]:
+    """:func:`compare_configurations` on an evaluator already built (e.g. from counts).
+
+    Args:
+        scores: the evaluator (see :meth:`ClusterScores.from_counts`).
+        kind: what the clusters are, ``"group"`` (speakers) or ``"block"``.
+        alpha, n_perm, seed, level: as in :func:`compare_configurations`.
+
+    Returns:
+        ``(comparison, notes)``.
+    """
+    metric = scores.metric
     m, s = scores.num_configs_, scores.num_clusters_
     pooled = scores.pooled()
     nan = np.full(m, np.nan)

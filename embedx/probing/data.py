@@ -536,3 +536,7 @@ def load_dataset(
         specs=specs,
         skipped=skipped,
     )
+
+
+# public names for other stage-2 readers of a store (embedx.probing.frames)
+parse_set = _parse_set

@@ -217,6 +217,19 @@ def _linear_svm(seed, class_weight, n_jobs):
     return LinearSVC(C=0.01, max_iter=5000, class_weight=class_weight, random_state=seed)
 
 
+def _sgd_clf(seed, class_weight, n_jobs):
+    from sklearn.linear_model import SGDClassifier
+
+    # log loss: a logistic-regression probe trained by SGD; partial_fit streams minibatches
+    return SGDClassifier(loss="log_loss", alpha=1e-4, class_weight=class_weight, random_state=seed)
+
+
+def _softmax_clf(seed, class_weight, n_jobs):
+    from embedx.probing.frames.softmax import SoftmaxClassifier
+
+    return SoftmaxClassifier(class_weight=class_weight, random_state=seed)
+
+
 def _rbf_svm(seed, class_weight, n_jobs):
     from sklearn.svm import SVC
 
@@ -341,6 +354,10 @@ for _spec in (
     ModelSpec("logreg", "logistic regression (L2)", classifier=_logreg),
     ModelSpec("svm", "linear SVM (LinearSVC, C=0.01)", classifier=_linear_svm),
     ModelSpec("rbf_svm", "RBF-kernel SVM", classifier=_rbf_svm),
+    ModelSpec("sgd", "logistic regression by SGD (one-vs-rest, log loss; partial_fit on frames)",
+              classifier=_sgd_clf),
+    ModelSpec("softmax", "multinomial logistic regression by minibatch Adam (BLAS; the --frames "
+              "default)", classifier=_softmax_clf),
     ModelSpec("ridge", "ridge classifier / ridge regression", classifier=_ridge_clf,
               regressor=_ridge_reg, fitted_types=_LABELS),
     ModelSpec("svr", "RBF-kernel support vector regression", regressor=_svr),

@@ -79,7 +79,48 @@ def _checked(options: Mapping[str, Any]) -> dict[str, Any]:
     if o["label_map"] is not None and o["domain"] is None:
         raise ConfigError(f"--label-map {str(o['label_map'])!r} aligns labels across domains; name the "
                           "domain column with --domain COLUMN")
+    if o["frames"] or o["segments"]:
+        _check_frame_options(o)
     return o
+
+
+#: options a frame- or segment-level study does not take (yet)
+_NOT_WITH_FRAMES = ("weighted_layers", "permutations", "domain", "by", "tune", "speaker_norm", "concat")
+
+
+def _check_frame_options(o: Mapping[str, Any]) -> None:
+    """One-line errors for options that ``--frames`` / ``--segments`` do not take (yet)."""
+    if o["frames"] and o["segments"]:
+        raise ConfigError("--frames and --segments are two studies; give one")
+    flag = "--frames" if o["frames"] else "--segments"
+    if o["alignments"] is None:
+        raise ConfigError(f"{flag} needs --alignments PATH (the forced alignment that labels the frames)")
+    for name in _NOT_WITH_FRAMES:
+        if o[name]:
+            raise ConfigError(f"--{name.replace('_', '-')} is not available with {flag} (yet)")
+    if o["cv"] == "predefined":
+        raise ConfigError(f"--cv predefined is not available with {flag} (yet); use auto, group or logo")
+    if o["task"] not in ("auto", "classification"):
+        raise ConfigError(f"{flag} probes segment labels (classification); got --task {o['task']}")
+
+
+def _fit_frames(o: Mapping[str, Any], settings: StudySettings, out: Path | None) -> FitResult:
+    """``fit(frames=True)`` / ``fit(segments=True)``: the frame- or segment-level study and its
+    report (no model file: a frame probe is not saved yet)."""
+    from embedx.extraction.pooling import available_poolings, split_poolings
+    from embedx.probing.frames.run import FrameOptions, frame_study
+    from embedx.probing.report import write_report
+
+    opts = FrameOptions(alignments=o["alignments"], segments=o["segments"], tier=o["tier"],
+                        unlabelled=o["unlabelled_frames"], max_train_frames=o["max_train_frames"],
+                        poolings=split_poolings(o["pooling"] or "mean", every=available_poolings()))
+    note = o["log"] or (lambda _msg: None)
+    result = frame_study(o["features"], opts, settings, sets=list(o["sets"]) if o["sets"] else None,
+                         layers=o["layers"], group=o["group"], labels_csv=o["labels"],
+                         progress=o["progress"], log=note)
+    files = write_report(result, out, command=o["command"], save_model=False) if out is not None else {}
+    return FitResult(summary=result.summary, best=result.best, metric=result.metric, output=out,
+                     files=files, group=result.dataset.group, study=result)
 
 
 def _settings(o: Mapping[str, Any]) -> StudySettings:
@@ -152,8 +193,10 @@ def run(options: Mapping[str, Any]) -> FitResult:
 
         log, progress = o["log"], o["progress"]
         note = log or (lambda _msg: None)
-        dataset = _load(o)
         settings = _settings(o)
+        if o["frames"] or o["segments"]:  # the frame-level or segment-level study: one call
+            return _fit_frames(o, settings, out)
+        dataset = _load(o)
         dataset, prepared = analyses.prepare(dataset, o, note)
         leading = _fold_notes(dataset, note)
         result = run_study(dataset, settings, analyses=prepared, notes=leading, progress=progress,

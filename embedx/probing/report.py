@@ -43,6 +43,7 @@ from embedx.figures import (
     plot_confusion,
     plot_layer_curve,
     plot_scatter,
+    top_classes,
 )
 from embedx.probing.findings import findings, headline_lines, row_verdict
 from embedx.probing.modelfile import LEGACY_FILE, MODEL_FILE
@@ -334,7 +335,13 @@ def _write_best(result: Any, out: Path, files: dict[str, str]) -> None:
     oof = result.predictions[key]
     tested = result.folds.fold_of(ds.num_items) >= 0
     if ds.classes:
-        plot_confusion(result.confusions[key], ds.classes, out / "confusion_best.png", title)
+        counts, shown = top_classes(result.confusions[key], ds.classes)
+        if len(shown) < len(ds.classes):  # the figure shows the most frequent; the CSV has all
+            title += f" ({len(shown)} most frequent of {len(ds.classes)} classes)"
+            pd.DataFrame(result.confusions[key], index=pd.Index(ds.classes, name="true"),
+                         columns=ds.classes).to_csv(out / "confusion_best.csv")
+            files["confusion_table"] = "confusion_best.csv"
+        plot_confusion(counts, shown, out / "confusion_best.png", title)
         files["confusion"] = "confusion_best.png"
         true = [ds.classes[k] for k in ds.y[tested]]
         pred = [ds.classes[k] for k in oof[tested]]
@@ -448,7 +455,7 @@ STUDY_FILES = ("report.md", "summary.json", "summary.csv", "results.csv", MODEL_
                "predictions_best.csv", "layer_curve.png", "confusion_best.png", "scatter_best.png",
                "layer_weights.csv", "layer_weights.png", "selectivity.csv", "sets.csv", "transfer.csv",
                "unmatched_labels.csv", "subgroups.csv", "subgroup_gaps.csv", "speakers.csv",
-               "subgroups.png")
+               "subgroups.png", "frames.json", "confusion_best.csv")
 
 
 def prepare_output(output: str | os.PathLike[str], *, overwrite: bool = False) -> Path:

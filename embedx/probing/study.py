@@ -459,6 +459,7 @@ def _assemble(
     grids: dict[str, dict[str, list[Any]] | None] | None,
     permuted: tuple[list[np.ndarray], list[dict[str, Any]]],
     notes: Sequence[str],
+    comparison: tuple[Any, list[str]] | None = None,
 ) -> Study:
     """The :class:`Study` of the grid's outputs: results, ranked summary, comparisons, chance, notes."""
     main = M.get_metric(metric, dataset.task)
@@ -467,7 +468,7 @@ def _assemble(
     for _, test in folds.splits:
         tested[test] = True
     keys = [(dataset.configs[ci], models[mi]) for ci, mi in pairs]
-    stats, stat_notes = compare_configurations(
+    stats, stat_notes = comparison or compare_configurations(
         dataset.y[tested], [preds[(c.name, m)][tested] for c, m in keys], main,
         groups=None if dataset.groups is None else dataset.groups[tested],
         num_classes=dataset.num_classes or None, alpha=settings.alpha,
@@ -496,3 +497,35 @@ def _assemble(
         seconds=seconds, grids=grids, selection=selection, layer_weights=layer_weights,
         chance=None if chance is None else chance.info,
     )
+
+
+def assemble(dataset: Dataset, settings: StudySettings, folds: Folds, models: list[str],
+             pairs: list[tuple[int, int]], metric: str, outputs: list[dict[str, Any]], seconds: float,
+             *, comparison: tuple[Any, list[str]] | None = None, notes: Sequence[str] = (),
+             analyses: dict[str, Any] | None = None) -> StudyResult:
+    """The result of a study whose fits ran elsewhere (the frame-level study), built once.
+
+    Args:
+        dataset, settings, folds: as in :func:`run_study`.
+        models, pairs: the model names and the (configuration, model) index pairs fitted.
+        metric: the main metric.
+        outputs: the fits' outputs (as :func:`embedx.probing.fitting.run_task` returns them).
+        seconds: the fits' wall-clock time.
+        comparison: ``(Comparison, notes)`` computed by the caller (e.g. from per-speaker
+            confusion counts); ``None``: from the out-of-fold predictions.
+        notes: remarks that open the study's notes.
+        analyses: the analyses' results by name (``StudyResult.analyses``).
+
+    Returns:
+        The :class:`StudyResult` (no refit: ``final`` and ``holdout`` are ``None``).
+    """
+    study = _assemble(dataset, settings, folds, models, pairs, metric, outputs, seconds, grids=None,
+                      permuted=([], []), notes=notes, comparison=comparison)
+    return StudyResult(**{f.name: getattr(study, f.name) for f in fields(Study)}, analyses=dict(analyses or {}))
+
+
+#: the study's steps, for a study that runs its fits itself (:mod:`embedx.probing.frames`)
+model_pairs = _pairs
+task_threads = _threads
+validate_settings = _validate
+

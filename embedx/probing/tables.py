@@ -96,6 +96,8 @@ def collect_results(dataset: Dataset, folds: Folds, models: list[str], outputs: 
         row["fit_seconds"] = out["fit_seconds"]
         row["params"] = json.dumps(out["params"], sort_keys=True) if out["params"] is not None else ""
         row["warning"] = out["warning"]
+        if "n_train_used" in out:  # a capped training part (frame-level probes)
+            row["n_train_used"] = out["n_train_used"]
         rows.append(row)
     results = pd.DataFrame(rows)
     results["layer"] = results["layer"].astype("Int64")

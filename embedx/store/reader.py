@@ -137,6 +137,40 @@ class StoreReader(_StoreBase):
         axis = self._axis(name, layer)
         return ds[a:z, axis, :].astype(np.float32, copy=False)  # (num_frames, dim)
 
+    def frames_layers(self, name: str, layers: list[int] | tuple[int, ...],
+                      *, block_rows: int = 4096) -> np.ndarray:
+        """Every frame of some layers, reading each stored chunk once.
+
+        ``frames/data`` is chunked over frames (all layers of up to 64 frames per chunk), so
+        reading one layer reads every chunk whole; asking for several layers in one call shares
+        that cost. Rows are read in blocks of ``block_rows`` (a multiple of the chunk rows), so
+        the transient memory is one block of all layers.
+
+        Args:
+            name: feature-set name.
+            layers: model layer numbers (not axis positions).
+            block_rows: frames read at a time (rounded up to whole chunks).
+
+        Returns:
+            ``(len(layers), total_frames, dim)`` in the stored dtype (float16 or float32).
+
+        Raises:
+            StoreError: unknown set or layer, or the set has no frames.
+        """
+        self.frame_offsets(name)  # raises when the set has no frames
+        axes = [self._axis(name, layer) for layer in layers]
+        ds = self._group(name)["frames/data"]
+        total, _, dim = ds.shape
+        out = np.empty((len(axes), total, dim), dtype=ds.dtype)
+        chunk = ds.chunks[0] if ds.chunks else 1
+        step = max(chunk, -(-int(block_rows) // chunk) * chunk)
+        for a in range(0, total, step):
+            z = min(total, a + step)
+            block = ds[a:z]  # (rows, num_layers, dim)
+            for k, axis in enumerate(axes):
+                out[k, a:z] = block[:, axis, :]
+        return out
+
     def heads(self, name: str, head: str) -> tuple[np.ndarray, list[str]]:
         """A model head's outputs.
 

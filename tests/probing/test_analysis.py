@@ -84,12 +84,12 @@ def test_a_registered_analysis_runs_writes_and_reports(tmp_path, registered):
 
 
 def test_registry_names_are_unique_and_unknown_names_are_listed():
-    assert list(analyses.ANALYSES)[:6] == ["permutations", "weighted", "selectivity", "sets", "transfer",
-                                          "subgroups"]
+    assert list(analyses.ANALYSES)[:7] == ["frames", "permutations", "weighted", "selectivity", "sets",
+                                          "transfer", "subgroups"]
     with pytest.raises(ConfigError, match="already registered"):
         analyses.register(analyses.get("sets"))
-    with pytest.raises(ConfigError, match=r"unknown analysis 'frames'; registered: permutations, weighted"):
-        analyses.get("frames")
+    with pytest.raises(ConfigError, match=r"unknown analysis 'phones'; registered: frames, permutations"):
+        analyses.get("phones")
 
 
 def test_results_are_built_once_and_frozen(tmp_path):

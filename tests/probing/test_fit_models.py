@@ -80,7 +80,7 @@ def test_parse_models():
     assert parse_models(None, "regression") == ["ridge"]
     assert parse_models("logreg, svm,logreg", "classification") == ["logreg", "svm"]
     assert parse_models("all", "regression") == available_models("regression")
-    assert {"logreg", "svm", "rbf_svm", "ridge", "knn", "rf", "lgbm", "mlp"} == set(
+    assert {"logreg", "svm", "rbf_svm", "sgd", "softmax", "ridge", "knn", "rf", "lgbm", "mlp"} == set(
         available_models("classification"))
     assert {"ridge", "svr", "lgbm"} <= set(available_models("regression"))
     with pytest.raises(ConfigError, match="unknown regression model 'logreg'; accepted: ridge, svr"):
