@@ -24,7 +24,8 @@ demo: setup
 	cd $(DEMO) && $(abspath $(BIN))/embedx info feats.h5
 	cd $(DEMO) && $(abspath $(BIN))/embedx fit --features feats.h5 --models logreg,svm
 	cd $(DEMO) && $(abspath $(BIN))/embedx predict results/model.skops wavs/spk00 -o predictions.csv
-	@echo "report: $(DEMO)/results/report.md (plots and tables in $(DEMO)/results/)"
+	cd $(DEMO) && $(abspath $(BIN))/embedx fit --features feats.h5 --frames --alignments alignments/ -o frames
+	@echo "report: $(DEMO)/results/report.md (plots and tables in $(DEMO)/results/); frame level: $(DEMO)/frames/report.md"
 	@echo "to use embedx yourself: source $(VENV)/bin/activate"
 
 test: setup
