@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from embedx.backends.framing import FrameTiming, stored_timing
-from embedx.errors import DataError, one_line
+from embedx.errors import DataError, Param, one_line
 from embedx.text import plural
 
 __all__ = [
@@ -343,7 +343,7 @@ def _read_textgrid(file: Path, key: str, tier: str | None) -> tuple[list[_Record
     if tier is None:
         if len(intervals) != 1:
             raise DataError(f"alignments {file}: {plural(len(intervals), 'interval tier')} "
-                            f"(tiers: {listed}); name the tier to read")
+                            f"(tiers: {listed}); name the tier to read with ", Param("tier", "NAME"))
         tier = intervals[0]
     elif tier not in names:
         raise DataError(f"alignments {file}: no tier {tier!r}; tiers: {listed}")

@@ -96,7 +96,10 @@ def test_textgrid_tier_missing_ambiguous_or_point(tmp_path):
     with pytest.raises(DataError) as exc:
         read_alignments(tmp_path / "tg", ITEMS)
     assert one_line(exc) == (f"alignments {file}: 2 interval tiers (tiers: 'phones', 'words', "
-                             "'tones'); name the tier to read")
+                             "'tones'); name the tier to read with tier='NAME'")
+    from embedx.cli import flag
+
+    assert exc.value.render(flag).endswith("name the tier to read with --tier NAME")  # the CLI's spelling
     with pytest.raises(DataError, match=r"no tier 'segments'; tiers: 'phones', 'words', 'tones'"):
         read_alignments(tmp_path / "tg", ITEMS, tier="segments")
     with pytest.raises(DataError, match=r"'tones' is a point tier; interval tiers: 'phones', 'words'"):
