@@ -270,6 +270,9 @@ _MLP = ("sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
         "sklearn.neural_network._stochastic_optimizers.SGDOptimizer", "numpy.random.mtrand.RandomState",
         *_LABELS)
 
+#: SGDClassifier keeps its loss object (log loss: the half-binomial loss of sklearn._loss)
+_SGD = ("sklearn._loss._loss.CyHalfBinomialLoss",)
+
 #: LightGBM settings shared by the classifier and the regressor
 _LGBM_DEFAULTS = dict(
     n_estimators=100,
@@ -355,7 +358,7 @@ for _spec in (
     ModelSpec("svm", "linear SVM (LinearSVC, C=0.01)", classifier=_linear_svm),
     ModelSpec("rbf_svm", "RBF-kernel SVM", classifier=_rbf_svm),
     ModelSpec("sgd", "logistic regression by SGD (one-vs-rest, log loss; partial_fit on frames)",
-              classifier=_sgd_clf),
+              classifier=_sgd_clf, fitted_types=_SGD),
     ModelSpec("softmax", "multinomial logistic regression by minibatch Adam (BLAS; the --frames "
               "default)", classifier=_softmax_clf),
     ModelSpec("ridge", "ridge classifier / ridge regression", classifier=_ridge_clf,
