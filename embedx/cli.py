@@ -431,8 +431,6 @@ def _print_fit_summary(result: Any, top: int = 8) -> None:
     """The first rows of a study's ranking, then the best score with its selection-aware twin."""
     import math
 
-    from rich.table import Table
-
     from embedx.text import number as num
 
     m = result.metric
@@ -446,16 +444,15 @@ def _print_fit_summary(result: Any, top: int = 8) -> None:
                   f"(alpha {chance['alpha']:g}); see report.md", highlight=False, markup=False, soft_wrap=True)
     analyses = getattr(result, "analyses", None) or {}
     if "sets" in analyses:  # "which model?" first
+        from embedx.probing.findings import fitted_table
         from embedx.probing.sets import sets_rows
 
         header, rows = sets_rows(analyses["sets"])
-        sets_table = Table(title=f"feature sets at their best layer ({m})",
-                           title_justify="left")
-        for col in header:
-            sets_table.add_column(col, overflow="fold")
-        for row in rows:
-            sets_table.add_row(*map(escape, row))
-        out.print(sets_table)
+        sets_table, need = fitted_table(
+            f"feature sets at their best layer ({m})", header, [list(map(escape, r)) for r in rows],
+            names=2, drop=["95% CI ", "selection-aware", "p (set)", "Δ to best set", "95% CI"],
+            width=out.width)
+        out.print(sets_table, width=max(out.width, need))
     from embedx.probing.findings import findings, headline_lines, ranking_table
 
     found = findings(result)

@@ -22,7 +22,7 @@ import numpy as np
 from embedx.probing.metrics import ChanceLevel, chance_level
 from embedx.text import number as _f
 
-__all__ = ["Findings", "findings", "headline_lines", "ranking_table", "row_verdict", "TIE_TOLERANCE"]
+__all__ = ["Findings", "findings", "fitted_table", "headline_lines", "ranking_table", "row_verdict", "TIE_TOLERANCE"]
 
 #: two pooled scores closer than this (relative to the score's size) tie
 TIE_TOLERANCE = 1e-9
@@ -291,3 +291,42 @@ def ranking_table(result: Any, found: Findings, *, top: int = 8, width: int = 80
             break
         columns.remove(drop.pop(0))
     return table, len(s) - len(shown), need
+
+
+def fitted_table(title: str, header: list[str], rows: list[list[str]], *, names: int, drop: list[str],
+                 width: int) -> tuple[Any, int]:
+    """A console table whose first ``names`` columns are never wrapped or cut.
+
+    Columns of ``drop`` are left out, in that order, until the table fits ``width`` with no cell
+    wrapped (the report and the CSV keep them).
+
+    Args:
+        title: the table's title.
+        header: column titles; ``rows``: the cells (markup-escaped by the caller).
+        names: how many leading columns hold names.
+        drop: column titles that may go, least important first.
+        width: the console width.
+
+    Returns:
+        ``(table, need)``: the :class:`rich.table.Table` and the width it needs (more than
+        ``width`` only when the names alone do not fit: print it that wide rather than break one).
+    """
+    from rich.console import Console
+    from rich.measure import Measurement
+    from rich.table import Table
+
+    measure = Console(width=100_000)  # unclamped: the natural width of the table
+    keep = list(range(len(header)))
+    left = [c for c in drop if c in header]
+    while True:
+        table = Table(title=title, title_justify="left")
+        for k in keep:
+            table.add_column(header[k], no_wrap=k < names, overflow="ignore" if k < names else "fold")
+        for row in rows:
+            table.add_row(*(row[k] for k in keep))
+        need = Measurement.get(measure, measure.options, table).maximum
+        if need <= width or not left:
+            return table, need
+        gone = header.index(left.pop(0))
+        keep.remove(gone)
+

@@ -182,3 +182,25 @@ def test_ranking_at_80_columns_never_breaks_a_name(monkeypatch, study):
     s["config"] = ["x" * 85 + str(i) for i in range(len(s))]
     text = _console_of(monkeypatch, renamed)
     assert all(any(c in line for line in text.splitlines()) for c in s["config"][:6])
+
+
+def test_a_wide_table_drops_columns_before_it_breaks_a_name():
+    from embedx.probing.findings import fitted_table
+
+    header = ["feature set", "best layer", "uar", "95% CI", "selection-aware", "95% CI ", "Δ to best set",
+              "p (set)", "worse?"]
+    rows = [["tiny-hubert-random", "0 (mean, weighted-linear)", "0.602", "0.440–0.763", "0.594",
+             "0.437–0.751", "–", "–", "best"],
+            ["tiny-hubert", "4 (mean, logreg)", "0.586", "0.463–0.709", "0.586", "0.463–0.709", "0.016",
+             "0.058", "no"]]
+    drop = ["95% CI ", "selection-aware", "p (set)", "Δ to best set", "95% CI"]
+    table, need = fitted_table("sets", header, rows, names=2, drop=drop, width=80)
+    text = io.StringIO()
+    Console(file=text, width=80).print(table)
+    lines = text.getvalue().splitlines()
+    assert need <= 80 and max(len(line) for line in lines) <= 80
+    for name, best in ((r[0], r[1]) for r in rows):  # whole, on one line
+        assert any(name in line and best in line for line in lines), name
+    assert "worse?" in text.getvalue() and "selection-aware" not in text.getvalue()
+    wide, need = fitted_table("sets", header, rows, names=2, drop=drop, width=200)
+    assert need <= 200 and len(wide.columns) == len(header)  # room: nothing dropped
