@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from embedx.errors import ConfigError, DataError, StoreError
+from embedx.errors import ConfigError, DataError, Param, StoreError
 from embedx.paths import file_part, writable_folder
 
 __all__ = [
@@ -132,7 +132,7 @@ class _Layers:
         if not np.isfinite(x).all():
             raise DataError(f"feature set {self.name!r} layer {layer} holds NaN or infinite values "
                             "in items marked done; CKA needs finite features (compare other sets "
-                            "with --set)")
+                            "with ", Param("sets"), ")")
         return _center(x)  # (n, d) float64
 
     def stats(self, layer: int, x: np.ndarray, debiased: bool) -> tuple[float, np.ndarray | None]:
@@ -250,26 +250,27 @@ def _check_options(reader: Any, sets: Sequence[str] | None, pooling: str, frames
     if sets:
         for name in sets:
             if name not in available:
-                raise ConfigError(f"--set {name!r} is not in {reader.path}; available: "
+                raise ConfigError(Param("sets"), f" {name!r} is not in {reader.path}; available: "
                                   f"{', '.join(available)}")
         chosen = list(dict.fromkeys(sets))
     elif frames:
         chosen = [s for s in available if reader.spec(s).frames]
         if not chosen:
-            raise StoreError(f"no feature set of {reader.path} has frames; extract one with "
-                             "--frames, or leave --frames out to compare pooled features")
+            raise StoreError(f"no feature set of {reader.path} has frames; extract one with ",
+                             Param("frames", switch=True), ", or leave ", Param("frames", switch=True), " out to compare pooled features")
     else:
         chosen = list(available)
     for name in chosen:
         spec = reader.spec(name)
         if frames and not spec.frames:
-            raise ConfigError(f"--set {name!r} has no frames stored; sets with frames: "
+            raise ConfigError(Param("sets"), f" {name!r} has no frames stored; sets with frames: "
                               f"{', '.join(s for s in available if reader.spec(s).frames) or 'none'}")
         if not frames and pooling not in spec.poolings:
-            raise ConfigError(f"--pooling {pooling!r} is not stored for set {name!r}; stored: "
-                              f"{', '.join(spec.poolings) or 'none (frames only: use --frames)'}")
+            raise ConfigError(Param("pooling"), f" {pooling!r} is not stored for set {name!r}; stored: ",
+                              *([", ".join(spec.poolings)] if spec.poolings else
+                                ["none (frames only: use ", Param("frames", switch=True), ")"]))
     if frames and (isinstance(max_frames, bool) or not isinstance(max_frames, int) or max_frames < 4):
-        raise ConfigError(f"--max-frames must be an integer >= 4; got {max_frames!r}")
+        raise ConfigError(Param("max_frames"), f" must be an integer >= 4; got {max_frames!r}")
     return chosen
 
 
@@ -288,9 +289,9 @@ def _frame_sample(reader: Any, a: str, b: str, items: np.ndarray, max_frames: in
         first = int(items[bad[0]])
         item_id = reader.items["id"].iloc[first]
         raise DataError(
-            f"--frames needs equal frame counts per item: item {item_id!r} has {counts_a[bad[0]]} "
+            Param("frames", switch=True), f" needs equal frame counts per item: item {item_id!r} has {counts_a[bad[0]]} "
             f"frames in {a!r} and {counts_b[bad[0]]} in {b!r} ({bad.size} item(s) differ); "
-            "compare sets of the same frame rate, or pooled features (no --frames)")
+            "compare sets of the same frame rate, or pooled features (no ", Param("frames", switch=True), ")")
     total = int(counts_a.sum())
     rng = np.random.default_rng(seed)
     picked = np.sort(rng.choice(total, size=min(total, max_frames), replace=False))

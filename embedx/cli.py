@@ -58,7 +58,7 @@ ERROR_PREFIXES: dict[type[EmbedxError], str] = {
 F = TypeVar("F", bound=Callable[..., Any])
 
 #: options whose flag is not their Python name with dashes
-_SHORT_FLAGS = {"output": "-o"}
+_SHORT_FLAGS = {"output": "-o", "sets": "--set"}
 
 
 def flag(param: Param) -> str:

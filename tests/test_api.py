@@ -100,7 +100,13 @@ def test_no_label_column_names_the_fixes(tmp_path, tiny_model):
         embedx.fit(tmp_path / "feats.h5", output=None, progress=False)
     message = str(err.value)
     assert "no label column 'label'" in message
-    assert "--labels labels.csv" in message and "--manifest" in message and "--label" in message
+    # the Python API reads its own arguments; the CLI its flags
+    assert "labels='labels.csv'" in message and "manifest='labels.csv'" in message and "label='COLUMN'" in message
+    assert "--labels labels.csv" not in message
+    from embedx.cli import flag
+
+    cli = err.value.render(flag)
+    assert "--labels labels.csv" in cli and "--manifest labels.csv" in cli and "--label COLUMN" in cli
 
 
 def test_readme_python_snippet_runs(tmp_path, monkeypatch):

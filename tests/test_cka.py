@@ -265,7 +265,7 @@ def test_frames_unequal_counts_are_refused(tmp_path):
 
 def test_frames_on_a_set_without_frames_is_refused(store, tmp_path):
     path, _, _ = store
-    with pytest.raises(ConfigError, match="--set 'a' has no frames"):
+    with pytest.raises(ConfigError, match="sets 'a' has no frames"):
         similarity(path, tmp_path / "sim", sets=["a"], frames=True, progress=False)
 
 

@@ -64,6 +64,8 @@ def _params_in_package() -> dict[str, list[str]]:
 def test_every_option_an_error_names_exists():
     named = _params_in_package()
     assert {"--overwrite", "--name", "--shard", "--short", "--seed", "-o"} <= set(named)
+    # stage 2 names its options as Params too (fit, similarity, predict)
+    assert {"--permutations", "--folds", "--cv", "--label-map", "--set", "--trust-pickle"} <= set(named)
     options = _cli_options() | {"-o"}
     unknown = {o: where for o, where in named.items() if o not in options}
     assert not unknown, f"errors name options the CLI does not have: {unknown}"
@@ -99,6 +101,37 @@ def test_the_cli_prints_the_flags_of_an_error(tmp_path):
     assert "--seed 7 seeds the weights of --random-init; give --random-init too" in res.output
 
 
+def test_a_stage_2_error_names_the_argument_in_python_and_the_flag_on_the_command_line(tmp_path):
+    """fit's checks run before the store is read: one error, the API's and the CLI's spelling."""
+    import pytest
+    from typer.testing import CliRunner
+
+    from embedx.api import fit
+    from embedx.errors import ConfigError
+
+    store = str(tmp_path / "feats.h5")
+    with pytest.raises(ConfigError) as err:
+        fit(store, label="label", permutations=-1)
+    assert str(err.value) == "permutations=-1 not accepted; it must be >= 0"
+    res = CliRunner().invoke(app, ["fit", "-f", store, "--label", "label", "--permutations", "-1"])
+    assert res.exit_code == 2
+    assert res.output == "embedx: invalid option: --permutations -1 not accepted; it must be >= 0\n"
+    res = CliRunner().invoke(app, ["fit", "-f", store, "--segments", "--alignments", "a", "--by", "x"])
+    assert res.exit_code == 2, res.output
+    assert res.output == "embedx: invalid option: --by is not available with --segments (yet)\n"
+    with pytest.raises(ConfigError, match=r"^by is not available with segments=True \(yet\)$"):
+        fit(store, segments=True, alignments="a", by=["x"])
+
+
+def test_options_stage_2_names_by_a_variable_exist():
+    """Params built from a variable (the scan above sees only literal names) name fit options."""
+    from embedx.options import COMMANDS
+    from embedx.probing.orchestrate import _NOT_WITH_FRAMES
+
+    fit_options = {o.name for o in COMMANDS["fit"].options}
+    assert set(_NOT_WITH_FRAMES) | {"by", "domain"} <= fit_options  # item_columns(option=...)
+
+
 def test_plural():
     assert [plural(n, "item") for n in (0, 1, 2)] == ["0 items", "1 item", "2 items"]
     assert plural(1, "batch", "batches") == "1 batch" and plural(3, "batch", "batches") == "3 batches"
@@ -115,7 +148,7 @@ def test_a_binary_file_given_as_yaml_is_one_line(tmp_path):
 
     binary = tmp_path / "feats.h5"
     binary.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(range(256)))
-    for load, what in ((read_label_map, "--label-map"), (load_grids, "tuning grids"), (load_preset, "preset")):
+    for load, what in ((read_label_map, "label_map"), (load_grids, "tuning grids"), (load_preset, "preset")):
         with pytest.raises(ConfigError, match=rf"{what} '.*feats.h5' (is|are) not a UTF-8 text \(YAML\) file"):
             load(binary)
 

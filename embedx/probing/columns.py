@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from embedx.errors import DataError, one_line
+from embedx.errors import DataError, Param, one_line
 
 if TYPE_CHECKING:
     from embedx.probing.data import Dataset
@@ -95,16 +95,16 @@ def column(items: pd.DataFrame, name: str, what: str) -> pd.Series:
         available = ", ".join(map(str, items.columns))
         if what == "label":
             raise DataError(
-                f"no label column {name!r} among the items' columns ({available}); name one with "
-                "--label COLUMN, join a CSV of id (or path) and labels with --labels labels.csv, or "
-                "store the labels at extraction with embedx extract --manifest labels.csv"
+                f"no label column {name!r} among the items' columns ({available}); name one with ",
+                Param("label", "COLUMN"), ", join a CSV of id (or path) and labels with ", Param("labels", "labels.csv"),
+                ", or store the labels at extraction (embedx extract with ", Param("manifest", "labels.csv"), ")"
             )
         raise DataError(f"unknown {what} column {name!r}; available: {available}")
     return items[name]
 
 
 def item_columns(dataset: Dataset, names: Sequence[str], *, labels_csv: str | Path | None = None,
-                 option: str = "--by") -> dict[str, np.ndarray]:
+                 option: str = "by") -> dict[str, np.ndarray]:
     """Values of item columns for the items a study uses, as strings.
 
     Reads the store's items again (plus ``labels_csv``, joined as :func:`embedx.probing.data.load_dataset` joins
@@ -114,7 +114,7 @@ def item_columns(dataset: Dataset, names: Sequence[str], *, labels_csv: str | Pa
         dataset: the study's data (``rows`` selects its items).
         names: column names.
         labels_csv: the ``--labels`` CSV of the study, if any.
-        option: the option that named the columns, for messages.
+        option: the option that named the columns (its Python name), for messages.
 
     Returns:
         Column name -> ``(num_items,)`` str values; a missing value becomes ``"(missing)"``.
@@ -130,7 +130,7 @@ def item_columns(dataset: Dataset, names: Sequence[str], *, labels_csv: str | Pa
     for name in names:
         if name not in items.columns:
             available = ", ".join(map(str, items.columns))
-            raise DataError(f"{option} {name!r}: no such item column; available: {available}")
+            raise DataError(Param(option), f" {name!r}: no such item column; available: {available}")
         values = items[name].iloc[dataset.rows]
         out[name] = np.array([MISSING if pd.isna(v) else label_text(v) for v in values.tolist()], dtype=object)
     return out

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from embedx.errors import ConfigError, DataError
+from embedx.errors import ConfigError, DataError, Param
 from embedx.probing.tasks import CLASSIFICATION
 
 __all__ = [
@@ -114,7 +114,7 @@ def resolve_scheme(scheme: str, groups: np.ndarray | None) -> str:
     if scheme not in _REGISTRY:
         raise ConfigError(f"unknown CV scheme {scheme!r}; accepted: {', '.join(available_splitters())}")
     if scheme in ("group", "logo") and groups is None:
-        raise ConfigError(f"CV scheme {scheme!r} needs a group column; give --group COLUMN")
+        raise ConfigError(f"CV scheme {scheme!r} needs a group column; give ", Param("group", "COLUMN"))
     return scheme
 
 
@@ -126,7 +126,7 @@ def _stratified(y, groups, split, n_splits, seed, task):
         if counts[counts > 0].min() < n_splits:
             raise DataError(
                 f"class with {counts[counts > 0].min()} item(s) cannot be split into {n_splits} "
-                f"stratified folds; use fewer --folds (at most {counts[counts > 0].min()})"
+                "stratified folds; use fewer ", Param("folds"), f" (at most {counts[counts > 0].min()})"
             )
         cv = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     else:
@@ -138,7 +138,7 @@ def _kfold(y, groups, split, n_splits, seed, task):
     from sklearn.model_selection import KFold
 
     if len(y) < n_splits:
-        raise DataError(f"{len(y)} items cannot be split into {n_splits} folds; use fewer --folds")
+        raise DataError(f"{len(y)} items cannot be split into {n_splits} folds; use fewer ", Param("folds"))
     return list(KFold(n_splits=n_splits, shuffle=True, random_state=seed).split(np.zeros(len(y))))
 
 
@@ -152,8 +152,8 @@ def _group(y, groups, split, n_splits, seed, task):
     if num_groups < n_splits:
         raise DataError(
             f"only {num_groups} groups cannot be split into {n_splits} group folds; "
-            f"use --cv logo (one fold per group, {num_groups} folds) "
-            f"or --folds {num_groups} or fewer"
+            "use ", Param("cv", "logo"), f" (one fold per group, {num_groups} folds) "
+            "or ", Param("folds", num_groups), " or fewer"
         )
     if task == CLASSIFICATION:
         cv = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
@@ -172,7 +172,7 @@ def _logo(y, groups, split, n_splits, seed, task):
 
 def _partitions(split: np.ndarray | None) -> dict[str, np.ndarray]:
     if split is None:
-        raise ConfigError("CV scheme 'predefined' needs a split column; give --split-col COLUMN")
+        raise ConfigError("CV scheme 'predefined' needs a split column; give ", Param("split_col", "COLUMN"))
     values = np.asarray([str(v).strip().lower() for v in split])
     unknown = sorted(set(values.tolist()) - {"train", "dev", "test"})
     if unknown:
@@ -244,9 +244,10 @@ def _missing_training_class(
             "speaker-independent fold can train on it while testing that speaker; drop the "
             "class's items, or use --no-group (folds NOT speaker-independent)"
         )
-    fix = "another --cv" if scheme in ("logo", "predefined") else "fewer --folds or another --cv"
+    fix = ("another ", Param("cv")) if scheme in ("logo", "predefined") else (
+        "fewer ", Param("folds"), " or another ", Param("cv"))
     return DataError(
-        f"fold {fold} of CV scheme {scheme!r} has no training item of class {name!r}; use {fix}"
+        f"fold {fold} of CV scheme {scheme!r} has no training item of class {name!r}; use ", *fix
     )
 
 
@@ -297,7 +298,7 @@ def make_folds(
     if scheme == "stratified" and task != CLASSIFICATION:
         scheme = "kfold"  # named for what it is: regression targets are not stratified
     if scheme in ("stratified", "kfold", "group") and n_splits < 2:
-        raise ConfigError(f"--folds must be at least 2; got {n_splits}")
+        raise ConfigError(Param("folds", n_splits), " not accepted; it must be at least 2")
     notes: list[str] = []
     if scheme in UNGROUPED and groups is not None:
         notes.append(
@@ -355,7 +356,7 @@ def _check_classes(y: np.ndarray, splits: list[tuple[np.ndarray, np.ndarray]], s
         if len(missing) and scheme in ("stratified", "group"):
             raise DataError(
                 f"fold {k} of CV scheme {scheme!r} has no test item of class "
-                f"{names[missing[0]]!r}; use fewer --folds"
+                f"{names[missing[0]]!r}; use fewer ", Param("folds")
             )
 
 
@@ -373,10 +374,10 @@ def check_inner_groups(folds: Folds, groups: np.ndarray, inner_folds: int) -> No
     fewest = min(counts)
     if fewest >= inner_folds:
         return
-    fix = f"use --inner-folds {fewest}" if fewest >= 2 else "drop --tune"
+    fix = ("use ", Param("inner_folds", fewest)) if fewest >= 2 else ("drop ", Param("tune", switch=True))
     raise ConfigError(
-        f"--inner-folds {inner_folds} needs {inner_folds} groups (speakers) in every training "
-        f"part, but fold {counts.index(fewest)} of the {folds.scheme} CV trains on {fewest}; {fix}"
+        Param("inner_folds", inner_folds), f" needs {inner_folds} groups (speakers) in every training "
+        f"part, but fold {counts.index(fewest)} of the {folds.scheme} CV trains on {fewest}; ", *fix
     )
 
 

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from embedx.errors import ConfigError, DataError, StoreError
+from embedx.errors import ConfigError, DataError, Param, StoreError
 from embedx.extraction.layers import ALL_LAYERS, select_layers
 from embedx.extraction.pooling import split_poolings
 from embedx.probing.columns import (
@@ -228,7 +228,8 @@ def weighted_configs(configs: Sequence[FeatureConfig]) -> list[FeatureConfig]:
         ConfigError: with ``--concat``, or when no set has two or more layers selected.
     """
     if any(c.concat for c in configs):
-        raise ConfigError("--weighted-layers learns its own mix of layers; it cannot be combined with --concat")
+        raise ConfigError(Param("weighted_layers", switch=True), " learns its own mix of layers; it cannot be combined with ",
+                          Param("concat", switch=True))
     blocks: dict[tuple[str, str], list[Block]] = {}
     for config in configs:
         block = config.blocks[0]
@@ -236,7 +237,7 @@ def weighted_configs(configs: Sequence[FeatureConfig]) -> list[FeatureConfig]:
     out = [FeatureConfig(tuple(sorted(found, key=lambda b: b.layer)), weighted=True)
            for found in blocks.values() if len({b.layer for b in found}) > 1]
     if not out:
-        raise ConfigError("--weighted-layers needs at least 2 layers of a feature set; "
+        raise ConfigError(Param("weighted_layers", switch=True), " needs at least 2 layers of a feature set; "
                           f"selected: {', '.join(c.name for c in configs)}")
     return out
 
@@ -381,7 +382,7 @@ def encode_labels(values: pd.Series, task: str) -> tuple[np.ndarray, list[str] |
             first = values[bad.to_numpy()].iloc[0]
             raise DataError(
                 f"label column {values.name!r} is not numeric for regression: {int(bad.sum())} "
-                f"value(s) like {first!r}; use --task classification or fix the labels"
+                f"value(s) like {first!r}; use ", Param("task", "classification"), " or fix the labels"
             )
         return numeric.to_numpy(dtype=np.float64), None
     uniques = sorted(values.unique().tolist(), key=lambda v: (str(type(v)), v))

@@ -22,7 +22,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from embedx.errors import ConfigError, one_line
+from embedx.errors import ConfigError, Param, one_line
 
 __all__ = ["CLUSTER_ENGINES", "ENGINES", "check_engine", "engine"]
 
@@ -47,11 +47,11 @@ def check_engine(backend: str, scheduler: str | None = None) -> None:
     """
     if scheduler is not None and backend not in CLUSTER_ENGINES:
         raise ConfigError(
-            f"--scheduler {scheduler!r} is for a cluster; it needs --engine dask or ray, "
-            f"not {backend!r}"
+            Param("scheduler"), f" {scheduler!r} is for a cluster; it needs ", Param("engine", "dask"),
+            f" or ray, not {backend!r}"
         )
     if scheduler is not None and not str(scheduler).strip():
-        raise ConfigError("--scheduler is empty; expected an address such as tcp://host:8786")
+        raise ConfigError(Param("scheduler"), " is empty; expected an address such as tcp://host:8786")
     module = CLUSTER_ENGINES.get(backend)
     if module is None:
         return
@@ -59,7 +59,7 @@ def check_engine(backend: str, scheduler: str | None = None) -> None:
         importlib.import_module(module)
     except ImportError:
         raise ConfigError(
-            f"--engine {backend} needs the optional extra: pip install 'embedx[{backend}]'"
+            Param("engine", backend), f" needs the optional extra: pip install 'embedx[{backend}]'"
         ) from None
 
 
@@ -140,7 +140,7 @@ def _dask_client(scheduler: str | None, workers: int, processes: bool) -> Iterat
             client = Client(scheduler, timeout=CONNECT_TIMEOUT, set_as_default=False)
         except (OSError, TimeoutError, ValueError) as exc:
             raise ConfigError(
-                f"--scheduler {scheduler!r}: cannot reach the dask scheduler "
+                Param("scheduler"), f" {scheduler!r}: cannot reach the dask scheduler "
                 f"({one_line(exc)}); expected a running "
                 "scheduler's address such as tcp://host:8786"
             ) from None

@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from embedx.errors import ConfigError, one_line
+from embedx.errors import ConfigError, Param, one_line
 
 __all__ = ["LABEL_MAP_FORMAT", "LabelMap", "read_label_map"]
 
@@ -69,14 +69,14 @@ def read_label_map(path: str | os.PathLike[str]) -> LabelMap:
         with open(path, encoding="utf-8") as fh:
             data = yaml.safe_load(fh)
     except OSError as exc:
-        raise ConfigError(f"cannot read --label-map {str(path)!r}: {one_line(exc)}") from None
+        raise ConfigError("cannot read ", Param("label_map"), f" {str(path)!r}: {one_line(exc)}") from None
     except UnicodeDecodeError:
-        raise ConfigError(f"--label-map {str(path)!r} is not a UTF-8 text (YAML) file") from None
+        raise ConfigError(Param("label_map"), f" {str(path)!r} is not a UTF-8 text (YAML) file") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"--label-map {str(path)!r} is not valid YAML: "
+        raise ConfigError(Param("label_map"), f" {str(path)!r} is not valid YAML: "
                           f"{one_line(exc, first_line=True)}") from None
     if not isinstance(data, dict) or not data:
-        raise ConfigError(f"--label-map {str(path)!r} must be a non-empty mapping; accepted: "
+        raise ConfigError(Param("label_map"), f" {str(path)!r} must be a non-empty mapping; accepted: "
                           f"{LABEL_MAP_FORMAT}")
     shared: dict[str, str] = {}
     per_domain: dict[str, dict[str, str]] = {}
@@ -84,11 +84,11 @@ def read_label_map(path: str | os.PathLike[str]) -> LabelMap:
         if isinstance(value, dict):
             bad = [v for v in value.values() if isinstance(v, dict | list) or v is None]
             if bad or not value:
-                raise ConfigError(f"--label-map {str(path)!r}: domain {_text(key)!r} must map raw "
+                raise ConfigError(Param("label_map"), f" {str(path)!r}: domain {_text(key)!r} must map raw "
                                   f"labels to shared labels; accepted: {LABEL_MAP_FORMAT}")
             per_domain[_text(key)] = {_text(k): _text(v) for k, v in value.items()}
         elif value is None or isinstance(value, list):
-            raise ConfigError(f"--label-map {str(path)!r}: entry {_text(key)!r} has no shared label "
+            raise ConfigError(Param("label_map"), f" {str(path)!r}: entry {_text(key)!r} has no shared label "
                               f"({value!r}); accepted: {LABEL_MAP_FORMAT}")
         else:
             shared[_text(key)] = _text(value)

@@ -22,7 +22,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from embedx.errors import ConfigError, one_line
+from embedx.errors import ConfigError, Param, one_line
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "LEGACY_FILE", "MODEL_FILE", "TRUST_PICKLE_OPTION", "load_model",
            "save_model", "trusted_types", "types_in_file"]
@@ -36,7 +36,7 @@ MODEL_FILE = "model.skops"
 #: the pickle embedx 0.2 wrote; loads only when trusted explicitly
 LEGACY_FILE = "model.joblib"
 #: the option (and API argument) that allows loading a pickled model file
-TRUST_PICKLE_OPTION = "--trust-pickle"
+TRUST_PICKLE_OPTION = Param("trust_pickle", switch=True)
 #: types in every bundle besides the registry's estimators: containers (skops stores None, bools,
 #: numbers and strings as JSON leaves tagged builtins.str) and numpy arrays and scalars
 _BASE_TYPES = (
@@ -155,8 +155,8 @@ def _load_skops(path: Path) -> Any:
 def _load_pickle(path: Path, trust_pickle: bool) -> Any:
     if not trust_pickle:
         raise ConfigError(
-            f"model file {str(path)!r} is a pickle (embedx 0.2), which can run any code when loaded; refused: "
-            f"give {TRUST_PICKLE_OPTION} (trust_pickle=True) only if you trust where the file came from"
+            f"model file {str(path)!r} is a pickle (embedx 0.2), which can run any code when loaded; refused: ",
+            "give ", TRUST_PICKLE_OPTION, " only if you trust where the file came from"
         )
     import joblib
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from embedx.errors import ConfigError
+from embedx.errors import ConfigError, Param
 from embedx.probing.tasks import CLASSIFICATION, REGRESSION
 
 __all__ = [
@@ -143,11 +143,11 @@ def parse_models(text: str | list[str] | None, task: str) -> list[str]:
             names.extend(available_models(task))
             continue
         if get_model(part, task).stacked:
-            raise ConfigError(f"model {part!r} is the model of --weighted-layers, not a --models choice; "
-                              f"accepted: {', '.join(available_models(task))}")
+            raise ConfigError(f"model {part!r} is the model of ", Param("weighted_layers", switch=True), ", not a ", Param("models"),
+                              f" choice; accepted: {', '.join(available_models(task))}")
         names.append(part)
     if not names:
-        raise ConfigError(f"empty --models; accepted: {', '.join(available_models(task))}, all")
+        raise ConfigError("empty ", Param("models"), f"; accepted: {', '.join(available_models(task))}, all")
     return list(dict.fromkeys(names))
 
 

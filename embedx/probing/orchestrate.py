@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from embedx.errors import ConfigError
+from embedx.errors import ConfigError, Param
 
 if TYPE_CHECKING:  # heavy modules stay out of `import embedx.api`
     import pandas as pd
@@ -73,12 +73,12 @@ def _checked(options: Mapping[str, Any]) -> dict[str, Any]:
         o["folds"], cv = int(cv), "auto"
     o["cv"] = cv
     if o["permutations"] < 0:
-        raise ConfigError(f"--permutations must be >= 0; got {o['permutations']}")
+        raise ConfigError(Param("permutations", o["permutations"]), " not accepted; it must be >= 0")
     if o["class_weight"] not in ("none", "balanced"):
-        raise ConfigError(f"--class-weight {o['class_weight']!r} not accepted; accepted: none, balanced")
+        raise ConfigError(Param("class_weight"), f" {o['class_weight']!r} not accepted; accepted: none, balanced")
     if o["label_map"] is not None and o["domain"] is None:
-        raise ConfigError(f"--label-map {str(o['label_map'])!r} aligns labels across domains; name the "
-                          "domain column with --domain COLUMN")
+        raise ConfigError(Param("label_map"), f" {str(o['label_map'])!r} aligns labels across domains; name the "
+                          "domain column with ", Param("domain", "COLUMN"))
     if o["frames"] or o["segments"]:
         _check_frame_options(o)
     return o
@@ -91,17 +91,20 @@ _NOT_WITH_FRAMES = ("weighted_layers", "permutations", "domain", "by", "tune", "
 def _check_frame_options(o: Mapping[str, Any]) -> None:
     """One-line errors for options that ``--frames`` / ``--segments`` do not take (yet)."""
     if o["frames"] and o["segments"]:
-        raise ConfigError("--frames and --segments are two studies; give one")
-    flag = "--frames" if o["frames"] else "--segments"
+        raise ConfigError(Param("frames", switch=True), " and ", Param("segments", switch=True),
+                          " are two studies; give one")
+    study = Param("frames" if o["frames"] else "segments", switch=True)
     if o["alignments"] is None:
-        raise ConfigError(f"{flag} needs --alignments PATH (the forced alignment that labels the frames)")
+        raise ConfigError(study, " needs ", Param("alignments", "PATH"),
+                          " (the forced alignment that labels the frames)")
     for name in _NOT_WITH_FRAMES:
         if o[name]:
-            raise ConfigError(f"--{name.replace('_', '-')} is not available with {flag} (yet)")
+            raise ConfigError(Param(name), " is not available with ", study, " (yet)")
     if o["cv"] == "predefined":
-        raise ConfigError(f"--cv predefined is not available with {flag} (yet); use auto, group or logo")
+        raise ConfigError(Param("cv", "predefined"), " is not available with ", study,
+                          " (yet); use auto, group or logo")
     if o["task"] not in ("auto", "classification"):
-        raise ConfigError(f"{flag} probes segment labels (classification); got --task {o['task']}")
+        raise ConfigError(study, " probes segment labels (classification); got ", Param("task", o["task"]))
 
 
 def _fit_frames(o: Mapping[str, Any], settings: StudySettings, out: Path | None) -> FitResult:

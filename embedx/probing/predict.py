@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from embedx.errors import ConfigError, DataError, StoreError
+from embedx.errors import ConfigError, DataError, Param, StoreError
 from embedx.probing.modelfile import FORMAT, FORMAT_VERSION, load_model, save_model
 from embedx.probing.tasks import CLASSIFICATION
 
@@ -122,8 +122,8 @@ def predict(bundle: dict[str, Any], X: np.ndarray, groups: np.ndarray | None = N
     if bundle.get("speaker_norm"):
         if groups is None:
             raise DataError(
-                "the model was trained with speaker normalisation; give --group COLUMN naming "
-                "each item's speaker"
+                "the model was trained with speaker normalisation; give ", Param("group", "COLUMN"),
+                " naming each item's speaker"
             )
         X = group_standardize(X, groups)
     pipe = bundle["pipeline"]
@@ -206,8 +206,8 @@ def predict_store(
         if column is None or column not in items.columns:
             raise DataError(
                 f"the model was trained with speaker normalisation and needs a group column "
-                f"({column!r} is not among {', '.join(map(str, items.columns))}); give --group "
-                "COLUMN or --labels CSV"
+                f"({column!r} is not among {', '.join(map(str, items.columns))}); give ",
+                Param("group", "COLUMN"), " or ", Param("labels", "CSV")
             )
         if items[column].isna().any():
             raise DataError(f"group column {column!r} has missing values")

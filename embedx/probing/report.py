@@ -476,7 +476,7 @@ def prepare_output(output: str | os.PathLike[str], *, overwrite: bool = False) -
         ConfigError: ``output`` is a file or lies under one, cannot be created or written, or
             holds another study's results and ``overwrite`` is false.
     """
-    from embedx.errors import ConfigError
+    from embedx.errors import OVERWRITE, ConfigError, Param
     from embedx.paths import writable_folder
 
     out = writable_folder(output, "results")
@@ -484,9 +484,9 @@ def prepare_output(output: str | os.PathLike[str], *, overwrite: bool = False) -
     if not previous:
         return out
     if not overwrite:
-        raise ConfigError(f"-o {str(output)!r} holds another study's results "
+        raise ConfigError(Param("output"), f" {str(output)!r} holds another study's results "
                           f"({', '.join(previous[:3])}{', ...' if len(previous) > 3 else ''}); "
-                          "use --overwrite to replace them, or another -o folder")
+                          "use ", OVERWRITE, " to replace them, or another ", Param("output"), " folder")
     listed: list[str] = []
     try:
         listed = list(json.loads((out / "summary.json").read_text(encoding="utf-8"))["files"].values())

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from embedx.errors import ConfigError
+from embedx.errors import ConfigError, Param
 from embedx.probing import metrics as M
 from embedx.probing.compare import (
     compare_configurations,
@@ -200,21 +200,21 @@ def _validate(dataset: Dataset, settings: StudySettings) -> tuple[list[str], str
     metric = settings.metric or M.default_metric(task)
     M.get_metric(metric, task)
     if settings.speaker_norm and dataset.groups is None:
-        raise ConfigError("--speaker-norm needs a group column; give --group COLUMN")
+        raise ConfigError(Param("speaker_norm", switch=True), " needs a group column; give ", Param("group", "COLUMN"))
     if settings.backend not in BACKENDS:
-        raise ConfigError(f"unknown --engine {settings.backend!r}; accepted: {', '.join(BACKENDS)}")
+        raise ConfigError("unknown ", Param("engine"), f" {settings.backend!r}; accepted: {', '.join(BACKENDS)}")
     if settings.threads is not None and settings.threads < 1:
-        raise ConfigError(f"--threads must be at least 1; got {settings.threads}")
+        raise ConfigError(Param("threads", settings.threads), " not accepted; it must be at least 1")
     if settings.jobs == 0:
-        raise ConfigError("--jobs must be a positive number or -1 (all cores); got 0")
+        raise ConfigError(Param("jobs", 0), " not accepted; it must be a positive number or -1 (all cores)")
     if settings.n_boot < 0:
-        raise ConfigError(f"--bootstrap must be >= 0; got {settings.n_boot}")
+        raise ConfigError(Param("bootstrap", settings.n_boot), " not accepted; it must be >= 0")
     if settings.permutations < 0:
-        raise ConfigError(f"--permutations must be >= 0; got {settings.permutations}")
+        raise ConfigError(Param("permutations", settings.permutations), " not accepted; it must be >= 0")
     if not 0 < settings.alpha < 1:
-        raise ConfigError(f"--alpha must be in (0, 1); got {settings.alpha}")
+        raise ConfigError(Param("alpha", settings.alpha), " not accepted; it must be in (0, 1)")
     if settings.tune and settings.inner_folds < 2:
-        raise ConfigError(f"--inner-folds must be at least 2; got {settings.inner_folds}")
+        raise ConfigError(Param("inner_folds", settings.inner_folds), " not accepted; it must be at least 2")
     return models, metric
 
 
@@ -226,7 +226,7 @@ def _grids_for(models: list[str], settings: StudySettings) -> dict[str, dict[str
     for name in models:
         if name not in grids:
             raise ConfigError(
-                f"--tune: no tuning grid for model {name!r}; grids exist for: "
+                Param("tune", switch=True), f": no tuning grid for model {name!r}; grids exist for: "
                 f"{', '.join(sorted(grids)) or 'none'} (add one to the grids file)"
             )
         out[name] = grids[name]

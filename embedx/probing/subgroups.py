@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from embedx.errors import ConfigError, DataError
+from embedx.errors import ConfigError, DataError, Param
 from embedx.probing import metrics as M
 from embedx.probing.analysis import Analysis
 from embedx.probing.columns import item_columns
@@ -72,10 +72,10 @@ def prepare_subgroups(dataset: Dataset, columns: list[str], *,
     Raises:
         DataError: an unknown column (naming the available ones) or one with a single value.
     """
-    values = item_columns(dataset, list(dict.fromkeys(columns)), labels_csv=labels_csv, option="--by")
+    values = item_columns(dataset, list(dict.fromkeys(columns)), labels_csv=labels_csv, option="by")
     for name, v in values.items():
         if len(set(v.tolist())) < 2:
-            raise DataError(f"--by {name!r} has a single value ({v[0]!r}) among the {len(v)} items "
+            raise DataError(Param("by"), f" {name!r} has a single value ({v[0]!r}) among the {len(v)} items "
                             "used; a breakdown needs at least 2 subgroups")
     return values
 

@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from embedx.errors import ConfigError, DataError, EmbedxError
+from embedx.errors import ConfigError, DataError, EmbedxError, Param
 from embedx.paths import file_part
 from embedx.probing import metrics as M
 from embedx.probing.analysis import Analysis
@@ -137,17 +137,17 @@ def prepare_domains(
             single class left after the label map.
         ConfigError: a bad label-map file, or a label map for a regression target.
     """
-    values = item_columns(dataset, [column], labels_csv=labels_csv, option="--domain")[column]
+    values = item_columns(dataset, [column], labels_csv=labels_csv, option="domain")[column]
     names = sorted(set(values.tolist()))
     if len(names) < 2:
-        raise DataError(f"--domain {column!r} has a single value ({names[0]!r}) among the "
+        raise DataError(Param("domain"), f" {column!r} has a single value ({names[0]!r}) among the "
                         f"{plural(dataset.num_items, 'item')} used; cross-corpus transfer needs at "
                         "least 2 domains")
     unmatched = pd.DataFrame(columns=["label", "domain", "count"])
     if label_map is not None:
         if dataset.task != M.CLASSIFICATION:
-            raise ConfigError(f"--label-map aligns class labels, but {dataset.label!r} is a regression "
-                              "target; drop --label-map or use --task classification")
+            raise ConfigError(Param("label_map"), f" aligns class labels, but {dataset.label!r} is a regression "
+                              "target; drop ", Param("label_map"), " or use ", Param("task", "classification"))
         lmap = read_label_map(label_map)
         raw = np.asarray(dataset.classes, dtype=object)[dataset.y]
         mapped = [lmap.map(d, r) for d, r in zip(values.tolist(), raw.tolist(), strict=True)]
@@ -157,13 +157,13 @@ def prepare_domains(
             unmatched = (lost.groupby(["label", "domain"]).size().rename("count").reset_index()
                          .sort_values(["domain", "label"]).reset_index(drop=True))
         if not keep.any():
-            raise DataError(f"--label-map {str(label_map)!r} matches no label of the items; labels "
+            raise DataError(Param("label_map"), f" {str(label_map)!r} matches no label of the items; labels "
                             f"found: {', '.join(map(str, dataset.classes))}")
         dataset = _subset(dataset, keep, [m for m in mapped if m is not None], "unmatched label (--label-map)")
         values = values[keep]
         names = sorted(set(values.tolist()))
         if len(names) < 2:
-            raise DataError(f"after --label-map only domain {names[0]!r} has matched labels; "
+            raise DataError("after ", Param("label_map"), f" only domain {names[0]!r} has matched labels; "
                             "cross-corpus transfer needs at least 2 domains")
     not_shared = []
     if dataset.task == M.CLASSIFICATION:

@@ -93,8 +93,8 @@ def test_loky_engine_is_joblib_parallel_config():
 
 
 def test_scheduler_needs_a_cluster_engine():
-    with pytest.raises(ConfigError, match=r"--scheduler 'tcp://h:8786' is for a cluster; it needs "
-                                          r"--engine dask or ray, not 'loky'"):
+    with pytest.raises(ConfigError, match=r"scheduler 'tcp://h:8786' is for a cluster; it needs "
+                                          r"engine='dask' or ray, not 'loky'"):
         check_engine("loky", "tcp://h:8786")
 
 
@@ -110,14 +110,14 @@ def test_missing_extra_names_the_install_command(monkeypatch):
     for backend in ("dask", "ray"):
         with pytest.raises(ConfigError) as err:
             check_engine(backend)
-        assert str(err.value) == f"--engine {backend} needs the optional extra: pip install 'embedx[{backend}]'"
+        assert str(err.value) == f"engine={backend!r} needs the optional extra: pip install 'embedx[{backend}]'"
     check_engine("loky")
 
 
 def test_unreachable_scheduler_is_one_line(monkeypatch):
     pytest.importorskip("distributed")
     monkeypatch.setattr(engines, "CONNECT_TIMEOUT", "0.5s")
-    with pytest.raises(ConfigError, match=r"--scheduler 'tcp://127.0.0.1:9': cannot reach the dask scheduler"):
+    with pytest.raises(ConfigError, match=r"scheduler 'tcp://127.0.0.1:9': cannot reach the dask scheduler"):
         with engine("dask", scheduler="tcp://127.0.0.1:9"):
             pass
 

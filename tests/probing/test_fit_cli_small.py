@@ -95,5 +95,5 @@ def test_python_api_distinguishes_default_from_explicit_folds(four_speakers):
     result = embedx.fit(path, output=None, progress=False, log=lines.append)
     assert (result.study.folds.scheme, result.study.folds.n_splits) == ("logo", 4)
     assert result.study.folds.reason == CHOICE and CHOICE in lines
-    with pytest.raises(DataError, match="only 4 groups cannot be split into 5 group folds; use --cv logo"):
+    with pytest.raises(DataError, match="only 4 groups cannot be split into 5 group folds; use cv='logo'"):
         embedx.fit(path, output=None, progress=False, folds=5)

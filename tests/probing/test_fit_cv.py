@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from embedx.cli import flag
 from embedx.errors import ConfigError, DataError
 from embedx.probing.cv import available_splitters, check_inner_groups, make_folds
 
@@ -65,7 +66,7 @@ def test_predefined_split_with_dev_and_test():
     assert folds2.holdout is None and any("optimistic" in n for n in folds2.notes)
     with pytest.raises(DataError, match="'valid'; accepted: train, dev, test"):
         make_folds(y, scheme="predefined", split=np.where(np.arange(120) < 80, "train", "valid"))
-    with pytest.raises(ConfigError, match="--split-col"):
+    with pytest.raises(ConfigError, match="split_col='COLUMN'"):
         make_folds(y, scheme="predefined")
 
 
@@ -84,7 +85,7 @@ def test_errors():
     with pytest.raises(DataError, match="class 'c2' occurs only in group \\(speaker\\) 's00', so no "
                                         "speaker-independent fold can train on it"):
         make_folds(y2, scheme="logo", groups=groups, num_classes=3, class_names=["c0", "c1", "c2"])
-    with pytest.raises(DataError, match="use fewer --folds"):
+    with pytest.raises(DataError, match="use fewer folds"):
         make_folds(np.array([0] * 10 + [1] * 3), scheme="stratified", n_splits=5, num_classes=2)
     assert available_splitters() == ["auto", "stratified", "kfold", "group", "logo", "predefined"]
 
@@ -130,8 +131,10 @@ def test_explicit_folds_or_scheme_that_cannot_work_fail_saying_what_works(kwargs
     y, groups = _data(n=40, k=4, speakers=4)
     with pytest.raises(DataError) as err:
         make_folds(y, groups=groups, num_classes=4, **kwargs)
-    assert str(err.value) == ("only 4 groups cannot be split into 5 group folds; use --cv logo "
-                              "(one fold per group, 4 folds) or --folds 4 or fewer")
+    assert str(err.value) == ("only 4 groups cannot be split into 5 group folds; use cv='logo' "
+                              "(one fold per group, 4 folds) or folds=4 or fewer")
+    assert err.value.render(flag) == ("only 4 groups cannot be split into 5 group folds; use --cv logo "
+                                      "(one fold per group, 4 folds) or --folds 4 or fewer")
 
 
 def test_explicit_fewer_folds_are_used_as_given():
@@ -146,8 +149,10 @@ def test_tuning_needs_as_many_groups_as_inner_folds_in_every_training_part():
     check_inner_groups(folds, groups, 2)
     with pytest.raises(ConfigError) as err:
         check_inner_groups(folds, groups, 3)
-    assert str(err.value) == ("--inner-folds 3 needs 3 groups (speakers) in every training part, but "
-                              "fold 0 of the logo CV trains on 2; use --inner-folds 2")
+    assert str(err.value) == ("inner_folds=3 needs 3 groups (speakers) in every training part, but "
+                              "fold 0 of the logo CV trains on 2; use inner_folds=2")
+    assert err.value.render(flag) == ("--inner-folds 3 needs 3 groups (speakers) in every training part, "
+                                      "but fold 0 of the logo CV trains on 2; use --inner-folds 2")
 
 
 def test_auto_leave_one_speaker_out_with_a_speaker_of_one_class():

@@ -82,7 +82,7 @@ def test_task_detection(toy_store):
 
 def test_data_errors(toy_store, tmp_path):
     path = toy_store()
-    with pytest.raises(DataError, match=r"no label column 'emotion' among the items' columns \(id, path, .*label.*--labels labels.csv"):
+    with pytest.raises(DataError, match=r"no label column 'emotion' among the items' columns \(id, path, .*label.*labels='labels.csv'"):
         load_dataset(path, label="emotion")
     with pytest.raises(DataError, match="unknown group column 'spk'"):
         load_dataset(path, group="spk")

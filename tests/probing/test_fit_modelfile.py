@@ -105,7 +105,7 @@ def test_a_pickle_is_refused_without_running_it(tmp_path):
     marker = tmp_path / "pwned"
     planted = tmp_path / "model.joblib"
     joblib.dump({"format": "embedx-model", "pipeline": _Payload(marker)}, planted)
-    with pytest.raises(ConfigError, match=r"model\.joblib' is a pickle .*--trust-pickle"):
+    with pytest.raises(ConfigError, match=r"model\.joblib' is a pickle .*give trust_pickle=True only"):
         load_model(planted)
     assert not marker.exists()
     res = CliRunner().invoke(app, ["predict", str(planted), str(tmp_path / "x.h5")])

@@ -85,7 +85,7 @@ def test_parse_models():
     assert {"ridge", "svr", "lgbm"} <= set(available_models("regression"))
     with pytest.raises(ConfigError, match="unknown regression model 'logreg'; accepted: ridge, svr"):
         parse_models("logreg", "regression")
-    with pytest.raises(ConfigError, match="empty --models"):
+    with pytest.raises(ConfigError, match="empty models"):
         parse_models(" , ", "classification")
 
 

@@ -98,5 +98,5 @@ def test_too_few_permutations_give_no_verdict_and_negative_is_refused(toy_store)
     result = run_study(ds, StudySettings(models=["logreg"], permutations=4, refit=False, **FAST))
     assert result.chance["beats_chance"] is None and result.chance["min_p"] == pytest.approx(0.2)
     assert result.notes[0].startswith("The chance control is undecided")
-    with pytest.raises(ConfigError, match="--permutations must be >= 0; got -1"):
+    with pytest.raises(ConfigError, match="permutations=-1 not accepted; it must be >= 0"):
         run_study(ds, StudySettings(permutations=-1, **FAST))

@@ -200,7 +200,7 @@ def test_speaker_normalisation_removes_speaker_offsets(toy_store):
     plain = run_study(ds, StudySettings(models=["logreg"], refit=False, **FAST))
     normed = run_study(ds, StudySettings(models=["logreg"], speaker_norm=True, refit=False, **FAST))
     assert normed.summary.loc[0, "uar_mean"] > plain.summary.loc[0, "uar_mean"] + 0.1
-    with pytest.raises(ConfigError, match="--speaker-norm needs a group column"):
+    with pytest.raises(ConfigError, match="speaker_norm=True needs a group column"):
         run_study(load_dataset(path, layers="3", group=None), StudySettings(speaker_norm=True))
 
 
@@ -226,7 +226,7 @@ def test_study_errors(toy_store):
         run_study(ds, StudySettings(models=["svr"]))
     with pytest.raises(ConfigError, match="no tuning grid for model 'logreg'"):
         run_study(ds, StudySettings(models=["logreg"], tune=True, grids={"svm": {"C": [1]}}))
-    with pytest.raises(ConfigError, match="unknown --engine 'spark'"):
+    with pytest.raises(ConfigError, match="unknown engine 'spark'"):
         run_study(ds, StudySettings(backend="spark"))
     with pytest.raises(ConfigError, match="unknown classification metric 'ccc'"):
         run_study(ds, StudySettings(metric="ccc"))

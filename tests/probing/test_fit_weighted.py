@@ -176,11 +176,11 @@ def test_layer_weights_interval_is_the_t_interval_over_folds():
 
 def test_weighted_layer_errors(toy_store):
     path = toy_store()
-    with pytest.raises(ConfigError, match="--concat"):
+    with pytest.raises(ConfigError, match="concat=True"):
         load_dataset(path, label="label", group="speaker", weighted_layers=True, concat=True)
     with pytest.raises(ConfigError, match="at least 2 layers"):
         load_dataset(path, label="label", group="speaker", weighted_layers=True, layers="3")
-    with pytest.raises(ConfigError, match="not a --models choice"):
+    with pytest.raises(ConfigError, match="not a models choice"):
         parse_models("logreg,weighted-linear", "classification")
     assert MODEL not in parse_models("all", "classification")
     with pytest.raises(ConfigError, match="C of the weighted-layer probe"):

@@ -98,10 +98,10 @@ def test_gap_ci_t_is_wider_than_percentile_and_needs_five_speakers_per_subgroup(
 
 def test_by_validation(tmp_path):
     path, _ = _store(tmp_path)
-    with pytest.raises(DataError, match=r"--by 'gender': no such item column; available: .*sex"):
+    with pytest.raises(DataError, match=r"by 'gender': no such item column; available: .*sex"):
         embedx.fit(path, output=None, by=["gender"], progress=False)
     items, pooled = planted()
     items["site"] = "x"
     one = write_store(tmp_path / "one.h5", items, {"toy": (pooled, LAYERS)})
-    with pytest.raises(DataError, match=r"--by 'site' has a single value \('x'\)"):
+    with pytest.raises(DataError, match=r"by 'site' has a single value \('x'\)"):
         embedx.fit(one, output=None, by=["site"], progress=False)

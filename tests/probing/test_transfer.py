@@ -113,30 +113,30 @@ def test_label_map_formats_and_errors(tmp_path):
     assert lmap.map("emodb", "sad") is None
     bad = tmp_path / "bad.yaml"
     bad.write_text("a: [b\n")
-    with pytest.raises(ConfigError, match=r"--label-map '.*bad\.yaml' is not valid YAML"):
+    with pytest.raises(ConfigError, match=r"label_map '.*bad\.yaml' is not valid YAML"):
         read_label_map(bad)
     empty = tmp_path / "empty.yaml"
     empty.write_text("- a\n- b\n")
     with pytest.raises(ConfigError, match=r"must be a non-empty mapping; accepted: \{raw_label"):
         read_label_map(empty)
-    with pytest.raises(ConfigError, match="cannot read --label-map"):
+    with pytest.raises(ConfigError, match="cannot read label_map"):
         read_label_map(tmp_path / "missing.yaml")
 
 
 def test_domain_validation(tmp_path):
     path, _, _ = _store(tmp_path)
-    with pytest.raises(DataError, match=r"--domain 'corpora': no such item column; available: .*corpus"):
+    with pytest.raises(DataError, match=r"domain 'corpora': no such item column; available: .*corpus"):
         embedx.fit(path, output=None, domain="corpora", progress=False)
-    with pytest.raises(DataError, match=r"--domain 'pooled_flag' has a single value"):
+    with pytest.raises(DataError, match=r"domain 'pooled_flag' has a single value"):
         items, pooled = planted()
         items["pooled_flag"] = "x"
         one = write_store(tmp_path / "one.h5", items, {"toy": (pooled, LAYERS)})
         embedx.fit(one, output=None, domain="pooled_flag", progress=False)
-    with pytest.raises(ConfigError, match="--label-map .* name the domain column with --domain"):
+    with pytest.raises(ConfigError, match="label_map .* name the domain column with domain='COLUMN'"):
         embedx.fit(path, output=None, label_map="m.yaml", progress=False)
     lmap = tmp_path / "m.yaml"
     lmap.write_text("c0: zero\n")
-    with pytest.raises(ConfigError, match="--label-map aligns class labels, but 'arousal' is a regression target"):
+    with pytest.raises(ConfigError, match="label_map aligns class labels, but 'arousal' is a regression target"):
         embedx.fit(path, output=None, label="arousal", domain="corpus", label_map=lmap, progress=False)
     assert not (tmp_path / "results").exists()
 

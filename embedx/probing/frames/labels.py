@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from embedx.errors import DataError
+from embedx.errors import DataError, Param
 from embedx.probing.cv import Folds, make_folds
 from embedx.probing.tasks import CLASSIFICATION
 from embedx.text import plural
@@ -152,7 +152,7 @@ def frame_folds(table: FrameTable, groups: np.ndarray | None, *, scheme: str, n_
         missing = np.setdiff1d(np.arange(k), table.y[tr])
         if len(missing):
             raise DataError(f"fold {fi} has no training frame of label {table.classes[missing[0]]!r}; "
-                            "use fewer --folds or drop that label from the alignments")
+                            "use fewer ", Param("folds"), " or drop that label from the alignments")
         splits.append((tr, te))
     return folds, Folds(scheme=folds.scheme, splits=splits, seed=folds.seed, notes=folds.notes,
                         reason=folds.reason)

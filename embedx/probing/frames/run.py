@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from embedx.errors import ConfigError, DataError, StoreError
+from embedx.errors import ConfigError, DataError, Param, StoreError
 from embedx.probing.frames.labels import DROP
 
 __all__ = ["FrameOptions", "frame_study"]
@@ -74,18 +74,19 @@ def _frame_set(reader: Any, sets: list[str] | None) -> tuple[str, str | None]:
     with_frames = [n for n in available if reader.spec(n).frames]
     if sets:
         if len(sets) > 1:
-            raise ConfigError(f"--frames probes one feature set at a time; got {len(sets)} --set values")
+            raise ConfigError(Param("frames", switch=True), " probes one feature set at a time; got "
+                              f"{len(sets)} ", Param("sets"), " values")
         name, layers, _ = parse_set(str(sets[0]).strip(), available)
     elif len(with_frames) == 1:
         name, layers = with_frames[0], None
     else:
         raise StoreError(f"{reader.path} has {len(with_frames)} feature sets with frames "
-                         f"({', '.join(with_frames) or 'none'}); " + (
-                             "name one with --set NAME" if with_frames else
-                             "extract with --frames to probe frames"))
+                         f"({', '.join(with_frames) or 'none'}); ", *(
+                             ("name one with ", Param("sets", "NAME")) if with_frames else
+                             ("extract with ", Param("frames", switch=True), " to probe frames")))
     if not reader.spec(name).frames:
-        raise StoreError(f"feature set {name!r} of {reader.path} has no frames; extract it with "
-                         f"--frames (sets with frames: {', '.join(with_frames) or 'none'})")
+        raise StoreError(f"feature set {name!r} of {reader.path} has no frames; extract it with ",
+                         Param("frames", switch=True), f" (sets with frames: {', '.join(with_frames) or 'none'})")
     return name, layers
 
 
@@ -151,7 +152,7 @@ def frame_study(features: str | Path, opts: FrameOptions, settings: Any, *, sets
     """
     note = log or (lambda _m: None)
     if opts.max_train_frames is not None and opts.max_train_frames < 100:
-        raise ConfigError(f"--max-train-frames must be at least 100; got {opts.max_train_frames}")
+        raise ConfigError(Param("max_train_frames", opts.max_train_frames), " not accepted; it must be at least 100")
     start = time.perf_counter()
     setup = _setup(features, opts, sets=sets, layers=layers, group=group, labels_csv=labels_csv)
     t = setup.table
