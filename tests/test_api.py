@@ -4,10 +4,8 @@ cheap checks that must fail before a model is loaded."""
 from __future__ import annotations
 
 import importlib
-import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,16 +16,12 @@ from typer.testing import CliRunner
 import embedx
 from embedx.cli import app
 from embedx.errors import ConfigError, DataError
+from tests.clirun import run_embedx
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    """The real command line in a child process (default workers, no stdin)."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        [str(Path(embedx.__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.run([sys.executable, "-m", "embedx", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+_cli = run_embedx
 
 
 @pytest.fixture(scope="module")

@@ -150,6 +150,15 @@ def decoder_said(notes: list[str]) -> str:
     return f"; the decoder said: {shorten(' '.join(notes), _MAX_NOTES)}" if notes else ""
 
 
+def _existing(path: str | Path) -> Path:
+    """``path`` as a Path; a missing file or a broken link is refused in one line."""
+    p = Path(path)
+    if not p.exists():
+        kind = "broken symlink" if p.is_symlink() else "no such file"
+        raise AudioError(f"{kind}: {path}")
+    return p
+
+
 def probe(path: str | Path) -> AudioInfo:
     """Read a file's header without decoding it.
 
@@ -164,10 +173,7 @@ def probe(path: str | Path) -> AudioInfo:
     """
     import soundfile as sf
 
-    p = Path(path)
-    if not p.exists():
-        kind = "broken symlink" if p.is_symlink() else "no such file"
-        raise AudioError(f"{kind}: {path}")
+    p = _existing(path)
     notes: list[str] = []
     try:
         with decoder_notes() as notes:
@@ -280,10 +286,7 @@ def decode(path: str | Path, notes: list[str] | None = None) -> tuple[np.ndarray
     """
     import soundfile as sf
 
-    p = Path(path)
-    if not p.exists():
-        kind = "broken symlink" if p.is_symlink() else "no such file"
-        raise AudioError(f"{kind}: {path}")
+    p = _existing(path)
     said: list[str] = []
     try:
         plain = _read_plain_wav(p)

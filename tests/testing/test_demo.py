@@ -3,24 +3,16 @@ layers significantly worse than it), run through the real command line as the Ma
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 
-import embedx
+from tests.clirun import run_embedx
 
 MAKEFILE = Path(__file__).resolve().parents[2] / "Makefile"
 
 
-def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    """The real command line in a child process, as `make demo` runs it."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        [str(Path(embedx.__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.run([sys.executable, "-m", "embedx", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+_cli = run_embedx
 
 
 def test_the_makefile_runs_the_commands_this_test_runs():
