@@ -7,12 +7,14 @@ written out by hand with loops), not against the module's own helpers.
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 import pytest
 from scipy import stats as sst
 from sklearn.metrics import balanced_accuracy_score
 
+from embedx.probing import compare
 from embedx.probing import metrics as M
 from embedx.probing.compare import (
     NULL_INFLATION,
@@ -35,6 +37,29 @@ def _corpus(accuracies, speakers=8, per=12, k=3, seed=0):
     spk = np.repeat(np.arange(speakers), per)
     preds = [np.where(rng.random(n) < acc, y, (y + 1 + rng.integers(0, k - 1, n)) % k) for acc in accuracies]
     return y, spk, preds
+
+
+def _regression(speakers, per=8, gain=0.25, seed=0):
+    """Targets and two predictions; the second has ``gain`` more noise (its errors are larger)."""
+    rng = np.random.default_rng(seed)
+    n = speakers * per
+    t, spk = rng.normal(size=n), np.repeat(np.arange(speakers), per)
+    return t, spk, [t + rng.normal(scale=1.0, size=n), t + rng.normal(scale=1.0 + gain, size=n)]
+
+
+def _mae_gains(t, spk, better, worse):
+    """``(S,)`` each speaker's share of ``MAE(worse) - MAE(better)``: MAE is a sum over items / N."""
+    return np.bincount(spk, weights=np.abs(worse - t) - np.abs(better - t)) / len(t)
+
+
+def _all_signs(num):
+    """``(2^num, num)`` every +-1 vector: no swap (+1) or swap (-1) of each speaker."""
+    return np.array(list(itertools.product([1.0, -1.0], repeat=num)))
+
+
+def _inflation():
+    """The permutation null's widening, read through its public name (never a copy of its value)."""
+    return compare.NULL_INFLATION
 
 
 def _ccc(a, b):
@@ -148,3 +173,74 @@ def test_compare_configurations_switches():
     assert kind == "block" and len(np.unique(codes)) == 50 and np.bincount(codes).min() >= 1
     np.testing.assert_array_equal(codes, clusters_of(96, None, 4)[0])
     assert clusters_of(30, None, 0)[0].max() == 29  # fewer items than blocks: one item each
+
+
+def test_monte_carlo_signflip_beyond_the_exact_limit_matches_full_enumeration():
+    # 14 speakers: past EXACT_MAX_CLUSTERS, so random swaps. The reference enumerates all 2^14
+    # swaps by hand: MAE is a sum over items, so swapping speaker s flips the sign of its share
+    speakers = 14
+    assert speakers > compare.EXACT_MAX_CLUSTERS
+    t, spk, preds = _regression(speakers, seed=4)
+    gains = _mae_gains(t, spk, preds[0], preds[1])
+    assert gains.sum() == pytest.approx(np.mean(np.abs(preds[1] - t)) - np.mean(np.abs(preds[0] - t)))
+    null = _all_signs(speakers) @ gains  # (2^S,) the uninflated null of "0 is better than 1"
+
+    def exact(inflation):
+        return float(np.mean(inflation * null >= gains.sum() - 1e-12))
+
+    n_perm = 10_000
+    scores = ClusterScores(t, preds, M.get_metric("mae"), spk)
+    p = signflip_test(scores, 0, 1, greater_is_better=False, n_perm=n_perm, seed=0)
+    want = exact(_inflation())
+    se = np.sqrt(want * (1 - want) / n_perm)
+    assert abs(p - want) < 4 * se + 1 / (n_perm + 1)
+    # the test has the power to see the widening: without it the p-value is > 8 SE lower
+    assert want - exact(1.0) > 8 * se
+
+
+def test_monte_carlo_p_values_are_never_below_one_over_permutations_plus_one():
+    # A better than B in every block of items: no random swap reaches the observed difference,
+    # and a Monte Carlo p-value counts the observed arrangement itself: 1 / (n_perm + 1), not 0
+    k, n = 3, 100
+    y = np.arange(n) % k
+    good, bad = y.copy(), (y + 1) % k
+    n_perm = 199
+    comp, _ = compare_configurations(y, [bad, good], UAR, groups=None, num_classes=k, alpha=0.05,
+                                     n_perm=n_perm, seed=0)
+    assert comp.cluster_kind == "block" and comp.num_clusters > compare.EXACT_MAX_CLUSTERS
+    # the chance that one random swap (sign flip, or permutation of the two) reaches the observed
+    # gap: the swapped blocks must carry at most a share (f-1)/(2f) of it, f the inflation
+    codes, _ = clusters_of(n, None, 0)
+    gains = np.sort(np.bincount(codes, weights=1.0 / (k * np.bincount(y)[y])))  # UAR share per block
+    allowed = int(np.searchsorted(np.cumsum(gains), gains.sum() * (_inflation() - 1) / (2 * _inflation()),
+                                  side="right"))
+    s = comp.num_clusters
+    reach = 2 * sum(math.comb(s, j) for j in range(allowed + 1)) / 2.0**s
+    assert reach * n_perm < 1e-6  # so no random swap reaches it: the count of hits is 0
+    assert comp.paired_p(1, 0) == pytest.approx(1 / (n_perm + 1), rel=1e-12)
+    assert comp.p_set[0] == pytest.approx(1 / (n_perm + 1), rel=1e-12) and comp.in_set.tolist() == [False, True]
+    # the other direction: every swap but the all-swapped one (chance 2^-50) reaches it, p = 1
+    assert comp.paired_p(0, 1) == 1.0
+
+
+def test_confidence_set_p_value_is_the_inflated_permutation_null_by_enumeration():
+    # two configurations: permuting them within a speaker is a swap with probability 1/2, so the
+    # spread's null is |sum of +-shares| over all 2^S swaps, widened by the inflation
+    speakers = 10
+    t, spk, preds = _regression(speakers, seed=1)
+    gains = _mae_gains(t, spk, preds[0], preds[1])
+    spread = np.abs(_all_signs(speakers) @ gains)
+
+    def exact(inflation):
+        return float(np.mean(inflation * spread >= abs(gains.sum()) - 1e-12))
+
+    n_perm = 6000
+    scores = ClusterScores(t, preds, M.get_metric("mae"), spk)
+    p, in_set = best_set(scores, greater_is_better=False, alpha=0.05, n_perm=n_perm, seed=0)
+    want = exact(_inflation())
+    se = np.sqrt(want * (1 - want) / n_perm)
+    assert abs(p[1] - want) < 4 * se + 1 / (n_perm + 1)
+    assert in_set.tolist() == [True, bool(p[1] >= 0.05)]
+    # the permutation null is widened (it lacks each configuration's training noise): the set is
+    # measurably more conservative than the plain permutation test
+    assert want - exact(1.0) > 8 * se
