@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats as sst
 from sklearn.metrics import balanced_accuracy_score, mean_absolute_error
 
 import embedx
@@ -105,3 +106,29 @@ def test_by_validation(tmp_path):
     one = write_store(tmp_path / "one.h5", items, {"toy": (pooled, LAYERS)})
     with pytest.raises(DataError, match=r"by 'site' has a single value \('x'\)"):
         embedx.fit(one, output=None, by=["site"], progress=False)
+
+
+def test_gap_ci_t_tends_to_welchs_interval_on_the_speakers_scores():
+    # Equal items per speaker: a subgroup's MAE is the mean of its speakers' MAEs, whose speaker
+    # bootstrap variance is (S-1)/S · s²/S. Corrected by S/(S-1) it is s²/S, so with many
+    # resamples the t interval is Welch's interval for the difference of the two means of
+    # speaker scores (scipy). Few speakers of unequal spread: Welch's df is far below S1+S2-2.
+    rng = np.random.default_rng(7)
+    per, sizes = 6, (5, 9)
+    spk = np.repeat(np.arange(sum(sizes)), per)
+    high = spk < sizes[0]
+    scale = np.where(np.arange(sum(sizes)) < sizes[0], rng.uniform(0.5, 3.0, sum(sizes)),
+                     rng.uniform(0.8, 1.2, sum(sizes)))  # error scale of every speaker
+    y = rng.normal(size=len(spk))
+    pred = y + rng.normal(size=len(spk)) * scale[spk]
+    per_speaker = np.bincount(spk, weights=np.abs(pred - y)) / per  # each speaker's MAE
+    a, b = per_speaker[: sizes[0]], per_speaker[sizes[0]:]
+    welch = sst.ttest_ind(a, b, equal_var=False)
+    want = welch.confidence_interval(0.95)
+    assert welch.df < sum(sizes) - 2 - 4  # the test separates Welch's df from the pooled one
+    mae = M.get_metric("mae", M.REGRESSION)
+    gap, low, hi = gap_ci(y, pred, spk.astype(str), high, ~high, mae, n_boot=50_000, seed=0)
+    assert gap == pytest.approx(a.mean() - b.mean())
+    assert (low + hi) / 2 == pytest.approx(gap)
+    # the bootstrap estimates the variance to ~0.6% with 50,000 resamples: the half width to 2%
+    assert (hi - low) / (want.high - want.low) == pytest.approx(1.0, abs=0.02)
