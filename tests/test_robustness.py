@@ -18,6 +18,7 @@ from embedx.cli import app
 from embedx.errors import StoreError
 from embedx.extraction.config import ExtractConfig
 from embedx.extraction.extract import extract
+from embedx.probing.modelfile import MODEL_FILE
 from embedx.store import StoreReader, StoreWriter
 from embedx.testing.synth import chirp, noise, tone
 from tests.killrun import write_corpus
@@ -233,8 +234,18 @@ def test_stage2_on_a_truncated_store_is_one_line(labelled_store, tmp_path):
     data = labelled_store.read_bytes()
     cut.write_bytes(data[: len(data) // 3])
     _one_line_error(_fit("-f", str(cut), "-o", str(tmp_path / "r")), "cut.h5")
-    res = CliRunner().invoke(app, ["predict", str(tmp_path / "nope.joblib"), str(cut)])
-    _one_line_error(res)
+    # a real model, saved by fitting the intact store: predict gets past the model and fails on
+    # the store, and the same model predicts every item of the intact store
+    fitted = CliRunner().invoke(app, ["fit", "-f", str(labelled_store), "-o", str(tmp_path / "m"), "--quiet",
+                                      "--bootstrap", "0", "--cv", "2", "--models", "logreg", "--layers", "4"])
+    assert fitted.exit_code == 0, fitted.output
+    model = tmp_path / "m" / MODEL_FILE
+    ok = CliRunner().invoke(app, ["predict", str(model), str(labelled_store), "-o", str(tmp_path / "p.csv")])
+    assert ok.exit_code == 0, ok.output
+    assert len(pd.read_csv(tmp_path / "p.csv")) == 16
+    res = CliRunner().invoke(app, ["predict", str(model), str(cut), "-o", str(tmp_path / "q.csv")])
+    _one_line_error(res, "cut.h5 cannot be opened as HDF5")
+    assert not (tmp_path / "q.csv").exists()
 
 
 def test_stage2_on_a_newer_schema_is_one_line(labelled_store, tmp_path):
