@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -18,6 +19,7 @@ from embedx.extraction.extract import available_cores, default_workers, extract
 from embedx.extraction.writes import StoreQueue
 from embedx.store import StoreReader, StoreWriter
 from embedx.testing.synth import noise
+from tests.clirun import run_embedx
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -63,21 +65,25 @@ def test_a_failed_write_stops_the_run_joins_the_writer_and_resume_completes(tiny
                   batch_seconds=1.5)
     extract([str(wavs)], tmp_path / "full.h5", ExtractConfig(**config))
     original = StoreWriter.write
-    calls = {"n": 0}
+    batches: list[list[int]] = []  # the items of every batch handed to the store, in order
 
-    def failing(self, *args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 3:
+    def failing(self, name, indices, **kwargs):
+        batches.append(sorted(int(i) for i in indices))
+        if len(batches) == 3:
             raise StoreError("write failed")
-        return original(self, *args, **kwargs)
+        return original(self, name, indices, **kwargs)
 
     monkeypatch.setattr(StoreWriter, "write", failing)
     with pytest.raises(StoreError, match="write failed"):
         extract([str(wavs)], tmp_path / "part.h5", ExtractConfig(**config))
     assert not _writer_threads()
+    # the third write failed and none was tried after it; the 6 items make more than 3 batches
+    assert len(batches) == 3 and all(batches) and sum(map(len, batches)) < 6
     with StoreReader(tmp_path / "part.h5") as r:
-        partial = int(r.done(r.feature_sets()[0]).sum())
-    assert 0 < partial < 6  # the first two batches were flushed and marked done, nothing after
+        done = np.flatnonzero(r.done(r.feature_sets()[0])).tolist()
+    # exactly the first two batches were flushed and marked done, nothing of the third
+    assert done == sorted(batches[0] + batches[1])
+    partial = len(done)
     monkeypatch.setattr(StoreWriter, "write", original)
     summary = extract([str(wavs)], tmp_path / "part.h5", ExtractConfig(**config))
     assert summary.processed == 6 - partial
@@ -105,8 +111,68 @@ def test_the_run_profile_is_stored_and_shown_by_info(tiny_model, wavs, tmp_path)
     assert f"{attrs['run_audio_per_s']:,.1f} audio-s/s" in shown.output and "1 decoding worker," in shown.output
 
 
-def test_default_workers_use_every_core_but_one():
-    assert default_workers() == max(0, available_cores() - 1)
+def _embedx_on_cores(cores: list[int], *args: str) -> subprocess.CompletedProcess:
+    """``python -m embedx ARGS`` in a child process allowed to run on ``cores`` only."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run([sys.executable, "-m", "embedx", *args], env=env, capture_output=True, text=True,
+                          timeout=600, stdin=subprocess.DEVNULL,
+                          preexec_fn=lambda: os.sched_setaffinity(0, cores))
+
+
+def _run_workers(path: Path) -> int:
+    with StoreReader(path) as r:
+        return int(r.spec(r.feature_sets()[0]).attrs["run_workers"])
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="CPU affinity masks are Linux-only")
+def test_default_workers_use_every_core_of_the_affinity_mask_but_one(tiny_model, wavs, tmp_path):
+    # the real default of the CLI, run on 1 and on 2 of this machine's cores (a SLURM or container
+    # cpuset): one core decodes in the main process whatever the machine has; two give one worker.
+    # 6 items of 0.7-2.1 s in 0.5-s batches are 6 batches, so the batch count caps nothing
+    cores = sorted(os.sched_getaffinity(0))
+    for mask in ([cores[0]], cores[:2]) if len(cores) >= 2 else ([cores[0]],):
+        out = tmp_path / f"on{len(mask)}.h5"
+        done = _embedx_on_cores(mask, "extract", "--model", str(tiny_model("hubert")), str(wavs), "-o", str(out),
+                                "--batch-seconds", "0.5", "--quiet")
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert _run_workers(out) == len(mask) - 1, mask
+
+
+def _assert_same_features(a_path: Path, b_path: Path) -> None:
+    with StoreReader(a_path) as a, StoreReader(b_path) as b:
+        assert a.items["id"].tolist() == b.items["id"].tolist()
+        assert a.feature_sets() == b.feature_sets()
+        for name in a.feature_sets():
+            assert a.done(name).all() and b.done(name).all()
+            for pooling in a.spec(name).poolings:
+                for layer in a.spec(name).layers:
+                    np.testing.assert_array_equal(a.pooled(name, pooling, layer), b.pooled(name, pooling, layer))
+            np.testing.assert_array_equal(a.frame_offsets(name), b.frame_offsets(name))
+            for i in range(a.num_items):
+                np.testing.assert_array_equal(a.frames(name, i), b.frames(name, i))
+
+
+def test_features_decoded_through_the_worker_slots_equal_a_workers_0_run(tiny_model, write_audio, tmp_path):
+    # 16 items of 0.3-1.6 s, half at 22.05 kHz (resampled in the workers), in 1-s batches: short
+    # items share a batch in a slot (each worker reuses its few slots many times), long ones
+    # exceed a slot and travel on their own; the default workers and 2 workers (batches
+    # interleaved from two processes) must store what the main process alone stores, in order
+    rng = np.random.default_rng(0)
+    for i in range(16):
+        rate = 22050 if i % 2 else 16000
+        write_audio(f"corpus/u{i:02d}.wav", noise(float(rng.uniform(0.3, 1.6)), rate, seed=i), rate)
+    args = ["extract", "--model", str(tiny_model("hubert")), str(tmp_path / "corpus"), "--pooling", "mean,std",
+            "--frames", "--batch-seconds", "1.0", "--quiet"]
+    ref = run_embedx(*args, "--workers", "0", "-o", tmp_path / "w0.h5")
+    assert ref.returncode == 0, ref.stderr[-2000:]
+    assert _run_workers(tmp_path / "w0.h5") == 0
+    for label, extra in (("default", []), ("w2", ["--workers", "2"])):
+        out = tmp_path / f"{label}.h5"
+        done = run_embedx(*args, *extra, "-o", out)
+        assert done.returncode == 0, done.stderr[-2000:]
+        # the default decodes in workers wherever there is more than one core
+        assert _run_workers(out) == 2 if extra else _run_workers(out) >= min(1, len(os.sched_getaffinity(0)) - 1)
+        _assert_same_features(tmp_path / "w0.h5", out)
 
 
 def test_gpu_benchmark_smoke_runs_on_the_cpu(tmp_path):
