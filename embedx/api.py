@@ -101,6 +101,7 @@ def fit(
     label: str = "label",
     labels: str | os.PathLike[str] | None = None,
     group: str | None = "auto",
+    cross_group: str | None = None,
     sets: Sequence[str] | None = None,
     layers: str = ALL_LAYERS,
     pooling: str | None = None,
@@ -147,9 +148,8 @@ def fit(
             writes nothing. overwrite: replace another study's results in ``output``.
         group: group (speaker) column; ``"auto"``: a ``speaker``/``speaker_id``/``spk`` column
             when the items have one; ``None``: no groups (``--no-group``).
-        folds: ``None``: 5, or with ``cv="auto"`` on too few speakers one fold per speaker
-            (said in a note and the report); folds given explicitly fail in one line when the
-            data cannot have them.
+        folds: ``None``: 5, or with ``cv="auto"`` fewer on too few speakers (one per speaker)
+            or ``cross_group`` values, said in a note and the report; explicit ones fail in one line.
         others: the option of the same name in ``embedx fit --help`` (``sets`` is ``--set``),
             declared once in :data:`embedx.options.FIT` (analyses: ``weighted_layers``,
             ``permutations``, ``domain``, ``by``; frame level: ``frames``, ``segments``).

@@ -364,6 +364,7 @@ def fit(
     labels: Annotated[Path | None, _option(FIT, "labels")] = _default(FIT, "labels"),
     group: Annotated[str, _option(FIT, "group")] = _default(FIT, "group"),
     no_group: Annotated[bool, _option(FIT, "no_group")] = _default(FIT, "no_group"),
+    cross_group: Annotated[str | None, _option(FIT, "cross_group")] = _default(FIT, "cross_group"),
     feature_set: Annotated[list[str] | None, _option(FIT, "sets")] = _default(FIT, "sets"),
     layers: Annotated[str, _option(FIT, "layers")] = _default(FIT, "layers"),
     pooling: Annotated[str | None, _option(FIT, "pooling")] = _default(FIT, "pooling"),
@@ -411,7 +412,7 @@ def fit(
     engine = _take_renamed(FIT, "backend", backend, engine)
     fitted = run_fit(
         features, output=output, overwrite=overwrite, label=label, labels=labels,
-        group=None if no_group else group, sets=feature_set, layers=layers,
+        group=None if no_group else group, cross_group=cross_group, sets=feature_set, layers=layers,
         pooling=pooling, concat=concat, models=models, cv=cv, folds=folds, split_col=split_col,
         task=task, metric=metric, class_weight=class_weight, speaker_norm=speaker_norm, tune=tune,
         grid=grid, inner_folds=inner_folds, bootstrap=bootstrap, alpha=alpha,
