@@ -123,6 +123,7 @@ def fit(
     permutations: int = 0,
     domain: str | None = None,
     label_map: str | os.PathLike[str] | None = None,
+    factors: str | os.PathLike[str] | None = None,
     by: Sequence[str] | None = None,
     frames: bool = False,
     segments: bool = False,
@@ -160,8 +161,7 @@ def fit(
         A :class:`FitResult` (see :func:`embedx.probing.orchestrate.run`, which does the work).
 
     Raises:
-        EmbedxError: bad options, store, labels or output folder, in one line, before any
-            model is fitted.
+        EmbedxError: bad options, store, labels or output folder, in one line, before any fit.
     """
     options = dict(locals())  # every argument by name: the first statement, so nothing else is local
     renamed = options.pop("renamed")

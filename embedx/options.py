@@ -286,6 +286,9 @@ FIT = Command("fit", (
          "and test on every other -> transfer.csv."),
     _opt("label_map", Path, None, "YAML mapping each domain's labels to shared ones: "
          "{raw: shared} and/or {domain: {raw: shared}}."),
+    _opt("factors", Path, None, "CSV tagging feature sets with factor levels (a set column, one column "
+         "per factor, e.g. arch, lang): main effects and interactions on per-speaker scores, with "
+         "--domain as a between-speaker factor -> factorial.csv.", "--factors", show_default=False),
     _opt("by", list, None, "Item column to break the scores down by (repeatable), e.g. sex -> "
          "subgroups.csv.", "--by"),
     _opt("frames", bool, False, "Probe every stored frame, labelled by the aligned segment covering its "

@@ -47,7 +47,7 @@ def test_no_speaker_and_no_sentence_is_on_both_sides_of_any_fold(seed):
     assert len(splits) == len(left_out) == k
     tested = np.concatenate([te for _, te in splits])
     assert len(tested) == len(np.unique(tested))  # every item tested at most once
-    for (train, test), out in zip(splits, left_out):
+    for (train, test), out in zip(splits, left_out, strict=True):
         assert len(test) and len(train) and not np.intersect1d(train, test).size
         assert not np.intersect1d(spk[train], spk[test]).size, "a speaker crosses the split"
         assert not np.intersect1d(sent[train], sent[test]).size, "a sentence crosses the split"
