@@ -26,8 +26,8 @@ p-values that need no sphericity or normality):
   ``F = S·|c̄|²/d ÷ Σ|c_s - c̄|²/(d(S-1))``, the univariate repeated-measures F. Under the null
   the contrasts of a speaker are symmetric about 0 (the speaker's sets are exchangeable within
   the effect), so flipping their signs speaker by speaker is a permutation test: exact over
-  all ``2^S`` flips up to :data:`EXACT_MAX` speakers, else ``--bootstrap`` random flips with
-  ``p = (1 + hits) / (1 + n)``. Other effects cancel in the contrasts of a complete design, so
+  all ``2^S`` flips up to :data:`EXACT_MAX` speakers, else ``--bootstrap`` random flips (1000
+  with ``--bootstrap 0``: ``--factors`` asks for the tests) with ``p = (1 + hits) / (1 + n)``. Other effects cancel in the contrasts of a complete design, so
   the test holds whatever they are.
 * an effect with the domain (its main effect, or domain × set factors) compares the contrasts
   (for the main effect: the speaker's mean score) between domains: the one-way F of
@@ -164,7 +164,7 @@ def between_test(c: np.ndarray, groups: np.ndarray, n_perm: int, rng: np.random.
     ss_error = ss_total - ss_between
     df1, df2 = d * (g - 1), d * (s - g)
     f = (ss_between / df1) / (ss_error / df2) if ss_error > 0 else float("inf")
-    perms = np.stack([rng.permutation(codes) for _ in range(n_perm)])  # (n_perm, S)
+    perms = codes[np.argsort(rng.random((n_perm, s)), axis=1)]  # (n_perm, S): random orders of the groups
     hits = int((_between_ss(c, perms, g) >= ss_between * (1 - 1e-12)).sum())
     return {"F": f, "df_effect": df1, "df_error": df2, "p_F": float(stats.f.sf(f, df1, df2)),
             "p_perm": (1 + hits) / (1 + n_perm), "partial_eta2": ss_between / ss_total if ss_total else 0.0,
@@ -377,7 +377,7 @@ def run_factorial(result: Any, factors: pd.DataFrame, *, domain: str | None = No
     cells = np.stack([values[:, [j for j, c in enumerate(cell_of) if c == k]].mean(axis=1)
                       for k in range(len(combos))], axis=1)  # (S, cells)
     table = factorial_tests(cells, levels, domains=domains, domain_name=domain or "domain",
-                            n_perm=max(int(result.settings["n_boot"]), 1), seed=int(result.settings["seed"]))
+                            n_perm=int(result.settings["n_boot"]) or 1000, seed=int(result.settings["seed"]))
     cell_rows = [{**dict(zip(levels, combo, strict=True)), "sets": ", ".join(s_ for s_, c in zip(sets, cell_of, strict=True) if c == k),
                   "mean": float(cells[:, k].mean()), "sd": float(cells[:, k].std(ddof=1)) if len(cells) > 1 else 0.0}
                  for k, combo in enumerate(combos)]
