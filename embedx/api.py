@@ -101,6 +101,7 @@ def fit(
     label: str = "label",
     labels: str | os.PathLike[str] | None = None,
     group: str | None = "auto",
+    cross_group: str | None = None,
     sets: Sequence[str] | None = None,
     layers: str = ALL_LAYERS,
     pooling: str | None = None,
@@ -122,6 +123,7 @@ def fit(
     permutations: int = 0,
     domain: str | None = None,
     label_map: str | os.PathLike[str] | None = None,
+    factors: str | os.PathLike[str] | None = None,
     by: Sequence[str] | None = None,
     frames: bool = False,
     segments: bool = False,
@@ -147,9 +149,8 @@ def fit(
             writes nothing. overwrite: replace another study's results in ``output``.
         group: group (speaker) column; ``"auto"``: a ``speaker``/``speaker_id``/``spk`` column
             when the items have one; ``None``: no groups (``--no-group``).
-        folds: ``None``: 5, or with ``cv="auto"`` on too few speakers one fold per speaker
-            (said in a note and the report); folds given explicitly fail in one line when the
-            data cannot have them.
+        folds: ``None``: 5, or with ``cv="auto"`` fewer on too few speakers (one per speaker)
+            or ``cross_group`` values, said in a note and the report; explicit ones fail in one line.
         others: the option of the same name in ``embedx fit --help`` (``sets`` is ``--set``),
             declared once in :data:`embedx.options.FIT` (analyses: ``weighted_layers``,
             ``permutations``, ``domain``, ``by``; frame level: ``frames``, ``segments``).
@@ -160,8 +161,7 @@ def fit(
         A :class:`FitResult` (see :func:`embedx.probing.orchestrate.run`, which does the work).
 
     Raises:
-        EmbedxError: bad options, store, labels or output folder, in one line, before any
-            model is fitted.
+        EmbedxError: bad options, store, labels or output folder, in one line, before any fit.
     """
     options = dict(locals())  # every argument by name: the first statement, so nothing else is local
     renamed = options.pop("renamed")

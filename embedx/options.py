@@ -245,6 +245,10 @@ FIT = Command("fit", (
     _opt("no_group", bool, False, "Ungrouped folds even when the items have a speaker column (items "
          "of one speaker may then be in train and test).", "--no-group", where="cli",
          why="the API's group=None"),
+    _opt("cross_group", str, None, "A second group column crossed with --group (e.g. sentence, when "
+         "every speaker reads the same sentences): two-way folds where neither a speaker nor a "
+         "sentence is on both sides; the items that would cross are left out of that fold (counted "
+         "in the report).", "--cross-group", show_default=False),
     _opt("sets", list, None, "Feature set to probe, repeatable: NAME, NAME@LAYERS, "
          "NAME@LAYERS/POOLING (default: every set).", "--set", "-s", cli_param="feature_set",
          show_default=False),
@@ -282,6 +286,9 @@ FIT = Command("fit", (
          "and test on every other -> transfer.csv."),
     _opt("label_map", Path, None, "YAML mapping each domain's labels to shared ones: "
          "{raw: shared} and/or {domain: {raw: shared}}."),
+    _opt("factors", Path, None, "CSV tagging feature sets with factor levels (a set column, one column "
+         "per factor, e.g. arch, lang): main effects and interactions on per-speaker scores, with "
+         "--domain as a between-speaker factor -> factorial.csv.", "--factors", show_default=False),
     _opt("by", list, None, "Item column to break the scores down by (repeatable), e.g. sex -> "
          "subgroups.csv.", "--by"),
     _opt("frames", bool, False, "Probe every stored frame, labelled by the aligned segment covering its "

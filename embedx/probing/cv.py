@@ -16,6 +16,11 @@ Schemes:
   ``test`` the study's fold is train → dev (used to rank and compare configurations) and the
   best configuration is refitted on train + dev and scored once on the held-out test part;
   with only one of them the fold is train → that part.
+* ``two-way`` – with a second, crossed group column (``--cross-group sentence``): folds where
+  neither a speaker nor a sentence is on both sides (:mod:`embedx.probing.twoway`); chosen by
+  ``auto`` (K = :data:`DEFAULT_FOLDS`, or fewer when there are fewer speakers or sentences),
+  ``group`` (K = ``--folds``) or ``logo`` (K = the number of speakers); items that would cross are
+  left out of that fold and counted (:attr:`Folds.left_out`).
 * ``auto`` – ``group`` when a group column is given, else ``stratified`` (``kfold`` for
   regression), with :data:`DEFAULT_FOLDS` folds. When the number of folds was not given and the
   data are too small for that many, ``auto`` picks what works and says why (:attr:`Folds.reason`):
@@ -67,6 +72,7 @@ class Folds:
         reason: why ``auto`` chose another scheme or number of folds than its default (e.g.
             ``"4 speakers < 5 folds: leave-one-speaker-out, 4 folds"``), for the console and the
             report; ``""`` when it did not.
+        left_out: items each fold leaves out of both parts (two-way folds); ``()`` otherwise.
     """
 
     scheme: str
@@ -75,6 +81,7 @@ class Folds:
     holdout: tuple[np.ndarray, np.ndarray] | None = None
     notes: tuple[str, ...] = ()
     reason: str = ""
+    left_out: tuple[int, ...] = ()
 
     @property
     def n_splits(self) -> int:
@@ -263,6 +270,8 @@ def make_folds(
     num_classes: int | None = None,
     class_names: list[str] | None = None,
     group_name: str | None = None,
+    crossed: np.ndarray | None = None,
+    crossed_name: str | None = None,
 ) -> Folds:
     """Compute the folds of a study once.
 
@@ -279,6 +288,9 @@ def make_folds(
         num_classes: number of classes (classification), to check every training part.
         class_names: names of the classes, for messages.
         group_name: the group column, for messages (``None``: speakers).
+        crossed: ``(num_items,)`` a second group (e.g. sentence) crossed with ``groups``:
+            two-way folds (see the module docstring); ``None``: none.
+        crossed_name: the second group column, for messages.
 
     Returns:
         The folds.
@@ -290,6 +302,9 @@ def make_folds(
     """
     if groups is not None:
         groups = np.asarray(groups)
+    if crossed is not None:
+        return _two_way_folds(y, scheme, n_splits, seed, groups, np.asarray(crossed), task, num_classes,
+                              class_names, (group_name or "speaker", crossed_name or "sentence"))
     reason = ""
     if scheme == "auto" and n_splits is None:
         scheme, n_splits, reason = _auto_choice(y, groups, task, group_name)
@@ -313,6 +328,52 @@ def make_folds(
                        class_names, groups)
     return Folds(scheme=scheme, splits=splits, seed=seed, holdout=holdout, notes=tuple(notes),
                  reason=reason)
+
+
+def _two_way_folds(y: np.ndarray, scheme: str, n_splits: int | None, seed: int, groups: np.ndarray | None,
+                   crossed: np.ndarray, task: str, num_classes: int | None, class_names: list[str] | None,
+                   names: tuple[str, str]) -> Folds:
+    """The folds of :func:`make_folds` with a crossed second group (:mod:`embedx.probing.twoway`).
+
+    Raises:
+        ConfigError: no first group column, or a scheme that cannot be two-way.
+        DataError: too few speakers/sentences for the folds, an empty fold, a class missing.
+    """
+    from embedx.probing import twoway
+
+    if groups is None:
+        raise ConfigError("two-way folds (", Param("cross_group", names[1]), ") need a first group "
+                          "column too; give ", Param("group", "COLUMN"))
+    if scheme not in ("auto", "group", "logo", twoway.SCHEME):
+        raise ConfigError(Param("cv", scheme), " cannot be two-way; with ", Param("cross_group", names[1]),
+                          " use auto, group or logo")
+    fewest = min(len(np.unique(groups)), len(np.unique(crossed)))
+    reason = ""
+    if scheme == "logo":  # leave-one-speaker-out: every speaker a fold of its own
+        n_splits = len(np.unique(groups))
+        if len(np.unique(crossed)) < n_splits:
+            raise DataError(
+                f"two-way leave-one-{names[0]}-out needs as many {names[1]!r} values as {names[0]!r} "
+                f"values ({n_splits}); found {len(np.unique(crossed))}; use ", Param("cv", "group"),
+                " with ", Param("folds", len(np.unique(crossed))), " or fewer"
+            )
+    elif n_splits is None:
+        n_splits = DEFAULT_FOLDS
+        if scheme == "auto" and 2 <= fewest < DEFAULT_FOLDS:
+            n_splits = fewest
+            which = names[0] if len(np.unique(groups)) == fewest else names[1]
+            reason = f"{fewest} {which!r} values < {DEFAULT_FOLDS} folds: two-way, {fewest} folds"
+    if n_splits < 2:
+        raise ConfigError(Param("folds", n_splits), " not accepted; it must be at least 2")
+    splits, left_out = twoway.two_way_splits(groups, crossed, n_splits, seed, names)
+    if task == CLASSIFICATION and num_classes is not None:
+        _check_classes(y, splits, twoway.SCHEME, num_classes, class_names, groups)
+    tested = sum(len(te) for _, te in splits)
+    notes = (f"two-way folds: no {names[0]!r} and no {names[1]!r} value is on both sides of a fold; "
+             f"each fold leaves out the items of a held-out {names[0]} with a training {names[1]} "
+             f"and the reverse ({', '.join(map(str, left_out))} items), and {tested} of {len(y)} "
+             "items are tested (each at most once)",)
+    return Folds(scheme=twoway.SCHEME, splits=splits, seed=seed, notes=notes, reason=reason, left_out=left_out)
 
 
 def _predefined_holdout(split: np.ndarray, groups: np.ndarray | None,

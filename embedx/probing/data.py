@@ -152,6 +152,8 @@ class Dataset:
         store: path of the store.
         specs: feature-set name -> its stored spec (as returned by the reader).
         skipped: reason -> number of store items not used.
+        cross_groups: ``(num_items,)`` a second group crossed with ``groups`` (e.g. sentence),
+            for two-way folds, or ``None``; cross_group: its column.
     """
 
     configs: list[FeatureConfig]
@@ -171,6 +173,8 @@ class Dataset:
     store: str = ""
     specs: dict[str, Any] = field(default_factory=dict)
     skipped: dict[str, int] = field(default_factory=dict)
+    cross_groups: np.ndarray | None = None
+    cross_group: str | None = None
 
     @property
     def num_items(self) -> int:
@@ -402,7 +406,7 @@ def encode_labels(values: pd.Series, task: str) -> tuple[np.ndarray, list[str] |
 
 
 def _usable_rows(reader: Any, used_sets: list[str], labels: pd.Series, groups: pd.Series | None,
-                 split: pd.Series | None) -> tuple[np.ndarray, dict[str, int]]:
+                 split: pd.Series | None, crossed: pd.Series | None = None) -> tuple[np.ndarray, dict[str, int]]:
     """The items done in every used set with a label (and group, split), and why others were skipped.
 
     Raises:
@@ -421,6 +425,8 @@ def _usable_rows(reader: Any, used_sets: list[str], labels: pd.Series, groups: p
         keep &= groups.notna().to_numpy()
     if split is not None:
         keep &= split.notna().to_numpy()
+    if crossed is not None:
+        keep &= crossed.notna().to_numpy()
     skipped = {
         "failed in extraction": int((~done & failed).sum()),
         # a stopped or killed extraction: its re-run finishes these
@@ -431,6 +437,8 @@ def _usable_rows(reader: Any, used_sets: list[str], labels: pd.Series, groups: p
         skipped["no group"] = int((done & has_label & groups.isna().to_numpy()).sum())
     if split is not None:
         skipped["no split"] = int((done & has_label & split.isna().to_numpy()).sum())
+    if crossed is not None:
+        skipped[f"no {crossed.name}"] = int((done & has_label & crossed.isna().to_numpy()).sum())
     skipped = {k: v for k, v in skipped.items() if v}
     rows = np.flatnonzero(keep)
     if len(rows) < 2:
@@ -471,6 +479,7 @@ def load_dataset(
     split_col: str | None = None,
     task: str = "auto",
     weighted_layers: bool = False,
+    cross_group: str | None = None,
 ) -> Dataset:
     """Read a study's data from a store.
 
@@ -489,6 +498,8 @@ def load_dataset(
         task: ``auto``, ``classification`` or ``regression``.
         weighted_layers: add one weighted-layer configuration per set and pooling (its
             features are the selected layers stacked as ``(num_items, num_layers, dim)``).
+        cross_group: a second group column crossed with ``group`` (e.g. ``sentence``): the
+            study's folds become two-way (:mod:`embedx.probing.twoway`); ``None``: none.
 
     Returns:
         The :class:`Dataset`.
@@ -510,8 +521,9 @@ def load_dataset(
             group = speaker_column([c for c in items.columns if c != label])
         groups = column(items, group, "group") if group else None
         split = column(items, split_col, "split") if split_col else None
+        crossed = column(items, cross_group, "cross-group") if cross_group else None
         used_sets = sorted({b.feature_set for c in configs for b in c.blocks})
-        rows, skipped = _usable_rows(reader, used_sets, labels, groups, split)
+        rows, skipped = _usable_rows(reader, used_sets, labels, groups, split, crossed)
         used = items.iloc[rows]
         resolved = detect_task(used[label], task)
         y, classes = encode_labels(used[label], resolved)
@@ -519,16 +531,10 @@ def load_dataset(
         X = _read_features(reader, configs, rows, ids)
         specs = {name: reader.spec(name) for name in used_sets}
     return Dataset(
-        configs=configs,
-        X=X,
-        y=y,
-        task=resolved,
-        classes=classes,
+        configs=configs, X=X, y=y, task=resolved, classes=classes,
         groups=None if groups is None else used[group].astype(str).to_numpy(),
         split=None if split is None else used[split_col].astype(str).to_numpy(),
-        ids=ids,
-        paths=used["path"].astype(str).to_numpy(),
-        rows=rows,
+        ids=ids, paths=used["path"].astype(str).to_numpy(), rows=rows,
         label=label,
         group=group,
         group_auto=group_auto and group is not None,
@@ -536,6 +542,8 @@ def load_dataset(
         store=str(path),
         specs=specs,
         skipped=skipped,
+        cross_groups=None if crossed is None else used[cross_group].astype(str).to_numpy(),
+        cross_group=cross_group,
     )
 
 

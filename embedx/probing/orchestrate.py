@@ -79,13 +79,25 @@ def _checked(options: Mapping[str, Any]) -> dict[str, Any]:
     if o["label_map"] is not None and o["domain"] is None:
         raise ConfigError(Param("label_map"), f" {str(o['label_map'])!r} aligns labels across domains; name the "
                           "domain column with ", Param("domain", "COLUMN"))
+    if o["cross_group"] is not None:
+        _check_cross_group(o)
     if o["frames"] or o["segments"]:
         _check_frame_options(o)
     return o
 
 
+def _check_cross_group(o: Mapping[str, Any]) -> None:
+    """Two-way folds need a first group column and a scheme that can be two-way."""
+    if o["group"] is None:
+        raise ConfigError(Param("cross_group", o["cross_group"]), " crosses a second group with the "
+                          "first; give ", Param("group", "COLUMN"), " rather than no group")
+    if o["cv"] not in ("auto", "group", "logo"):
+        raise ConfigError(Param("cv", o["cv"]), " cannot be two-way; with ",
+                          Param("cross_group", o["cross_group"]), " use auto, group or logo")
+
+
 #: options a frame- or segment-level study does not take (yet)
-_NOT_WITH_FRAMES = ("weighted_layers", "permutations", "domain", "by", "tune", "speaker_norm", "concat")
+_NOT_WITH_FRAMES = ("cross_group", "weighted_layers", "permutations", "domain", "factors", "by", "tune", "speaker_norm", "concat")
 
 
 def _check_frame_options(o: Mapping[str, Any]) -> None:
@@ -149,7 +161,7 @@ def _load(o: Mapping[str, Any]) -> Dataset:
         o["features"], label=o["label"], sets=o["sets"], layers=o["layers"], pooling=o["pooling"],
         concat=o["concat"], group=o["group"], labels_csv=o["labels"],
         split_col=o["split_col"] if o["cv"] == "predefined" else None, task=o["task"],
-        weighted_layers=o["weighted_layers"],
+        weighted_layers=o["weighted_layers"], cross_group=o["cross_group"],
     )
 
 

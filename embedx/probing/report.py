@@ -125,6 +125,13 @@ def _protocol_section(result: Any) -> list[str]:
         "same folds for every configuration and model"
         + (f" (chosen by `--cv auto`: {folds.reason})" if folds.reason else "")
     )
+    if folds.left_out:
+        ds = result.dataset
+        lines.append(
+            f"- two-way folds: neither a `{ds.group}` nor a `{ds.cross_group}` value is on both sides "
+            "of a fold; items left out of each fold (a held-out one with a training other): "
+            + ", ".join(map(str, folds.left_out))
+        )
     lines.append(
         f"- main metric: **{m}**; scaling fitted inside each training fold"
         + ("; features standardised per group (speaker normalisation: each group by its own "
@@ -384,6 +391,7 @@ def _payload(result: Any, files: dict[str, str]) -> dict[str, Any]:
             "seed": result.folds.seed,
             "reason": result.folds.reason,
             "test_sizes": [len(te) for _, te in result.folds.splits],
+            "left_out": list(result.folds.left_out),
         },
         "metric": result.metric,
         "best": {"config": key[0], "model": key[1],

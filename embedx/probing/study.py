@@ -254,7 +254,8 @@ def _folds(dataset: Dataset, settings: StudySettings) -> Folds:
     return make_folds(dataset.y, scheme=settings.scheme, n_splits=settings.n_splits, seed=settings.seed,
                       groups=dataset.groups, split=dataset.split, task=dataset.task,
                       num_classes=dataset.num_classes or None, class_names=dataset.classes,
-                      group_name=dataset.group)
+                      group_name=dataset.group, crossed=dataset.cross_groups,
+                      crossed_name=dataset.cross_group)
 
 
 def _plan_note(dataset: Dataset, settings: StudySettings, folds: Folds, n_pairs: int, n_tasks: int) -> str:
@@ -352,6 +353,9 @@ def run_study(
     folds = _folds(dataset, settings)
     if folds.reason:
         note(folds.reason)
+    if folds.left_out:  # dropped data is never quiet
+        note(f"two-way folds ({dataset.group} × {dataset.cross_group}): items left out of each fold: "
+             + ", ".join(map(str, folds.left_out)))
     if settings.tune and dataset.groups is not None and folds.scheme not in UNGROUPED:
         check_inner_groups(folds, dataset.groups, settings.inner_folds)
     inner = (inner_cv(folds.scheme, settings.inner_folds, settings.seed, dataset.task, dataset.groups is not None)

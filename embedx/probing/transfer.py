@@ -105,6 +105,7 @@ def _subset(dataset: Dataset, keep: np.ndarray, labels: list[str], reason: str) 
         y=y,
         classes=classes,
         groups=None if dataset.groups is None else dataset.groups[keep],
+        cross_groups=None if dataset.cross_groups is None else dataset.cross_groups[keep],
         split=None if dataset.split is None else dataset.split[keep],
         ids=dataset.ids[keep],
         paths=dataset.paths[keep],

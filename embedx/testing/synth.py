@@ -132,7 +132,7 @@ class Example:
 
     Attributes:
         audio_dir: folder of audio files.
-        manifest: CSV with path, label, speaker, split, corpus and sex columns.
+        manifest: CSV with path, label, speaker, split, corpus, sex and sentence columns.
         model_dir: a tiny random-weight HuBERT with narrowing blocks (:data:`DEMO_BOTTLENECK`),
             saved with ``save_pretrained``.
         num_items: number of audio items.
@@ -204,8 +204,11 @@ def make_example(folder: str | Path, num_items: int = 128, num_speakers: int = 1
         # two corpora and two sexes, both in each corpus (with >= 4 speakers), for `fit --domain
         # corpus` and `fit --by sex`; assigned by speaker index so every seed has both
         s = i % num_speakers
+        # every speaker reads the same sentences, each in every emotion (as in EmoDB), for
+        # `fit --cross-group sentence`: the speaker's k-th item is sentence k // 4 in emotion k % 4
         rows.append({"path": rel.as_posix(), "label": emotion, "speaker": spk, "split": split,
-                     "corpus": ("corpusA", "corpusB")[s % 2], "sex": ("female", "male")[(s // 2) % 2]})
+                     "corpus": ("corpusA", "corpusB")[s % 2], "sex": ("female", "male")[(s // 2) % 2],
+                     "sentence": f"sent{i // num_speakers // len(emotions)}"})
     # beside the audio: `embedx extract --model M wavs/` finds it without --manifest
     manifest = audio_dir / "labels.csv"
     pd.DataFrame(rows).to_csv(manifest, index=False)
