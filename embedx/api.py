@@ -120,6 +120,7 @@ def fit(
     alpha: float = 0.05,
     weighted_layers: bool = False,
     permutations: int = 0,
+    mdl: bool = False,
     domain: str | None = None,
     label_map: str | os.PathLike[str] | None = None,
     by: Sequence[str] | None = None,
@@ -152,7 +153,7 @@ def fit(
             data cannot have them.
         others: the option of the same name in ``embedx fit --help`` (``sets`` is ``--set``),
             declared once in :data:`embedx.options.FIT` (analyses: ``weighted_layers``,
-            ``permutations``, ``domain``, ``by``; frame level: ``frames``, ``segments``).
+            ``permutations``, ``mdl``, ``domain``, ``by``; frame level: ``frames``, ``segments``).
         progress: show a progress bar. log: where notes go. command: quoted in the report.
         **renamed: old names accepted with a ``DeprecationWarning``: ``backend`` (``engine``).
 

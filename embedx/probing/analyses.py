@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from embedx.errors import ConfigError
 from embedx.probing.analysis import Analysis, Note, Prepared
 from embedx.probing.frames.summary import FramesAnalysis
+from embedx.probing.mdl import MDLAnalysis
 from embedx.probing.permutation import ChanceAnalysis
 from embedx.probing.selectivity import SelectivityAnalysis
 from embedx.probing.sets import SetsAnalysis
@@ -76,5 +77,5 @@ def prepare(dataset: Dataset, options: Mapping[str, Any] | None = None,
 
 
 for _builtin in (FramesAnalysis(), ChanceAnalysis(), WeightedAnalysis(), SelectivityAnalysis(), SetsAnalysis(),
-                 TransferAnalysis(), SubgroupsAnalysis()):
+                 TransferAnalysis(), SubgroupsAnalysis(), MDLAnalysis()):
     register(_builtin)

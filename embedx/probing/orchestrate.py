@@ -85,7 +85,7 @@ def _checked(options: Mapping[str, Any]) -> dict[str, Any]:
 
 
 #: options a frame- or segment-level study does not take (yet)
-_NOT_WITH_FRAMES = ("weighted_layers", "permutations", "domain", "by", "tune", "speaker_norm", "concat")
+_NOT_WITH_FRAMES = ("weighted_layers", "permutations", "mdl", "domain", "by", "tune", "speaker_norm", "concat")
 
 
 def _check_frame_options(o: Mapping[str, Any]) -> None:
