@@ -161,8 +161,7 @@ def fit(
         A :class:`FitResult` (see :func:`embedx.probing.orchestrate.run`, which does the work).
 
     Raises:
-        EmbedxError: bad options, store, labels or output folder, in one line, before any
-            model is fitted.
+        EmbedxError: bad options, store, labels or output folder, in one line, before any fit.
     """
     options = dict(locals())  # every argument by name: the first statement, so nothing else is local
     renamed = options.pop("renamed")
