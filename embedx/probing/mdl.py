@@ -197,8 +197,8 @@ class MDLResult:
     Attributes:
         table: one row per (configuration, model): ``set, pooling, layer, config, model, items,
             blocks, uniform_bits, codelength_bits, compression, mdl_rank, <metric>_pooled,
-            bits_block_0, ...`` (``mdl_rank``: 1 = the shortest code among the single layers of
-            the same set, pooling and model).
+            warning, bits_block_0, ...`` (``mdl_rank``: 1 = the shortest code among the single
+            layers of the same set, pooling and model; ``warning``: the first warning of its fits).
         blocks: one row per block: ``block, speakers, items, first_item_fraction, coder``.
         skipped: models of the study left out (no class probabilities).
         unit: what the blocks are made of: ``speakers`` (grouped data) or ``items``.
@@ -211,18 +211,25 @@ class MDLResult:
 
 
 def _code_one(X: np.ndarray, y: np.ndarray, groups: np.ndarray | None, blocks: Sequence[np.ndarray],
-              model: str, num_classes: int, settings: Mapping[str, Any]) -> OnlineCode:
-    """One configuration and model's online code (runs in a joblib worker, one BLAS thread)."""
+              model: str, num_classes: int, settings: Mapping[str, Any]) -> tuple[OnlineCode, str]:
+    """One configuration and model's online code and its first fit warning (runs in a joblib worker)."""
+    import warnings
+
     from threadpoolctl import threadpool_limits
 
+    from embedx.errors import one_line
     from embedx.probing.models import build_model
 
     threads = settings.get("threads") or 1
     estimator = build_model(model, CLASSIFICATION, seed=settings["seed"], class_weight=settings["class_weight"],
                             n_jobs=threads)
-    with threadpool_limits(limits=threads):
-        return online_code(estimator, X, y, blocks, num_classes, groups=groups,
+    with threadpool_limits(limits=threads), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # kept for mdl.csv, as the study keeps its fits' warnings
+        code = online_code(estimator, X, y, blocks, num_classes, groups=groups,
                            speaker_norm=bool(settings.get("speaker_norm")))
+    messages = sorted({one_line(w.message, first_line=True) for w in caught
+                       if not issubclass(w.category, DeprecationWarning)})
+    return code, messages[0][:200] if messages else ""
 
 
 def mdl_table(study: Any, blocks: Sequence[np.ndarray], models: Sequence[str]) -> pd.DataFrame:
@@ -248,13 +255,14 @@ def mdl_table(study: Any, blocks: Sequence[np.ndarray], models: Sequence[str]) -
         delayed(_code_one)(ds.X[r["config"]], ds.y, ds.groups, blocks, r["model"], ds.num_classes, study.settings)
         for _, r in rows.iterrows())
     out = []
-    for (_, r), code in zip(rows.iterrows(), codes, strict=True):
+    for (_, r), (code, warning) in zip(rows.iterrows(), codes, strict=True):
         config = configs[r["config"]]
         row = {"set": config.feature_set, "pooling": config.pooling,
                "layer": np.nan if config.layer is None else config.layer, "config": r["config"],
                "model": r["model"], "items": int(code.items.sum()), "blocks": len(code.bits),
                "uniform_bits": code.uniform, "codelength_bits": code.codelength,
-               "compression": code.compression, f"{metric}_pooled": float(r[f"{metric}_pooled"])}
+               "compression": code.compression, f"{metric}_pooled": float(r[f"{metric}_pooled"]),
+               "warning": warning}
         row.update({f"bits_block_{j}": b for j, b in enumerate(code.bits)})
         out.append(row)
     table = pd.DataFrame(out).sort_values(["set", "pooling", "model", "layer"], kind="stable", ignore_index=True)
@@ -263,7 +271,7 @@ def mdl_table(study: Any, blocks: Sequence[np.ndarray], models: Sequence[str]) -
     table.loc[single, "mdl_rank"] = (table[single].groupby(["set", "pooling", "model"])["codelength_bits"]
                                      .rank(method="min").astype(int))
     first = ["set", "pooling", "layer", "config", "model", "items", "blocks", "uniform_bits", "codelength_bits",
-             "compression", "mdl_rank", f"{metric}_pooled"]
+             "compression", "mdl_rank", f"{metric}_pooled", "warning"]
     return table[first + [c for c in table.columns if c not in first]]
 
 
