@@ -121,6 +121,7 @@ def fit(
     alpha: float = 0.05,
     weighted_layers: bool = False,
     permutations: int = 0,
+    mdl: bool = False,
     domain: str | None = None,
     label_map: str | os.PathLike[str] | None = None,
     factors: str | os.PathLike[str] | None = None,
@@ -153,7 +154,7 @@ def fit(
             or ``cross_group`` values, said in a note and the report; explicit ones fail in one line.
         others: the option of the same name in ``embedx fit --help`` (``sets`` is ``--set``),
             declared once in :data:`embedx.options.FIT` (analyses: ``weighted_layers``,
-            ``permutations``, ``domain``, ``by``; frame level: ``frames``, ``segments``).
+            ``permutations``, ``mdl``, ``domain``, ``by``; frame level: ``frames``, ``segments``).
         progress: show a progress bar. log: where notes go. command: quoted in the report.
         **renamed: old names accepted with a ``DeprecationWarning``: ``backend`` (``engine``).
 

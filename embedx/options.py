@@ -282,6 +282,8 @@ FIT = Command("fit", (
          "probe; weights in layer_weights.csv.", "--weighted-layers"),
     _opt("permutations", int, 0, "Chance control: refit every configuration on N label "
          "permutations (within speakers) for p_permutation; 0: off."),
+    _opt("mdl", bool, False, "MDL probing: the online codelength of the labels per configuration (blocks "
+         "of whole speakers, each coded by the probe trained on the blocks before) -> mdl.csv.", "--mdl"),
     _opt("domain", str, None, "Item column of the domains (e.g. corpus): also train on each domain "
          "and test on every other -> transfer.csv."),
     _opt("label_map", Path, None, "YAML mapping each domain's labels to shared ones: "

@@ -14,6 +14,7 @@ from embedx.errors import ConfigError
 from embedx.probing.analysis import Analysis, Note, Prepared
 from embedx.probing.factorial import FactorialAnalysis
 from embedx.probing.frames.summary import FramesAnalysis
+from embedx.probing.mdl import MDLAnalysis
 from embedx.probing.permutation import ChanceAnalysis
 from embedx.probing.selectivity import SelectivityAnalysis
 from embedx.probing.sets import SetsAnalysis
@@ -77,5 +78,5 @@ def prepare(dataset: Dataset, options: Mapping[str, Any] | None = None,
 
 
 for _builtin in (FramesAnalysis(), ChanceAnalysis(), WeightedAnalysis(), SelectivityAnalysis(), SetsAnalysis(),
-                 TransferAnalysis(), SubgroupsAnalysis(), FactorialAnalysis()):
+                 TransferAnalysis(), SubgroupsAnalysis(), FactorialAnalysis(), MDLAnalysis()):
     register(_builtin)

@@ -97,7 +97,8 @@ def _check_cross_group(o: Mapping[str, Any]) -> None:
 
 
 #: options a frame- or segment-level study does not take (yet)
-_NOT_WITH_FRAMES = ("cross_group", "weighted_layers", "permutations", "domain", "factors", "by", "tune", "speaker_norm", "concat")
+_NOT_WITH_FRAMES = ("cross_group", "weighted_layers", "permutations", "mdl", "domain", "factors", "by", "tune",
+                    "speaker_norm", "concat")
 
 
 def _check_frame_options(o: Mapping[str, Any]) -> None:
