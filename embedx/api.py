@@ -165,15 +165,20 @@ def fit(
         EmbedxError: bad options, store, labels or output folder, in one line, before any fit.
     """
     options = dict(locals())  # every argument by name: the first statement, so nothing else is local
-    renamed = options.pop("renamed")
-    if renamed:
-        moved = take_renamed("fit", renamed, function="embedx.fit")
-        if "engine" in moved and engine not in (COMMANDS["fit"].default("engine"), moved["engine"]):
-            raise TypeError(f"embedx.fit(): backend={moved['engine']!r} and engine={engine!r}; give engine")
-        options["engine"] = moved.get("engine", engine)
+    options["engine"] = _fit_engine(options.pop("renamed"), engine)
     from embedx.probing.orchestrate import run
 
     return run(options)
+
+
+def _fit_engine(renamed: dict[str, Any], engine: str) -> str:
+    """``engine`` after the old spelling ``backend=`` (deprecated) is taken into account."""
+    if not renamed:
+        return engine
+    moved = take_renamed("fit", renamed, function="embedx.fit")
+    if "engine" in moved and engine not in (COMMANDS["fit"].default("engine"), moved["engine"]):
+        raise TypeError(f"embedx.fit(): backend={moved['engine']!r} and engine={engine!r}; give engine")
+    return moved.get("engine", engine)
 
 
 def similarity(
