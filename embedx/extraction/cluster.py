@@ -22,14 +22,15 @@ from embedx.errors import ConfigError, NothingExtractedError, Param, ShardError,
 from embedx.extraction.config import ExtractConfig
 from embedx.extraction.run_stats import ExtractSummary
 
-__all__ = ["MAX_RETRIES", "RayShards"]
+__all__ = ["MAX_RETRIES", "RayShards", "kill_marker"]
 
 #: times a lost shard task is started again
 MAX_RETRIES = 3
 #: test hook: a shard task's first attempt kills its own worker (SIGKILL) once it has written
-#: this many items, as a node or worker lost mid-shard would end it
+#: this many items, as a node or worker lost mid-shard would end it; the folder in
+#: :data:`KILL_MARKERS_ENV` keeps one file per killed shard (:func:`kill_marker`)
 KILL_AFTER_ENV = "EMBEDX_TEST_KILL_SHARD_AFTER"
-
+KILL_MARKERS_ENV = "EMBEDX_TEST_KILL_MARKERS"
 
 class RayShards:
     """Run the shards as tasks on the Ray cluster at ``config.scheduler`` (or Ray's default).
@@ -133,20 +134,27 @@ def _shard_task(inputs: list[str], output: str, config: ExtractConfig, scanned: 
         return exc
 
 
+def kill_marker(output: str | os.PathLike[str], folder: str | os.PathLike[str]) -> Path:
+    """The file the test hook leaves in ``folder`` when it kills the shard writing ``output``."""
+    import hashlib
+
+    return Path(folder) / (hashlib.sha1(str(output).encode()).hexdigest()[:16] + ".killed")
+
+
 def _kill_hook(output: str) -> None:
     """Under :data:`KILL_AFTER_ENV` (tests), the first attempt at a shard SIGKILLs its worker
-    process once that many items are written and marked done (a marker file says it did)."""
-    after = os.environ.get(KILL_AFTER_ENV)
-    marker = Path(f"{output}.killed")
-    if not after or marker.exists():
+    process once that many items are written and marked done (its :func:`kill_marker` says it did)."""
+    after, folder = os.environ.get(KILL_AFTER_ENV), os.environ.get(KILL_MARKERS_ENV)
+    if not after or not folder or kill_marker(output, folder).exists():
         return
     from embedx.store import StoreWriter
 
+    marker = kill_marker(output, folder)
     write = StoreWriter.write
     written = [0]
 
     def write_then_die(self: Any, name: str, indices: Any, *args: Any, **kwargs: Any) -> Any:
-        result = write(self, name, indices, *args, **kwargs)
+        result = write(self, name, indices, *args, **kwargs)  # data and done flags flushed
         written[0] += len(indices)
         if written[0] >= int(after):
             marker.write_text(str(os.getpid()))
