@@ -264,10 +264,15 @@ class LocalShards:
         self.cores = available_cores()
         self.workers = default_workers() if config.workers is None else config.workers
 
+    def share(self, count: int) -> tuple[int, int]:
+        """Each of ``count`` processes' share of the host: ``(decoding workers, torch threads)``."""
+        return self.workers // count, max(1, self.cores // count)
+
     def where(self, count: int) -> str:
         """Where the shards run, for the note."""
-        return (f"{', '.join(self.devices[:count])}; {plural(self.workers // count, 'decoding worker')} "
-                f"and {plural(max(1, self.cores // count), 'thread')} each")
+        workers, threads = self.share(count)
+        return (f"{', '.join(self.devices[:count])}; {plural(workers, 'decoding worker')} "
+                f"and {plural(threads, 'thread')} each")
 
     def run(self, inputs: list[str], paths: list[Path], configs: list[ExtractConfig], scanned: Any,
             command: str | None, progress: ShardProgress) -> tuple[list[ExtractSummary], str | None]:
@@ -277,12 +282,13 @@ class LocalShards:
 
         count = len(paths)
         ctx = multiprocessing.get_context("spawn")  # CUDA cannot be used in a forked child
+        workers, threads = self.share(count)
         running = []
         for k, (path, config) in enumerate(zip(paths, configs, strict=True)):
-            config = dataclasses.replace(config, device=self.devices[k], workers=self.workers // count)
+            config = dataclasses.replace(config, device=self.devices[k], workers=workers)
             receive, send = ctx.Pipe(duplex=False)
             proc = ctx.Process(target=_shard_process, name=f"embedx-shard-{k}", args=(
-                send, inputs, str(path), config, scanned, command, max(1, self.cores // count)))
+                send, inputs, str(path), config, scanned, command, threads))
             proc.start()
             send.close()
             running.append((proc, receive))
