@@ -18,6 +18,7 @@ gets its share of torch's threads.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 import re
 import shutil
@@ -75,12 +76,14 @@ def check_scale(config: ExtractConfig) -> None:
     """Check the options that spread a run over shards, before any work.
 
     Raises:
-        ConfigError: an unknown engine, or options that contradict each other (``devices`` with
+        ConfigError: an unknown engine, ray not installed, or options that contradict each other (``devices`` with
             ``shard``, ``device`` or the Ray engine; ``shards`` or ``scheduler`` without it).
     """
     if config.engine not in ENGINES:
         raise ConfigError(Param("engine", config.engine), f" is not an engine; accepted: {', '.join(ENGINES)}")
     ray = config.engine == "ray"
+    if ray and importlib.util.find_spec("ray") is None:  # before the headers are read
+        raise ConfigError(Param("engine", "ray"), " needs the optional extra: pip install 'embedx[ray]'")
     if config.devices is not None:
         parse_devices(config.devices)
         if ray:

@@ -130,6 +130,17 @@ def test_scale_options_are_checked_first(options, says):
     assert says in str(err.value) and "\n" not in str(err.value)
 
 
+def test_ray_not_installed_is_said_before_any_work(monkeypatch, tmp_path):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a))
+    result = CliRunner().invoke(app, ["extract", str(tmp_path / "missing"), "-m", "m", "--engine", "ray",
+                                      "--shards", "2"])
+    assert result.exit_code == 2 and result.output == ("embedx: invalid option: --engine ray needs the optional "
+                                                       "extra: pip install 'embedx[ray]'\n")
+
+
 def test_devices_all_and_the_cli_spelling(tmp_path):
     import torch
 
@@ -143,3 +154,47 @@ def test_devices_all_and_the_cli_spelling(tmp_path):
                                       "--shard", "0/2"])
     assert result.exit_code == 2 and result.output.count("\n") == 1
     assert "--shard 0/2 runs one shard by hand; --devices runs every shard" in result.output
+
+
+def test_sigterm_stops_every_shard_and_the_same_command_resumes(tiny_model, write_audio, tmp_path):
+    """SIGTERM to `extract --devices cpu,cpu` is passed to both shard processes, which stop after
+    the batch in flight: exit 143, no merge, the shard stores kept; the same command finishes."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import embedx
+    from embedx.store import writer_status
+
+    for k in range(40):
+        write_audio(f"wavs/{k:02d}.wav", chirp(150 + 20 * k, 1800, 1.0, 16000) + noise(1.0, 16000, 0.01, seed=k))
+    out = tmp_path / "feats.h5"
+    args = [sys.executable, "-m", "embedx", "extract", str(tmp_path / "wavs"), "-m", str(tiny_model("hubert")),
+            "--precision", "fp32", "--batch-seconds", "0.5", "--workers", "0", "--devices", "cpu,cpu",
+            "-o", str(out), "--quiet"]
+    env = {**os.environ, "PYTHONPATH": str(Path(embedx.__file__).parents[1])}
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    shards = shard_paths(out, 2)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:  # both shards under way
+        status = [writer_status(p) for p in shards]
+        if all(s is not None and s.done for s in status):
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 143, stdout + stderr
+    assert stdout.startswith("stopped by SIGTERM after ") and "re-run the same command to resume" in stdout
+    assert not out.exists() and all(p.exists() for p in shards)
+    done = []
+    for path in shards:
+        with StoreReader(path) as r:
+            done.append((int(r.done(r.feature_sets()[0]).sum()), r.num_items))
+    assert all(d > 0 for d, _ in done) and any(d < n for d, n in done), done  # stopped mid-way, done kept
+
+    again = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert "now 40/40 done" in again.stdout and not shards[0].parent.exists()
