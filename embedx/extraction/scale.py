@@ -187,7 +187,7 @@ def _combined(output: str | Path, summaries: list[ExtractSummary], elapsed: floa
         return sum(getattr(s, attr) for s in summaries)
 
     return ExtractSummary(
-        output=Path(output), name=summaries[0].name, num_items=total("num_items"),
+        output=Path(output), name=next((s.name for s in summaries if s.name), ""), num_items=total("num_items"),
         processed=total("processed"), failed=total("failed"), failed_total=total("failed_total"),
         done_total=total("done_total"), audio_seconds=total("audio_seconds"), elapsed=elapsed,
         stopped=stopped or next((s.stopped for s in summaries if s.stopped), None),
@@ -298,6 +298,9 @@ class LocalShards:
         with _Forward([p for p, _ in running]) as forward:
             results = _collect(running, progress)
         for k, (proc, _) in enumerate(running):
+            if results[k] is None and forward.signal is not None:  # stopped before its store was open
+                results[k] = ExtractSummary(output=paths[k], name="", num_items=progress.sizes[k],
+                                            done_total=progress.done[k], stopped=forward.signal)
             if results[k] is None:
                 raise ShardError(f"shard {k}/{count} on {self.devices[k]} ended with exit code {proc.exitcode} "
                                  "(its output is above); re-run the same command to resume")

@@ -40,7 +40,7 @@ SLURM_VARS = ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK
 def slurm_shard(env: dict[str, str] | None = None) -> tuple[int, int]:
     """This SLURM array task's shard: ``K = (task id - min id) / step``, ``N`` = the task count.
 
-    ``sbatch --array=1-4`` numbers its tasks 1..4 and ``--array=0-6:2`` 0, 2, 4, 6: both are
+    ``sbatch -a 1-4`` numbers its tasks 1..4 and ``-a 0-6:2`` 0, 2, 4, 6: both are
     4 shards, K = 0..3.
 
     Args:
@@ -51,14 +51,14 @@ def slurm_shard(env: dict[str, str] | None = None) -> tuple[int, int]:
 
     Raises:
         ConfigError: not in an array job (a variable missing or not a number), or ids that do
-            not map onto 0..N-1 (an array given as a list such as ``--array=1,5,9``).
+            not map onto 0..N-1 (an array given as a list such as ``-a 1,5,9``).
     """
     env = os.environ if env is None else env
     missing = [v for v in SLURM_VARS[:3] if not str(env.get(v, "")).strip().isdigit()]
     if missing:
         raise ConfigError(Param("shard", AUTO), f" needs a SLURM array job, but ${missing[0]} is "
                           f"{'not set' if missing[0] not in env else repr(env[missing[0]])}; submit with "
-                          "sbatch --array=0-3 (4 shards), or give ", Param("shard", "K/N"))
+                          "sbatch -a 0-3 (4 shards), or give ", Param("shard", "K/N"))
     task, count, low = (int(env[v]) for v in SLURM_VARS[:3])
     step = str(env.get(SLURM_VARS[3], "")).strip()
     step_size = int(step) if step.isdigit() and int(step) > 0 else 1
@@ -66,7 +66,7 @@ def slurm_shard(env: dict[str, str] | None = None) -> tuple[int, int]:
     if off or not 0 <= k < count:
         raise ConfigError(Param("shard", AUTO), f": SLURM array task {task} (min {low}, step {step_size}, "
                           f"count {count}) is not one of {count} evenly spaced ids; use a range such as "
-                          f"--array=0-{count - 1}, or give ", Param("shard", "K/N"))
+                          f"sbatch -a 0-{count - 1}, or give ", Param("shard", "K/N"))
     return k, count
 
 

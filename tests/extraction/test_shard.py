@@ -225,7 +225,7 @@ def test_shard_auto_outside_an_array_is_one_line(monkeypatch):
     with pytest.raises(ConfigError) as err:
         parse_shard("auto")
     assert str(err.value) == ("shard='auto' needs a SLURM array job, but $SLURM_ARRAY_TASK_ID is not set; submit "
-                              "with sbatch --array=0-3 (4 shards), or give shard='K/N'")
+                              "with sbatch -a 0-3 (4 shards), or give shard='K/N'")
     _array(monkeypatch, 5, 4, 1)  # --array=1,3,5,9 is 4 tasks whose ids do not map onto 0..3
     with pytest.raises(ConfigError, match=r"SLURM array task 5 \(min 1, step 1, count 4\) is not one of 4"):
         parse_shard("auto")
