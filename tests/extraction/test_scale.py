@@ -186,9 +186,10 @@ def test_sigterm_stops_every_shard_and_the_same_command_resumes(tiny_model, writ
     stdout, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 143, stdout + stderr
     assert stdout.startswith("stopped by SIGTERM after ") and "re-run the same command to resume" in stdout
-    assert not out.exists() and all(p.exists() for p in shards)
+    # no merge; the shard stores are kept (one still loading its model when stopped has none yet)
+    assert not out.exists() and any(p.exists() for p in shards)
     done = []
-    for path in shards:
+    for path in (p for p in shards if p.exists()):
         with StoreReader(path) as r:
             done.append(int(r.done(r.feature_sets()[0]).sum()))
     assert 0 < sum(done) < 40, done  # stopped mid-way, what was done kept
