@@ -59,9 +59,11 @@ def extract(
             ``opensmile_level``, ``backend``, ``revision``, ``name``, ``layers``, ``pooling``
             (a comma string or a list), ``frames``, ``dtype``, ``precision``, ``device``,
             ``batch_seconds``, ``max_chunk_seconds``, ``workers``, ``short``, ``manifest``,
-            ``path_column``, ``overwrite``, ``retry_failed``, ``shard``, ``random_init`` (the
-            model's architecture with seeded random weights, stored as ``<name>-random``) and
-            ``seed`` (of those weights, default 0).
+            ``path_column``, ``overwrite``, ``retry_failed``, ``shard`` (``"K/N"`` or ``"auto"`` in
+            a SLURM array job), ``devices`` (``"cuda:0,cuda:1"`` or ``"all"``: one process per
+            device, merged), ``engine`` (``"ray"``: one Ray task per shard), ``shards`` and
+            ``scheduler`` (of the Ray run), ``random_init`` (the model's architecture with seeded
+            random weights, stored as ``<name>-random``) and ``seed`` (of those weights, default 0).
 
     Returns:
         The run's :class:`embedx.extraction.extract.ExtractSummary` (``.line()`` is what the CLI prints).
@@ -73,7 +75,7 @@ def extract(
             items are recorded in the store (``embedx.open(output).failed()``), not raised.
     """
     from embedx.extraction.config import config_from_options
-    from embedx.extraction.extract import extract as run_extract
+    from embedx.extraction.scale import extract as run_extract
 
     accepted = set(_OWN_EXTRACT_OPTIONS)
     unknown = sorted(set(options) - accepted)

@@ -174,6 +174,10 @@ def extract(
     overwrite: Annotated[bool, _option(X, "overwrite")] = _default(X, "overwrite"),
     retry_failed: Annotated[bool, _option(X, "retry_failed")] = _default(X, "retry_failed"),
     shard: Annotated[str | None, _option(X, "shard")] = _default(X, "shard"),
+    devices: Annotated[str | None, _option(X, "devices")] = _default(X, "devices"),
+    engine: Annotated[str, _option(X, "engine")] = _default(X, "engine"),
+    shards: Annotated[int | None, _option(X, "shards")] = _default(X, "shards"),
+    scheduler: Annotated[str | None, _option(X, "scheduler")] = _default(X, "scheduler"),
     random_init: Annotated[bool, _option(X, "random_init")] = _default(X, "random_init"),
     seed: Annotated[int | None, _option(X, "seed")] = _default(X, "seed"),
     strict: Annotated[bool, _option(X, "strict")] = _default(X, "strict"),
@@ -182,7 +186,7 @@ def extract(
 ) -> None:
     """Extract hidden states (all layers in one pass, pooled and/or frame-level) into HDF5."""
     from embedx.extraction.config import config_from_options
-    from embedx.extraction.extract import extract as run_extract
+    from embedx.extraction.scale import extract as run_extract
 
     # by name: typer ships its own copy of click, whose ParameterSource is another enum
     given = {p for p in ctx.params if getattr(ctx.get_parameter_source(p), "name", "") == "COMMANDLINE"}

@@ -120,6 +120,13 @@ class NothingExtractedError(EmbedxError):
         self.summary = summary
 
 
+class ShardError(EmbedxError):
+    """A shard of a multi-device or cluster extraction ended without finishing (its process
+    died, or its Ray task failed every retry); the shards written so far stay, a re-run resumes."""
+
+    exit_code = 1
+
+
 class DataError(EmbedxError):
     """Stage-2 data are unusable (unknown column, a single class, NaN features, ...)."""
 

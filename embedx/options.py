@@ -220,9 +220,19 @@ EXTRACT = Command("extract", (
     _opt("overwrite", bool, False, "Replace a feature set of the same name extracted with other "
          "settings.", "--overwrite"),
     _opt("retry_failed", bool, False, "Retry items that failed before.", "--retry-failed"),
-    _opt("shard", str, None, "Process only shard K/N (K = 0..N-1, e.g. $SLURM_ARRAY_TASK_ID/"
-         "$SLURM_ARRAY_TASK_COUNT) of the items, balanced by duration, into its own file; combine "
-         "the N files with embedx merge.", show_default=False),
+    _opt("shard", str, None, "Process only shard K/N (K = 0..N-1) of the items, balanced by duration, "
+         "into its own file, or auto: this SLURM array task's shard; combine the N files with embedx "
+         "merge.", show_default=False),
+    _opt("devices", str, None, "Several devices of this host, one process each over shards of the "
+         "items, merged into --output: a comma list (cuda:0,cuda:1) or all (every GPU).",
+         show_default=False),
+    _opt("engine", str, "local", "Where the shards run ({choices}): local on this host, ray one task "
+         "per shard on a Ray cluster (pip install 'embedx[ray]').",
+         choices="embedx.extraction.scale:ENGINES"),
+    _opt("shards", int, None, "Shards of --engine ray, one Ray task each [default: one per GPU of the "
+         "cluster].", show_default=False),
+    _opt("scheduler", str, None, "Ray cluster address for --engine ray (ray://host:10001 or auto) "
+         "[default: $RAY_ADDRESS, else a local Ray].", show_default=False),
     _opt("random_init", bool, False, "Random-network control: the model's architecture with "
          "seeded random weights (only its config is read), stored as NAME-random.", "--random-init"),
     _opt("seed", int, None, "Seed of the --random-init weights [default: 0].", show_default=False),

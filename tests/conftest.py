@@ -53,3 +53,31 @@ def fake_hub_cache(root: Path, model_dir: Path, repo_id: str, commit: str) -> Pa
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(commit)
     return cache
+
+
+@pytest.fixture(scope="session")
+def local_ray(tmp_path_factory):
+    """A local Ray of 2 CPUs (CPU only) for the session's Ray tests, stopped at the end; yields
+    the folder of the kill markers.
+
+    Its workers see the test hook of :mod:`embedx.extraction.cluster`: the first attempt at every
+    extraction shard kills its own worker after one item (Ray retries it) and leaves a marker
+    (``kill_marker(shard, folder)``); nothing else reads the variables.
+    """
+    import os
+
+    ray = pytest.importorskip("ray")
+    from embedx.extraction.cluster import KILL_AFTER_ENV, KILL_MARKERS_ENV
+
+    markers = tmp_path_factory.mktemp("ray-kills")
+    hook = {KILL_AFTER_ENV: "1", KILL_MARKERS_ENV: str(markers)}
+    saved = {k: os.environ.get(k) for k in hook}
+    os.environ.update(hook)  # the workers inherit the environment of the raylet started here
+    try:
+        ray.init(num_cpus=2, include_dashboard=False, object_store_memory=100 * 2**20,
+                 logging_level="ERROR", log_to_driver=False)
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    yield markers
+    ray.shutdown()

@@ -71,6 +71,11 @@ class ExtractConfig:
         shard: ``"K/N"``: process only shard K (0-based) of N, balanced by duration, into its
             own file (:mod:`embedx.extraction.shard`; ``embedx merge`` combines them). A run option: not
             stored with the data, so shards and an unsharded run have the same config.
+        devices: several devices of this host (``"cuda:0,cuda:1"``, ``"all"``), one process
+            each over shards of the items (:mod:`embedx.extraction.scale`); a run option.
+        engine: where the shards run: ``"local"`` (this host) or ``"ray"`` (a Ray cluster).
+        shards: shards of a Ray run (``None``: one per GPU of the cluster).
+        scheduler: the Ray cluster's address (``None``: ``$RAY_ADDRESS`` or a local Ray).
         backend_options: further keyword arguments of the backend (opensmile: ``feature_set``
             and ``level``); stored, as the backend resolved them, when not empty.
         resampler: the resampler (:data:`embedx.extraction.audio.RESAMPLER`, the only one available). It
@@ -99,6 +104,10 @@ class ExtractConfig:
     retry_failed: bool = False
     progress: bool = True
     shard: str | None = None
+    devices: str | None = None
+    engine: str = "local"
+    shards: int | None = None
+    scheduler: str | None = None
     backend_options: dict[str, Any] = field(default_factory=dict)
     resampler: str = RESAMPLER
 
@@ -164,6 +173,7 @@ CLI_FIELDS = {
     "batch_seconds": "batch_seconds", "max_chunk_seconds": "max_chunk_seconds",
     "workers": "workers", "manifest": "manifest", "path_column": "path_column",
     "overwrite": "overwrite", "retry_failed": "retry_failed", "shard": "shard",
+    "devices": "devices", "engine": "engine", "shards": "shards", "scheduler": "scheduler",
 }
 
 

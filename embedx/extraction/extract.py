@@ -23,14 +23,13 @@ import pandas as pd
 from embedx.backends import create_backend
 from embedx.backends.base import Backend
 from embedx.errors import (
-    AudioError,
     ConfigError,
     EmbedxError,
     NothingExtractedError,
     Param,
     one_line,
 )
-from embedx.extraction.audio import AudioInfo, probe, resampled_length
+from embedx.extraction.audio import resampled_length
 from embedx.extraction.batching import chunk_spans, make_batches
 from embedx.extraction.config import (
     DATA_KEYS,
@@ -39,7 +38,6 @@ from embedx.extraction.config import (
 )
 from embedx.extraction.layers import parse_layers
 from embedx.extraction.loader import Loader
-from embedx.extraction.manifest import build_items, find_manifest
 from embedx.extraction.pooling import chunk_poolings, combine_chunks, get_pooling
 from embedx.extraction.run_stats import (
     ExtractSummary,
@@ -50,6 +48,7 @@ from embedx.extraction.run_stats import (
     reset_peak_memory,
     run_profile,
 )
+from embedx.extraction.scan import Scanned, scan_items
 from embedx.extraction.writes import StoreQueue
 from embedx.progress import progress_bar
 from embedx.text import plural
@@ -70,32 +69,6 @@ def default_workers() -> int:
     wav), and a GPU forward needs far more than one core can decode, so there is no cap.
     """
     return max(0, available_cores() - 1)
-
-
-def probe_items(items: pd.DataFrame) -> tuple[pd.DataFrame, dict[int, str]]:
-    """Add ``duration``, ``sample_rate`` and ``num_samples`` from the files' headers.
-
-    Args:
-        items: table with a ``path`` column.
-
-    Returns:
-        The table with the three columns after ``path`` (NaN/0 for unreadable files), and
-        item index -> reason for every file whose header could not be read.
-    """
-    infos: list[AudioInfo | None] = []
-    errors: dict[int, str] = {}
-    for i, path in enumerate(items["path"]):
-        try:
-            infos.append(probe(path))
-        except AudioError as exc:
-            infos.append(None)
-            errors[i] = str(exc)
-    out = items[["id", "path"]].copy()
-    out["duration"] = np.array([x.duration if x else np.nan for x in infos], dtype=np.float32)
-    out["sample_rate"] = np.array([x.sample_rate if x else 0 for x in infos], dtype=np.int64)
-    out["num_samples"] = np.array([x.num_samples if x else 0 for x in infos], dtype=np.int64)
-    rest = items.drop(columns=["id", "path"])
-    return pd.concat([out, rest], axis=1), errors
 
 
 def _model_lengths(items: pd.DataFrame, backend: Backend) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -213,7 +186,8 @@ class _StopRequest:
 
 
 def extract(inputs: Sequence[str | Path], output: str | Path, config: ExtractConfig,
-            *, command: str | None = None, log: Callable[[str], None] | None = None) -> ExtractSummary:
+            *, command: str | None = None, log: Callable[[str], None] | None = None,
+            scanned: Scanned | None = None) -> ExtractSummary:
     """Run stage 1: extract one feature set from audio into an HDF5 store.
 
     Args:
@@ -223,6 +197,8 @@ def extract(inputs: Sequence[str | Path], output: str | Path, config: ExtractCon
         config: the extraction settings.
         command: the command line, stored in the file's attributes.
         log: where to send progress notes (default: nowhere).
+        scanned: the full item table and its header errors, as :func:`scan_items` returns them
+            for ``inputs`` and ``config`` (a multi-device run scans once for all its shards).
 
     Returns:
         The run's :class:`ExtractSummary`.
@@ -234,26 +210,23 @@ def extract(inputs: Sequence[str | Path], output: str | Path, config: ExtractCon
             single item are recorded in the store, not raised.
     """
     with _StopRequest() as stop:
-        summary = _extract(inputs, output, config, command, log, stop)
+        summary = _extract(inputs, output, config, command, log, stop, scanned)
     if summary.all_failed:
         raise NothingExtractedError(summary.all_failed_line(), summary)
     return summary
 
 
 def _extract(inputs: Sequence[str | Path], output: str | Path, config: ExtractConfig,
-             command: str | None, log: Callable[[str], None] | None, stop: _StopRequest) -> ExtractSummary:
+             command: str | None, log: Callable[[str], None] | None, stop: _StopRequest,
+             scanned: Scanned | None = None) -> ExtractSummary:
     """The body of :func:`extract`; ``stop`` turns stop signals into a clean end of the loop."""
     from embedx.store import StoreWriter, check_store_path
 
     note = log or (lambda _msg: None)
     config.validate()
     check_store_path(output)  # a typo in -o must not cost a model download
-    manifest = config.manifest
-    if manifest is None and (manifest := find_manifest(inputs)) is not None:
-        note(f"items and their columns from {manifest} (found in the input folder; --manifest "
-             "names another CSV)")
-    items = build_items(inputs, manifest, config.path_column)
-    items, probe_errors = probe_items(items)
+    # the headers, read here or once by the process that started this one (a multi-device run)
+    items, probe_errors = scanned if scanned is not None else scan_items(inputs, config, note)
     shard = None
     if config.shard:
         from embedx.extraction.shard import take

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -24,26 +25,65 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from embedx.errors import ConfigError
+from embedx.errors import ConfigError, Param
 
-__all__ = ["Shard", "assign", "items_digest", "parse_shard", "select", "take"]
+__all__ = ["AUTO", "Shard", "assign", "items_digest", "parse_shard", "select", "slurm_shard", "take"]
 
 _SPEC = re.compile(r"\s*(-?\d+)\s*/\s*(-?\d+)\s*")
-_FORM = "K/N with 0 <= K < N, e.g. 0/4 .. 3/4 (K is 0-based, like $SLURM_ARRAY_TASK_ID)"
+_FORM = "K/N with 0 <= K < N, e.g. 0/4 .. 3/4 (K is 0-based), or auto in a SLURM array job"
+#: the shard spec that takes K and N from the SLURM array job the process runs in
+AUTO = "auto"
+#: the SLURM array variables :func:`slurm_shard` reads
+SLURM_VARS = ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_STEP")
+
+
+def slurm_shard(env: dict[str, str] | None = None) -> tuple[int, int]:
+    """This SLURM array task's shard: ``K = (task id - min id) / step``, ``N`` = the task count.
+
+    ``sbatch -a 1-4`` numbers its tasks 1..4 and ``-a 0-6:2`` 0, 2, 4, 6: both are
+    4 shards, K = 0..3.
+
+    Args:
+        env: the environment (default: ``os.environ``).
+
+    Returns:
+        ``(k, n)``.
+
+    Raises:
+        ConfigError: not in an array job (a variable missing or not a number), or ids that do
+            not map onto 0..N-1 (an array given as a list such as ``-a 1,5,9``).
+    """
+    env = os.environ if env is None else env
+    missing = [v for v in SLURM_VARS[:3] if not str(env.get(v, "")).strip().isdigit()]
+    if missing:
+        raise ConfigError(Param("shard", AUTO), f" needs a SLURM array job, but ${missing[0]} is "
+                          f"{'not set' if missing[0] not in env else repr(env[missing[0]])}; submit with "
+                          "sbatch -a 0-3 (4 shards), or give ", Param("shard", "K/N"))
+    task, count, low = (int(env[v]) for v in SLURM_VARS[:3])
+    step = str(env.get(SLURM_VARS[3], "")).strip()
+    step_size = int(step) if step.isdigit() and int(step) > 0 else 1
+    k, off = divmod(task - low, step_size)
+    if off or not 0 <= k < count:
+        raise ConfigError(Param("shard", AUTO), f": SLURM array task {task} (min {low}, step {step_size}, "
+                          f"count {count}) is not one of {count} evenly spaced ids; use a range such as "
+                          f"sbatch -a 0-{count - 1}, or give ", Param("shard", "K/N"))
+    return k, count
 
 
 def parse_shard(spec: str) -> tuple[int, int]:
     """Parse a shard spec ``"K/N"`` (0-based K).
 
     Args:
-        spec: e.g. ``"0/4"``; ``"$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT"`` in an array job.
+        spec: e.g. ``"0/4"``, or ``"auto"``: this SLURM array task's shard (:func:`slurm_shard`).
 
     Returns:
         ``(k, n)``.
 
     Raises:
-        ConfigError: not of the form K/N, N < 1, K < 0 or K >= N.
+        ConfigError: not of the form K/N, N < 1, K < 0 or K >= N; ``auto`` outside an array job.
     """
+    if isinstance(spec, str) and spec.strip().lower() == AUTO:
+        return slurm_shard()
     m = _SPEC.fullmatch(spec) if isinstance(spec, str) else None
     if m is None:
         raise ConfigError(f"--shard {spec!r} is not a shard spec; expected {_FORM}")

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from embedx.cli import app
 from embedx.errors import ConfigError, StoreError
 from embedx.extraction.config import DATA_KEYS, ExtractConfig
-from embedx.extraction.shard import assign, items_digest, parse_shard, select, take
+from embedx.extraction.shard import assign, items_digest, parse_shard, select, slurm_shard, take
 from embedx.store import StoreReader, StoreWriter
 
 # ------------------------------------------------------------------------------ parse_shard
@@ -193,3 +193,67 @@ def test_set_shard_refuses_another_shard_and_bad_values(tmp_path):
                 w.set_shard(*args)
     with StoreReader(path) as r:
         assert r.shard.label == "0/2"
+
+
+# ------------------------------------------------------------------------------ --shard auto (SLURM arrays)
+
+
+def _array(monkeypatch, task, count, low, step=None):
+    for var, value in (("SLURM_ARRAY_TASK_ID", task), ("SLURM_ARRAY_TASK_COUNT", count),
+                       ("SLURM_ARRAY_TASK_MIN", low), ("SLURM_ARRAY_TASK_STEP", step)):
+        if value is None:
+            monkeypatch.delenv(var, raising=False)
+        else:
+            monkeypatch.setenv(var, str(value))
+
+
+@pytest.mark.parametrize("task, count, low, step, expected", [
+    (0, 4, 0, None, (0, 4)),    # --array=0-3
+    (3, 4, 0, 1, (3, 4)),
+    (1, 4, 1, None, (0, 4)),    # --array=1-4: ids start at 1
+    (4, 4, 1, None, (3, 4)),
+    (6, 4, 0, 2, (3, 4)),       # --array=0-6:2 -> ids 0, 2, 4, 6
+    (12, 3, 10, 1, (2, 3)),     # --array=10-12
+])
+def test_shard_auto_reads_the_slurm_array(monkeypatch, task, count, low, step, expected):
+    _array(monkeypatch, task, count, low, step)
+    assert parse_shard("auto") == expected == slurm_shard()
+
+
+def test_shard_auto_outside_an_array_is_one_line(monkeypatch):
+    _array(monkeypatch, None, None, None)
+    with pytest.raises(ConfigError) as err:
+        parse_shard("auto")
+    assert str(err.value) == ("shard='auto' needs a SLURM array job, but $SLURM_ARRAY_TASK_ID is not set; submit "
+                              "with sbatch -a 0-3 (4 shards), or give shard='K/N'")
+    _array(monkeypatch, 5, 4, 1)  # --array=1,3,5,9 is 4 tasks whose ids do not map onto 0..3
+    with pytest.raises(ConfigError, match=r"SLURM array task 5 \(min 1, step 1, count 4\) is not one of 4"):
+        parse_shard("auto")
+    _array(monkeypatch, 3, 4, 0, 2)
+    with pytest.raises(ConfigError, match="is not one of 4 evenly spaced ids"):
+        parse_shard("auto")
+
+
+def test_cli_shard_auto_is_the_array_tasks_shard(tiny_model, write_audio, tmp_path, monkeypatch):
+    """`extract --shard auto` in task 2 of `--array=1-3` writes shard 1/3, as `--shard 1/3` does."""
+    from embedx.testing.synth import chirp
+
+    for k in range(5):
+        write_audio(f"wavs/{k}.wav", chirp(200 + 50 * k, 900, 0.3 + 0.1 * k, 16000))
+    args = ["extract", str(tmp_path / "wavs"), "-m", str(tiny_model("hubert")), "--device", "cpu",
+            "--workers", "0", "--quiet"]
+    _array(monkeypatch, None, None, None)
+    out = CliRunner().invoke(app, [*args, "--shard", "auto", "-o", str(tmp_path / "x.h5")])
+    assert out.exit_code == 2 and out.output.count("\n") == 1, out.output
+    assert "--shard auto needs a SLURM array job, but $SLURM_ARRAY_TASK_ID is not set" in out.output
+    assert "or give --shard K/N" in out.output and not (tmp_path / "x.h5").exists()
+
+    _array(monkeypatch, 2, 3, 1)
+    auto = CliRunner().invoke(app, [*args, "--shard", "auto", "-o", str(tmp_path / "auto.h5")])
+    by_hand = CliRunner().invoke(app, [*args, "--shard", "1/3", "-o", str(tmp_path / "hand.h5")])
+    assert auto.exit_code == 0 and by_hand.exit_code == 0, auto.output + by_hand.output
+    with StoreReader(tmp_path / "auto.h5") as a, StoreReader(tmp_path / "hand.h5") as b:
+        assert a.shard.label == "1/3" and a.shard.indices.tolist() == b.shard.indices.tolist()
+        pd.testing.assert_frame_equal(a.items, b.items)
+        name = a.feature_sets()[0]
+        np.testing.assert_array_equal(a.pooled(name, "mean", 0), b.pooled(name, "mean", 0))

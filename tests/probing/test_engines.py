@@ -158,3 +158,34 @@ def test_fit_backend_is_the_old_spelling_of_engine(toy_store, tmp_path):
     assert result.summary[column].to_numpy() == pytest.approx(cli[column].to_numpy())
     with pytest.raises(TypeError, match="unexpected keyword argument 'engnie'"):
         embedx.fit(store, output=None, engnie="loky")
+
+
+def test_cli_fit_on_ray_gives_the_loky_results_on_the_demo_store(local_ray, tmp_path):
+    """`embedx fit --engine ray` on a local Ray (started by the test, CPU only) equals loky,
+    table for table, on the built-in example's store."""
+    from embedx.extraction.config import ExtractConfig
+    from embedx.extraction.extract import extract
+    from embedx.testing.synth import make_example
+
+    example = make_example(tmp_path / "demo", num_items=24, num_speakers=6)
+    store = tmp_path / "feats.h5"
+    extract([str(example.audio_dir)], store, ExtractConfig(model=str(example.model_dir), workers=0,
+                                                           progress=False))
+    args = ["fit", "-f", str(store), "--models", "logreg,ridge", "--bootstrap", "200", "--quiet"]
+    loky = CliRunner().invoke(app, [*args, "--engine", "loky", "--jobs", "2", "-o", str(tmp_path / "loky")])
+    ray = CliRunner().invoke(app, [*args, "--engine", "ray", "--jobs", "2", "-o", str(tmp_path / "ray")])
+    assert loky.exit_code == 0 and ray.exit_code == 0, loky.output + ray.output
+    for table in ("results.csv", "summary.csv"):
+        a, b = (pd.read_csv(tmp_path / d / table) for d in ("loky", "ray"))
+        assert len(a) >= 10  # 5 layers x 2 models
+        pd.testing.assert_frame_equal(a.filter(regex="^(?!.*seconds)"), b.filter(regex="^(?!.*seconds)"))
+    assert loky.stdout.replace("loky", "ray") == ray.stdout  # the headline and what was written
+
+    import os
+
+    from joblib import Parallel, delayed
+
+    with engine("ray", jobs=2) as return_as:  # the fits run in Ray's worker processes
+        assert return_as == "list"
+        pids = set(Parallel()(delayed(os.getpid)() for _ in range(4)))
+    assert pids and os.getpid() not in pids
