@@ -795,3 +795,26 @@ def test_the_store_package_imports_without_cycles():
         assert ready, f"import cycle among {sorted(set(graph) - set(order))}"
         order += ready
     assert order.index("spec") < order.index("writer") < order.index("merging")
+
+
+def test_config_text_does_not_depend_on_an_imported_oyaml():
+    """A store's config text is the same whether or not the writing process imported ``oyaml``.
+
+    ``oyaml`` (pulled in by opensmile's audobject) replaces PyYAML's dict representer and ignores
+    ``sort_keys``; run in a child process so the patch does not leak into other tests.
+    """
+    pytest.importorskip("oyaml")
+    code = textwrap.dedent(
+        """
+        from embedx.store.spec import _yaml
+        value = {"b": 1, "a": {"d": [1, {"z": 0, "y": 1}], "c": 2}}
+        before = _yaml(value)
+        import oyaml  # noqa: F401  (patches yaml on import)
+        print(before == _yaml(value))
+        print(repr(_yaml(value)))
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    same, text = out.splitlines()
+    assert same == "True"
+    assert text == repr("a:\n  c: 2\n  d:\n  - 1\n  - y: 1\n    z: 0\nb: 1\n")

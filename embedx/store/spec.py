@@ -79,8 +79,19 @@ def _now() -> str:
 _plain = plain
 
 
+def _sorted(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _sorted(value[key]) for key in sorted(value)}
+    if isinstance(value, list):
+        return [_sorted(v) for v in value]
+    return value
+
+
 def _yaml(value: Any) -> str:
-    return yaml.safe_dump(_plain(value), sort_keys=True, allow_unicode=True, width=1_000_000)
+    # keys sorted here, not only by ``sort_keys``: an imported ``oyaml`` (opensmile's audobject
+    # pulls it in) replaces PyYAML's dict representer and ignores ``sort_keys``, which would make a
+    # store's config text depend on what the writing process had imported
+    return yaml.safe_dump(_sorted(_plain(value)), sort_keys=True, allow_unicode=True, width=1_000_000)
 
 
 def _short(value: Any, limit: int = 80) -> str:
