@@ -250,8 +250,13 @@ class HFBackend(Backend):
         lengths = [self.num_frames(n) for n in num_samples]
         num_frames = max(lengths)
 
-        input_values, attention_mask = pad_batch(items, self.device)
-        frame_lengths = torch.tensor(lengths, dtype=torch.int64, device=self.device)
+        norm_lengths = [
+            [conv_output_length(n, self._kernels[: index + 1], self._strides[: index + 1]) for n in num_samples]
+            for _norm, index in self._group_norms
+        ]
+        # one pinned, non-blocking copy of every length: the host never waits for the device here
+        input_values, attention_mask, staged = pad_batch(items, self.device, [lengths, *norm_lengths])
+        frame_lengths = staged[1]
 
         head = self.head
         wanted = set(layer_list)
@@ -262,7 +267,7 @@ class HFBackend(Backend):
                 wanted.update(range(self.num_layers))
         heads: dict[str, np.ndarray] = {}
         with (
-            self._batch_state(num_samples, frame_lengths, num_frames),
+            self._batch_state(norm_lengths, staged[2:], frame_lengths, num_frames),
             self._capture(wanted, num_blocks) as states,
             torch.inference_mode(),
         ):
@@ -368,14 +373,17 @@ class HFBackend(Backend):
 
     @contextlib.contextmanager
     def _batch_state(
-        self, num_samples: list[int], frame_lengths: torch.Tensor, num_frames: int
+        self, norm_lengths: list[list[int]], norm_tensors: torch.Tensor, frame_lengths: torch.Tensor,
+        num_frames: int,
     ) -> Iterator[None]:
-        """Tell the padding repairs about the current batch, and forget it afterwards."""
-        for norm, index in self._group_norms:
-            norm.valid_lengths = [
-                conv_output_length(n, self._kernels[: index + 1], self._strides[: index + 1])
-                for n in num_samples
-            ]
+        """Tell the padding repairs about the current batch, and forget it afterwards.
+
+        ``norm_lengths`` are every masked group norm's valid lengths on the host,
+        ``norm_tensors`` ``(num_norms, num_items)`` the same on the device.
+        """
+        for (norm, _index), valid, tensor in zip(self._group_norms, norm_lengths, norm_tensors, strict=True):
+            norm.valid_lengths = valid
+            norm.length_tensor = tensor
         positions = torch.arange(num_frames, device=self.device)
         # (num_frames,) < (num_items, 1) -> (num_items, num_frames) bool, True on valid frames
         self._frame_mask = positions[None, :] < frame_lengths[:, None]
@@ -384,6 +392,7 @@ class HFBackend(Backend):
         finally:
             for norm, _ in self._group_norms:
                 norm.valid_lengths = None
+                norm.length_tensor = None
             self._frame_mask = None
 
     @contextlib.contextmanager
