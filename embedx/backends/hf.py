@@ -52,7 +52,7 @@ from transformers import (
 )
 
 from embedx.backends.base import Backend, BackendOutput
-from embedx.backends.capture import autocast, capture_layers
+from embedx.backends.capture import autocast, capture_layers, cast_autocast_weights
 from embedx.backends.framing import conv_timing
 from embedx.backends.heads import load_head
 from embedx.backends.loading import checkpoint_metadata, open_checkpoint, quiet_loading
@@ -199,6 +199,9 @@ class HFBackend(Backend):
 
         if self.precision != "fp32":
             self._check_precision()
+            if self.device.type == "cuda":  # the CPU keeps float32 weights (its bf16 kernels differ)
+                cast_autocast_weights(self.model, self.precision)  # the casts autocast repeats per forward, once
+        self.activation_bytes_per_second = self._activation_bytes_per_second()
         self._group_norms = self._install_masked_group_norm()
         self._frame_mask: torch.Tensor | None = None
         self._install_pos_conv_hooks()
@@ -339,6 +342,20 @@ class HFBackend(Backend):
                 f"precision {self.precision!r} is broken for {self.model_id!r} on {self.device} "
                 f"(positional conv cosine {cosine:.3f} vs fp32); use precision='fp32'"
             )
+
+    def _activation_bytes_per_second(self) -> float:
+        """Device memory a forward holds per padded audio-second (a deliberate over-estimate).
+
+        The first convolution's output dominates (its sample rate / stride positions x
+        ``conv_dim[0]`` channels, in float32, ~6 live copies around the masked group norm and
+        GELU), then the transformer's states (every recorded layer plus ~8 transient ones, the
+        feed-forward's two intermediate tensors). HuBERT-base: ~44 MB per audio-second (a 60-s
+        batch was measured near 2 GB on an H100).
+        """
+        first = self.sample_rate / self._strides[0] * int(self.config.conv_dim[0]) * 4 * 6
+        hidden = self.frame_rate * self.dim * 4 * (self.num_layers + 8)
+        ffn = self.frame_rate * int(getattr(self.config, "intermediate_size", 4 * self.dim)) * 4 * 2
+        return float(first + hidden + ffn)
 
     def _install_masked_group_norm(self) -> list[tuple[MaskedGroupNorm, int]]:
         """Swap every GroupNorm of the feature encoder for a masked one (see :mod:`~embedx.backends.padding`).

@@ -195,3 +195,38 @@ def test_an_item_out_of_memory_alone_is_recorded_and_a_fatal_device_error_ends_t
     with_backend(monkeypatch, fatal)
     with pytest.raises(torch.AcceleratorError):
         extract([str(wavs)], tmp_path / "fatal.h5", config)
+
+
+class FakeCudaBackend:
+    device = "cuda:0"
+    activation_bytes_per_second = 40e6
+
+
+@pytest.mark.parametrize(("free", "want"), [(40e9, 400.0), (2e9, 60.0), (400e9, 480.0)])
+def test_the_cuda_budget_is_sized_from_free_memory(monkeypatch, free, want):
+    from embedx.extraction.config import batch_seconds
+
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (free, 80e9))
+    # 0.4 of the free memory over 40 MB per second, between 60 and 480 s
+    assert batch_seconds(ExtractConfig(model="m"), FakeCudaBackend()) == pytest.approx(want)
+    assert batch_seconds(ExtractConfig(model="m", batch_seconds=7.0), FakeCudaBackend()) == 7.0
+
+
+def test_the_cuda_budget_falls_back_when_free_memory_cannot_be_read(monkeypatch):
+    from embedx.extraction.config import CUDA_BATCH_SECONDS, batch_seconds
+
+    def no_driver(device):
+        raise RuntimeError("Found no NVIDIA driver on your system")
+
+    monkeypatch.setattr(torch.cuda, "mem_get_info", no_driver)
+    assert batch_seconds(ExtractConfig(model="m"), FakeCudaBackend()) == CUDA_BATCH_SECONDS
+
+
+def test_the_estimate_of_a_base_model_is_near_the_measured_2_gb_per_minute(tiny_model):
+    from embedx.backends.hf import HFBackend
+
+    backend = HFBackend(str(tiny_model("hubert")), device="cpu")
+    per_second = backend.activation_bytes_per_second
+    # tiny: conv_dim[0] x 16000/5 positions x 4 bytes x 6 copies dominates
+    conv0 = int(backend.config.conv_dim[0])
+    assert per_second >= 16000 / 5 * conv0 * 4 * 6
