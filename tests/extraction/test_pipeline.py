@@ -137,3 +137,18 @@ def test_the_run_accounts_cpu_per_part_in_the_process_that_spent_it(tiny_model, 
     else:
         assert cpu["pack"] == 0 and cpu["workers_total"] < 0.01
         assert cpu["main_total"] >= decoding + cpu["forward"] + cpu["pool"]
+
+
+def test_gpu_benchmark_gives_each_card_its_own_peak():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_throughput", ROOT / "benchmarks" / "gpu_throughput.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    # the names torch.cuda.get_device_name reports; the SXM H100 does not say "SXM"
+    assert bench.peak_for_name("NVIDIA H100 80GB HBM3") == 989.0
+    assert bench.peak_for_name("NVIDIA H100 PCIe") == 756.0
+    assert bench.peak_for_name("NVIDIA H100 NVL") == 835.0
+    assert bench.peak_for_name("NVIDIA H200") == 989.0
+    assert bench.peak_for_name("NVIDIA A100-SXM4-80GB") == bench.peak_for_name("NVIDIA A100 80GB PCIe") == 312.0
+    assert bench.peak_for_name("Some Future GPU") is None
