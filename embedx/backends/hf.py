@@ -42,14 +42,7 @@ import numpy as np
 import torch
 import transformers
 from torch import nn
-from transformers import (
-    AutoModel,
-    Data2VecAudioModel,
-    HubertModel,
-    Wav2Vec2FeatureExtractor,
-    Wav2Vec2Model,
-    WavLMModel,
-)
+from transformers import AutoModel, Wav2Vec2FeatureExtractor
 
 from embedx.backends.base import Backend, BackendOutput
 from embedx.backends.capture import autocast, capture_layers, cast_autocast_weights
@@ -68,16 +61,17 @@ from embedx.store.spec import RANDOM_SUFFIX
 
 __all__ = ["SUPPORTED_MODEL_TYPES", "HFBackend", "resolve_attn"]
 
-#: model_type -> the backbone class AutoModel builds for it
-_BACKBONES: dict[str, type[nn.Module]] = {
-    "wav2vec2": Wav2Vec2Model,
-    "hubert": HubertModel,
-    "wavlm": WavLMModel,
-    "data2vec-audio": Data2VecAudioModel,
+#: model_type -> the name of the backbone class AutoModel builds for it (imported when used:
+#: transformers loads a model family's code on first access, ~0.1-0.3 s each)
+_BACKBONES: dict[str, str] = {
+    "wav2vec2": "Wav2Vec2Model",
+    "hubert": "HubertModel",
+    "wavlm": "WavLMModel",
+    "data2vec-audio": "Data2VecAudioModel",
 }
 SUPPORTED_MODEL_TYPES: tuple[str, ...] = tuple(_BACKBONES)
 #: the bare backbones carry no utterance-level head: their checkpoints are not searched for one
-_HEADLESS = frozenset(cls.__name__ for cls in _BACKBONES.values())
+_HEADLESS = frozenset(_BACKBONES.values())
 _MIXED_MASK_WARNING = "Support for mismatched key_padding_mask and attn_mask"
 
 
@@ -438,7 +432,7 @@ def resolve_attn(attn: str, model_type: str) -> str:
     Raises:
         ConfigError: sdpa asked for a model without it.
     """
-    supports_sdpa = bool(getattr(_BACKBONES[model_type], "_supports_sdpa", False))
+    supports_sdpa = bool(getattr(getattr(transformers, _BACKBONES[model_type]), "_supports_sdpa", False))
     if attn == "auto":
         return "sdpa" if supports_sdpa else "eager"
     if attn == "sdpa" and not supports_sdpa:
