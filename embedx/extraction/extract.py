@@ -401,8 +401,10 @@ def _run_batches(store: Any, name: str, backend: Backend, layers: list[int], con
     progress in the store's lock record after every batch and ends after the batch in flight
     when ``stop`` has caught a signal. ``summary.timings`` gets where the main thread's time
     went (seconds): ``first_batch``, ``wait`` (for decoded data), ``forward`` (padding, the copy
-    to the device and the model), ``pool`` (pooling and the copy back), ``write_wait`` (blocked
-    on a full write queue), and ``write`` (the writer thread's time in store calls, overlapped).
+    to the device and the model; on CUDA only queuing it), ``pool`` (pooling and starting the
+    copy back, :mod:`~embedx.extraction.transfer`), ``write_wait`` (blocked on a full write
+    queue), and ``write`` (the writer thread: waiting for a batch's copy to the host, then its
+    store calls; overlapped with the next batches' forwards).
     ``summary.cpu`` gets CPU seconds per part, whichever process or thread spent them: the
     decoding parts of :data:`embedx.extraction.loader.WORKER_PARTS` (in the workers, or in the main process
     without workers), ``receive`` (the main thread's hand-over: receiving and unpacking
