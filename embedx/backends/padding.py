@@ -199,6 +199,13 @@ def masked_group_norm(x: torch.Tensor, lengths: torch.Tensor, num_groups: int,
     Returns:
         ``(batch, channels, time)`` float32.
     """
+    # float32 statistics under autocast too (it would run the bmm in bf16/fp16), as group_norm is
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        return _masked_group_norm(x, lengths, num_groups, weight, bias, eps)
+
+
+def _masked_group_norm(x: torch.Tensor, lengths: torch.Tensor, num_groups: int,
+                       weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float) -> torch.Tensor:
     batch, channels, steps = x.shape
     per_group = channels // num_groups
     xf = x.float()

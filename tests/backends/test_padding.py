@@ -53,6 +53,17 @@ def test_masked_group_norm_in_bf16_is_computed_in_float32():
     torch.testing.assert_close(out[1:, :, :11], alone, rtol=0, atol=5e-6)
 
 
+def test_masked_group_norm_under_autocast_keeps_float32_statistics():
+    """Autocast would run the sums (matrix products) in bf16; the statistics must stay float32."""
+    gen = torch.Generator().manual_seed(2)
+    x = 5.0 + torch.randn(3, 8, 400, generator=gen)  # an offset: bf16 sums would be visibly off
+    lengths = torch.tensor([400, 250, 33])
+    plain = masked_group_norm(x, lengths, 8, None, None, 1e-5)
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        under = masked_group_norm(x, lengths, 8, None, None, 1e-5)
+    assert under.dtype == torch.float32 and torch.equal(under, plain)
+
+
 def test_masked_group_norm_refuses_lengths_that_do_not_fit():
     masked = MaskedGroupNorm(torch.nn.GroupNorm(2, 2))
     masked.valid_lengths = [5, 0]
