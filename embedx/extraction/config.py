@@ -323,7 +323,7 @@ def cuda_batch_seconds(backend: Backend) -> float:
     cannot be read. Running out of memory anyway shrinks the budget for the rest of the run
     (:class:`~embedx.extraction.forward.Budget`).
     """
-    per_second = getattr(backend, "activation_bytes_per_second", None)
+    per_second = backend.activation_bytes_per_second
     if not per_second:
         return CUDA_BATCH_SECONDS
     import torch

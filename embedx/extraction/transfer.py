@@ -115,7 +115,7 @@ def ops_for(backend: Any) -> DeviceOps:
     Returns:
         :class:`CudaOps` for a CUDA device, else synchronous :class:`DeviceOps`.
     """
-    own = getattr(backend, "transfer_ops", None)
+    own = backend.transfer_ops
     if own is not None:
         return own
     if str(backend.device).startswith("cuda"):

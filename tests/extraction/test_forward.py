@@ -197,7 +197,7 @@ def test_an_item_out_of_memory_alone_is_recorded_and_a_fatal_device_error_ends_t
         extract([str(wavs)], tmp_path / "fatal.h5", config)
 
 
-class FakeCudaBackend:
+class FakeCudaBackend:  # what batch_seconds reads of a backend
     device = "cuda:0"
     activation_bytes_per_second = 40e6
 
