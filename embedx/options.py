@@ -205,7 +205,7 @@ EXTRACT = Command("extract", (
     _opt("precision", str, "auto", "Compute precision: auto, fp32, fp16 (GPU), bf16.",
          choices=("auto", "fp32", "bf16", "fp16")),
     _opt("device", str, "auto", "auto, cpu, cuda or cuda:N."),
-    _opt("batch_seconds", float, None, "Padded audio seconds per batch [default: {cuda:g} on a GPU, "
+    _opt("batch_seconds", float, None, "Padded audio seconds per batch [default: on a GPU from its free memory, at least {cuda:g}; "
          "{cpu:g} on the CPU].", help_values="embedx.extraction.config:BATCH_SECONDS", show_default=False),
     _opt("max_chunk_seconds", float, 60.0, "Run longer items in chunks of at most this length "
          "(0: never chunk)."),

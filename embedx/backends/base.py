@@ -73,6 +73,11 @@ class Backend(ABC):
             with the feature set; empty when the requested options are stored as given.
         max_samples: longest item :meth:`forward` runs in one piece (Whisper: its 30-s window);
             stage 1 chunks longer items to it. ``None``: no limit of the backend's own.
+        activation_bytes_per_second: device memory a forward holds per padded audio-second (an
+            over-estimate); on CUDA the default batch budget is sized from it and the free
+            memory. ``None``: the fixed CUDA default.
+        transfer_ops: the :class:`~embedx.extraction.transfer.DeviceOps` that bring results to
+            the host; ``None``: chosen by :attr:`device` (a side CUDA stream, else synchronous).
     """
 
     name: str
@@ -90,6 +95,8 @@ class Backend(ABC):
     precision: str = "fp32"
     options: Mapping[str, Any] = MappingProxyType({})
     max_samples: int | None = None
+    activation_bytes_per_second: float | None = None
+    transfer_ops: Any = None
 
     def num_frames(self, num_samples: int) -> int:
         """Number of frames :meth:`forward` returns for an item of ``num_samples`` samples.

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["autocast", "capture_layers"]
+__all__ = ["autocast", "capture_layers", "cast_autocast_weights"]
 
 #: reduced precisions -> the autocast dtype (fp32 runs without autocast)
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -73,3 +73,34 @@ def autocast(precision: str, device: torch.device) -> contextlib.AbstractContext
     if precision == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=_DTYPES[precision])
+
+
+
+def cast_autocast_weights(model: nn.Module, precision: str) -> int:
+    """Cast, once, the parameters that autocast would cast on every forward.
+
+    Under ``torch.autocast`` a ``Linear`` or ``Conv1d`` casts its weight and bias to the
+    autocast dtype at every call (163 casts per HuBERT-base forward); storing them in that dtype
+    gives the same values without the casts (and half the weight memory). Only these modules
+    are cast: norms and other fp32-list operations keep float32 weights, and weight-normed
+    convolutions (recomputed from ``weight_g``/``weight_v`` each call) are left alone.
+
+    Args:
+        model: the model, run only under :func:`autocast` afterwards.
+        precision: ``"bf16"`` or ``"fp16"``; ``"fp32"`` casts nothing.
+
+    Returns:
+        The number of modules cast.
+    """
+    if precision == "fp32":
+        return 0
+    dtype = _DTYPES[precision]
+    cast = 0
+    for module in model.modules():
+        if type(module) not in (nn.Linear, nn.Conv1d):
+            continue
+        if hasattr(module, "parametrizations") or hasattr(module, "weight_g"):
+            continue  # weight norm: the weight is recomputed from float32 parameters
+        module.to(dtype)
+        cast += 1
+    return cast

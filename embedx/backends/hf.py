@@ -42,17 +42,10 @@ import numpy as np
 import torch
 import transformers
 from torch import nn
-from transformers import (
-    AutoModel,
-    Data2VecAudioModel,
-    HubertModel,
-    Wav2Vec2FeatureExtractor,
-    Wav2Vec2Model,
-    WavLMModel,
-)
+from transformers import AutoModel, Wav2Vec2FeatureExtractor
 
 from embedx.backends.base import Backend, BackendOutput
-from embedx.backends.capture import autocast, capture_layers
+from embedx.backends.capture import autocast, capture_layers, cast_autocast_weights
 from embedx.backends.framing import conv_timing
 from embedx.backends.heads import load_head
 from embedx.backends.loading import checkpoint_metadata, open_checkpoint, quiet_loading
@@ -68,16 +61,17 @@ from embedx.store.spec import RANDOM_SUFFIX
 
 __all__ = ["SUPPORTED_MODEL_TYPES", "HFBackend", "resolve_attn"]
 
-#: model_type -> the backbone class AutoModel builds for it
-_BACKBONES: dict[str, type[nn.Module]] = {
-    "wav2vec2": Wav2Vec2Model,
-    "hubert": HubertModel,
-    "wavlm": WavLMModel,
-    "data2vec-audio": Data2VecAudioModel,
+#: model_type -> the name of the backbone class AutoModel builds for it (imported when used:
+#: transformers loads a model family's code on first access, ~0.1-0.3 s each)
+_BACKBONES: dict[str, str] = {
+    "wav2vec2": "Wav2Vec2Model",
+    "hubert": "HubertModel",
+    "wavlm": "WavLMModel",
+    "data2vec-audio": "Data2VecAudioModel",
 }
 SUPPORTED_MODEL_TYPES: tuple[str, ...] = tuple(_BACKBONES)
 #: the bare backbones carry no utterance-level head: their checkpoints are not searched for one
-_HEADLESS = frozenset(cls.__name__ for cls in _BACKBONES.values())
+_HEADLESS = frozenset(_BACKBONES.values())
 _MIXED_MASK_WARNING = "Support for mismatched key_padding_mask and attn_mask"
 
 
@@ -199,6 +193,9 @@ class HFBackend(Backend):
 
         if self.precision != "fp32":
             self._check_precision()
+            if self.device.type == "cuda":  # the CPU keeps float32 weights (its bf16 kernels differ)
+                cast_autocast_weights(self.model, self.precision)  # the casts autocast repeats per forward, once
+        self.activation_bytes_per_second = self._activation_bytes_per_second()
         self._group_norms = self._install_masked_group_norm()
         self._frame_mask: torch.Tensor | None = None
         self._install_pos_conv_hooks()
@@ -250,8 +247,13 @@ class HFBackend(Backend):
         lengths = [self.num_frames(n) for n in num_samples]
         num_frames = max(lengths)
 
-        input_values, attention_mask = pad_batch(items, self.device)
-        frame_lengths = torch.tensor(lengths, dtype=torch.int64, device=self.device)
+        norm_lengths = [
+            [conv_output_length(n, self._kernels[: index + 1], self._strides[: index + 1]) for n in num_samples]
+            for _norm, index in self._group_norms
+        ]
+        # one pinned, non-blocking copy of every length: the host never waits for the device here
+        input_values, attention_mask, staged = pad_batch(items, self.device, [lengths, *norm_lengths])
+        frame_lengths = staged[1]
 
         head = self.head
         wanted = set(layer_list)
@@ -262,7 +264,7 @@ class HFBackend(Backend):
                 wanted.update(range(self.num_layers))
         heads: dict[str, np.ndarray] = {}
         with (
-            self._batch_state(num_samples, frame_lengths, num_frames),
+            self._batch_state(norm_lengths, staged[2:], frame_lengths, num_frames),
             self._capture(wanted, num_blocks) as states,
             torch.inference_mode(),
         ):
@@ -335,6 +337,20 @@ class HFBackend(Backend):
                 f"(positional conv cosine {cosine:.3f} vs fp32); use precision='fp32'"
             )
 
+    def _activation_bytes_per_second(self) -> float:
+        """Device memory a forward holds per padded audio-second (a deliberate over-estimate).
+
+        The first convolution's output dominates (its sample rate / stride positions x
+        ``conv_dim[0]`` channels, in float32, ~6 live copies around the masked group norm and
+        GELU), then the transformer's states (every recorded layer plus ~8 transient ones, the
+        feed-forward's two intermediate tensors). HuBERT-base: ~44 MB per audio-second (a 60-s
+        batch was measured near 2 GB on an H100).
+        """
+        first = self.sample_rate / self._strides[0] * int(self.config.conv_dim[0]) * 4 * 6
+        hidden = self.frame_rate * self.dim * 4 * (self.num_layers + 8)
+        ffn = self.frame_rate * int(getattr(self.config, "intermediate_size", 4 * self.dim)) * 4 * 2
+        return float(first + hidden + ffn)
+
     def _install_masked_group_norm(self) -> list[tuple[MaskedGroupNorm, int]]:
         """Swap every GroupNorm of the feature encoder for a masked one (see :mod:`~embedx.backends.padding`).
 
@@ -368,14 +384,17 @@ class HFBackend(Backend):
 
     @contextlib.contextmanager
     def _batch_state(
-        self, num_samples: list[int], frame_lengths: torch.Tensor, num_frames: int
+        self, norm_lengths: list[list[int]], norm_tensors: torch.Tensor, frame_lengths: torch.Tensor,
+        num_frames: int,
     ) -> Iterator[None]:
-        """Tell the padding repairs about the current batch, and forget it afterwards."""
-        for norm, index in self._group_norms:
-            norm.valid_lengths = [
-                conv_output_length(n, self._kernels[: index + 1], self._strides[: index + 1])
-                for n in num_samples
-            ]
+        """Tell the padding repairs about the current batch, and forget it afterwards.
+
+        ``norm_lengths`` are every masked group norm's valid lengths on the host,
+        ``norm_tensors`` ``(num_norms, num_items)`` the same on the device.
+        """
+        for (norm, _index), valid, tensor in zip(self._group_norms, norm_lengths, norm_tensors, strict=True):
+            norm.valid_lengths = valid
+            norm.length_tensor = tensor
         positions = torch.arange(num_frames, device=self.device)
         # (num_frames,) < (num_items, 1) -> (num_items, num_frames) bool, True on valid frames
         self._frame_mask = positions[None, :] < frame_lengths[:, None]
@@ -384,6 +403,7 @@ class HFBackend(Backend):
         finally:
             for norm, _ in self._group_norms:
                 norm.valid_lengths = None
+                norm.length_tensor = None
             self._frame_mask = None
 
     @contextlib.contextmanager
@@ -412,7 +432,7 @@ def resolve_attn(attn: str, model_type: str) -> str:
     Raises:
         ConfigError: sdpa asked for a model without it.
     """
-    supports_sdpa = bool(getattr(_BACKBONES[model_type], "_supports_sdpa", False))
+    supports_sdpa = bool(getattr(getattr(transformers, _BACKBONES[model_type]), "_supports_sdpa", False))
     if attn == "auto":
         return "sdpa" if supports_sdpa else "eager"
     if attn == "sdpa" and not supports_sdpa:

@@ -24,7 +24,7 @@ from torch import nn
 from embedx.backends.base import apply_short_policy
 from embedx.errors import AudioError
 
-__all__ = ["MaskedGroupNorm", "WavePreparer", "conv_output_length", "pad_batch", "receptive_field"]
+__all__ = ["MaskedGroupNorm", "WavePreparer", "conv_output_length", "masked_group_norm", "pad_batch", "receptive_field"]
 
 
 def conv_output_length(num_samples: int, kernels: Sequence[int], strides: Sequence[int]) -> int:
@@ -128,13 +128,21 @@ class MaskedGroupNorm(nn.GroupNorm):
     """A ``GroupNorm`` over ``(batch, channels, time)`` whose statistics cover valid positions only.
 
     While :attr:`valid_lengths` is set, item ``i`` is normalised over its first
-    ``valid_lengths[i]`` positions exactly as ``nn.GroupNorm`` normalises the unpadded item
-    (same kernel, same affine parameters); its padded positions are set to zero. With
+    ``valid_lengths[i]`` positions as ``nn.GroupNorm`` normalises the unpadded item (same
+    affine parameters, equal within float rounding); its padded positions are set to zero. The
+    whole batch is normalised by one fixed sequence of tensor operations, so the number of
+    operations (kernel launches on a GPU) does not grow with the batch. With
     :attr:`valid_lengths` unset it is a plain ``nn.GroupNorm``.
 
     Args:
         norm: the ``nn.GroupNorm`` to replace; its parameters are shared, not copied, so the
             state dict is unchanged.
+
+    Attributes:
+        valid_lengths: valid positions per item (host integers: checked without a device sync).
+        length_tensor: the same lengths as an int64 tensor on the input's device, when the
+            caller has one (a backend copies all of a batch's lengths at once); else it is
+            built from :attr:`valid_lengths`.
     """
 
     def __init__(self, norm: nn.GroupNorm) -> None:
@@ -143,6 +151,7 @@ class MaskedGroupNorm(nn.GroupNorm):
             self.weight = norm.weight
             self.bias = norm.bias
         self.valid_lengths: list[int] | None = None
+        self.length_tensor: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Normalise ``x``.
@@ -151,7 +160,8 @@ class MaskedGroupNorm(nn.GroupNorm):
             x: ``(batch, channels, time)`` conv output.
 
         Returns:
-            The normalised tensor, same shape.
+            The normalised tensor, same shape (float32 when masked, like ``group_norm`` under
+            autocast).
 
         Raises:
             ValueError: when :attr:`valid_lengths` does not fit ``x``.
@@ -164,45 +174,95 @@ class MaskedGroupNorm(nn.GroupNorm):
             raise ValueError(
                 f"valid lengths {lengths} do not fit a batch of shape {tuple(x.shape)}"
             )
-        pieces = [
-            # (1, channels, n): each item alone, as nn.GroupNorm would see it unpadded
-            nn.functional.group_norm(
-                x[i : i + 1, :, :n], self.num_groups, self.weight, self.bias, self.eps
-            )
-            for i, n in enumerate(lengths)
-        ]
-        # under autocast group_norm may return float32 for a half-precision input
-        out = torch.zeros(x.shape, dtype=pieces[0].dtype, device=x.device)
-        for i, (piece, n) in enumerate(zip(pieces, lengths, strict=True)):
-            out[i, :, :n] = piece[0]
-        return out
+        n = self.length_tensor
+        if n is None:
+            n = torch.tensor(lengths, dtype=torch.int64).to(x.device, non_blocking=True)
+        return masked_group_norm(x, n, self.num_groups, self.weight, self.bias, self.eps)
 
 
-def pad_batch(items: Sequence[np.ndarray], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Zero-pad 1-D waveforms into a batch on ``device``, with its attention mask.
+def masked_group_norm(x: torch.Tensor, lengths: torch.Tensor, num_groups: int,
+                      weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float) -> torch.Tensor:
+    """Group norm of every item over its first ``lengths[i]`` positions, padding set to zero.
+
+    The statistics are float32 and two-pass (mean, then the mean squared deviation), as
+    ``nn.GroupNorm`` computes them on the unpadded item; the sums over time are matrix products
+    with the mask, so no masked copy of ``x`` is made. A fixed number of operations for any batch.
+
+    Args:
+        x: ``(batch, channels, time)`` input, any float dtype.
+        lengths: ``(batch,)`` int64 valid positions, on ``x``'s device, each in ``1..time``.
+        num_groups: groups the channels are split into.
+        weight: ``(channels,)`` scale, or ``None``.
+        bias: ``(channels,)`` shift, or ``None``.
+        eps: added to the variance.
+
+    Returns:
+        ``(batch, channels, time)`` float32.
+    """
+    # float32 statistics under autocast too (it would run the bmm in bf16/fp16), as group_norm is
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        return _masked_group_norm(x, lengths, num_groups, weight, bias, eps)
+
+
+def _masked_group_norm(x: torch.Tensor, lengths: torch.Tensor, num_groups: int,
+                       weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float) -> torch.Tensor:
+    batch, channels, steps = x.shape
+    per_group = channels // num_groups
+    xf = x.float()
+    # (time,) < (batch, 1) -> (batch, time, 1): 1.0 on valid positions
+    mask = (torch.arange(steps, device=x.device)[None, :] < lengths[:, None]).float()[:, :, None]
+    count = lengths.float()[:, None] * per_group  # (batch, 1): values per group
+    # (batch, channels, time) @ (batch, time, 1) -> (batch, channels) -> (batch, groups)
+    mean = torch.bmm(xf, mask).view(batch, num_groups, per_group).sum(-1) / count
+    # (batch, groups) -> (batch, channels, 1): every channel gets its group's mean
+    centred = xf - mean.repeat_interleave(per_group, dim=1)[:, :, None]
+    # (batch, channels, time) @ (batch, time, 1) -> (batch, groups): masked squared deviations
+    var = torch.bmm(centred * centred, mask).view(batch, num_groups, per_group).sum(-1) / count
+    scale = torch.rsqrt(var + eps).repeat_interleave(per_group, dim=1)  # (batch, channels)
+    if weight is not None:
+        scale = scale * weight.float()[None, :]
+    out = centred.mul_(scale[:, :, None])
+    if bias is not None:
+        out = out.add_(bias.float()[None, :, None])
+    # (batch, time, 1) -> (batch, 1, time): padded positions set to zero
+    return out.mul_(mask.transpose(1, 2))
+
+
+def pad_batch(items: Sequence[np.ndarray], device: torch.device, length_rows: Sequence[Sequence[int]] = ()
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Zero-pad 1-D waveforms into a batch on ``device``, with its attention mask and lengths.
 
     On a CUDA device the batch is assembled in pinned host memory and copied with
     ``non_blocking=True``: the copy runs as a DMA transfer that overlaps the host's work until
     the forward needs the data (the caching host allocator keeps the buffer alive until the copy
-    is done). The mask is built on the device from the lengths, so it costs no transfer.
+    is done). Every length the forward needs (samples, frames, the group norms' valid
+    positions) travels in one more pinned, non-blocking copy, so nothing on the host waits for
+    the device (a ``torch.tensor(lengths, device=...)`` would wait for the batch's copy). The
+    mask is built on the device from the lengths.
 
     Args:
         items: ``(num_samples_i,)`` float32 waveforms.
         device: where the batch goes.
+        length_rows: further per-item integer rows to copy along (frames, valid positions).
 
     Returns:
-        ``input_values`` ``(num_items, max_samples)`` float32 and ``attention_mask``
-        ``(num_items, max_samples)`` int64 (1 on valid samples), both on ``device``.
+        ``input_values`` ``(num_items, max_samples)`` float32, ``attention_mask``
+        ``(num_items, max_samples)`` int64 (1 on valid samples), and ``lengths``
+        ``(1 + len(length_rows), num_items)`` int64 (row 0: samples per item, then
+        ``length_rows``), all on ``device``.
     """
     num_samples = [x.shape[0] for x in items]
     cuda = device.type == "cuda"
-    host = torch.zeros((len(items), max(num_samples)), dtype=torch.float32, pin_memory=cuda)
+    host = torch.empty((len(items), max(num_samples)), dtype=torch.float32, pin_memory=cuda)
     view = host.numpy()  # (num_items, max_samples), shares the tensor's memory
     for i, x in enumerate(items):
         view[i, : x.shape[0]] = x
+        view[i, x.shape[0]:] = 0.0
+    rows = torch.empty((1 + len(length_rows), len(items)), dtype=torch.int64, pin_memory=cuda)
+    rows.numpy()[:] = np.asarray([num_samples, *length_rows], dtype=np.int64)
     input_values = host.to(device, non_blocking=cuda)
-    lengths = torch.tensor(num_samples, dtype=torch.int64).to(device, non_blocking=cuda)
+    lengths = rows.to(device, non_blocking=cuda)
     positions = torch.arange(host.shape[1], device=device)
     # (max_samples,) < (num_items, 1) -> (num_items, max_samples), 1 on valid samples
-    attention_mask = (positions[None, :] < lengths[:, None]).long()
-    return input_values, attention_mask
+    attention_mask = (positions[None, :] < lengths[0, :, None]).long()
+    return input_values, attention_mask, lengths

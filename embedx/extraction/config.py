@@ -27,6 +27,10 @@ RANDOM_INIT = Param("random_init", switch=True)
 BATCH_SECONDS = {"cuda": 60.0, "cpu": 8.0}
 CUDA_BATCH_SECONDS = BATCH_SECONDS["cuda"]
 CPU_BATCH_SECONDS = BATCH_SECONDS["cpu"]
+#: on CUDA the default budget is this share of the free device memory over the backend's
+#: ``activation_bytes_per_second``, between CUDA_BATCH_SECONDS and MAX_CUDA_BATCH_SECONDS
+CUDA_MEMORY_SHARE = 0.4
+MAX_CUDA_BATCH_SECONDS = 480.0
 #: ExtractConfig fields that define the stored values; they are stored with the feature set
 #: and a resume with any of them changed is refused
 DATA_KEYS = ("backend", "model", "revision", "name", "layers", "poolings", "frames", "dtype",
@@ -315,4 +319,28 @@ def batch_seconds(config: ExtractConfig, backend: Backend) -> float:
     if config.batch_seconds is not None:
         return config.batch_seconds
     device = str(backend.device)
-    return CUDA_BATCH_SECONDS if device.startswith("cuda") else CPU_BATCH_SECONDS
+    return cuda_batch_seconds(backend) if device.startswith("cuda") else CPU_BATCH_SECONDS
+
+
+def cuda_batch_seconds(backend: Backend) -> float:
+    """The CUDA default budget: sized from the device's free memory when that can be known.
+
+    :data:`CUDA_MEMORY_SHARE` of the free memory (``torch.cuda.mem_get_info``, read after the
+    model is loaded) over the backend's ``activation_bytes_per_second``, clipped to
+    ``CUDA_BATCH_SECONDS .. MAX_CUDA_BATCH_SECONDS``: a 60-s batch keeps an H100 busy for about
+    a millisecond (HuBERT-base), so the loop would be bound by Python and kernel launches.
+    Fallback, :data:`CUDA_BATCH_SECONDS`: a backend without an estimate, or free memory that
+    cannot be read. Running out of memory anyway shrinks the budget for the rest of the run
+    (:class:`~embedx.extraction.forward.Budget`).
+    """
+    per_second = backend.activation_bytes_per_second
+    if not per_second:
+        return CUDA_BATCH_SECONDS
+    import torch
+
+    try:
+        free, _total = torch.cuda.mem_get_info(torch.device(str(backend.device)))
+    except (RuntimeError, AssertionError, ValueError):  # no driver, or not a CUDA build
+        return CUDA_BATCH_SECONDS
+    seconds = CUDA_MEMORY_SHARE * free / per_second
+    return float(min(max(seconds, CUDA_BATCH_SECONDS), MAX_CUDA_BATCH_SECONDS))

@@ -24,21 +24,20 @@ from embedx.backends import create_backend
 from embedx.backends.base import Backend
 from embedx.errors import (
     ConfigError,
-    EmbedxError,
     NothingExtractedError,
     Param,
-    one_line,
 )
 from embedx.extraction.audio import resampled_length
-from embedx.extraction.batching import chunk_spans, make_batches
+from embedx.extraction.batching import make_batches
 from embedx.extraction.config import (
     DATA_KEYS,
     ExtractConfig,
     batch_seconds,
 )
+from embedx.extraction.forward import Budget, run_long, run_short
 from embedx.extraction.layers import parse_layers
 from embedx.extraction.loader import Loader
-from embedx.extraction.pooling import chunk_poolings, combine_chunks, get_pooling
+from embedx.extraction.pooling import chunk_poolings
 from embedx.extraction.run_stats import (
     ExtractSummary,
     Meter,
@@ -49,6 +48,7 @@ from embedx.extraction.run_stats import (
     run_profile,
 )
 from embedx.extraction.scan import Scanned, scan_items
+from embedx.extraction.transfer import DeviceOps, ops_for
 from embedx.extraction.writes import StoreQueue
 from embedx.progress import progress_bar
 from embedx.text import plural
@@ -91,54 +91,6 @@ def _model_lengths(items: pd.DataFrame, backend: Backend) -> tuple[np.ndarray, n
         padded[i] = m
         frames[i] = backend.num_frames(m) if m >= backend.min_samples else 0
     return decoded, padded, frames
-
-
-def _forward_isolating(backend: Backend, indices: list[int], waves: list[np.ndarray],
-                       layers: list[int]) -> tuple[list[tuple[list[int], Any]], dict[int, str]]:
-    """Run a batch; on an error split it in halves so only the items that fail alone are lost.
-
-    Splitting also recovers from running out of GPU memory on a too-large batch.
-
-    Returns:
-        ``[(indices, BackendOutput), ...]`` for the parts that ran, and index -> error message
-        for the items that failed on their own.
-    """
-    try:
-        return [(indices, backend.forward(waves, layers))], {}
-    except (EmbedxError, RuntimeError, ValueError) as exc:
-        if len(indices) == 1:
-            return [], {indices[0]: one_line(exc)[:500]}
-        _free_accelerator_memory()
-    half = len(indices) // 2
-    ok_a, bad_a = _forward_isolating(backend, indices[:half], waves[:half], layers)
-    ok_b, bad_b = _forward_isolating(backend, indices[half:], waves[half:], layers)
-    return ok_a + ok_b, {**bad_a, **bad_b}
-
-
-def _free_accelerator_memory() -> None:
-    import torch
-
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
-def _to_store_arrays(output: Any, poolings: Sequence[str], frames: bool
-                     ) -> tuple[dict[str, np.ndarray], list[np.ndarray] | None]:
-    """Pool on the model's device and move only what is stored to the host."""
-    pooled = {
-        # (num_layers, batch, num_frames, dim) -> (num_layers, batch, dim)
-        p: get_pooling(p)(output.hidden, output.lengths).float().cpu().numpy()
-        for p in poolings
-    }
-    frame_arrays = None
-    if frames:
-        lengths = output.lengths.tolist()
-        frame_arrays = [
-            # (num_layers, num_frames, dim) -> (num_frames, num_layers, dim): the store's frame layout
-            output.hidden[:, b, :n, :].permute(1, 0, 2).float().cpu().numpy()
-            for b, n in enumerate(lengths)
-        ]
-    return pooled, frame_arrays
 
 
 #: signals that stop a run cleanly; the process then exits with 128 + the signal's number
@@ -375,6 +327,8 @@ class _Step:
     config: ExtractConfig
     budget: int
     meter: Meter
+    ops: DeviceOps
+    limit: Budget  # shrinks when the device runs out of memory, for the rest of the run
 
     def run(self, loader: Loader, batch: Any, workers: int, long_set: set[int],
             summary: ExtractSummary, mark: Any) -> tuple[list[Any], list[int]]:
@@ -396,9 +350,10 @@ class _Step:
         meter.add("receive", mark)
         args = (writes, store, name, self.backend, self.layers, self.config)
         if len(good) == 1 and good[0][0] in long_set:
-            written, errors = _run_long(*args, *good[0], self.budget, meter)
+            written, errors = run_long(*args, *good[0], self.budget, meter, self.ops, self.limit,
+                                       _max_chunk_samples(self.config, self.backend))
         else:
-            written, errors = _run_short(*args, good, meter)
+            written, errors = run_short(*args, good, meter, self.ops, self.limit)
         del good
         loader.release(batch)  # the forward has consumed the waves: the worker may refill the slot
         for i, err in errors.items():
@@ -419,8 +374,10 @@ def _run_batches(store: Any, name: str, backend: Backend, layers: list[int], con
     progress in the store's lock record after every batch and ends after the batch in flight
     when ``stop`` has caught a signal. ``summary.timings`` gets where the main thread's time
     went (seconds): ``first_batch``, ``wait`` (for decoded data), ``forward`` (padding, the copy
-    to the device and the model), ``pool`` (pooling and the copy back), ``write_wait`` (blocked
-    on a full write queue), and ``write`` (the writer thread's time in store calls, overlapped).
+    to the device and the model; on CUDA only queuing it), ``pool`` (pooling and starting the
+    copy back, :mod:`~embedx.extraction.transfer`), ``write_wait`` (blocked on a full write
+    queue), and ``write`` (the writer thread: waiting for a batch's copy to the host, then its
+    store calls; overlapped with the next batches' forwards).
     ``summary.cpu`` gets CPU seconds per part, whichever process or thread spent them: the
     decoding parts of :data:`embedx.extraction.loader.WORKER_PARTS` (in the workers, or in the main process
     without workers), ``receive`` (the main thread's hand-over: receiving and unpacking
@@ -449,7 +406,7 @@ def _run_batches(store: Any, name: str, backend: Backend, layers: list[int], con
     try:
         with progress_bar(config.progress, rate=True) as progress:
             task = progress.add_task(f"extract {name}", total=len(todo), rate="")
-            step = _Step(writes, store, name, backend, layers, config, budget, meter)
+            step = _Step(writes, store, name, backend, layers, config, budget, meter, ops_for(backend), Budget())
             mark = meter.mark()
             for batch in loader:
                 mark = meter.add("wait", mark, cpu_part="receive")
@@ -489,75 +446,6 @@ def _max_chunk_samples(config: ExtractConfig, backend: Backend) -> int | None:
         return limit
     wanted = int(config.max_chunk_seconds * backend.sample_rate)
     return min(wanted, limit) if limit else wanted
-
-
-def _run_short(writes: StoreQueue, store: Any, name: str, backend: Backend, layers: list[int],
-               config: ExtractConfig, good: list[tuple[int, np.ndarray]], meter: Meter
-               ) -> tuple[list[int], dict[int, str]]:
-    """Run one batch of items that fit in one piece and queue their writes."""
-    if not good:
-        return [], {}
-    mark = meter.mark()
-    parts, errors = _forward_isolating(backend, [i for i, _ in good], [w for _, w in good], layers)
-    mark = meter.add("forward", mark)
-    written: list[int] = []
-    for indices, out in parts:
-        pooled, frames = _to_store_arrays(out, config.poolings, config.frames)
-        mark = meter.add("pool", mark)
-        writes.put(store.write, name, np.asarray(indices), pooled=pooled, frames=frames,
-                   heads=out.heads or None)
-        mark = meter.add("write_wait", mark)
-        written.extend(indices)
-    return written, errors
-
-
-def _run_long(writes: StoreQueue, store: Any, name: str, backend: Backend, layers: list[int],
-              config: ExtractConfig, index: int, wave: np.ndarray, budget: int,
-              meter: Meter) -> tuple[list[int], dict[int, str]]:
-    """Run one long item in chunks, combine its pooled values, stream its frames to the store.
-
-    Memory is bounded by the chunk size: frames go to the store chunk by chunk, and only the
-    per-chunk pooled values are kept. Head outputs are the frame-weighted mean over chunks.
-    """
-    spans = chunk_spans(wave.shape[0], _max_chunk_samples(config, backend) or wave.shape[0],
-                        backend.hop_samples or 1, backend.min_samples)
-    wanted = chunk_poolings(tuple(config.poolings))
-    per_batch = max(1, budget // max(s.stop - s.start for s in spans))
-    parts: dict[str, list[np.ndarray]] = {p: [] for p in wanted}
-    heads: dict[str, list[np.ndarray]] = {}
-    counts: list[int] = []
-    for b in range(0, len(spans), per_batch):
-        group = spans[b:b + per_batch]
-        mark = meter.mark()
-        try:
-            out = backend.forward([wave[s.start:s.stop] for s in group], layers)
-        except (EmbedxError, RuntimeError, ValueError) as exc:
-            return [], {index: f"chunk {b + 1}/{len(spans)}: " + one_line(exc)[:500]}
-        mark = meter.add("forward", mark)
-        pooled, frames = _to_store_arrays(out, wanted, config.frames)
-        meter.add("pool", mark)
-        if out.lengths.tolist() != [s.num_frames for s in group]:
-            raise RuntimeError(f"chunk frames {out.lengths.tolist()} differ from the plan "
-                               f"{[s.num_frames for s in group]}")  # a backend bug, not bad input
-        for p in wanted:
-            parts[p].extend(pooled[p].transpose(1, 0, 2))  # (num_layers, chunks, dim) -> chunks x (num_layers, dim)
-        for h, y in (out.heads or {}).items():
-            heads.setdefault(h, []).extend(y)
-        counts.extend(s.num_frames for s in group)
-        if frames is not None:
-            for s, rows in zip(group, frames, strict=True):
-                writes.put(store.write_frame_rows, name, index, s.first_frame, rows)
-    weights = np.asarray(counts, dtype=np.float64)
-    combined = combine_chunks({p: np.stack(v) for p, v in parts.items()}, weights,
-                              tuple(config.poolings))
-    writes.put(
-        store.write, name, np.asarray([index]),
-        pooled={p: v[:, None, :] for p, v in combined.items()},  # (num_layers, dim) -> (num_layers, 1, dim)
-        heads={h: (np.stack(v) * (weights / weights.sum())[:, None]).sum(0, keepdims=True)
-               for h, v in heads.items()} or None,
-        frames_written=config.frames,
-    )
-    return [index], {}
 
 
 __all__ = [

@@ -87,6 +87,7 @@ class StoreWriter(_ItemsWriter):
         self._failed_keys: set[tuple[str, int]] | None = None
         self._specs: dict[str, FeatureSetSpec] = {}  # read-back specs, for write()
         self._offsets: dict[str, np.ndarray] = {}  # frame offsets, for write()
+        self._handles: dict[str, dict[str, Any]] = {}  # open datasets, for write(): lookups cost
         self._lock()
         try:
             existed = self.path.exists()
@@ -221,6 +222,7 @@ class StoreWriter(_ItemsWriter):
             del features[spec.name]
             self._specs.pop(spec.name, None)
             self._offsets.pop(spec.name, None)
+            self._handles.pop(spec.name, None)
             self.clear_failures(spec.name)
 
         g = features.create_group(spec.name)
@@ -268,9 +270,9 @@ class StoreWriter(_ItemsWriter):
             StoreError: unknown set, bad indices, missing/unknown poolings or heads, or arrays
                 of the wrong shape.
         """
-        g = self._group(name)
+        ds = self._datasets(name)
         spec = self._spec_cached(name)
-        idx = _batch_indices(indices, self.num_items)
+        idx = _batch_indices(indices, ds["num_items"])
         if len(idx) == 0:
             return
         pooled, heads = dict(pooled or {}), dict(heads or {})
@@ -286,15 +288,24 @@ class StoreWriter(_ItemsWriter):
 
         # crash safety: the data are written and flushed first; only then is done set (and
         # flushed), so an item marked done always has its data on disk
-        rows = _write_rows(g, sidx, pooled_sorted, heads_sorted, frames_sorted, offsets)
+        rows = _write_rows(ds, sidx, pooled_sorted, heads_sorted, frames_sorted, offsets)
         self._file.flush()
-        g["done"][rows] = np.ones(len(sidx), dtype=bool)
+        ds["done"][rows] = np.ones(len(sidx), dtype=bool)
         self._file.flush()
 
         keys = self._failure_keys()
         stale = [int(i) for i in sidx if (name, int(i)) in keys]
         if stale:
             self.clear_failures(name, stale)
+
+    def _datasets(self, name: str) -> dict[str, Any]:
+        """A feature set's datasets by path (``pooled/mean``, ``done``, ...), opened once."""
+        if name not in self._handles:
+            g = self._group(name)
+            found: dict[str, Any] = {"num_items": self.num_items}
+            g.visititems(lambda path, obj: found.update({path: obj}) if hasattr(obj, "shape") else None)
+            self._handles[name] = found
+        return self._handles[name]
 
     def _sorted_frames(self, name: str, spec: FeatureSetSpec, idx: np.ndarray, order: np.ndarray,
                        frames: Sequence[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
@@ -505,13 +516,13 @@ def _sorted_heads(spec: FeatureSetSpec, heads: Mapping[str, np.ndarray],
     return heads_sorted
 
 
-def _write_rows(g: Any, sidx: np.ndarray, pooled: Mapping[str, np.ndarray],
+def _write_rows(ds: Mapping[str, Any], sidx: np.ndarray, pooled: Mapping[str, np.ndarray],
                 heads: Mapping[str, np.ndarray], frames: list[np.ndarray],
                 offsets: np.ndarray | None) -> slice | np.ndarray:
     """Write a batch's data (not ``done``) into feature-set group ``g``, items in sorted order.
 
     Args:
-        g: the feature set's HDF5 group.
+        ds: the feature set's datasets by path in its group.
         sidx: ``(batch,)`` sorted item indices.
         pooled: pooling -> ``(num_layers, batch, dim)``, items in ``sidx`` order.
         heads: head -> ``(batch, k)``, items in ``sidx`` order.
@@ -525,17 +536,17 @@ def _write_rows(g: Any, sidx: np.ndarray, pooled: Mapping[str, np.ndarray],
     # one write per dataset: a slice for a contiguous batch, else the sorted index list
     rows = slice(runs[0][1], runs[0][2]) if len(runs) == 1 else sidx
     for p, x in pooled.items():
-        g["pooled"][p][:, rows, :] = x  # (num_layers, batch, dim)
+        ds[f"pooled/{p}"][:, rows, :] = x  # (num_layers, batch, dim)
     for h, y in heads.items():
-        g["heads"][h][rows] = y  # (batch, k)
+        ds[f"heads/{h}"][rows] = y  # (batch, k)
     if offsets is not None:
-        ds = g["frames/data"]
+        data = ds["frames/data"]
         for pos, start, stop in runs:
             block = frames[pos : pos + stop - start]
             a, z = int(offsets[start]), int(offsets[stop])
             if z > a:
                 # (frames of the run, num_layers, dim)
-                ds[a:z] = block[0] if len(block) == 1 else np.concatenate(block, axis=0)
+                data[a:z] = block[0] if len(block) == 1 else np.concatenate(block, axis=0)
     return rows
 
 

@@ -132,7 +132,8 @@ def test_masked_group_norm_matches_group_norm_alone():
     masked.valid_lengths = [50, 30, 12]
     out = masked(x)
     for i, n in enumerate([50, 30, 12]):
-        assert torch.equal(out[i : i + 1, :, :n], norm(x[i : i + 1, :, :n]))
+        # one vectorised pass for the batch: equal to the item alone within float32 rounding
+        torch.testing.assert_close(out[i : i + 1, :, :n], norm(x[i : i + 1, :, :n]), rtol=0, atol=2e-6)
         assert not out[i, :, n:].any()
     masked.valid_lengths = None
     assert torch.equal(masked(x), norm(x))

@@ -177,3 +177,48 @@ def test_features_decoded_through_the_worker_slots_equal_a_workers_0_run(tiny_mo
         else:  # the default decodes in workers wherever there is more than one core
             assert _run_workers(out) >= min(1, len(os.sched_getaffinity(0)) - 1)
         _assert_same_features(tmp_path / "w0.h5", out)
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_the_run_accounts_cpu_per_part_in_the_process_that_spent_it(tiny_model, wavs, tmp_path, workers):
+    summary = extract([str(wavs)], tmp_path / "f.h5", ExtractConfig(model=str(tiny_model("hubert")), device="cpu",
+                                                                    workers=workers, progress=False, batch_seconds=2.0))
+    cpu = summary.cpu
+    assert cpu["decode"] > 0 and cpu["resample"] > 0 and cpu["forward"] > 0 and cpu["write"] > 0
+    decoding = cpu["decode"] + cpu["resample"] + cpu["prepare"] + cpu["pack"]
+    if workers:
+        # the workers' own clocks account for part of what the kernel charged them (start-up,
+        # sending); the main process only received
+        assert cpu["pack"] > 0 and 0 < decoding <= cpu["workers_total"] + 0.01
+        assert cpu["main_total"] >= cpu["forward"] + cpu["pool"] + cpu["receive"]
+    else:
+        assert cpu["pack"] == 0 and cpu["workers_total"] < 0.01
+        assert cpu["main_total"] >= decoding + cpu["forward"] + cpu["pool"]
+
+
+def test_gpu_benchmark_gives_each_card_its_own_peak():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_throughput", ROOT / "benchmarks" / "gpu_throughput.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    # the names torch.cuda.get_device_name reports; the SXM H100 does not say "SXM"
+    assert bench.peak_for_name("NVIDIA H100 80GB HBM3") == 989.0
+    assert bench.peak_for_name("NVIDIA H100 PCIe") == 756.0
+    assert bench.peak_for_name("NVIDIA H100 NVL") == 835.0
+    assert bench.peak_for_name("NVIDIA H200") == 989.0
+    assert bench.peak_for_name("NVIDIA A100-SXM4-80GB") == bench.peak_for_name("NVIDIA A100 80GB PCIe") == 312.0
+    assert bench.peak_for_name("Some Future GPU") is None
+
+
+def test_gpu_benchmark_smoke_runs_on_the_cpu(tmp_path):
+    # --device cpu --quick: the script a GPU user runs, end to end (base model only: the large
+    # one costs a 1.2-GB checkpoint to build)
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_throughput.py"), "--device", "cpu",
+                           "--quick", "--models", "base", "--keep", str(tmp_path)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "| base | fp32 | 14." in done.stdout  # the base model's GFLOP per audio-second
+    with StoreReader(tmp_path / "base-fp32.h5") as r:
+        name = r.feature_sets()[0]
+        assert r.done(name).all() and r.spec(name).attrs["run_items"] == 6
