@@ -26,12 +26,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["balanced_weights", "logreg_many", "ridge_many", "supports"]
-
-#: L-BFGS of the lockstep solver: history length, gradient tolerance (max-norm, on the mean
-#: objective; scikit-learn stops at 1e-4), iteration cap, Armijo constant
-MEMORY, GTOL, MAX_ITER, ARMIJO = 10, 1e-10, 2000, 1e-4
-
+__all__ = ["logreg_many", "ridge_many", "supports"]
 
 def supports(est: Any) -> str | None:
     """Which closed form fits ``est`` on many label vectors: ``"logreg"``, ``"ridge"`` or ``None``.
@@ -46,7 +41,7 @@ def supports(est: Any) -> str | None:
     if type(est) is LogisticRegression:
         ok = (params["solver"] == "lbfgs" and params["penalty"] in ("l2", "deprecated")
               and params.get("l1_ratio") in (None, 0, 0.0) and params["fit_intercept"]
-              and params["class_weight"] in (None, "balanced") and np.isfinite(params["C"]))
+              and params["class_weight"] is None and np.isfinite(params["C"]))
         return "logreg" if ok else None
     if type(est) in (Ridge, RidgeClassifier):
         ok = (params["fit_intercept"] and not params["positive"]
@@ -56,153 +51,146 @@ def supports(est: Any) -> str | None:
     return None
 
 
-def balanced_weights(codes: np.ndarray, num_classes: int) -> np.ndarray:
-    """``class_weight="balanced"`` sample weights ``n / (K · count(class))`` of every row.
+def _objective(X: np.ndarray, targets: np.ndarray, l2: float, binary: bool, K: int):
+    """``fg(x, rows) -> (f, g)`` of scikit-learn's loss (``LinearModelLoss.loss_gradient``) for
+    the problems ``rows`` at once; ``x`` ``(len(rows), (d+1)·K)`` in scipy's layout of the
+    coefficients (class fastest, the intercept last)."""
+    n, dim = X.shape
 
-    Args:
-        codes: ``(P, n)`` class codes ``0..K-1`` (every class present in every row).
-        num_classes: ``K``.
-
-    Returns:
-        ``(P, n)`` weights.
-    """
-    counts = np.stack([np.bincount(row, minlength=num_classes) for row in codes])  # (P, K)
-    per_class = codes.shape[1] / (num_classes * counts)
-    return np.take_along_axis(per_class, codes, axis=1)
-
-
-def _objective(Xa: np.ndarray, targets: np.ndarray, weights: np.ndarray, l2: np.ndarray, binary: bool):
-    """``fg(W, rows) -> (f, g)`` of the problems ``rows``, ``W`` ``(len(rows), d+1, K)``."""
-    n, m = Xa.shape
-
-    def fg(W: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        P, _, K = W.shape
-        # (P, d+1, K) -> (d+1, P·K): one product for every problem
-        Z = (Xa @ W.transpose(1, 0, 2).reshape(m, P * K)).reshape(n, P, K).transpose(1, 0, 2)
-        sw = weights[rows]  # (P, n), each row sums to 1
+    def fg(x: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        P = len(rows)
+        W = x.reshape(P, dim + 1, K)  # (P, (d+1)·K) -> (P, d+1, K)
+        # (n, d) @ (d, P·K): one product for every problem -> (P, n, K)
+        Z = (X @ W[:, :-1, :].transpose(1, 0, 2).reshape(dim, P * K)).reshape(n, P, K).transpose(1, 0, 2)
+        Z = Z + W[:, None, -1, :]
+        t = targets[rows]  # (P, n, K): 0/1 labels (binary) or one-hot classes
         if binary:
             z = Z[..., 0]  # (P, n)
-            loss = np.logaddexp(0.0, z) - targets[rows] * z
-            resid = (1.0 / (1.0 + np.exp(-z)) - targets[rows])[..., None]  # (P, n, 1)
+            loss = np.logaddexp(0.0, z) - t[..., 0] * z
+            resid = 1.0 / (1.0 + np.exp(-Z)) - t  # (P, n, 1)
         else:
             top = Z.max(axis=2, keepdims=True)
-            lse = top[..., 0] + np.log(np.exp(Z - top).sum(axis=2))  # (P, n)
-            picked = np.take_along_axis(Z, targets[rows][..., None], axis=2)[..., 0]
-            loss = lse - picked
-            resid = np.exp(Z - lse[..., None])  # softmax, (P, n, K)
-            np.put_along_axis(resid, targets[rows][..., None],
-                              np.take_along_axis(resid, targets[rows][..., None], axis=2) - 1.0, axis=2)
-        coef = W[:, :-1, :]  # the intercept (last row) is not penalised
-        f = np.einsum("pn,pn->p", sw, loss) + 0.5 * l2[rows] * np.einsum("pdk,pdk->p", coef, coef)
-        G = resid * sw[..., None]  # (P, n, K)
-        # (n, P·K) -> (d+1, P, K) -> (P, d+1, K)
-        g = (Xa.T @ G.transpose(1, 0, 2).reshape(n, P * K)).reshape(m, P, K).transpose(1, 0, 2)
-        g[:, :-1, :] += l2[rows, None, None] * coef
-        return f, g
+            E = np.exp(Z - top)
+            total = E.sum(axis=2, keepdims=True)
+            loss = (top + np.log(total))[..., 0] - np.einsum("pnk,pnk->pn", Z, t)  # (P, n)
+            resid = E / total - t  # softmax minus one-hot, (P, n, K)
+        coef = W[:, :-1, :]  # the intercept is not penalised
+        f = loss.sum(axis=1) / n + 0.5 * l2 * np.einsum("pdk,pdk->p", coef, coef)
+        resid /= n
+        g = np.empty_like(W)
+        # (d, n) @ (n, P·K) -> (P, d, K)
+        g[:, :-1, :] = (X.T @ resid.transpose(1, 0, 2).reshape(n, P * K)).reshape(dim, P, K).transpose(1, 0, 2)
+        g[:, :-1, :] += l2 * coef
+        g[:, -1, :] = resid.sum(axis=1)
+        return f, g.reshape(P, -1)
 
     return fg
 
 
-def _two_loop(g: np.ndarray, S: np.ndarray, Yh: np.ndarray, rho: np.ndarray, gamma: np.ndarray,
-              order: list[int]) -> np.ndarray:
-    """L-BFGS direction ``-H g`` of every problem (``S``, ``Yh``: ``(P, M, m)`` history)."""
-    q = g.copy()
-    alpha = np.zeros(rho.shape)
-    for j in reversed(order):  # newest first
-        alpha[:, j] = rho[:, j] * np.einsum("pm,pm->p", S[:, j], q)
-        q -= alpha[:, j, None] * Yh[:, j]
-    r = gamma[:, None] * q
-    for j in order:
-        beta = rho[:, j] * np.einsum("pm,pm->p", Yh[:, j], r)
-        r += (alpha[:, j] - beta)[:, None] * S[:, j]
-    return -r
+def _setulb():
+    """scipy's L-BFGS-B step (reverse communication), when it has the interface this drives."""
+    try:
+        from scipy.optimize import _lbfgsb
+    except ImportError:  # pragma: no cover - scipy moved its internals
+        return None
+    doc = (getattr(_lbfgsb.setulb, "__doc__", "") or "").split("\n")[0]
+    return _lbfgsb.setulb if doc.replace(" ", "") == SETULB else None
 
 
-def _lbfgs(fg, W0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Minimise every problem of ``fg`` from ``W0`` ``(P, d+1, K)`` in lockstep.
+#: the signature of scipy's (>= 1.15) ``setulb`` that :func:`_lockstep` drives
+SETULB = "setulb(m,x,l,u,nbd,f,g,factr,pgtol,wa,iwa,task,lsave,isave,dsave,maxls,ln_task)"
+
+
+def _lockstep(setulb, fg, P: int, size: int, *, pgtol: float, max_iter: int) -> np.ndarray:
+    """``P`` runs of scipy's L-BFGS-B from zero, as ``scipy.optimize.minimize`` runs them for
+    scikit-learn, stepped together so every round's function values come from one ``fg`` call.
 
     Returns:
-        ``(W, converged)``: the minimisers and whether each reached :data:`GTOL`.
+        ``(P, size)`` the minimisers.
     """
-    P, shape = W0.shape[0], W0.shape[1:]
-    x = W0.reshape(P, -1).copy()  # (P, d+1, K) -> (P, m)
-    m = x.shape[1]
-    f, g = fg(x.reshape(P, *shape), np.arange(P))
-    g = g.reshape(P, m)
-    S, Yh = np.zeros((P, MEMORY, m)), np.zeros((P, MEMORY, m))
-    rho, gamma = np.zeros((P, MEMORY)), 1.0 / np.maximum(np.linalg.norm(g, axis=1), 1e-300)
-    converged = np.abs(g).max(axis=1) <= GTOL
-    stuck = np.zeros(P, dtype=bool)
-    for it in range(MAX_ITER):
-        act = np.flatnonzero(~converged & ~stuck)
-        if act.size == 0:
-            break
-        order = [(it - 1 - k) % MEMORY for k in range(min(it, MEMORY))][::-1]  # oldest first
-        d = _two_loop(g[act], S[act], Yh[act], rho[act], gamma[act], order)
-        slope = np.einsum("pm,pm->p", d, g[act])
-        bad = slope >= 0  # not a descent direction (never for a convex problem; kept safe)
-        d[bad], slope[bad] = -g[act][bad], -np.einsum("pm,pm->p", g[act][bad], g[act][bad])
-        step = np.ones(act.size)
-        f_new, g_new = np.empty(act.size), np.empty((act.size, m))
-        todo = np.arange(act.size)
-        for _ in range(60):  # backtracking Armijo line search, only on the problems not yet done
-            trial = x[act[todo]] + step[todo, None] * d[todo]
-            ft, gt = fg(trial.reshape(todo.size, *shape), act[todo])
-            ok = ft <= f[act[todo]] + ARMIJO * step[todo] * slope[todo]
-            f_new[todo[ok]], g_new[todo[ok]] = ft[ok], gt.reshape(todo.size, m)[ok]
-            todo = todo[~ok]
-            if todo.size == 0:
-                break
-            step[todo] *= 0.5
-        stuck[act[todo]] = True
-        done = np.setdiff1d(np.arange(act.size), todo)
-        rows = act[done]
-        s = step[done, None] * d[done]
-        y = g_new[done] - g[rows]
-        sy = np.einsum("pm,pm->p", s, y)
-        slot = it % MEMORY
-        keep = sy > 1e-12 * np.einsum("pm,pm->p", y, y)
-        S[rows, slot], Yh[rows, slot] = s, y
-        rho[rows, slot] = np.where(keep, 1.0 / np.where(keep, sy, 1.0), 0.0)
-        gamma[rows] = np.where(keep, sy / np.maximum(np.einsum("pm,pm->p", y, y), 1e-300), gamma[rows])
-        x[rows] += s
-        f[rows], g[rows] = f_new[done], g_new[done]
-        converged[rows] = np.abs(g[rows]).max(axis=1) <= GTOL
-    return x.reshape(P, *shape), converged
+    mem, maxls, maxfun = 10, 50, 15000  # scipy's maxcor and maxfun defaults, scikit-learn's maxls
+    factr = 64.0  # scikit-learn's ftol = 64 * eps, as scipy turns it into factr
+    x = np.zeros((P, size))
+    g = np.zeros((P, size))
+    f = np.zeros(P)
+    zeros, nbd = np.zeros(size), np.zeros(size, np.int32)
+    wa = np.zeros((P, 2 * mem * size + 5 * size + 11 * mem * mem + 8 * mem))
+    iwa = np.zeros((P, 3 * size), np.int32)
+    task, ln_task, lsave = (np.zeros((P, k), np.int32) for k in (2, 2, 4))
+    isave, dsave = np.zeros((P, 44), np.int32), np.zeros((P, 29))
+    iters, nfev = np.zeros(P, int), np.ones(P, int)  # scipy evaluates x0 once up front
+    f[:], g[:] = fg(x, np.arange(P))
+    active = list(range(P))
+    while active:
+        need = []
+        for p in active:
+            while True:  # step problem p until it asks for f and g, or stops
+                setulb(mem, x[p], zeros, zeros, nbd, f[p], g[p], factr, pgtol, wa[p], iwa[p], task[p],
+                       lsave[p], isave[p], dsave[p], maxls, ln_task[p])
+                if task[p, 0] == 3:
+                    need.append(p)
+                    break
+                if task[p, 0] != 1:
+                    break
+                iters[p] += 1
+                if iters[p] >= max_iter:
+                    task[p] = (5, 504)
+                elif nfev[p] > maxfun:
+                    task[p] = (5, 502)
+        if need:
+            rows = np.array(need)
+            f[rows], g[rows] = fg(x[rows], rows)
+            nfev[rows] += 1
+        active = need
+    return x
 
 
-def logreg_many(est: Any, Xtr: np.ndarray, codes: np.ndarray, Xte: np.ndarray,
-                num_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    """Decision values of ``est`` (a :class:`~sklearn.linear_model.LogisticRegression`) fitted
-    on ``Xtr`` with every label vector of ``codes``.
+def logreg_many(est: Any, Xtr: np.ndarray, ytr: np.ndarray, Xte: np.ndarray) -> tuple[list, np.ndarray] | None:
+    """Predictions of ``est`` (a :class:`~sklearn.linear_model.LogisticRegression`, without
+    class weights) fitted on ``Xtr`` with every label vector of ``ytr``.
+
+    The ``P`` fits run scikit-learn's own optimiser, scipy's L-BFGS-B with scikit-learn's
+    settings, on scikit-learn's objective, stepped in lockstep so that each round of function
+    evaluations is one matrix product for every fit. Each fit's coefficients are then set on a
+    clone of ``est`` (in the dtype scikit-learn keeps) and its own ``predict`` gives the labels.
 
     Args:
-        est: the unfitted estimator (its ``C`` and ``class_weight`` are read).
+        est: the unfitted estimator (its ``C``, ``tol`` and ``max_iter`` are read).
         Xtr: ``(n, d)`` training features (already scaled as the pipeline scales them).
-        codes: ``(P, n)`` class codes ``0..K-1``, every class present in every row.
+        ytr: ``(P, n)`` labels, the same classes in every row.
         Xte: ``(n_test, d)`` test features.
-        num_classes: ``K``.
 
     Returns:
-        ``(decision, converged)``: ``(P, n_test, K)`` decision values (``K = 1`` for two
-        classes: the positive class's, as ``decision_function``), and ``(P,)`` whether each
-        fit reached the tolerance.
+        ``(preds, near_tie)``: ``P`` prediction arrays, and ``(P,)`` whether a test item's two
+        best classes are within ``MARGIN`` (where the lockstep's rounding could swap them);
+        ``None`` when scipy lacks the interface or the rows' classes differ.
     """
+    setulb = _setulb()
+    classes = np.unique(ytr[0])
+    if setulb is None or any(not np.array_equal(np.unique(row), classes) for row in ytr[1:]):
+        return None
+    params = est.get_params()
     n, dim = Xtr.shape
-    P = codes.shape[0]
-    Xa = np.hstack([Xtr.astype(np.float64), np.ones((n, 1))])  # (n, d+1): the intercept column
-    binary = num_classes == 2
-    weights = (balanced_weights(codes, num_classes) if est.get_params()["class_weight"] == "balanced"
-               else np.ones((P, n)))
-    sw_sum = weights.sum(axis=1)
-    l2 = 1.0 / (est.get_params()["C"] * sw_sum)  # scikit-learn's penalty on the mean loss
-    targets = codes.astype(np.float64) if binary else codes
-    fg = _objective(Xa, targets, weights / sw_sum[:, None], l2, binary)
-    K = 1 if binary else num_classes
-    W, converged = _lbfgs(fg, np.zeros((P, dim + 1, K)))
-    # (n_test, d) @ (P, d, K) -> (P, n_test, K)
-    decision = np.einsum("td,pdk->ptk", Xte.astype(np.float64), W[:, :-1, :]) + W[:, None, -1, :]
-    return decision, converged
+    binary = len(classes) == 2
+    K = 1 if binary else len(classes)
+    codes = np.searchsorted(classes, ytr)  # (P, n) class codes
+    # (P, n) -> (P, n, K): the positive class's 0/1 (binary) or one-hot classes
+    targets = (codes[..., None] == (np.array([1]) if binary else np.arange(K))).astype(np.float64)
+    fg = _objective(np.asarray(Xtr, dtype=np.float64), targets, 1.0 / (params["C"] * n), binary, K)
+    x = _lockstep(setulb, fg, len(ytr), (dim + 1) * K, pgtol=params["tol"], max_iter=params["max_iter"])
+    W = x.reshape(len(ytr), dim + 1, K).astype(Xtr.dtype)  # scikit-learn keeps the features' dtype
+    preds, margins = [], np.empty(len(ytr))
+    for p in range(len(ytr)):
+        # LinearClassifierMixin.predict: the same product, so the same rounding
+        scores = Xte @ np.ascontiguousarray(W[p, :-1].T).T + W[p, -1]  # (n_test, K)
+        if binary:
+            preds.append(classes[(scores[:, 0] > 0).astype(int)])
+            margins[p] = np.abs(scores).min()
+        else:
+            preds.append(classes[scores.argmax(axis=1)])
+            top2 = np.sort(scores, axis=1)[:, -2:]
+            margins[p] = (top2[:, 1] - top2[:, 0]).min()
+    return preds, margins
 
 
 def ridge_many(est: Any, Xtr: np.ndarray, targets: np.ndarray, Xte: np.ndarray) -> np.ndarray:

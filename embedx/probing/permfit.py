@@ -87,12 +87,17 @@ def _pipeline_preds(pipe: Any, Xtr: np.ndarray, ytr: np.ndarray, Xte: np.ndarray
     model = steps[-1][1]
     preds: list[np.ndarray | None] = [None] * len(ytr)
     refit = np.ones(len(ytr), dtype=bool)
-    from embedx.probing.batchfit import supports
+    from embedx.probing.batchfit import logreg_many, supports
 
-    if supports(model) == "ridge":
+    family = supports(model)
+    if family == "ridge":
         closed = _ridge_preds(model, Xtr, ytr, Xte, task)
         if closed is not None:
             preds, refit = list(closed[0]), closed[1]
+    elif family == "logreg":
+        stepped = logreg_many(model, Xtr, ytr, Xte)
+        if stepped is not None:
+            preds, refit = stepped[0], stepped[1] < MARGIN
     for p in np.flatnonzero(refit):
         preds[p] = np.asarray(clone(model).fit(Xtr, ytr[p]).predict(Xte))
     return preds
