@@ -1,23 +1,23 @@
 """One training part, many label vectors: the chance control's refits of linear models at once.
 
-A permutation test refits the same model on the same training features ``N`` times, only the
-labels change. For two model families the ``N`` fits share nearly all of their work:
+A permutation test refits the same model on the same training features ``N`` times; only the
+labels change. For two model families the ``N`` fits share most of their work:
 
-* **logistic regression** (:func:`logreg_many`): the ``N`` problems are independent and convex,
-  so one L-BFGS runs them in lockstep. Every iteration is one matrix product for all of them
-  (``(n, d+1) @ (d+1, N·K)``) instead of ``N`` small ones, each with its Python overhead. It
-  minimises scikit-learn's own objective (:class:`~sklearn.linear_model.LogisticRegression`
-  with ``solver="lbfgs"``: the mean, class-weighted multinomial or binomial log loss plus
-  ``||W||² / (2·C·Σweights)``, intercepts unpenalised) to a gradient far below scikit-learn's
-  stopping tolerance, so it lands on the same optimum, closer than scikit-learn itself does.
+* **logistic regression** (:func:`logreg_many`): scikit-learn fits it with scipy's L-BFGS-B.
+  The ``N`` fits here run that same optimiser (scipy's own ``setulb`` step, with scikit-learn's
+  settings, on scikit-learn's objective: the mean multinomial or binomial log loss plus
+  ``||W||² / (2·C·n)``, intercepts unpenalised), stepped together: whenever the fits ask for
+  their function values they get them from one matrix product ``(n, d) @ (d, N·K)`` instead of
+  ``N`` small ones, each with its Python overhead. Each fit takes the path it takes alone (the
+  products differ from scikit-learn's only in rounding, ~1e-16), and its coefficients predict
+  through the same product as ``LogisticRegression.predict``.
 * **ridge** (:func:`ridge_many`): the prediction is linear in the labels, ``Xte W = A Y`` with
   ``A = Xc_te (XcᵀXc + αI)⁻¹ Xcᵀ`` (centred for the intercept): one solve per training part, then
   one product with all ``N`` label matrices (the "hat matrix" closed form).
 
-Both return decision values. The caller (:mod:`embedx.probing.permfit`) turns them into
-predictions and refits with the estimator itself every label vector whose prediction the two
-routes could disagree on (a test item whose two best classes are within the routes' numerical
-difference), so the predictions, hence the permutation p-values, are those of the estimator.
+The caller (:mod:`embedx.probing.permfit`) refits with the estimator itself every label vector
+with a test item whose two best classes are closer than the two routes' rounding could explain,
+so the predictions, hence the permutation p-values, are the estimator's.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["logreg_many", "ridge_many", "supports"]
+
 
 def supports(est: Any) -> str | None:
     """Which closed form fits ``est`` on many label vectors: ``"logreg"``, ``"ridge"`` or ``None``.
@@ -41,7 +42,8 @@ def supports(est: Any) -> str | None:
     if type(est) is LogisticRegression:
         ok = (params["solver"] == "lbfgs" and params["penalty"] in ("l2", "deprecated")
               and params.get("l1_ratio") in (None, 0, 0.0) and params["fit_intercept"]
-              and params["class_weight"] is None and np.isfinite(params["C"]))
+              and params["class_weight"] is None and np.isfinite(params["C"]) and not params["warm_start"]
+              and params.get("multi_class", "auto") in ("auto", "multinomial", "deprecated"))
         return "logreg" if ok else None
     if type(est) in (Ridge, RidgeClassifier):
         ok = (params["fit_intercept"] and not params["positive"]
@@ -54,35 +56,35 @@ def supports(est: Any) -> str | None:
 def _objective(X: np.ndarray, targets: np.ndarray, l2: float, binary: bool, K: int):
     """``fg(x, rows) -> (f, g)`` of scikit-learn's loss (``LinearModelLoss.loss_gradient``) for
     the problems ``rows`` at once; ``x`` ``(len(rows), (d+1)·K)`` in scipy's layout of the
-    coefficients (class fastest, the intercept last)."""
+    coefficients (class fastest, the intercept last); ``targets`` ``(n, K, P)``.
+
+    The work arrays are ``(n, K, P)``: the problems vary fastest, so every reduction over the
+    classes or the items runs over contiguous rows.
+    """
     n, dim = X.shape
 
     def fg(x: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         P = len(rows)
-        W = x.reshape(P, dim + 1, K)  # (P, (d+1)·K) -> (P, d+1, K)
-        # (n, d) @ (d, P·K): one product for every problem -> (P, n, K)
-        Z = (X @ W[:, :-1, :].transpose(1, 0, 2).reshape(dim, P * K)).reshape(n, P, K).transpose(1, 0, 2)
-        Z = Z + W[:, None, -1, :]
-        t = targets[rows]  # (P, n, K): 0/1 labels (binary) or one-hot classes
+        W = x.reshape(P, dim + 1, K).transpose(1, 2, 0)  # (P, (d+1)·K) -> (d+1, K, P)
+        coef = W[:-1]  # (d, K, P); the intercept W[-1] is not penalised
+        # (n, d) @ (d, K·P): one product for every problem -> (n, K, P)
+        Z = (X @ coef.reshape(dim, K * P)).reshape(n, K, P) + W[-1]
+        t = targets[:, :, rows]  # (n, K, P): 0/1 labels (binary) or one-hot classes
         if binary:
-            z = Z[..., 0]  # (P, n)
-            loss = np.logaddexp(0.0, z) - t[..., 0] * z
-            resid = 1.0 / (1.0 + np.exp(-Z)) - t  # (P, n, 1)
+            loss = np.logaddexp(0.0, Z) - t * Z
+            resid = 1.0 / (1.0 + np.exp(-Z)) - t
         else:
-            top = Z.max(axis=2, keepdims=True)
+            top = Z.max(axis=1, keepdims=True)
             E = np.exp(Z - top)
-            total = E.sum(axis=2, keepdims=True)
-            loss = (top + np.log(total))[..., 0] - np.einsum("pnk,pnk->pn", Z, t)  # (P, n)
-            resid = E / total - t  # softmax minus one-hot, (P, n, K)
-        coef = W[:, :-1, :]  # the intercept is not penalised
-        f = loss.sum(axis=1) / n + 0.5 * l2 * np.einsum("pdk,pdk->p", coef, coef)
+            total = E.sum(axis=1, keepdims=True)
+            loss = top + np.log(total) - (Z * t).sum(axis=1, keepdims=True)  # (n, 1, P)
+            resid = E / total - t  # softmax minus one-hot
+        f = loss.sum(axis=(0, 1)) / n + 0.5 * l2 * (coef * coef).sum(axis=(0, 1))
         resid /= n
-        g = np.empty_like(W)
-        # (d, n) @ (n, P·K) -> (P, d, K)
-        g[:, :-1, :] = (X.T @ resid.transpose(1, 0, 2).reshape(n, P * K)).reshape(dim, P, K).transpose(1, 0, 2)
-        g[:, :-1, :] += l2 * coef
-        g[:, -1, :] = resid.sum(axis=1)
-        return f, g.reshape(P, -1)
+        g = np.empty((dim + 1, K, P))
+        g[:-1] = (X.T @ resid.reshape(n, K * P)).reshape(dim, K, P) + l2 * coef  # (d, n) @ (n, K·P)
+        g[-1] = resid.sum(axis=0)
+        return f, g.transpose(2, 0, 1).reshape(P, -1)  # (d+1, K, P) -> (P, (d+1)·K)
 
     return fg
 
@@ -174,8 +176,8 @@ def logreg_many(est: Any, Xtr: np.ndarray, ytr: np.ndarray, Xte: np.ndarray) -> 
     binary = len(classes) == 2
     K = 1 if binary else len(classes)
     codes = np.searchsorted(classes, ytr)  # (P, n) class codes
-    # (P, n) -> (P, n, K): the positive class's 0/1 (binary) or one-hot classes
-    targets = (codes[..., None] == (np.array([1]) if binary else np.arange(K))).astype(np.float64)
+    # (P, n) -> (n, K, P): the positive class's 0/1 (binary) or one-hot classes
+    targets = (codes.T[:, None, :] == (np.array([1]) if binary else np.arange(K))[:, None]).astype(np.float64)
     fg = _objective(np.asarray(Xtr, dtype=np.float64), targets, 1.0 / (params["C"] * n), binary, K)
     x = _lockstep(setulb, fg, len(ytr), (dim + 1) * K, pgtol=params["tol"], max_iter=params["max_iter"])
     W = x.reshape(len(ytr), dim + 1, K).astype(Xtr.dtype)  # scikit-learn keeps the features' dtype

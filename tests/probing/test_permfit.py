@@ -34,9 +34,9 @@ def _old_path_outputs(ds, result, settings, models):
 
 
 @pytest.mark.parametrize("models,class_weight", [
-    (["logreg", "rf"], None),  # logreg: the fitted pipeline; rf: a non-linear family, no scaler
+    (["logreg", "lgbm"], None),  # logreg: stepped together; lgbm: non-linear, no scaler, one fit each
     (["ridge", "knn"], None),  # ridge: the closed form; knn: non-linear, scaled once per fold
-    (["logreg", "ridge"], "balanced"),  # class weights (ridge falls back to the estimator)
+    (["logreg", "ridge"], "balanced"),  # class weights: both fall back to one fit each
 ])
 def test_batched_refits_give_the_p_values_of_one_fit_per_task(toy_store, models, class_weight):
     ds = load_dataset(toy_store(), label="label", group="speaker", layers="2,3")
@@ -55,16 +55,38 @@ def test_batched_refits_give_the_p_values_of_one_fit_per_task(toy_store, models,
 def test_batched_refits_predict_exactly_as_one_fit_per_task(toy_store):
     ds = load_dataset(toy_store(), label="label", group="speaker", layers="2")
     X = ds.X["toy@2/mean"]
-    labels = permuted_labels(ds.y, ds.groups, 6, seed=1)
     train, test = np.arange(0, 90), np.arange(90, 120)
-    for model in ("logreg", "svm", "ridge", "mlp"):
-        common = dict(model=model, task="classification", seed=0, class_weight=None, threads=1,
-                      speaker_norm=True, grid=None, inner=None, grouped_inner=False, metric="uar")
-        batched = permfit.run_permuted(X, labels, ds.groups, train, test, key=(0, 0, 0), **common)
-        for p, out in enumerate(batched):
-            assert out["key"] == (p + 1, 0, 0, 0)
-            one = run_task(X, labels[p], ds.groups, train, test, key=(0, 0, 0), num_classes=3, **common)
-            np.testing.assert_array_equal(out["pred"], one["pred"], err_msg=model)
+    for y, classes in ((ds.y, 3), ((ds.y == 0).astype(np.int64), 2)):  # multinomial and binomial
+        labels = permuted_labels(y, ds.groups, 6, seed=1)
+        for model in ("logreg", "svm", "ridge", "mlp"):
+            common = dict(model=model, task="classification", seed=0, class_weight=None, threads=1,
+                          speaker_norm=True, grid=None, inner=None, grouped_inner=False, metric="uar")
+            batched = permfit.run_permuted(X, labels, ds.groups, train, test, key=(0, 0, 0), **common)
+            for p, out in enumerate(batched):
+                assert out["key"] == (p + 1, 0, 0, 0)
+                one = run_task(X, labels[p], ds.groups, train, test, key=(0, 0, 0), num_classes=classes, **common)
+                np.testing.assert_array_equal(out["pred"], one["pred"], err_msg=f"{model}, {classes} classes")
+
+
+def test_logreg_stepped_together_takes_each_fit_s_own_path():
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(2)
+    Xtr, Xte = rng.normal(size=(60, 8)).astype(np.float32), rng.normal(size=(25, 8)).astype(np.float32)
+    ytr = np.stack([rng.permutation(np.arange(60) % 4) for _ in range(5)])
+    est = LogisticRegression(C=1.0, max_iter=2000)
+    preds, margins = batchfit.logreg_many(est, Xtr, ytr, Xte)
+    for p in range(5):
+        alone = LogisticRegression(C=1.0, max_iter=2000).fit(Xtr, ytr[p])
+        np.testing.assert_array_equal(preds[p], alone.predict(Xte))
+        decision = np.sort(alone.decision_function(Xte), axis=1)
+        assert margins[p] == pytest.approx((decision[:, -1] - decision[:, -2]).min(), abs=1e-5)
+    # not the optimum: scikit-learn stops at its tolerance, and so does every fit here
+    tight = LogisticRegression(C=1.0, max_iter=2000, tol=1e-12).fit(Xtr, ytr[0]).decision_function(Xte)
+    loose = LogisticRegression(C=1.0, max_iter=2000).fit(Xtr, ytr[0]).decision_function(Xte)
+    assert np.abs(tight - loose).max() > 1e-6
+    assert batchfit.supports(LogisticRegression(class_weight="balanced")) is None
+    assert batchfit.supports(est) == "logreg"
 
 
 def test_ridge_closed_form_matches_ridge_fits():
