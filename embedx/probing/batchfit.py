@@ -122,7 +122,7 @@ def _lockstep(setulb, fg, P: int, size: int, *, pgtol: float, max_iter: int) -> 
     isave, dsave = np.zeros((P, 44), np.int32), np.zeros((P, 29))
     iters, nfev = np.zeros(P, int), np.ones(P, int)  # scipy evaluates x0 once up front
     f[:], g[:] = fg(x, np.arange(P))
-    active = list(range(P))
+    active, first = list(range(P)), True
     while active:
         need = []
         for p in active:
@@ -139,11 +139,11 @@ def _lockstep(setulb, fg, P: int, size: int, *, pgtol: float, max_iter: int) -> 
                     task[p] = (5, 504)
                 elif nfev[p] > maxfun:
                     task[p] = (5, 502)
-        if need:
+        if need and not first:  # the first request is for x0, evaluated above (as scipy caches it)
             rows = np.array(need)
             f[rows], g[rows] = fg(x[rows], rows)
             nfev[rows] += 1
-        active = need
+        active, first = need, False
     return x
 
 
