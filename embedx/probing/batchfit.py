@@ -153,8 +153,8 @@ def logreg_many(est: Any, Xtr: np.ndarray, ytr: np.ndarray, Xte: np.ndarray) -> 
 
     The ``P`` fits run scikit-learn's own optimiser, scipy's L-BFGS-B with scikit-learn's
     settings, on scikit-learn's objective, stepped in lockstep so that each round of function
-    evaluations is one matrix product for every fit. Each fit's coefficients are then set on a
-    clone of ``est`` (in the dtype scikit-learn keeps) and its own ``predict`` gives the labels.
+    evaluations is one matrix product for every fit. Each fit's coefficients, cast to the dtype
+    scikit-learn keeps, predict through the product ``LogisticRegression.predict`` computes.
 
     Args:
         est: the unfitted estimator (its ``C``, ``tol`` and ``max_iter`` are read).
@@ -163,9 +163,9 @@ def logreg_many(est: Any, Xtr: np.ndarray, ytr: np.ndarray, Xte: np.ndarray) -> 
         Xte: ``(n_test, d)`` test features.
 
     Returns:
-        ``(preds, near_tie)``: ``P`` prediction arrays, and ``(P,)`` whether a test item's two
-        best classes are within ``MARGIN`` (where the lockstep's rounding could swap them);
-        ``None`` when scipy lacks the interface or the rows' classes differ.
+        ``(preds, margins)``: ``P`` prediction arrays, and ``(P,)`` each fit's smallest gap
+        between a test item's two best classes (the caller refits where rounding could swap
+        them); ``None`` when scipy lacks the interface or the rows' classes differ.
     """
     setulb = _setulb()
     classes = np.unique(ytr[0])

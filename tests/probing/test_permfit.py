@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 from sklearn.linear_model import Ridge, RidgeClassifier
 
-from embedx.probing import batchfit
-from embedx.probing import permfit
+from embedx.probing import batchfit, permfit
 from embedx.probing.batchfit import ridge_many
 from embedx.probing.data import load_dataset
 from embedx.probing.fitting import run_task
