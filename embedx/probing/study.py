@@ -276,7 +276,9 @@ def _plan_note(dataset: Dataset, settings: StudySettings, folds: Folds, n_pairs:
 def _run_grid(dataset: Dataset, settings: StudySettings, folds: Folds, tasks: list[tuple[int, int, int]],
               labels: list[np.ndarray], models: list[str], grids: dict[str, Any], inner: Any, metric: str,
               progress: bool) -> tuple[list[dict[str, Any]], float]:
-    """Every task on every label vector (0: the real labels; 1..N: permuted ones), with joblib.
+    """Every task on every label vector (0: the real labels; 1..N: permuted ones), with joblib:
+    one joblib task per fit on the real labels, one per (configuration, model, fold) for all N
+    permutations (:func:`embedx.probing.permfit.run_permuted`).
 
     Returns:
         ``(outputs, seconds)``: the task outputs sorted by their key ``(labels, config, model,
