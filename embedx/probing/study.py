@@ -47,6 +47,7 @@ from embedx.probing.engines import ENGINES
 from embedx.probing.fitting import run_task
 from embedx.probing.grids import load_grids
 from embedx.probing.models import get_model, parse_models
+from embedx.probing.permfit import run_permuted
 from embedx.probing.refit import fit_final
 from embedx.probing.tables import CONSTANT_WARNING, collect_results, summarise
 from embedx.progress import progress_bar
@@ -276,7 +277,9 @@ def _plan_note(dataset: Dataset, settings: StudySettings, folds: Folds, n_pairs:
 def _run_grid(dataset: Dataset, settings: StudySettings, folds: Folds, tasks: list[tuple[int, int, int]],
               labels: list[np.ndarray], models: list[str], grids: dict[str, Any], inner: Any, metric: str,
               progress: bool) -> tuple[list[dict[str, Any]], float]:
-    """Every task on every label vector (0: the real labels; 1..N: permuted ones), with joblib.
+    """Every task on every label vector (0: the real labels; 1..N: permuted ones), with joblib:
+    one joblib task per fit on the real labels, one per (configuration, model, fold) for all N
+    permutations (:func:`embedx.probing.permfit.run_permuted`).
 
     Returns:
         ``(outputs, seconds)``: the task outputs sorted by their key ``(labels, config, model,
@@ -291,26 +294,29 @@ def _run_grid(dataset: Dataset, settings: StudySettings, folds: Folds, tasks: li
     threads = _threads(settings)
     configs = dataset.configs
 
+    permuted = np.stack(labels[1:]) if len(labels) > 1 else None  # (N, num_items)
+
     def jobs():
-        for pi, y in enumerate(labels):
-            for ci, mi, fi in tasks:
-                train, test = folds.splits[fi]
-                yield delayed(run_task)(
-                    dataset.X[configs[ci].name], y, dataset.groups, train, test,
-                    key=(pi, ci, mi, fi), model=models[mi], task=task,
-                    num_classes=dataset.num_classes, seed=settings.seed,
-                    class_weight=settings.class_weight, threads=threads,
-                    speaker_norm=settings.speaker_norm, grid=grids.get(models[mi]), inner=inner,
-                    grouped_inner=grouped_inner, metric=metric,
-                )
+        for ci, mi, fi in tasks:
+            train, test = folds.splits[fi]
+            common = dict(key=(ci, mi, fi), model=models[mi], task=task, seed=settings.seed,
+                          class_weight=settings.class_weight, threads=threads,
+                          speaker_norm=settings.speaker_norm, grid=grids.get(models[mi]), inner=inner,
+                          grouped_inner=grouped_inner, metric=metric)
+            yield delayed(run_task)(dataset.X[configs[ci].name], labels[0], dataset.groups, train, test,
+                                    num_classes=dataset.num_classes, **dict(common, key=(0, ci, mi, fi)))
+            if permuted is not None:  # every permutation of this fold in one task (embedx.probing.permfit)
+                yield delayed(run_permuted)(dataset.X[configs[ci].name], permuted, dataset.groups, train,
+                                            test, **common)
 
     start = time.perf_counter()
     outputs = []
     with progress_bar(progress) as bar, engine(settings.backend, settings.jobs, settings.scheduler) as return_as:
         handle = bar.add_task("fit", total=len(tasks) * len(labels))
         for out in Parallel(return_as=return_as)(jobs()):
-            outputs.append(out)
-            bar.advance(handle)
+            batch = out if isinstance(out, list) else [out]
+            outputs.extend(batch)
+            bar.advance(handle, len(batch))
     outputs.sort(key=lambda o: o["key"])
     return outputs, time.perf_counter() - start
 
