@@ -32,6 +32,7 @@ from embedx.errors import (
 )
 from embedx.extraction.audio import AudioInfo, probe, resampled_length
 from embedx.extraction.batching import chunk_spans, make_batches
+from embedx.extraction.disk import check_free_space, stop_on_write_error
 from embedx.extraction.config import (
     DATA_KEYS,
     ExtractConfig,
@@ -272,6 +273,7 @@ def _extract(inputs: Sequence[str | Path], output: str | Path, config: ExtractCo
                           " for frames")
     decoded, lengths, num_frames = _model_lengths(items, backend)
     spec = _feature_set_spec(config, backend, layers)
+    check_free_space(output, spec, num_frames)  # before the store is opened: a refused run writes nothing
 
     with StoreWriter(output, command=command) as store:
         stop.graceful = True  # from here on a stop signal ends the loop cleanly
@@ -298,8 +300,9 @@ def _extract(inputs: Sequence[str | Path], output: str | Path, config: ExtractCo
             summary.failed += 1
         todo = todo[~np.isin(todo, list(probe_errors))]
         if len(todo) and stop.signal is None:
-            _run_batches(store, name, backend, layers, config, items, todo, decoded, lengths,
-                         summary, note, stop)
+            with stop_on_write_error(store, name, len(items)):
+                _run_batches(store, name, backend, layers, config, items, todo, decoded, lengths,
+                             summary, note, stop)
         if summary.processed:
             store.set_run_profile(name, run_profile(summary, backend, config))
         summary.done_total = int(store.done(name).sum())
