@@ -152,10 +152,9 @@ def _create_set(
         offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         total = int(offsets[-1])
         fr = g.create_group("frames")
-        # every chunk allocated (and indexed) now but not filled: the file's metadata is final
-        # before the first item, so a write that fails mid-run (a full disk) fails on data
-        # alone and cannot leave the file's structure half-written; the space itself is taken
-        # as frames are written. Rows of items not done are never read (``done`` guards them).
+        # every chunk allocated and indexed now, not filled (rows of items not done are never
+        # read): no write mid-run changes the file's structure, so one that fails (a full disk)
+        # cannot leave it half-written; the disk space is taken as frames are written
         fr.create_dataset(
             "data",
             shape=(total, num_layers, spec.dim),  # (total_frames, num_layers, dim)
@@ -168,13 +167,11 @@ def _create_set(
     if spec.heads:
         heads = g.create_group("heads")
         for head, names in spec.heads.items():
-            ds = heads.create_dataset(
-                head, shape=(n, len(names)), dtype=np.float32, fillvalue=np.nan
-            )
+            ds = heads.create_dataset(head, shape=(n, len(names)), dtype=np.float32, fillvalue=np.nan,
+                                      dcpl=_allocated(True))
             ds.attrs["names"] = _str_array(names)
     if spec.feature_names is not None:
         g.create_dataset("feature_names", data=_str_array(spec.feature_names))
-    # allocated now, as the frames: nothing is allocated mid-run
     g.create_dataset("done", shape=(n,), dtype=bool, fillvalue=False, dcpl=_allocated(True))
 
 
