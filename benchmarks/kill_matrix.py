@@ -1,6 +1,10 @@
 """Kill/stop matrix of `embedx extract` with default settings: kill -9 at ten points of a run's
 life, SIGTERM and SIGINT mid-run, each run resuming the one before, then a final resume.
 
+A mid-run stop comes once the run has durably written 2 more items than the store held at its
+launch, and every run but the last waits before its 4th batch until the signal is sent (the
+gate of tests/killrun.py), so each stop lands mid-run however loaded the machine is.
+
 Prints one row per stopped run: the point, the signal, items done when it was sent, the exit code,
 the decoding workers seen, the processes of the run alive 10 s later, the processes still holding
 the store or its lock, and whether the resume (the next run of the chain) worked; then whether the
@@ -8,7 +12,7 @@ final store equals an uninterrupted run bit for bit (and the largest difference)
 
 Usage::
 
-    python benchmarks/kill_matrix.py [--items 40] [--zygote] [--batch-seconds S]
+    python benchmarks/kill_matrix.py [--items 48] [--zygote] [--batch-seconds S]
 
 Default settings: no --workers (the default number of decoding workers), no --batch-seconds.
 With default batch budgets a resumed run batches the remaining items differently from an
@@ -40,7 +44,7 @@ from tests.killrun import (  # noqa: E402  (the repository root is on the path o
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--items", type=int, default=40)
+    parser.add_argument("--items", type=int, default=48)
     parser.add_argument("--zygote", action="store_true")
     parser.add_argument("--batch-seconds", type=float, default=None)
     opts = parser.parse_args()
@@ -69,14 +73,15 @@ def main() -> None:
 
     print(f"embedx extract, tiny HuBERT, {opts.items} items, default workers ({default_workers()}), "
           f"batch seconds {opts.batch_seconds or 'default'}, {'zygote' if opts.zygote else 'python -m embedx'}")
-    head = ("point", "signal", "done", "exit", "workers", "alive 10 s", "holding", "gone (s)", "run (s)",
+    head = ("point", "signal", "done at start", "done at stop", "in store", "exit", "workers", "alive 10 s", "holding", "gone (s)", "run (s)",
             "resume ok")
     print("| " + " | ".join(head) + " |")
     print("|" + "|".join("---" for _ in head) + "|")
     for k, row in enumerate(rows):
         # the next run of the chain (or the final one) is this run's resume
         resume_ok = (rows[k + 1].exit_code != 2) if k + 1 < len(rows) else rc == 0
-        print(f"| {row.point} | {row.signal} | {row.done_at_stop} | {row.exit_code} | {row.workers_seen} | "
+        print(f"| {row.point} | {row.signal} | {row.done_at_start} | {row.done_at_stop} | {row.done_in_store} | "
+              f"{row.exit_code} | {row.workers_seen} | "
               f"{row.survivors} | {row.store_holders} | {row.seconds_to_gone} | {row.seconds} | "
               f"{'yes' if resume_ok else 'NO'} |")
         if row.signal != "SIGKILL":

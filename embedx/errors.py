@@ -103,6 +103,28 @@ class StoreConflictError(StoreError):
 #: the switch that replaces what a store already holds
 OVERWRITE = Param("overwrite", switch=True)
 
+
+class DiskSpaceError(StoreError):
+    """The file system of the store has less free space than the run would write (refused
+    before the run starts; the message names both figures and what would fit)."""
+
+
+class StoreWriteError(StoreError):
+    """Writing the store failed mid-run (a full disk, an I/O error, a vanished mount).
+
+    The run stops: the items marked done are safe, the store is closed, and re-running the same
+    command resumes it. Exit code 74 (``EX_IOERR``), so a job script can tell it from bad options.
+
+    Attributes:
+        errno: the operating system's error number, when known.
+    """
+
+    exit_code = 74
+
+    def __init__(self, *parts: object, errno: int | None = None) -> None:
+        super().__init__(*parts)
+        self.errno = errno
+
 class NothingExtractedError(EmbedxError):
     """Every item of a feature set failed: the store holds no features for it.
 

@@ -34,6 +34,7 @@ from embedx.extraction.config import (
     ExtractConfig,
     batch_seconds,
 )
+from embedx.extraction.disk import check_free_space, stop_on_write_error
 from embedx.extraction.forward import Budget, run_long, run_short
 from embedx.extraction.layers import parse_layers
 from embedx.extraction.loader import Loader
@@ -197,6 +198,7 @@ def _extract(inputs: Sequence[str | Path], output: str | Path, config: ExtractCo
                           " for frames")
     decoded, lengths, num_frames = _model_lengths(items, backend)
     spec = _feature_set_spec(config, backend, layers)
+    check_free_space(output, spec, num_frames)  # before the store is opened: a refused run writes nothing
 
     with StoreWriter(output, command=command) as store:
         stop.graceful = True  # from here on a stop signal ends the loop cleanly
@@ -223,8 +225,9 @@ def _extract(inputs: Sequence[str | Path], output: str | Path, config: ExtractCo
             summary.failed += 1
         todo = todo[~np.isin(todo, list(probe_errors))]
         if len(todo) and stop.signal is None:
-            _run_batches(store, name, backend, layers, config, items, todo, decoded, lengths,
-                         summary, note, stop)
+            with stop_on_write_error(store, name, len(items)):
+                _run_batches(store, name, backend, layers, config, items, todo, decoded, lengths,
+                             summary, note, stop)
         if summary.processed:
             store.set_run_profile(name, run_profile(summary, backend, config))
         summary.done_total = int(store.done(name).sum())

@@ -18,7 +18,8 @@ class StoreQueue:
     so resume semantics do not change. The queue holds at most ``depth`` pending calls (the
     main thread blocks beyond that): memory stays bounded when the disk is slower than the
     model. An error on the thread stops further writes and is raised on the main thread at the
-    next :meth:`put` or at :meth:`close`; :meth:`close` always joins the thread.
+    next :meth:`put` or at :meth:`close` (an ``OSError`` as a
+    :class:`~embedx.errors.StoreWriteError`); :meth:`close` always joins the thread.
 
     Args:
         depth: pending calls allowed before :meth:`put` blocks.
@@ -47,6 +48,10 @@ class StoreQueue:
             t0, c0 = time.perf_counter(), time.thread_time()
             try:
                 fn(*args, **kwargs)
+            except OSError as exc:  # a full disk, an I/O error, a vanished mount: the run stops
+                from embedx.extraction.disk import write_failure
+
+                self._error = write_failure(exc)
             except BaseException as exc:  # handed to the main thread, which raises it
                 self._error = exc
             self.busy += time.perf_counter() - t0

@@ -51,6 +51,11 @@ def _writer_fapl() -> h5py.h5p.PropFAID:
     fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
     fapl.set_libver_bounds(h5py.h5f.LIBVER_EARLIEST, h5py.h5f.LIBVER_LATEST)
     fapl.set_sieve_buf_size(0)
+    # no raw-data chunk cache: a frames write goes to disk when it is made, so a write that
+    # fails (a full disk) leaves no dirty chunk behind for close() to fail on again. Frames
+    # chunks of real models (>= 1 MiB) bypassed the default 1 MiB cache anyway.
+    mdc, _slots, _nbytes, w0 = fapl.get_cache()
+    fapl.set_cache(mdc, 0, 0, w0)
     return fapl
 
 
@@ -151,14 +156,20 @@ class _StoreBase:
     def close(self) -> None:
         """Close the file (idempotent)."""
         if self._f is not None:
-            self._f.close()
-            self._f = None
+            f, self._f = self._f, None
+            f.close()
 
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is None:
+            self.close()
+            return
+        try:
+            self.close()
+        except (OSError, RuntimeError, StoreError):  # e.g. a full disk: the error in flight says so
+            pass
 
     def _group(self, name: str) -> h5py.Group:
         features = self._file.get("features")

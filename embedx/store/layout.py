@@ -141,39 +141,48 @@ def _create_set(
         # read that touches no other layer, and a batch's scattered rows are written in
         # place (no chunk read-modify-write). Allocated and NaN-filled now, so a full disk
         # shows at once and a row not yet written can never pass for data.
-        dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
-        dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
-        if not fill:
-            dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
         pooled.create_dataset(
             p,
             shape=(num_layers, n, spec.dim),  # (num_layers, num_items, dim)
             dtype=dtype,
             fillvalue=np.nan,
-            dcpl=dcpl,
+            dcpl=_allocated(fill),
         )
     if spec.frames and counts is not None:
         offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         total = int(offsets[-1])
         fr = g.create_group("frames")
+        # every chunk allocated and indexed now, not filled (rows of items not done are never
+        # read): no write mid-run changes the file's structure, so one that fails (a full disk)
+        # cannot leave it half-written; the disk space is taken as frames are written
         fr.create_dataset(
             "data",
             shape=(total, num_layers, spec.dim),  # (total_frames, num_layers, dim)
             dtype=dtype,
             chunks=_frames_chunks(total, num_layers, spec.dim, dtype.itemsize),
             fillvalue=np.nan,
+            dcpl=_allocated(fill=False),
         )
         fr.create_dataset("offsets", data=offsets)
     if spec.heads:
         heads = g.create_group("heads")
         for head, names in spec.heads.items():
-            ds = heads.create_dataset(
-                head, shape=(n, len(names)), dtype=np.float32, fillvalue=np.nan
-            )
+            ds = heads.create_dataset(head, shape=(n, len(names)), dtype=np.float32, fillvalue=np.nan,
+                                      dcpl=_allocated(True))
             ds.attrs["names"] = _str_array(names)
     if spec.feature_names is not None:
         g.create_dataset("feature_names", data=_str_array(spec.feature_names))
-    g.create_dataset("done", shape=(n,), dtype=bool, fillvalue=False)
+    g.create_dataset("done", shape=(n,), dtype=bool, fillvalue=False, dcpl=_allocated(True))
+
+
+def _allocated(fill: bool) -> h5py.h5p.PropDCID:
+    """Creation properties of a dataset allocated when it is created, its fill value written
+    then (``fill``) or never."""
+    dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+    dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+    if not fill:
+        dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
+    return dcpl
 
 
 def _runs(sorted_indices: np.ndarray) -> Iterator[tuple[int, int, int]]:
