@@ -213,7 +213,7 @@ def legacy_main(argv: list[str]) -> None:
     parser.add_argument("--cases", default="null,planted")
     parser.add_argument("--engine", choices=("oof", "study"), default="oof")
     parser.add_argument("--model", default="ridge", help="--engine study: an embedx classifier")
-    parser.add_argument("--power-studies", type=int, default=40, help="studies per power cell (planted, chance-signal)")
+    parser.add_argument("--power-studies", type=int, default=30, help="studies per power cell (planted, chance-signal)")
     parser.add_argument("--strength", type=float, default=1.0, help="class signal of every layer")
     parser.add_argument("--planted", type=float, default=1.6, help="signal of the best layer (planted case)")
     parser.add_argument("--perm", type=int, default=500, help="permutations per test (--bootstrap)")
@@ -465,8 +465,10 @@ def print_family_table(rows: list[dict[str, object]], args) -> None:
 
 
 #: studies per cell when --studies is not given, by cost (rf: 300 trees per fit)
-STUDIES = {"rf": 40, "lgbm": 60, "mlp": 60}
-DEFAULT_STUDIES = 100
+STUDIES = {"rf": 40, "lgbm": 40, "mlp": 40}
+DEFAULT_STUDIES = 80
+#: studies per chance cell (each refits every configuration on every label permutation)
+CHANCE_STUDIES = 50
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -483,9 +485,12 @@ def main(argv: list[str] | None = None) -> None:
                         help="null (false 'worse' and selective), planted (power), chance (false 'beats "
                              "chance', no signal), chance-signal (its power)")
     parser.add_argument("--chance-families", default="svm", help="families of the chance cases")
+    parser.add_argument("--power-families", default="cheap",
+                        help="families of the planted case (cheap: all but the costly " + ", ".join(STUDIES) + ")")
     parser.add_argument("--studies", type=int, default=None,
-                        help=f"studies per cell (default {DEFAULT_STUDIES}; {STUDIES})")
-    parser.add_argument("--power-studies", type=int, default=40, help="studies per power cell (planted, chance-signal)")
+                        help=f"studies per cell (default: null {DEFAULT_STUDIES}, except {STUDIES}; "
+                             f"chance {CHANCE_STUDIES}; power cells --power-studies)")
+    parser.add_argument("--power-studies", type=int, default=30, help="studies per power cell (planted, chance-signal)")
     parser.add_argument("--strength", type=float, default=1.0, help="class signal of every configuration")
     parser.add_argument("--planted", type=float, default=1.6, help="signal of configuration 0 (planted case)")
     parser.add_argument("--chance-signal", type=float, default=0.2, help="class signal of the chance-signal case")
@@ -499,14 +504,16 @@ def main(argv: list[str] | None = None) -> None:
     if args.quick:
         args.studies = args.studies or 20
         args.designs = "10x48" if args.designs == DESIGNS else args.designs
-    args.studies_of = lambda f, case: (args.studies or STUDIES.get(f, DEFAULT_STUDIES)) if case in ("null", "chance") \
-        else min(args.power_studies, args.studies or args.power_studies)
+    args.studies_of = lambda f, case: args.studies or (
+        STUDIES.get(f, DEFAULT_STUDIES) if case == "null" else CHANCE_STUDIES if case == "chance" else args.power_studies)
     families, chance = _families(args.families), _families(args.chance_families)
+    power = [f for f in families if f not in STUDIES] if args.power_families == "cheap" else \
+        [f for f in _families(args.power_families) if f in families]
     start = time.perf_counter()
     rows = []
     for design in args.designs.split(","):
         for case in args.cases.split(","):
-            for family in chance if case.startswith("chance") else families:
+            for family in {"chance": chance, "chance-signal": chance, "planted": power}.get(case, families):
                 rows.append(family_row(family, design, case, args))
                 print(f"[{time.perf_counter() - start:.0f} s] {family} {design} {case}: "
                       f"{ {k: v for k, v in rows[-1].items() if k not in ('family', 'design', 'case')} }",
