@@ -1,5 +1,37 @@
 """Calibration of embedx's comparisons, CIs and selection-aware best score, by simulation.
 
+Synthetic features (4 balanced classes, dimension 8) and speakers that differ (a feature offset
+and an expressiveness factor per speaker, so accuracy varies from speaker to speaker as it does in
+real corpora); no audio and no extraction: the features go straight into the stage-2 functions.
+
+**Every model family** (the default; issue 22). Per study: 3 exchangeable configurations (the
+same class signal, independent noise; for ``weighted-linear``, the weighted-layer probe, 3 stacks
+of 3 such layers), the study's folds (:func:`embedx.probing.cv.make_folds`, 5 speaker-grouped
+folds), the registry's pipeline (:func:`embedx.probing.models.build_model`) cloned and fitted in
+every training fold, then :func:`embedx.probing.compare.compare_configurations` with the family's
+inflation (:func:`embedx.probing.compare.null_inflation`). Cases, at each design (speakers × items
+per speaker):
+
+* ``null``: every "worse than best" flag is false (family-wise rate); the paired sign-flip test of
+  configuration 0 against 1 is the selectivity test of a layer against an equally good random
+  twin, so ``p < 0.05`` is a false selective claim. For both, the *needed inflation*: each study's
+  critical inflation (above it the study stops flagging, found by bisection on the library's own
+  ``best_set`` / ``signflip_test``), whose 95th percentile over the null studies is the smallest
+  inflation with a false rate of at most 0.05.
+* ``planted``: configuration 0 carries a stronger signal; power (the share of the two weaker ones
+  flagged worse; selectivity of 0 against 1) and the rate at which 0 is flagged (an error).
+* ``chance``: no class signal at all; every configuration is refitted on ``--labels`` label
+  permutations (:func:`embedx.probing.permutation.permuted_labels`, within speakers, same folds)
+  and the best configuration's family-wise p (:func:`embedx.probing.permutation.permutation_p`
+  against each permutation's best score) ``<= 0.05`` is a false "beats chance".
+  ``chance-signal``: the same with a weak signal (power).
+
+    nice -n 5 python benchmarks/stats_calibration.py --jobs 2
+    python benchmarks/stats_calibration.py --quick --families logreg,svm     # smoke run
+
+**The 13-layer linear-discriminant table** (``--legacy``, its own options below): 13 layers, two
+engines, coverage of the CIs and the optimism of the best score.
+
 Synthetic features with 13 layers, 4 balanced classes and speakers that differ (a feature
 offset and an expressiveness factor per speaker, so accuracy varies from speaker to speaker as
 it does in real corpora). Two engines produce a replicate:
@@ -28,7 +60,7 @@ training on fresh data and testing on 400 fresh speakers (averaged over 30 train
 optimism of the best configuration's score and of the selection-aware estimate is the mean of
 (estimate - truth of the selected configuration).
 
-    nice -n 10 python benchmarks/stats_calibration.py --reps 200 --jobs 2
+    nice -n 10 python benchmarks/stats_calibration.py --legacy --reps 200 --jobs 2
 
 Prints one Markdown table; Monte Carlo standard errors are given for the rates.
 """
