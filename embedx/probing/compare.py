@@ -86,7 +86,21 @@ NULL_INFLATION = 1.1
 #: per model family (registry name), the inflation where a family's own training noise needs
 #: another value than :data:`NULL_INFLATION`; families not listed use :data:`NULL_INFLATION`. Set from
 #: ``benchmarks/stats_calibration.py`` (see docs/statistics.md for the run and its table).
-FAMILY_INFLATION: dict[str, float] = {}
+FAMILY_INFLATION: dict[str, float] = {
+    # Set by `python benchmarks/stats_calibration.py --jobs 2` (seed 0; docs/statistics.md): a
+    # family whose false "worse" or false selective rate at 1.1 exceeded 0.05 by more than one
+    # Monte Carlo se in some design (10x48, 30x16, 60x8) gets the largest, over the designs and
+    # the two tests, of the inflation at which 95% of its null studies stop flagging, rounded up
+    # to 0.05; checked on fresh seeds (--seed 1000). Families with more training noise of their
+    # own (kernel, neighbours, stochastic or tree fits) need more than the linear 1.1.
+    "rbf_svm": 1.45,  # 0.087 false selective at 1.1 (10x48); needs 1.44 (10x48)
+    "sgd": 1.6,  # 0.225 false "worse" at 30x16; needs 1.55
+    "softmax": 1.4,  # 0.100 false selective at 60x8; needs 1.36
+    "knn": 1.85,  # 0.150 false "worse" at 30x16; needs 1.83 (selectivity, 30x16)
+    "lgbm": 1.4,  # 0.188 false "worse" at 60x8; needs 1.40 (16 studies per design)
+    "mlp": 2.0,  # 0.125 false selective at 10x48 and 30x16; needs 1.96 (16 studies per design)
+    "rf": 1.45,  # 0.214 false selective at 10x48; needs 1.42 (14 studies, 10x48 only)
+}
 
 
 def null_inflation(models: Sequence[str] | str | None = None) -> float:
