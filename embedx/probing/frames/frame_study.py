@@ -65,7 +65,7 @@ def run_frame_study(features: str | Path, setup: Any, opts: Any, settings: Any, 
         The :class:`~embedx.probing.study.StudyResult`.
     """
     from embedx.probing import metrics as M
-    from embedx.probing.compare import ClusterScores, compare_scores, null_inflation
+    from embedx.probing.compare import ClusterScores, compare_scores
     from embedx.probing.frames.labels import frame_folds
     from embedx.probing.frames.study import layer_batches, run_layers
     from embedx.probing.frames.summary import describe
@@ -105,8 +105,7 @@ def run_frame_study(features: str | Path, setup: Any, opts: Any, settings: Any, 
     main = M.get_metric(metric, CLASSIFICATION)
     t0 = time.perf_counter()
     comparison = compare_scores(ClusterScores.from_counts(counts, main), kind, alpha=settings.alpha,
-                                n_perm=settings.n_boot, seed=settings.seed,
-                                inflation=null_inflation(all_models))
+                                n_perm=settings.n_boot, seed=settings.seed)
     seconds["statistics"] = time.perf_counter() - t0
     frames = describe(setup, opts, seconds=seconds, passes=len(batches),
                       n_train_used=[int(o["n_train_used"]) for o in outputs],
