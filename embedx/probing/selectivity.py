@@ -26,7 +26,7 @@ import pandas as pd
 
 from embedx.probing import metrics as M
 from embedx.probing.analysis import Analysis
-from embedx.probing.compare import MIN_CLUSTERS, ClusterScores, clusters_of, signflip_test
+from embedx.probing.compare import MIN_CLUSTERS, ClusterScores, clusters_of, null_inflation, signflip_test
 from embedx.store import RANDOM_SUFFIX
 from embedx.text import markdown_table, p_value
 from embedx.text import number as _f
@@ -77,7 +77,7 @@ def selectivity_table(result: Any) -> pd.DataFrame | None:
             scores = ClusterScores(ds.y[tested], preds, main, codes, ds.num_classes or None)
             if n_perm > 0 and scores.num_clusters_ >= MIN_CLUSTERS:
                 p = signflip_test(scores, 0, 1, greater_is_better=main.greater_is_better, n_perm=n_perm,
-                                  seed=result.settings["seed"])
+                                  seed=result.settings["seed"], inflation=null_inflation(row["model"]))
             trained, rand = float(row[f"{metric}_pooled"]), float(twin[f"{metric}_pooled"])
             rows.append({"set": trained_set, "random_set": random_set, "pooling": row["pooling"],
                          "model": row["model"], "layer": int(row["layer"]), "trained": trained,

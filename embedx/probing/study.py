@@ -40,6 +40,7 @@ from embedx.errors import ConfigError, Param
 from embedx.probing import metrics as M
 from embedx.probing.compare import (
     compare_configurations,
+    null_inflation,
 )
 from embedx.probing.cv import UNGROUPED, Folds, check_inner_groups, inner_cv, make_folds
 from embedx.probing.data import Dataset
@@ -482,7 +483,7 @@ def _assemble(
         dataset.y[tested], [preds[(c.name, m)][tested] for c, m in keys], main,
         groups=None if dataset.groups is None else dataset.groups[tested],
         num_classes=dataset.num_classes or None, alpha=settings.alpha,
-        n_perm=settings.n_boot, seed=settings.seed,
+        n_perm=settings.n_boot, seed=settings.seed, inflation=null_inflation([m for _, m in keys]),
     )
     summary = summarise(dataset, folds, keys, metric, results, preds, stats, tested)
     selection = stats.nested if len(keys) > 1 else None

@@ -10,7 +10,8 @@ import pytest
 from sklearn.metrics import balanced_accuracy_score
 
 from embedx.figures import layer_curve_figure
-from embedx.probing.compare import NULL_INFLATION
+from embedx.probing import compare
+from embedx.probing.compare import null_inflation
 from embedx.probing.data import load_dataset
 from embedx.probing.report import write_report
 from embedx.probing.selectivity import random_twins, selectivity_table
@@ -26,7 +27,9 @@ def twin_store(tmp_path):
     return write_store(tmp_path / "twins.h5", items, {"toy": (trained, LAYERS), "toy-random": (rand, LAYERS)})
 
 
-def test_selectivity_per_layer_with_the_studys_paired_test(twin_store, tmp_path):
+def test_selectivity_per_layer_with_the_studys_paired_test(twin_store, tmp_path, monkeypatch):
+    # a family inflation of its own, so the test sees whether the model's inflation is used
+    monkeypatch.setattr(compare, "FAMILY_INFLATION", {"logreg": 1.3})
     ds = load_dataset(twin_store, label="label", group="speaker")
     result = run_study(ds, StudySettings(models=["logreg"], n_boot=200, threads=1, refit=False))
     table = selectivity_table(result)
@@ -52,7 +55,8 @@ def test_selectivity_per_layer_with_the_studys_paired_test(twin_store, tmp_path)
         uar_b = ((1 - flips) @ correct_b + flips @ correct_a) / per_class
         diff = uar_a.mean(axis=1) - uar_b.mean(axis=1)
         assert diff[0] == pytest.approx(observed)  # the identity swap
-        expected = np.sum(NULL_INFLATION * diff >= observed - 1e-12) / 2 ** len(speakers)
+        assert null_inflation("logreg") == 1.3
+        expected = np.sum(1.3 * diff >= observed - 1e-12) / 2 ** len(speakers)
         assert table.set_index("layer").loc[layer, "p_selectivity"] == pytest.approx(expected)
     row3 = table.set_index("layer").loc[3]
     assert row3["selectivity"] > 0.5 and row3["p_selectivity"] < 0.01
