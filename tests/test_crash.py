@@ -349,7 +349,7 @@ def test_a_failing_chunk_fails_its_item_and_retry_failed_completes_it(tiny_model
 
 
 def test_a_header_length_disagreeing_with_the_decoded_length_is_recorded(tiny_model, tmp_path, monkeypatch):
-    import embedx.extraction.extract as ex
+    import embedx.extraction.scan as ex  # where the headers are read
 
     wavs = _short_corpus(tmp_path / "wavs", n=3)
     real_probe = ex.probe
