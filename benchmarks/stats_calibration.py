@@ -368,7 +368,12 @@ def family_study(family: str, speakers: int, per: int, strengths: np.ndarray, se
     """
     from threadpoolctl import threadpool_limits
 
-    from embedx.probing.compare import best_set, compare_configurations, null_inflation, signflip_test
+    from embedx.probing.compare import (
+        best_set,
+        compare_configurations,
+        null_inflation,
+        signflip_test,
+    )
     from embedx.probing.cv import make_folds
     from embedx.probing.metrics import get_metric
 

@@ -316,7 +316,23 @@ def _print_summary(summary: dict[str, Any], all_attrs: bool = False) -> None:
 
 def main() -> None:
     """Console-script entry point."""
+    _refuse_repeated_options(sys.argv[1:])
     app()
+
+
+def _refuse_repeated_options(argv: list[str]) -> None:
+    """One line and exit 2 when a single-valued option is given twice (click keeps the last)."""
+    name = next((a for a in argv if not a.startswith("-")), None)
+    if name not in COMMANDS:
+        return
+    found = COMMANDS[name].repeated(argv[argv.index(name) + 1:])
+    if found:
+        flag, values = found
+        hint = "; for speaker- and sentence-independent folds: --group speaker --cross-group sentence" \
+            if (name, flag) == ("fit", "--group") else ""
+        console.print(f"[bold red]embedx: usage:[/] {flag} given {len(values)} times "
+                      f"({', '.join(map(repr, values))}); it takes one value{hint}", highlight=False, soft_wrap=True)
+        raise SystemExit(2)
 
 
 @app.command()

@@ -163,6 +163,32 @@ class Command:
         """The options the ``"cli"`` or the ``"api"`` takes."""
         return [o for o in self.options if o.where in ("both", side)]
 
+    def repeated(self, argv: Sequence[str]) -> tuple[str, list[str]] | None:
+        """The first single-valued option ``argv`` gives more than once, with its values.
+
+        A repeated option would otherwise keep its last value without a word (click's rule),
+        e.g. ``--group speaker --group sentence``.
+
+        Args:
+            argv: the command's arguments (after the command name).
+
+        Returns:
+            ``(flag, values)``, or ``None`` when no single-valued option is repeated.
+        """
+        spelling = {f.split("/")[0]: o for o in self.on("cli") if o.type is not list and o.type is not bool
+                    for f in o.cli_flags}
+        seen: dict[str, list[str]] = {}
+        for i, arg in enumerate(argv):
+            if arg == "--":
+                break
+            flag, eq, value = arg.partition("=")
+            if flag in spelling:
+                value = value if eq else (argv[i + 1] if i + 1 < len(argv) else "")
+                seen.setdefault(spelling[flag].name, []).append(value)
+                if len(seen[spelling[flag].name]) > 1:
+                    return flag, seen[spelling[flag].name]
+        return None
+
 def _resolve(ref: str) -> Any:
     """The object ``"module:attribute"`` names, imported now."""
     module, _, attr = ref.partition(":")

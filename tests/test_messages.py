@@ -225,3 +225,27 @@ def test_the_summary_line_prints_no_nan_rates(tmp_path):
         f"all 2 items of 'm' failed (1 could not be read, first: a.mp3: cannot read audio header: x; "
         f"1 failed in the model, first: b.wav: {'y' * 197}...); nothing was written; "
         f"see `embedx info {tmp_path / 'f.h5'} --failed`")
+
+
+def test_a_single_valued_option_given_twice_is_one_line_not_the_last_value(tmp_path):
+    # click keeps the last of a repeated option without a word; `--group speaker --group
+    # sentence` would silently group by sentence only
+    from tests.clirun import run_embedx
+
+    done = run_embedx("fit", "--features", str(tmp_path / "f.h5"), "--group", "speaker", "--group=sentence")
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.strip().splitlines() == [
+        "embedx: usage: --group given 2 times ('speaker', 'sentence'); it takes one value; for speaker- and "
+        "sentence-independent folds: --group speaker --cross-group sentence"]
+    assert not (tmp_path / "results").exists()
+
+
+def test_repeated_reads_flags_values_and_leaves_repeatable_options_alone():
+    from embedx.options import COMMANDS
+
+    fit = COMMANDS["fit"]
+    assert fit.repeated(["--set", "a", "--set", "b", "--by", "x", "--by", "y"]) is None  # repeatable
+    assert fit.repeated(["--group", "speaker", "--", "--group"]) is None  # after --: not options
+    assert fit.repeated(["-o", "r1", "--models", "svm", "--output=r2"]) == ("--output", ["r1", "r2"])
+    assert fit.repeated(["--quiet", "--quiet"]) is None  # a switch twice changes nothing
+    assert COMMANDS["extract"].repeated(["--model", "m", "wavs", "--model"]) == ("--model", ["m", ""])

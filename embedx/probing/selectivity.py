@@ -26,7 +26,13 @@ import pandas as pd
 
 from embedx.probing import metrics as M
 from embedx.probing.analysis import Analysis
-from embedx.probing.compare import MIN_CLUSTERS, ClusterScores, clusters_of, null_inflation, signflip_test
+from embedx.probing.compare import (
+    MIN_CLUSTERS,
+    ClusterScores,
+    clusters_of,
+    null_inflation,
+    signflip_test,
+)
 from embedx.store import RANDOM_SUFFIX
 from embedx.text import markdown_table, p_value
 from embedx.text import number as _f
