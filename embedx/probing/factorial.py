@@ -100,6 +100,13 @@ def _sign_flips(num: int, n_perm: int, rng: np.random.Generator) -> tuple[np.nda
     return np.where(rng.random((n_perm, num)) < 0.5, -1.0, 1.0), False
 
 
+def _f_ratio(effect: float, error: float) -> float:
+    """``effect / error`` mean squares; 0 when neither varies (no effect), inf for an exact one."""
+    if error > 0:
+        return effect / error
+    return float("inf") if effect > 0 else 0.0
+
+
 def within_test(c: np.ndarray, n_perm: int, rng: np.random.Generator) -> dict[str, float]:
     """Repeated-measures F of one within-speaker effect and its sign-flip p-value.
 
@@ -119,7 +126,7 @@ def within_test(c: np.ndarray, n_perm: int, rng: np.random.Generator) -> dict[st
     ss_effect = s * float(mean @ mean)
     ss_error = float(((c - mean) ** 2).sum())
     df1, df2 = d, d * (s - 1)
-    f = (ss_effect / df1) / (ss_error / df2) if ss_error > 0 else float("inf")
+    f = _f_ratio(ss_effect / df1, ss_error / df2)
     signs, exact = _sign_flips(s, n_perm, rng)
     # Σ|c_s|² is the same under every flip, so |Σ ε_s c_s|² orders the flips as F does
     observed = float(c.sum(axis=0) @ c.sum(axis=0))
@@ -163,7 +170,7 @@ def between_test(c: np.ndarray, groups: np.ndarray, n_perm: int, rng: np.random.
     ss_between = float(_between_ss(c, codes, g)[0])
     ss_error = ss_total - ss_between
     df1, df2 = d * (g - 1), d * (s - g)
-    f = (ss_between / df1) / (ss_error / df2) if ss_error > 0 else float("inf")
+    f = _f_ratio(ss_between / df1, ss_error / df2)
     perms = codes[np.argsort(rng.random((n_perm, s)), axis=1)]  # (n_perm, S): random orders of the groups
     hits = int((_between_ss(c, perms, g) >= ss_between * (1 - 1e-12)).sum())
     return {"F": f, "df_effect": df1, "df_error": df2, "p_F": float(stats.f.sf(f, df1, df2)),
@@ -204,6 +211,9 @@ def factorial_tests(scores: np.ndarray, factors: Mapping[str, Sequence[str]], *,
     for size in range(0, len(names) + 1):
         for effect in itertools.combinations(range(len(names)), size):
             c = scores @ contrasts(levels, effect)  # (S, cells) @ (cells, d) -> (S, d)
+            # contrasts of equal scores are rounding noise (~1e-17), whose F ratio is anything:
+            # below 1e-12 of the scores' scale they are no difference at all
+            c[np.abs(c) <= 1e-12 * max(1.0, float(np.abs(scores).max(initial=0.0)))] = 0.0
             if effect:
                 rows.append({"effect": TIMES.join(names[i] for i in effect), "kind": "within",
                              **within_test(c, n_perm, rng)})

@@ -225,3 +225,15 @@ def test_factors_file_errors_are_one_line(tagged_store, tmp_path):
     assert "--factors: unknown feature set(s) 'hubert'; the study's sets: a0_l0, a0_l1, a1_l0, a1_l1" in \
         " ".join(res.output.split())
     assert not (tmp_path / "r").exists()  # refused before any fit
+
+
+def test_equal_scores_in_every_cell_are_no_effect_not_a_rounding_f():
+    # a user's four sets that score the same for every speaker: the contrasts are rounding
+    # noise, and an F of noise over noise (5.87 in a new user's run) must read as no effect
+    rng = np.random.default_rng(3)
+    per_speaker = rng.uniform(0.2, 0.9, size=(6, 1))
+    scores = np.repeat(per_speaker, 4, axis=1) * (1 / 3) * 3  # (S, cells), equal across cells
+    table = factorial_tests(scores, {"init": ["a", "b"], "dtype": ["x", "y"]}, n_perm=200, seed=0)
+    assert table["F"].tolist() == [0.0, 0.0, 0.0]
+    assert table["p_perm"].tolist() == [1.0, 1.0, 1.0] and table["p_F"].tolist() == [1.0, 1.0, 1.0]
+    assert table["partial_eta2"].tolist() == [0.0, 0.0, 0.0]
