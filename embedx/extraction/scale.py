@@ -69,6 +69,14 @@ def parse_devices(spec: str) -> list[str]:
     if bad or not devices:
         raise ConfigError(Param("devices", spec), f" is not a device list ({bad[0] if bad else 'empty'}); "
                           "expected a comma list of cpu, cuda or cuda:N, or all")
+    if any(d.startswith("cuda") for d in devices):  # before any shard starts, as --device is
+        import torch
+
+        count = torch.cuda.device_count()
+        missing = [d for d in devices if d.startswith("cuda") and int(d.partition(":")[2] or 0) >= count]
+        if missing:
+            have = f"cuda:0 to cuda:{count - 1}" if count else "cpu (no CUDA device is visible)"
+            raise ConfigError(Param("devices", spec), f": device {missing[0]!r} is not here; this machine has {have}")
     return devices
 
 

@@ -150,7 +150,19 @@ def test_devices_all_and_the_cli_spelling(tmp_path):
             parse_devices("all")
     else:
         assert parse_devices("all") == [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-    assert parse_devices("cuda:0, cuda:1") == ["cuda:0", "cuda:1"]
+    assert parse_devices("cpu, cpu") == ["cpu", "cpu"]
+    if torch.cuda.device_count() < 2:
+        with pytest.raises(ConfigError, match=r"devices='cuda:0, cuda:1': device 'cuda:\d' is not here; this machine has "):
+            parse_devices("cuda:0, cuda:1")
+    else:
+        assert parse_devices("cuda:0, cuda:1") == ["cuda:0", "cuda:1"]
+    # a device this machine lacks is one line before any shard starts (no shard folder)
+    missing = f"cuda:{torch.cuda.device_count() + 7}"
+    result = CliRunner().invoke(app, ["extract", str(tmp_path), "-m", "m", "--devices", f"cpu,{missing}",
+                                      "-o", str(tmp_path / "e.h5")])
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert f"--devices cpu,{missing}: device '{missing}' is not here; this machine has " in result.output
+    assert not (tmp_path / "e.h5.shards").exists()
     result = CliRunner().invoke(app, ["extract", str(tmp_path), "-m", "m", "--devices", "cpu,cpu",
                                       "--shard", "0/2"])
     assert result.exit_code == 2 and result.output.count("\n") == 1
