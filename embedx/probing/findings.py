@@ -202,9 +202,11 @@ def _chance_line(found: Findings) -> str | None:
         line += f"; {who}'s 95% CI {_f(found.ci[0])}–{_f(found.ci[1])} {where}"
     else:
         side = above if (found.score - c.value) * (1 if found.greater_is_better else -1) > 0 else "not " + above
-        line += f"; {who} ({_f(found.score)}) is {side} it, untested without a CI"
+        line += f"; {who} ({_f(found.score)}) is {side} it"
+        # without a CI the permutation test is the only test of "above chance"; say which ran
+        line += "" if found.p_permutation is not None else ", untested without a CI"
     if found.p_permutation is not None:
-        line += f"; label permutations: p_permutation = {found.p_permutation:.3g}"
+        line += f"; tested by label permutations: p_permutation = {found.p_permutation:.3g}"
     return line + "."
 
 

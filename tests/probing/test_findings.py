@@ -204,3 +204,14 @@ def test_a_wide_table_drops_columns_before_it_breaks_a_name():
     assert "worse?" in text.getvalue() and "selection-aware" not in text.getvalue()
     wide, need = fitted_table("sets", header, rows, names=2, drop=drop, width=200)
     assert need <= 200 and len(wide.columns) == len(header)  # room: nothing dropped
+
+
+def test_without_a_ci_the_permutation_test_is_named_as_the_test_of_chance():
+    import dataclasses
+
+    found = findings(_study(metric="accuracy"))
+    untested = dataclasses.replace(found, versus_chance=None, p_permutation=None)
+    assert _chance(untested).endswith(", untested without a CI.")
+    tested = dataclasses.replace(found, versus_chance=None, p_permutation=0.0476)
+    line = _chance(tested)
+    assert "untested" not in line and line.endswith("; tested by label permutations: p_permutation = 0.0476.")
