@@ -98,6 +98,27 @@ def _model_lengths(items: pd.DataFrame, backend: Backend) -> tuple[np.ndarray, n
 STOP_SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP")
 
 
+def install_stop_handlers(handler: Callable[[int, Any], None]) -> dict[int, Any]:
+    """``handler`` for every :data:`STOP_SIGNALS` this platform has (main thread only).
+
+    Returns:
+        The handlers replaced, by signal, for :func:`restore_handlers`.
+    """
+    saved: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for name in STOP_SIGNALS:
+            sig = getattr(signal, name, None)
+            if sig is not None:
+                saved[sig] = signal.signal(sig, handler)
+    return saved
+
+
+def restore_handlers(saved: dict[int, Any]) -> None:
+    """Put back the handlers :func:`install_stop_handlers` replaced."""
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)
+
+
 class _StopRequest:
     """SIGTERM, SIGINT and SIGHUP, turned into a request to stop after the batch in flight.
 
@@ -115,16 +136,11 @@ class _StopRequest:
         self._saved: dict[int, Any] = {}
 
     def __enter__(self) -> _StopRequest:
-        if threading.current_thread() is threading.main_thread():
-            for name in STOP_SIGNALS:
-                sig = getattr(signal, name, None)
-                if sig is not None:
-                    self._saved[sig] = signal.signal(sig, self._handle)
+        self._saved = install_stop_handlers(self._handle)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for sig, handler in self._saved.items():
-            signal.signal(sig, handler)
+        restore_handlers(self._saved)
         self._saved.clear()
 
     def _handle(self, signum: int, _frame: Any) -> None:

@@ -23,7 +23,6 @@ import os
 import re
 import shutil
 import signal
-import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -367,18 +366,15 @@ class _Forward:
         self._saved: dict[int, Any] = {}
 
     def __enter__(self) -> _Forward:
-        from embedx.extraction.extract import STOP_SIGNALS
+        from embedx.extraction.extract import install_stop_handlers
 
-        if threading.current_thread() is threading.main_thread():
-            for name in STOP_SIGNALS:
-                sig = getattr(signal, name, None)
-                if sig is not None:
-                    self._saved[sig] = signal.signal(sig, self._handle)
+        self._saved = install_stop_handlers(self._handle)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for sig, handler in self._saved.items():
-            signal.signal(sig, handler)
+        from embedx.extraction.extract import restore_handlers
+
+        restore_handlers(self._saved)
         if exc[0] is not None:  # a failure here: the shards must not outlive this process
             for proc in self.procs:
                 proc.kill()
