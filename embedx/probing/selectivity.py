@@ -83,7 +83,7 @@ def selectivity_table(result: Any) -> pd.DataFrame | None:
             scores = ClusterScores(ds.y[tested], preds, main, codes, ds.num_classes or None)
             if n_perm > 0 and scores.num_clusters_ >= MIN_CLUSTERS:
                 p = signflip_test(scores, 0, 1, greater_is_better=main.greater_is_better, n_perm=n_perm,
-                                  seed=result.settings["seed"], inflation=null_inflation(row["model"]))
+                                  seed=result.settings["seed"], inflation=null_inflation(row["model"], ds.task))
             trained, rand = float(row[f"{metric}_pooled"]), float(twin[f"{metric}_pooled"])
             rows.append({"set": trained_set, "random_set": random_set, "pooling": row["pooling"],
                          "model": row["model"], "layer": int(row["layer"]), "trained": trained,

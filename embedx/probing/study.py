@@ -483,7 +483,7 @@ def _assemble(
         dataset.y[tested], [preds[(c.name, m)][tested] for c, m in keys], main,
         groups=None if dataset.groups is None else dataset.groups[tested],
         num_classes=dataset.num_classes or None, alpha=settings.alpha,
-        n_perm=settings.n_boot, seed=settings.seed, inflation=null_inflation([m for _, m in keys]),
+        n_perm=settings.n_boot, seed=settings.seed, inflation=null_inflation([m for _, m in keys], dataset.task),
     )
     summary = summarise(dataset, folds, keys, metric, results, preds, stats, tested)
     selection = stats.nested if len(keys) > 1 else None

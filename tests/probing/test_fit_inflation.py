@@ -121,3 +121,47 @@ def test_a_study_uses_the_inflation_of_its_model_family(monkeypatch):
                                          n_perm=300, seed=2, inflation=c)
         same = np.allclose(s["p_set"].to_numpy(dtype=float), comp.p_set)
         assert same == expect_same
+
+
+def test_regression_takes_its_own_inflation_then_the_family_one(monkeypatch):
+    monkeypatch.setattr(compare, "FAMILY_INFLATION", {"ridge": 1.2, "knn": 1.8})
+    monkeypatch.setattr(compare, "REGRESSION_INFLATION", {"ridge": 1.6, "svr": 1.5})
+    assert null_inflation("ridge") == 1.2  # classification: the family's factor
+    assert null_inflation("ridge", "regression") == 1.6
+    assert null_inflation("knn", "regression") == 1.8  # no regression factor: the family's
+    assert null_inflation("svr", "regression") == 1.5
+    assert null_inflation("lgbm", "regression") == NULL_INFLATION
+    assert null_inflation(["ridge", "knn"], "regression") == 1.8
+
+
+def test_every_regression_factor_names_a_regressor():
+    from embedx.probing.models import available_models
+
+    assert set(compare.REGRESSION_INFLATION) <= set(available_models("regression"))
+    assert all(1.0 <= v <= 2.0 for v in compare.REGRESSION_INFLATION.values())
+
+
+def test_a_regression_study_uses_the_regression_inflation(monkeypatch):
+    rng = np.random.default_rng(3)
+    speakers, per = 10, 12
+    n = speakers * per
+    spk = np.repeat(np.arange(speakers), per)
+    y = rng.normal(size=n)
+    configs, X = [], {}
+    for layer, strength in enumerate((0.6, 0.8, 1.0)):
+        config = FeatureConfig((Block("set", layer, "mean"),))
+        X[config.name] = (rng.normal(size=(n, 4)) + strength * y[:, None] * np.array([1.0, 0.5, 0, 0])).astype(np.float32)
+        configs.append(config)
+    ds = Dataset(configs=configs, X=X, y=y, task="regression", classes=None,
+                 groups=np.array([f"s{s:02d}" for s in spk]), split=None, ids=np.arange(n).astype(str),
+                 paths=np.arange(n).astype(str), rows=np.arange(n), label="label", group="speaker")
+    monkeypatch.setattr(compare, "FAMILY_INFLATION", {"ridge": 1.0})
+    monkeypatch.setattr(compare, "REGRESSION_INFLATION", {"ridge": 1.9})
+    result = run_study(ds, StudySettings(models=["ridge"], n_boot=300, threads=1, refit=False, seed=2))
+    s = result.summary
+    preds = [result.predictions[(c, "ridge")] for c in s["config"]]
+    ccc = M.get_metric("ccc", "regression")
+    for c, expect_same in ((1.9, True), (1.0, False)):
+        comp, _ = compare_configurations(ds.y, preds, ccc, groups=ds.groups, num_classes=None, alpha=0.05,
+                                         n_perm=300, seed=2, inflation=c)
+        assert np.allclose(s["p_set"].to_numpy(dtype=float), comp.p_set) == expect_same

@@ -76,3 +76,35 @@ def test_selectivity_per_layer_with_the_studys_paired_test(twin_store, tmp_path,
 def test_no_twin_no_table():
     assert random_twins(["a", "b-random", "c"]) == {}
     assert random_twins(["a", "a-random"]) == {"a": "a-random"}
+
+
+def test_regression_selectivity_uses_the_regression_inflation(monkeypatch):
+    from embedx.probing import metrics as M
+    from embedx.probing.compare import ClusterScores, signflip_test
+    from embedx.probing.data import Block, Dataset, FeatureConfig
+
+    rng = np.random.default_rng(5)
+    speakers, per = 10, 12
+    n = speakers * per
+    spk = np.repeat(np.arange(speakers), per)
+    y = rng.normal(size=n)
+    configs, X = [], {}
+    for name, strength in (("toy", 0.8), ("toy-random", 0.5)):
+        config = FeatureConfig((Block(name, 0, "mean"),))
+        X[config.name] = (rng.normal(size=(n, 4)) + strength * y[:, None] * np.array([1.0, 0.5, 0, 0])).astype(np.float32)
+        configs.append(config)
+    groups = np.array([f"s{s:02d}" for s in spk])
+    ds = Dataset(configs=configs, X=X, y=y, task="regression", classes=None, groups=groups, split=None,
+                 ids=np.arange(n).astype(str), paths=np.arange(n).astype(str), rows=np.arange(n),
+                 label="label", group="speaker")
+    monkeypatch.setattr(compare, "FAMILY_INFLATION", {"ridge": 1.0})
+    monkeypatch.setattr(compare, "REGRESSION_INFLATION", {"ridge": 1.9})
+    result = run_study(ds, StudySettings(models=["ridge"], n_boot=300, threads=1, refit=False, seed=2))
+    table = selectivity_table(result)
+    assert len(table) == 1
+    preds = [result.predictions[(c.name, "ridge")] for c in configs]
+    _, codes = np.unique(groups, return_inverse=True)
+    scores = ClusterScores(y, preds, M.get_metric("ccc", "regression"), codes, None)
+    p = {c: signflip_test(scores, 0, 1, greater_is_better=True, n_perm=300, seed=2, inflation=c) for c in (1.9, 1.0)}
+    assert p[1.9] != p[1.0]
+    assert table["p_selectivity"].iloc[0] == pytest.approx(p[1.9])
