@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from embedx.backends.base import SHORT_POLICIES, Backend
+from embedx.backends.hub import check_local_model
 from embedx.errors import ConfigError, Param, one_line
 from embedx.extraction.audio import RESAMPLER
 from embedx.extraction.layers import ALL_LAYERS, parse_layers
@@ -146,6 +147,9 @@ class ExtractConfig:
             raise ConfigError(f"feature-set name {self.name!r} must be non-empty and contain no '/'")
         self.poolings = parse_poolings(self.poolings)
         parse_layers(self.layers, None)  # the form now; the range once the model is known
+        if self.model:
+            # a misspelt local folder is one line now, not a hub error after the audio scan
+            check_local_model(self.model)
         if self.model and Path(self.model).expanduser().is_dir():
             # a local model is stored by absolute path, so `predict` on new audio and resumes
             # from another working directory find it again
