@@ -258,6 +258,7 @@ def _extract(inputs: Sequence[str | Path], output: str | Path, config: ExtractCo
 def _feature_set_spec(config: ExtractConfig, backend: Backend, layers: list[int]) -> Any:
     """The :class:`~embedx.store.FeatureSetSpec` a run of ``config`` with ``backend`` writes."""
     from embedx.store import FeatureSetSpec
+    from embedx.store.spec import random_name
 
     stored_config = {k: getattr(config, k) for k in DATA_KEYS}
     # the backend's resolved options (e.g. opensmile 'egemaps' -> 'eGeMAPSv02'); stored only
@@ -268,7 +269,9 @@ def _feature_set_spec(config: ExtractConfig, backend: Backend, layers: list[int]
     else:
         del stored_config["backend_options"]
     stored_config.update(
-        name=config.name or backend.name,
+        # a name given is the twin's name too: --name X --random-init stores X-random
+        name=backend.name if config.name is None else random_name(
+            config.name, bool(config.backend_options.get("random_init")), explicit=True),
         layers=",".join(map(str, layers)),
         poolings=list(config.poolings),
         precision=backend.precision,

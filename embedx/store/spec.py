@@ -34,6 +34,26 @@ RANDOM_SUFFIX = "-random"
 #: columns of /failed and of :meth:`StoreReader.failed`
 FAILED_COLUMNS = ("set", "index", "id", "path", "stage", "message")
 
+def random_name(name: str, random_init: bool, *, explicit: bool = False) -> str:
+    """The feature-set name of a backend: ``name``, with :data:`RANDOM_SUFFIX` for ``random_init``.
+
+    ``--name X --random-init`` stores ``X-random``, the twin a study pairs with ``X`` (as the
+    model's own name gets it); a name given that already ends in the suffix is kept as given.
+
+    Args:
+        name: the name given, or the model's.
+        random_init: whether the weights are random.
+        explicit: ``name`` was given by the user (not derived from the model).
+
+    Returns:
+        The name to store the set as.
+    """
+    if not random_init or (explicit and name.endswith(RANDOM_SUFFIX)):
+        return name
+    return name + RANDOM_SUFFIX
+
+
+
 # group attrs of a feature set that are not free spec attrs
 _SET_ATTRS = (
     "backend",

@@ -53,3 +53,33 @@ def test_random_init_options():
         config_from_options({"opensmile": "egemaps", "random_init": True})
     with pytest.raises(ConfigError, match="seed must be a non-negative integer; got -1"):
         HFBackend("unused", device="cpu", random_init=True, seed=-1)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """`embedx synth demo`, small: 8 items of 4 speakers and the demo's tiny model."""
+    from embedx.testing.synth import make_example
+
+    return make_example(tmp_path_factory.mktemp("demo") / "demo", num_items=8, num_speakers=4)
+
+
+def test_a_named_random_init_set_is_stored_as_name_random_through_the_cli(demo, tmp_path):
+    from embedx.store import StoreReader
+    from tests.clirun import run_embedx
+
+    out = tmp_path / "feats.h5"
+    for name in ("hub", "mine-random"):  # a name that already ends in -random is kept as given
+        done = run_embedx("extract", "--model", demo.model_dir, "--random-init", "--name", name,
+                          demo.audio_dir, "-o", out)
+        assert done.returncode == 0, done.stderr
+    with StoreReader(out) as store:
+        assert store.feature_sets() == ["hub-random", "mine-random"]
+
+
+def test_random_name():
+    from embedx.store.spec import random_name
+
+    assert random_name("hub", False) == "hub" and random_name("hub", True) == "hub-random"
+    assert random_name("hub", True, explicit=True) == "hub-random"
+    assert random_name("x-random", True, explicit=True) == "x-random"
+    assert random_name("x-random", True) == "x-random-random"  # a model folder named so: suffixed
