@@ -44,7 +44,7 @@ import transformers
 from torch import nn
 from transformers import AutoModel, Wav2Vec2FeatureExtractor
 
-from embedx.backends.base import Backend, BackendOutput
+from embedx.backends.base import RANDOM_INIT_SEED, Backend, BackendOutput
 from embedx.backends.capture import autocast, capture_layers, cast_autocast_weights
 from embedx.backends.framing import conv_timing
 from embedx.backends.heads import load_head
@@ -108,7 +108,7 @@ class HFBackend(Backend):
         random_init: build the checkpoint's architecture from its config with seeded random
             weights instead of loading its weights (the random-network control of a probing
             study; only ``config.json`` and the preprocessor config are read, a head is not).
-        seed: the seed of the random weights (``random_init`` only).
+        seed: the seed of the random weights (``random_init`` only; see :data:`RANDOM_INIT_SEED`).
 
     Attributes:
         device: the resolved ``torch.device``.
@@ -138,7 +138,7 @@ class HFBackend(Backend):
         attn: str = "auto",
         name: str | None = None,
         random_init: bool = False,
-        seed: int = 0,
+        seed: int = RANDOM_INIT_SEED,
     ) -> None:
         if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
             raise ConfigError(Param("seed"), f" must be a non-negative integer; got {seed!r}")

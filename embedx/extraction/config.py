@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from embedx.backends.base import SHORT_POLICIES, Backend
+from embedx.backends.base import RANDOM_INIT_SEED, SHORT_POLICIES, Backend
 from embedx.backends.hub import check_local_model
 from embedx.errors import ConfigError, Param, one_line
 from embedx.extraction.audio import RESAMPLER
@@ -289,7 +289,7 @@ def config_from_options(options: dict[str, Any], given: set[str] | None = None,
             raise ConfigError(RANDOM_INIT, f" needs a model of the hf backend, not {values['backend']!r}")
         seed = options.get("seed")
         values["backend_options"] = {**(values.get("backend_options") or {}), "random_init": True,
-                                     "seed": 0 if seed is None else seed}
+                                     "seed": RANDOM_INIT_SEED if seed is None else seed}
     elif options.get("seed") is not None:
         raise ConfigError(Param("seed", options["seed"]), " seeds the weights of ", RANDOM_INIT,
                           "; give ", RANDOM_INIT, " too")
