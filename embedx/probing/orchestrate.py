@@ -213,8 +213,13 @@ def run(options: Mapping[str, Any]) -> FitResult:
         if o["frames"] or o["segments"]:  # the frame-level or segment-level study: one call
             return _fit_frames(o, settings, out)
         dataset = _load(o)
-        dataset, prepared = analyses.prepare(dataset, o, note)
+        # the analyses check their options first (a refusal is one line), but their notes come
+        # after how the folds are grouped, which they build on (MDL's blocks of whole speakers)
+        said: list[str] = []
+        dataset, prepared = analyses.prepare(dataset, o, said.append)
         leading = _fold_notes(dataset, note)
+        for line in said:
+            note(line)
         result = run_study(dataset, settings, analyses=prepared, notes=leading, progress=progress,
                            log=log if progress else None)
         if not progress:  # with progress, the study said these before fitting
