@@ -31,6 +31,9 @@ STORAGE_DTYPES = ("float32", "float16")
 #: suffix of the feature set of a random-initialised model (``embedx extract --random-init``);
 #: a store holding ``NAME`` and ``NAME-random`` gets the random-network control in ``embedx fit``
 RANDOM_SUFFIX = "-random"
+#: prefix of a feature set's attrs that describe the last extraction run (throughput, device,
+#: peak memory, finish time), not its values: never compared on resume or merge
+RUN_ATTR_PREFIX = "run_"
 #: columns of /failed and of :meth:`StoreReader.failed`
 FAILED_COLUMNS = ("set", "index", "id", "path", "stage", "message")
 
