@@ -60,19 +60,20 @@ def looks_local(model: str) -> bool:
     return first != model and os.path.isdir(first)
 
 
-def check_local_model(model: str) -> None:
+def check_local_model(model: str | os.PathLike[str]) -> None:
     """Refuse a model that names a path (:func:`looks_local`) where no folder is, in one line.
 
     Cheap (no hub request, no import of huggingface_hub), so stage 1 calls it before it scans
     any audio: a misspelt local folder must not read as a hub problem, nor cost a scan.
 
     Args:
-        model: the model as the user gave it.
+        model: the model as the user gave it (a string or a path).
 
     Raises:
         ModelError: ``model`` looks like a path and no folder is there; the message names the
             folders of the parent directory whose names are close to it.
     """
+    model = os.fspath(model)  # the Python API takes a Path too
     path = os.path.expanduser(model)
     if not looks_local(model) or os.path.isdir(path):
         return

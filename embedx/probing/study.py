@@ -324,7 +324,15 @@ def _run_grid(dataset: Dataset, settings: StudySettings, folds: Folds, tasks: li
 
 def coverage_note(folds: Folds, dataset: Dataset) -> str:
     """The console line of two-way folds: how many items are scored of how many, and the items
-    each fold leaves out (printed even with ``--quiet``: dropped data is never quiet)."""
+    each fold leaves out (printed even with ``--quiet``: dropped data is never quiet).
+
+    Args:
+        folds: the study's folds (with :attr:`~embedx.probing.cv.Folds.left_out`).
+        dataset: the data they split.
+
+    Returns:
+        The line.
+    """
     n = len(dataset.y)
     return (f"two-way folds ({dataset.group} × {dataset.cross_group}): {folds.scored(n)} of {n} items "
             "scored (each once), items left out of each fold: " + ", ".join(map(str, folds.left_out)))

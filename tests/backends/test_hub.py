@@ -60,5 +60,7 @@ def test_looks_local_reads_a_first_component_that_is_a_folder_here(here, monkeyp
     with pytest.raises(ModelError, match=r"model='demo/tiny-hubrt': no such model folder; did you mean "
                                          r"demo/tiny-hubert\?"):
         check_local_model("demo/tiny-hubrt")
+    with pytest.raises(ModelError, match="no such model folder"):  # the Python API takes a Path
+        check_local_model(here / "demo" / "tiny-hubrt")
     with pytest.raises(ModelError, match="is a file, not a model folder"):
         check_local_model("demo/wavs/a.wav")
