@@ -63,7 +63,7 @@ def extract(
             a SLURM array job), ``devices`` (``"cuda:0,cuda:1"`` or ``"all"``: one process per
             device, merged), ``engine`` (``"ray"``: one Ray task per shard), ``shards`` and
             ``scheduler`` (of the Ray run), ``random_init`` (the model's architecture with seeded
-            random weights, stored as ``<name>-random``) and ``seed`` (of those weights, default 0).
+            random weights, stored as ``<name>-random``) and ``seed`` (of those weights, default 1).
 
     Returns:
         The run's :class:`embedx.extraction.extract.ExtractSummary` (``.line()`` is what the CLI prints).

@@ -260,8 +260,10 @@ EXTRACT = Command("extract", (
     _opt("scheduler", str, None, "Ray cluster address for --engine ray (ray://host:10001 or auto) "
          "[default: $RAY_ADDRESS, else a local Ray].", show_default=False),
     _opt("random_init", bool, False, "Random-network control: the model's architecture with "
-         "seeded random weights (only its config is read), stored as NAME-random.", "--random-init"),
-    _opt("seed", int, None, "Seed of the --random-init weights [default: 0].", show_default=False),
+         "seeded random weights (only its config is read), stored as NAME-random (--name X: "
+         "X-random).", "--random-init"),
+    _opt("seed", int, None, "Seed of the --random-init weights [default: 1, so that a model seeded 0, as the "
+         "demo's, is not rebuilt].", show_default=False),
     _opt("strict", bool, False, "Exit non-zero if any item failed.", "--strict", where="cli",
          why="an exit code; in Python, the returned summary's failed_total"),
     _PROGRESS,

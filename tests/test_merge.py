@@ -350,7 +350,9 @@ def test_sharded_extract_merges_into_the_unsharded_store(tiny_model, corpus, tmp
 
     result = runner.invoke(app, ["merge", *map(str, files), "-o", str(out)])
     assert result.exit_code == 0, result.output
-    assert "merged 3 shards" in result.output and "7 items" in result.output
+    # one line: each shard's run_* attrs (throughput, finish time) always differ, no note each
+    [line] = result.output.strip().splitlines()
+    assert line.startswith("merged 3 shards into ") and "7 items" in line, result.output
     assert_identical(out, whole)
     with StoreReader(out) as r:
         assert r.failed()["id"].tolist() == ["c/broken.wav"]

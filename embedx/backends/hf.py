@@ -44,7 +44,7 @@ import transformers
 from torch import nn
 from transformers import AutoModel, Wav2Vec2FeatureExtractor
 
-from embedx.backends.base import Backend, BackendOutput
+from embedx.backends.base import RANDOM_INIT_SEED, Backend, BackendOutput
 from embedx.backends.capture import autocast, capture_layers, cast_autocast_weights
 from embedx.backends.framing import conv_timing
 from embedx.backends.heads import load_head
@@ -57,7 +57,7 @@ from embedx.backends.padding import (
     receptive_field,
 )
 from embedx.errors import AudioError, ConfigError, ModelError, Param
-from embedx.store.spec import RANDOM_SUFFIX
+from embedx.store.spec import random_name
 
 __all__ = ["SUPPORTED_MODEL_TYPES", "HFBackend", "resolve_attn"]
 
@@ -103,12 +103,12 @@ class HFBackend(Backend):
             ``"fail"`` (:class:`~embedx.errors.AudioError`), see :meth:`fit_length`.
         attn: attention implementation: ``"auto"`` (sdpa where the model has it, eager for
             WavLM), ``"sdpa"`` or ``"eager"``.
-        name: feature-set name; defaults to the last component of ``model`` (with
-            ``random_init``: that name + :data:`RANDOM_SUFFIX`).
+        name: feature-set name; defaults to the last component of ``model``; with
+            ``random_init`` either gets :data:`RANDOM_SUFFIX` (see :func:`random_name`).
         random_init: build the checkpoint's architecture from its config with seeded random
             weights instead of loading its weights (the random-network control of a probing
             study; only ``config.json`` and the preprocessor config are read, a head is not).
-        seed: the seed of the random weights (``random_init`` only).
+        seed: the seed of the random weights (``random_init`` only; see :data:`RANDOM_INIT_SEED`).
 
     Attributes:
         device: the resolved ``torch.device``.
@@ -138,7 +138,7 @@ class HFBackend(Backend):
         attn: str = "auto",
         name: str | None = None,
         random_init: bool = False,
-        seed: int = 0,
+        seed: int = RANDOM_INIT_SEED,
     ) -> None:
         if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
             raise ConfigError(Param("seed"), f" must be a non-negative integer; got {seed!r}")
@@ -172,8 +172,8 @@ class HFBackend(Backend):
         self._strides = tuple(int(s) for s in config.conv_stride)
         self.feat_extract_norm = str(feat_extract_norm)
         self.do_stable_layer_norm = bool(getattr(config, "do_stable_layer_norm", False))
-        self.name = name or (Path(self.model_id.rstrip("/\\")).name or self.model_id) + (
-            RANDOM_SUFFIX if self.random_init else "")
+        self.name = random_name(name or (Path(self.model_id.rstrip("/\\")).name or self.model_id),
+                                self.random_init, explicit=name is not None)
         self.num_layers = int(config.num_hidden_layers) + 1
         self.dim = int(config.hidden_size)
         self.frame_rate = self.sample_rate / float(np.prod(self._strides))

@@ -14,7 +14,7 @@ import os
 import re
 from dataclasses import dataclass
 
-from embedx.errors import ModelError, one_line
+from embedx.errors import ModelError, Param, one_line
 
 #: a snapshot folder in the HF cache: .../snapshots/<commit>/
 _SNAPSHOT = re.compile(r"[\\/]snapshots[\\/]([0-9a-f]{40})(?:[\\/]|$)")
@@ -48,8 +48,50 @@ class Checkpoint:
 
 
 def looks_local(model: str) -> bool:
-    """True when ``model`` names a path rather than a hub id."""
-    return model.startswith((".", "~", os.sep, "/")) or os.path.isabs(model) or os.path.exists(model)
+    """True when ``model`` names a path rather than a hub id.
+
+    A path starts with ``.``, ``~`` or a separator, exists, or begins with an existing local
+    folder (``demo/tiny-hubrt`` where ``demo/`` is here): a hub id ``org/name`` is read as a
+    hub id only while no folder ``org`` is in the working directory.
+    """
+    if model.startswith((".", "~", os.sep, "/")) or os.path.isabs(model) or os.path.exists(model):
+        return True
+    first = re.split(r"[\\/]", model, maxsplit=1)[0]
+    return first != model and os.path.isdir(first)
+
+
+def check_local_model(model: str | os.PathLike[str]) -> None:
+    """Refuse a model that names a path (:func:`looks_local`) where no folder is, in one line.
+
+    Cheap (no hub request, no import of huggingface_hub), so stage 1 calls it before it scans
+    any audio: a misspelt local folder must not read as a hub problem, nor cost a scan.
+
+    Args:
+        model: the model as the user gave it (a string or a path).
+
+    Raises:
+        ModelError: ``model`` looks like a path and no folder is there; the message names the
+            folders of the parent directory whose names are close to it.
+    """
+    model = os.fspath(model)  # the Python API takes a Path too
+    path = os.path.expanduser(model)
+    if not looks_local(model) or os.path.isdir(path):
+        return
+    if os.path.exists(path):
+        raise ModelError(Param("model", model), ": is a file, not a model folder (the folder that "
+                         "holds its config.json)")
+    import difflib
+
+    parent, name = os.path.split(os.path.normpath(path))
+    try:
+        folders = [e.name for e in os.scandir(parent or ".") if e.is_dir()]
+    except OSError:
+        folders = []
+    close = difflib.get_close_matches(name, folders, n=3, cutoff=0.6)
+    shown = os.path.dirname(model.rstrip("/\\"))
+    hint = ("did you mean " + " or ".join(os.path.join(shown, c) if shown else c for c in close) + "?"
+            if close else "give a folder that holds the model's config.json, or a hub id (owner/name)")
+    raise ModelError(Param("model", model), f": no such model folder; {hint}")
 
 
 def _offline() -> bool:
@@ -98,9 +140,8 @@ def locate(model: str, revision: str | None = None) -> Checkpoint:
             and a local directory).
     """
     if looks_local(model):
+        check_local_model(model)
         path = os.path.expanduser(model)
-        if not os.path.isdir(path):
-            raise ModelError(f"{model!r}: no such model directory")
         if not os.path.isfile(os.path.join(path, "config.json")):
             raise ModelError(f"{model!r} is not a model directory (it has no config.json)")
         return Checkpoint(source=model, path=os.path.abspath(path))
@@ -157,4 +198,4 @@ def locate(model: str, revision: str | None = None) -> Checkpoint:
     return Checkpoint(source=model, path=str(path), commit=commit)
 
 
-__all__ = ["HUB_TIMEOUT", "Checkpoint", "locate", "looks_local"]
+__all__ = ["HUB_TIMEOUT", "Checkpoint", "check_local_model", "locate", "looks_local"]

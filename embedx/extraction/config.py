@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from embedx.backends.base import SHORT_POLICIES, Backend
+from embedx.backends.base import RANDOM_INIT_SEED, SHORT_POLICIES, Backend
+from embedx.backends.hub import check_local_model
 from embedx.errors import ConfigError, Param, one_line
 from embedx.extraction.audio import RESAMPLER
 from embedx.extraction.layers import ALL_LAYERS, parse_layers
@@ -146,6 +147,9 @@ class ExtractConfig:
             raise ConfigError(f"feature-set name {self.name!r} must be non-empty and contain no '/'")
         self.poolings = parse_poolings(self.poolings)
         parse_layers(self.layers, None)  # the form now; the range once the model is known
+        if self.model:
+            # a misspelt local folder is one line now, not a hub error after the audio scan
+            check_local_model(self.model)
         if self.model and Path(self.model).expanduser().is_dir():
             # a local model is stored by absolute path, so `predict` on new audio and resumes
             # from another working directory find it again
@@ -285,7 +289,7 @@ def config_from_options(options: dict[str, Any], given: set[str] | None = None,
             raise ConfigError(RANDOM_INIT, f" needs a model of the hf backend, not {values['backend']!r}")
         seed = options.get("seed")
         values["backend_options"] = {**(values.get("backend_options") or {}), "random_init": True,
-                                     "seed": 0 if seed is None else seed}
+                                     "seed": RANDOM_INIT_SEED if seed is None else seed}
     elif options.get("seed") is not None:
         raise ConfigError(Param("seed", options["seed"]), " seeds the weights of ", RANDOM_INIT,
                           "; give ", RANDOM_INIT, " too")

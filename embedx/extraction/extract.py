@@ -119,6 +119,13 @@ def restore_handlers(saved: dict[int, Any]) -> None:
         signal.signal(sig, handler)
 
 
+def leave_stop_line_to_parent() -> None:
+    """In a shard process of ``--devices``: a stop before the store is open ends it without its
+    own line; the parent, which forwarded the signal, says in one line how many items are done
+    (one line per shard plus the parent's read as three stops)."""
+    _StopRequest.announce = False
+
+
 class _StopRequest:
     """SIGTERM, SIGINT and SIGHUP, turned into a request to stop after the batch in flight.
 
@@ -129,6 +136,9 @@ class _StopRequest:
     boundary, and a second one ends the process at once (everything marked done is already on
     disk, so that is as safe as a kill -9). Handlers are only installed in the main thread.
     """
+
+    #: print the line of a stop that ends the process at once (see :func:`leave_stop_line_to_parent`)
+    announce = True
 
     def __init__(self) -> None:
         self.signal: str | None = None
@@ -150,7 +160,8 @@ class _StopRequest:
             return
         what = "second " if self.signal else ""
         when = "before the store was opened" if not self.graceful else "at once"
-        os.write(2, f"embedx: stopped by {what}{name} {when}; re-run the same command to resume\n".encode())
+        if self.announce:
+            os.write(2, f"embedx: stopped by {what}{name} {when}; re-run the same command to resume\n".encode())
         os._exit(128 + signum)
 
 
@@ -258,6 +269,7 @@ def _extract(inputs: Sequence[str | Path], output: str | Path, config: ExtractCo
 def _feature_set_spec(config: ExtractConfig, backend: Backend, layers: list[int]) -> Any:
     """The :class:`~embedx.store.FeatureSetSpec` a run of ``config`` with ``backend`` writes."""
     from embedx.store import FeatureSetSpec
+    from embedx.store.spec import random_name
 
     stored_config = {k: getattr(config, k) for k in DATA_KEYS}
     # the backend's resolved options (e.g. opensmile 'egemaps' -> 'eGeMAPSv02'); stored only
@@ -268,7 +280,9 @@ def _feature_set_spec(config: ExtractConfig, backend: Backend, layers: list[int]
     else:
         del stored_config["backend_options"]
     stored_config.update(
-        name=config.name or backend.name,
+        # a name given is the twin's name too: --name X --random-init stores X-random
+        name=backend.name if config.name is None else random_name(
+            config.name, bool(config.backend_options.get("random_init")), explicit=True),
         layers=",".join(map(str, layers)),
         poolings=list(config.poolings),
         precision=backend.precision,

@@ -293,23 +293,30 @@ class LocalShards:
         count = len(paths)
         ctx = multiprocessing.get_context("spawn")  # CUDA cannot be used in a forked child
         workers, threads = self.share(count)
-        running = []
-        for k, (path, config) in enumerate(zip(paths, configs, strict=True)):
-            config = dataclasses.replace(config, device=self.devices[k], workers=workers)
-            receive, send = ctx.Pipe(duplex=False)
-            proc = ctx.Process(target=_shard_process, name=f"embedx-shard-{k}", args=(
-                send, inputs, str(path), config, scanned, command, threads))
-            proc.start()
-            send.close()
-            running.append((proc, receive))
-        with _Forward([p for p, _ in running]) as forward:
-            results = _collect(running, progress)
-        for k, (proc, _) in enumerate(running):
+        running: list[tuple[Any, Any]] = []
+        procs: list[Any] = []
+        # the handlers first: a signal while the shards start stops those started, no more start
+        with _Forward(procs) as forward:
+            for k, (path, config) in enumerate(zip(paths, configs, strict=True)):
+                if forward.signal is not None:
+                    break
+                config = dataclasses.replace(config, device=self.devices[k], workers=workers)
+                receive, send = ctx.Pipe(duplex=False)
+                proc = ctx.Process(target=_shard_process, name=f"embedx-shard-{k}", args=(
+                    send, inputs, str(path), config, scanned, command, threads))
+                proc.start()
+                send.close()
+                procs.append(proc)
+                running.append((proc, receive))
+            if forward.signal is not None:  # came while one was starting: it is stopped too
+                forward.forward()
+            results = _collect(running, progress) + [None] * (count - len(running))
+        for k in range(count):
             if results[k] is None and forward.signal is not None:  # stopped before its store was open
                 results[k] = ExtractSummary(output=paths[k], name="", num_items=progress.sizes[k],
                                             done_total=progress.done[k], stopped=forward.signal)
             if results[k] is None:
-                raise ShardError(f"shard {k}/{count} on {self.devices[k]} ended with exit code {proc.exitcode} "
+                raise ShardError(f"shard {k}/{count} on {self.devices[k]} ended with exit code {procs[k].exitcode} "
                                  "(its output is above); re-run the same command to resume")
             if isinstance(results[k], BaseException):
                 raise results[k]
@@ -343,8 +350,10 @@ def _shard_process(send: Any, inputs: list[str], output: str, config: ExtractCon
 
     from embedx.errors import EmbedxError
     from embedx.extraction.extract import extract as one_process
+    from embedx.extraction.extract import leave_stop_line_to_parent
 
     os.setpgrp()  # a terminal's Ctrl-C reaches the parent, which asks each shard to stop once
+    leave_stop_line_to_parent()
     torch.set_num_threads(threads)
     try:
         result: Any = one_process(inputs, output, config, command=command, scanned=scanned)
@@ -364,6 +373,7 @@ class _Forward:
         self.procs = procs
         self.signal: str | None = None
         self._saved: dict[int, Any] = {}
+        self._told: set[int] = set()
 
     def __enter__(self) -> _Forward:
         from embedx.extraction.extract import install_stop_handlers
@@ -382,6 +392,12 @@ class _Forward:
     def _handle(self, signum: int, _frame: Any) -> None:
         second = self.signal is not None
         self.signal = self.signal or signal.Signals(signum).name
+        self.forward(kill=second)
+
+    def forward(self, kill: bool = False) -> None:
+        """Ask every started shard to stop (SIGTERM, once each: a second would end it at once),
+        or kill it."""
         for proc in self.procs:
-            if proc.is_alive():
-                proc.kill() if second else proc.terminate()
+            if proc.is_alive() and (kill or proc.pid not in self._told):
+                proc.kill() if kill else proc.terminate()
+                self._told.add(proc.pid)

@@ -95,6 +95,10 @@ class Folds:
             out[test] = k
         return out
 
+    def scored(self, num_items: int) -> int:
+        """How many of ``num_items`` items some fold tests (two-way folds leave some untested)."""
+        return int((self.fold_of(num_items) >= 0).sum())
+
 
 Splitter = Callable[..., list[tuple[np.ndarray, np.ndarray]]]
 _REGISTRY: dict[str, Splitter] = {}

@@ -357,7 +357,8 @@ class MDLAnalysis(Analysis):
         usable = probabilistic_models(models)
         if not usable:
             raise ConfigError(Param("mdl", switch=True), f" needs a model with class probabilities; "
-                              f"{', '.join(models)} have none (e.g. add logreg to ", Param("models"), ")")
+                              f"{', '.join(models)} {'has' if len(models) == 1 else 'have'} none (e.g. add logreg to ",
+                              Param("models"), ")")
         blocks = speaker_blocks(dataset.groups, dataset.num_items, int(options.get("seed") or 0))
         skipped = tuple(m for m in models if m not in usable)
         note(f"MDL: {plural(len(blocks), 'block')} of whole "

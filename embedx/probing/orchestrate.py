@@ -205,7 +205,7 @@ def run(options: Mapping[str, Any]) -> FitResult:
     with _drop_created_folder_on_error(out, created):
         from embedx.probing import analyses
         from embedx.probing.report import write_report
-        from embedx.probing.study import run_study
+        from embedx.probing.study import coverage_note, run_study
 
         log, progress = o["log"], o["progress"]
         note = log or (lambda _msg: None)
@@ -213,12 +213,20 @@ def run(options: Mapping[str, Any]) -> FitResult:
         if o["frames"] or o["segments"]:  # the frame-level or segment-level study: one call
             return _fit_frames(o, settings, out)
         dataset = _load(o)
-        dataset, prepared = analyses.prepare(dataset, o, note)
+        # the analyses check their options first (a refusal is one line), but their notes come
+        # after how the folds are grouped, which they build on (MDL's blocks of whole speakers)
+        said: list[str] = []
+        dataset, prepared = analyses.prepare(dataset, o, said.append)
         leading = _fold_notes(dataset, note)
+        for line in said:
+            note(line)
         result = run_study(dataset, settings, analyses=prepared, notes=leading, progress=progress,
                            log=log if progress else None)
-        if result.folds.reason and not progress:  # with progress, the study said it before fitting
-            note(result.folds.reason)
+        if not progress:  # with progress, the study said these before fitting
+            if result.folds.reason:
+                note(result.folds.reason)
+            if result.folds.left_out:  # dropped data is never quiet
+                note(coverage_note(result.folds, result.dataset))
         files: dict[str, Path] = {}
         if out is not None:
             files = write_report(result, out, command=o["command"], save_model=o["save_model"])

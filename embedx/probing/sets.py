@@ -39,6 +39,7 @@ import pandas as pd
 from embedx.probing import metrics as M
 from embedx.probing.analysis import Analysis
 from embedx.probing.compare import ClusterScores, clusters_of, nested_best
+from embedx.probing.findings import TIE_TOLERANCE
 from embedx.text import number as _f
 
 __all__ = ["SetComparison", "SetsAnalysis", "compare_sets", "nested_predictions", "set_verdicts", "sets_rows", "sets_section"]
@@ -191,6 +192,13 @@ def _cka_to_best(X: dict[str, np.ndarray], configs: list[str], rows: np.ndarray)
     return out
 
 
+def _interval(low: float, high: float) -> str:
+    """A CI cell: ``low–high``, or one ``–`` when it was not computed (not ``–––``)."""
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return "–"
+    return f"{_f(low)}–{_f(high)}"
+
+
 def sets_rows(comparison: SetComparison) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the comparison table (shared by the report and the console).
 
@@ -203,13 +211,20 @@ def sets_rows(comparison: SetComparison) -> tuple[list[str], list[list[str]]]:
     m = comparison.metric
     header = ["feature set", "best layer", m, "95% CI", "selection-aware", "95% CI ", "Δ to best set",
               "p (set)", "worse?"]
+    # sets at the best set's score tie (as the ranking says of configurations): none is "best"
+    tied = np.abs(comparison.table["diff_to_best_set"].to_numpy(dtype=float)) <= TIE_TOLERANCE
+    tied[0] = True
+    tie = int(tied.sum()) > 1
     rows = []
     for i, r in enumerate(comparison.table.itertuples()):
-        worse = "best" if i == 0 else (("yes" if r.worse_than_best_set else "no") if comparison.tested else "–")
+        if tie and tied[i]:
+            worse = "tie"
+        else:
+            worse = "best" if i == 0 else (("yes" if r.worse_than_best_set else "no") if comparison.tested else "–")
         layer = "–" if pd.isna(r.best_layer) else str(r.best_layer)
         rows.append([str(r.feature_set), f"{layer} ({r.best_pooling}, {r.best_model})", _f(r.score),
-                     f"{_f(r.ci_low)}–{_f(r.ci_high)}", _f(r.selection_aware),
-                     f"{_f(r.sa_ci_low)}–{_f(r.sa_ci_high)}", "–" if i == 0 else _f(r.diff_to_best_set),
+                     _interval(r.ci_low, r.ci_high), _f(r.selection_aware),
+                     _interval(r.sa_ci_low, r.sa_ci_high), "–" if tied[i] else _f(r.diff_to_best_set),
                      "–" if i == 0 else _f(r.p_set), worse])
     return header, rows
 

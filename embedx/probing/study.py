@@ -322,6 +322,22 @@ def _run_grid(dataset: Dataset, settings: StudySettings, folds: Folds, tasks: li
     return outputs, time.perf_counter() - start
 
 
+def coverage_note(folds: Folds, dataset: Dataset) -> str:
+    """The console line of two-way folds: how many items are scored of how many, and the items
+    each fold leaves out (printed even with ``--quiet``: dropped data is never quiet).
+
+    Args:
+        folds: the study's folds (with :attr:`~embedx.probing.cv.Folds.left_out`).
+        dataset: the data they split.
+
+    Returns:
+        The line.
+    """
+    n = len(dataset.y)
+    return (f"two-way folds ({dataset.group} × {dataset.cross_group}): {folds.scored(n)} of {n} items "
+            "scored (each once), items left out of each fold: " + ", ".join(map(str, folds.left_out)))
+
+
 def run_study(
     dataset: Dataset,
     settings: StudySettings | None = None,
@@ -360,9 +376,8 @@ def run_study(
     folds = _folds(dataset, settings)
     if folds.reason:
         note(folds.reason)
-    if folds.left_out:  # dropped data is never quiet
-        note(f"two-way folds ({dataset.group} × {dataset.cross_group}): items left out of each fold: "
-             + ", ".join(map(str, folds.left_out)))
+    if folds.left_out:
+        note(coverage_note(folds, dataset))
     if settings.tune and dataset.groups is not None and folds.scheme not in UNGROUPED:
         check_inner_groups(folds, dataset.groups, settings.inner_folds)
     inner = (inner_cv(folds.scheme, settings.inner_folds, settings.seed, dataset.task, dataset.groups is not None)

@@ -21,7 +21,7 @@ import pandas as pd
 
 from embedx.errors import OVERWRITE, Param, StoreConflictError, StoreError
 from embedx.store.reader import StoreReader
-from embedx.store.spec import FeatureSetSpec, ShardInfo
+from embedx.store.spec import RUN_ATTR_PREFIX, FeatureSetSpec, ShardInfo
 from embedx.store.writer import StoreWriter
 from embedx.text import size as text_size
 
@@ -47,7 +47,9 @@ class MergeSummary:
         seconds: wall-clock time of the merge.
         size_bytes: size of the merged file.
         notes: differences between shards that do not change the data (library versions,
-            device); the merged file keeps shard 0's values.
+            device); the merged file keeps shard 0's values. The ``run_*`` attrs (each shard's own
+            run: throughput, finish time) differ in every merge and are kept from shard 0
+            without a note.
     """
 
     output: Path
@@ -242,7 +244,8 @@ def _merged_sets(shards: list[_Shard]) -> tuple[dict[str, FeatureSetSpec], list[
                 )
             for key in sorted(set(spec.attrs) | set(other.attrs)):
                 x, y = spec.attrs.get(key), other.attrs.get(key)
-                if x == y:
+                # every shard is a run of its own: its run_* attrs always differ (shard 0's are kept)
+                if x == y or key.startswith(RUN_ATTR_PREFIX):
                     continue
                 if key in _IDENTITY_ATTRS:
                     raise StoreError(

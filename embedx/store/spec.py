@@ -31,8 +31,31 @@ STORAGE_DTYPES = ("float32", "float16")
 #: suffix of the feature set of a random-initialised model (``embedx extract --random-init``);
 #: a store holding ``NAME`` and ``NAME-random`` gets the random-network control in ``embedx fit``
 RANDOM_SUFFIX = "-random"
+#: prefix of a feature set's attrs that describe the last extraction run (throughput, device,
+#: peak memory, finish time), not its values: never compared on resume or merge
+RUN_ATTR_PREFIX = "run_"
 #: columns of /failed and of :meth:`StoreReader.failed`
 FAILED_COLUMNS = ("set", "index", "id", "path", "stage", "message")
+
+def random_name(name: str, random_init: bool, *, explicit: bool = False) -> str:
+    """The feature-set name of a backend: ``name``, with :data:`RANDOM_SUFFIX` for ``random_init``.
+
+    ``--name X --random-init`` stores ``X-random``, the twin a study pairs with ``X`` (as the
+    model's own name gets it); a name given that already ends in the suffix is kept as given.
+
+    Args:
+        name: the name given, or the model's.
+        random_init: whether the weights are random.
+        explicit: ``name`` was given by the user (not derived from the model).
+
+    Returns:
+        The name to store the set as.
+    """
+    if not random_init or (explicit and name.endswith(RANDOM_SUFFIX)):
+        return name
+    return name + RANDOM_SUFFIX
+
+
 
 # group attrs of a feature set that are not free spec attrs
 _SET_ATTRS = (

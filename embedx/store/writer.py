@@ -28,6 +28,7 @@ from embedx.store.lock import (
 )
 from embedx.store.spec import (
     _ORIGIN_ATTRS,
+    RUN_ATTR_PREFIX,
     SCHEMA_VERSION,
     FeatureSetSpec,
     _embedx_version,
@@ -353,7 +354,7 @@ class StoreWriter(_ItemsWriter):
         for key, value in profile.items():
             if isinstance(value, bool) or not isinstance(value, (str, int, float, np.integer, np.floating)):
                 raise StoreError(f"run profile {key!r}: {value!r} is not a str, int or float")
-            g.attrs[f"run_{key}"] = value
+            g.attrs[RUN_ATTR_PREFIX + key] = value
         self._file.flush()
 
     def write_frame_rows(self, name: str, index: int, start: int, rows: np.ndarray) -> None:

@@ -344,7 +344,7 @@ def test_attributes_metadata_and_registry(tiny, backends):
 
 
 def test_load_errors(tmp_path):
-    with pytest.raises(ModelError, match="no such model directory"):
+    with pytest.raises(ModelError, match="no such model folder"):
         HFBackend(str(tmp_path / "missing"), device="cpu")
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelError, match="not a model directory"):

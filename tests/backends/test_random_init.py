@@ -46,10 +46,59 @@ def test_random_init_is_seeded_needs_only_the_config_and_is_named_random(tiny_mo
 def test_random_init_options():
     config = config_from_options({"model": "m", "random_init": True, "seed": 7})
     assert config.backend_options == {"random_init": True, "seed": 7}
-    assert config_from_options({"model": "m", "random_init": True}).backend_options["seed"] == 0
+    assert config_from_options({"model": "m", "random_init": True}).backend_options["seed"] == 1
     with pytest.raises(ConfigError, match="seed=7 seeds the weights of random_init=True"):
         config_from_options({"model": "m", "seed": 7})
     with pytest.raises(ConfigError, match="random_init=True needs a model of the hf backend"):
         config_from_options({"opensmile": "egemaps", "random_init": True})
     with pytest.raises(ConfigError, match="seed must be a non-negative integer; got -1"):
         HFBackend("unused", device="cpu", random_init=True, seed=-1)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """`embedx synth demo`, small: 8 items of 4 speakers and the demo's tiny model."""
+    from embedx.testing.synth import make_example
+
+    return make_example(tmp_path_factory.mktemp("demo") / "demo", num_items=8, num_speakers=4)
+
+
+def test_a_named_random_init_set_is_stored_as_name_random_through_the_cli(demo, tmp_path):
+    from embedx.store import StoreReader
+    from tests.clirun import run_embedx
+
+    out = tmp_path / "feats.h5"
+    for name in ("hub", "mine-random"):  # a name that already ends in -random is kept as given
+        done = run_embedx("extract", "--model", demo.model_dir, "--random-init", "--name", name,
+                          demo.audio_dir, "-o", out)
+        assert done.returncode == 0, done.stderr
+    with StoreReader(out) as store:
+        assert store.feature_sets() == ["hub-random", "mine-random"]
+
+
+def test_random_name():
+    from embedx.store.spec import random_name
+
+    assert random_name("hub", False) == "hub" and random_name("hub", True) == "hub-random"
+    assert random_name("hub", True, explicit=True) == "hub-random"
+    assert random_name("x-random", True, explicit=True) == "x-random"
+    assert random_name("x-random", True) == "x-random-random"  # a model folder named so: suffixed
+
+
+def test_the_demo_random_init_control_with_its_default_seed_is_not_the_demo_model(demo, tmp_path):
+    """The demo model is saved with seed 0; the control's default seed must draw other weights
+    (seed 0 rebuilt the demo's own layer 0 exactly: a control equal to the model)."""
+    from embedx.store import StoreReader
+    from tests.clirun import run_embedx
+
+    out = tmp_path / "feats.h5"
+    for extra in ((), ("--random-init",)):
+        done = run_embedx("extract", "--model", demo.model_dir, *extra, demo.audio_dir, "-o", out)
+        assert done.returncode == 0, done.stderr
+    with StoreReader(out) as store:
+        assert store.feature_sets() == ["tiny-hubert", "tiny-hubert-random"]
+        trained, control = store.pooled("tiny-hubert", "mean", 0), store.pooled("tiny-hubert-random", "mean", 0)
+    assert trained.shape == control.shape == (demo.num_items, 32)
+    # different weights: no item's layer-0 mean is close to the trained one
+    gap = np.abs(trained - control).max(axis=1) / np.abs(trained).max(axis=1)
+    assert gap.min() > 0.1, gap

@@ -209,3 +209,48 @@ def test_sigterm_stops_every_shard_and_the_same_command_resumes(tiny_model, writ
     again = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr
     assert "now 40/40 done" in again.stdout and not shards[0].parent.exists()
+
+
+def test_sigterm_before_the_shards_open_their_stores_is_one_line(tiny_model, write_audio, tmp_path):
+    """SIGTERM as soon as `extract --devices cpu,cpu` has started its shards (each still importing
+    or loading the model): one line says how many items are done and to re-run (each shard also
+    printed its own 'stopped ... before the store was opened': three stop lines)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    for k in range(8):
+        write_audio(f"wavs/{k:02d}.wav", chirp(150 + 20 * k, 1800, 1.0, 16000))
+    out = tmp_path / "feats.h5"
+    args = [sys.executable, "-m", "embedx", "extract", str(tmp_path / "wavs"), "-m", str(tiny_model("hubert")),
+            "--workers", "0", "--devices", "cpu,cpu", "-o", str(out)]
+    env = {**os.environ, "PYTHONPATH": str(Path(embedx.__file__).parents[1])}
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+
+    def catches_sigterm(pid: str) -> bool:  # the shard's stop handler is installed (SigCgt)
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+            cmdline = Path(f"/proc/{pid}/cmdline").read_text(errors="replace")
+        except OSError:
+            return False
+        caught = int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:")), 16)
+        return "spawn_main" in cmdline and bool(caught >> (signal.SIGTERM - 1) & 1)
+
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
+        pids = children.read_text().split() if children.exists() else []
+        if sum(map(catches_sigterm, pids)) == 2:
+            break
+        time.sleep(0.01)
+    if not children.exists():
+        pytest.skip("needs Linux's /proc/PID/task/PID/children")
+    # both shards have their stop handler and are loading the model: no store is open yet
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 143, stdout + stderr
+    said = [line for line in (stdout + stderr).splitlines() if "stopped" in line]
+    assert said == ["stopped by SIGTERM after 0 of 8 items; re-run the same command to resume"], stdout + stderr
+    assert not out.exists()

@@ -144,6 +144,8 @@ def test_fit_mdl_refuses_regression_and_models_without_probabilities(tmp_path):
         embedx.fit(store, output=None, label="arousal", mdl=True, progress=False)
     with pytest.raises(ConfigError, match=r"needs a model with class probabilities; svm, ridge have none"):
         embedx.fit(store, output=None, models="svm,ridge", mdl=True, progress=False)
+    with pytest.raises(ConfigError, match=r"needs a model with class probabilities; svm has none \(e\.g\."):
+        embedx.fit(store, output=None, models="svm", mdl=True, progress=False)  # was "svm have none"
 
 
 def test_cli_fit_mdl_writes_the_report_section_and_the_curve(tmp_path):
@@ -152,6 +154,10 @@ def test_cli_fit_mdl_writes_the_report_section_and_the_curve(tmp_path):
     res = run_embedx("fit", "-f", store, "--mdl", "--bootstrap", "100", "--no-save-model", "-q", "-o", "out",
                      cwd=tmp_path)
     assert res.returncode == 0, res.stderr
+    # the folds' grouping first: MDL's "blocks of whole speakers" builds on it (it came first)
+    lines = res.stderr.splitlines()
+    assert lines[:2] == ["folds are speaker-independent: grouped by the items' 'speaker' column (--no-group "
+                         "to turn off)", "MDL: 4 blocks of whole speakers, coded with logreg"], res.stderr
     out = tmp_path / "out"
     report = (out / "report.md").read_text()
     assert "## MDL probing (online codelength)" in report and "![Online codelength (MDL) per layer](mdl.png)" in report

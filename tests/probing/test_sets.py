@@ -84,3 +84,31 @@ def test_a_set_is_worse_only_when_none_of_its_configurations_is_in_the_confidenc
     p, worse = set_verdicts(p_set, in_set, [np.array([0, 2]), np.array([1, 3]), np.array([4])])
     assert worse.tolist() == [False, False, True]
     assert p.tolist() == [1.0, 0.2, 0.01]
+
+
+def test_the_console_set_table_calls_equal_sets_a_tie_and_prints_a_missing_ci_as_one_dash(tmp_path):
+    """Two sets holding the same features tie, as the ranking says (the set table named one of them
+    "best"); with no CI (--bootstrap 0) the CI cell is one "–" (it read "–––")."""
+    from typer.testing import CliRunner
+
+    from embedx.cli import app
+
+    items, strong = planted(signal_layer=3, strength=1.5)
+    _, weak = planted(signal_layer=1, strength=0.3, seed=1)
+    path = write_store(tmp_path / "three.h5", items,
+                       {"a": (strong, LAYERS), "b": (strong.copy(), LAYERS), "weak": (weak, LAYERS)})
+    res = CliRunner().invoke(app, ["fit", "--features", str(path), "--models", "logreg", "--bootstrap", "0",
+                                   "--no-save-model", "-o", str(tmp_path / "out")])
+    assert res.exit_code == 0, res.output
+    table = pd.read_csv(tmp_path / "out" / "sets.csv")
+    cells = {r.feature_set: r for r in table.itertuples()}
+    assert cells["a"].score == cells["b"].score > cells["weak"].score
+    rows = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:-1]]
+            for line in res.output.splitlines() if line.startswith("│") and "(mean, logreg)" in line}
+    score = f"{cells['a'].score:.3f}"
+    assert rows["a"] == ["3 (mean, logreg)", score, "–", "–", "tie"]
+    assert rows["b"] == ["3 (mean, logreg)", score, "–", "–", "tie"]
+    assert rows["weak"][2:] == ["–", f"{cells['weak'].diff_to_best_set:.3f}", "–"]
+    assert "–––" not in res.output
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert f"| a | 3 (mean, logreg) | {score} | – |" in report and "| tie |" in report

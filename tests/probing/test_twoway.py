@@ -150,6 +150,20 @@ def test_fit_cross_group_through_the_cli(read_sentences, tmp_path):
     assert pd.read_csv(out / "summary.csv").iloc[0]["config"] == "toy@3/mean"  # the planted layer wins
 
 
+def test_quiet_fit_still_says_how_many_items_two_way_folds_score(read_sentences, tmp_path):
+    """-q hid the left-out line, and no line said that only 24 of the 72 items were scored."""
+    path, _ = read_sentences
+    res = CliRunner().invoke(app, ["fit", "--features", str(path), "--group", "speaker", "--cross-group",
+                                   "sentence", "--folds", "3", "-q", "-o", str(tmp_path / "r")])
+    assert res.exit_code == 0, res.output
+    folds = json.loads((tmp_path / "r" / "summary.json").read_text())["folds"]
+    scored = len(pd.read_csv(tmp_path / "r" / "predictions_best.csv"))
+    assert scored == sum(folds["test_sizes"]) == 24
+    line = ("two-way folds (speaker × sentence): 24 of 72 items scored (each once), items left out of each "
+            "fold: " + ", ".join(map(str, folds["left_out"])))
+    assert line in res.output.splitlines(), res.output
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["--cross-group", "sentense"], "unknown cross-group column 'sentense'; available: id, path, duration, "
                                     "sample_rate, num_samples, label, speaker, sentence"),
