@@ -53,10 +53,54 @@ def supports(est: Any) -> str | None:
     return None
 
 
+def _multinomial(Z: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The per-item multinomial loss of decision values ``Z`` ``(P, K, n)`` and labels ``y``
+    ``(P, n)``; ``Z`` is overwritten by the residual, softmax minus one-hot.
+
+    Step for step as scikit-learn's ``HalfMultinomialLoss.loss_gradient`` (``_loss.pyx.tp``) in
+    the features' dtype: the exponentials of ``z - max`` in double stored in that dtype, summed
+    in double by class, the loss ``log(sum) + max`` stored in the dtype, minus the true class's
+    value, the probabilities divided in the dtype.
+    """
+    P, K, n = Z.shape
+    top = Z[:, 0].copy()
+    for k in range(1, K):
+        np.maximum(top, Z[:, k], out=top)
+    # flat index of (problem, true class, item) in Z: gather the true class, no one-hot
+    true = (np.arange(P)[:, None] * K + y) * n + np.arange(n)  # (P, n)
+    flat = Z.reshape(-1)  # (P, K, n) -> (P·K·n,), a view
+    zt = flat[true]
+    top64, total = top.astype(np.float64), np.zeros((P, n))
+    for k in range(K):
+        Z[:, k] = np.exp(Z[:, k].astype(np.float64, copy=False) - top64)
+        total += Z[:, k]
+    total = total.astype(Z.dtype, copy=False)
+    loss = (np.log(total.astype(np.float64, copy=False)) + top64).astype(Z.dtype, copy=False)
+    loss -= zt
+    Z /= total[:, None, :]
+    flat[true] -= 1
+    return loss
+
+
+def _binomial(z: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The per-item binomial loss of decision values ``z`` ``(P, n)`` and 0/1 labels ``y``; ``z``
+    is overwritten by the residual. As scikit-learn's ``closs_grad_half_binomial``: in double,
+    the same four branches, stored in the features' dtype."""
+    r, t = z.astype(np.float64), y.astype(np.float64)
+    low = r <= -2
+    e = np.exp(np.where(low, r, -r))
+    loss = np.where(r <= -37, e - t * r, np.where(low, np.log1p(e) - t * r, np.where(
+        r <= 18, np.log1p(e) + (1 - t) * r, e + (1 - t) * r)))
+    z[:] = np.where(r <= -37, e - t, np.where(low, ((1 - t) * e - t) / (1 + e), ((1 - t) - t * e) / (1 + e)))
+    return loss.astype(z.dtype)
+
+
 def _objective(X: np.ndarray, codes: np.ndarray, l2: float, K: int):
     """``fg(x, ids) -> (f, g)``: scikit-learn's loss (``LinearModelLoss.loss_gradient``: the mean
     binomial or multinomial log loss plus ``l2·||W||²/2``, intercepts unpenalised) and its gradient
-    for the problems ``ids`` at once.
+    for the problems ``ids`` at once, in float64 from the features' dtype as scikit-learn computes
+    it (coefficients cast to that dtype for the decision values, per-item losses and residuals in
+    it, their sums in its order: pairwise for the loss, item after item for a class's intercept).
 
     ``x`` is ``(len(ids), K·(d+1))``, each row one problem's ``(K, d+1)`` coefficients (scikit-learn's
     ``(n_classes, n_dof)`` matrix, the intercept last); ``codes`` ``(P, n)`` each problem's class
@@ -71,35 +115,15 @@ def _objective(X: np.ndarray, codes: np.ndarray, l2: float, K: int):
         W = x.reshape(P, K, dim + 1)  # (P, K·(d+1)) -> (P, K, d+1)
         coef = W[:, :, :dim]
         # (P·K, d) @ (d, n) -> (P, K, n): every problem's decision values in one product
-        Z = (coef.reshape(P * K, dim) @ XT).reshape(P, K, n)
-        Z += W[:, :, dim:]
-        y = codes[ids]  # (P, n)
-        if K == 1:  # binomial: log(1 + e^z) - y·z, residual sigmoid(z) - y
-            from scipy.special import expit
-
-            z, yf = Z[:, 0], y.astype(np.float64)
-            loss = (np.logaddexp(0.0, z) - yf * z).sum(axis=1)
-            z[:] = expit(z) - yf
-        else:  # multinomial: log-sum-exp minus the true class's value, both relative to the top
-            top = Z[:, 0].copy()
-            for k in range(1, K):
-                np.maximum(top, Z[:, k], out=top)
-            Z -= top[:, None, :]
-            # flat index of (problem, true class, item) in Z: gather the true class, no one-hot
-            true = (np.arange(P)[:, None] * K + y) * n + np.arange(n)  # (P, n)
-            flat = Z.reshape(-1)  # (P, K, n) -> (P·K·n,), a view
-            loss = -flat[true].sum(axis=1)
-            np.exp(Z, out=Z)
-            total = Z.sum(axis=1)  # (P, n)
-            loss += np.log(total).sum(axis=1)
-            Z /= total[:, None, :]  # softmax
-            flat[true] -= 1.0  # minus the one-hot target: the residual
+        Z = (coef.reshape(P * K, dim).astype(X.dtype, copy=False) @ XT).reshape(P, K, n)
+        Z += W[:, :, dim:].astype(X.dtype)
+        loss = _binomial(Z[:, 0], codes[ids]) if K == 1 else _multinomial(Z, codes[ids])
+        f = (loss.sum(axis=1) / n).astype(np.float64) + 0.5 * l2 * np.einsum("pkd,pkd->p", coef, coef)
         Z /= n
-        f = loss / n + 0.5 * l2 * np.einsum("pkd,pkd->p", coef, coef)
         g = np.empty((P, K, dim + 1))
         # (P·K, n) @ (n, d) -> (P, K, d)
         g[:, :, :dim] = (Z.reshape(P * K, n) @ X).reshape(P, K, dim) + l2 * coef
-        g[:, :, dim] = Z.sum(axis=2)
+        g[:, :, dim] = Z[:, 0].sum(axis=1)[:, None] if K == 1 else np.cumsum(Z, axis=2)[:, :, -1]
         return f, g.reshape(P, -1)  # (P, K, d+1) -> (P, K·(d+1))
 
     return fg
@@ -310,23 +334,26 @@ class _Fits:
     def _accept(self, rows: np.ndarray, ft: np.ndarray, gt: np.ndarray, gdn: np.ndarray) -> None:
         """A new iterate: the stopping tests, the memory's update and the next direction
         (``mainlb`` after ``NEW_X``, with scipy's driver counting the iteration first)."""
-        at = self._at(rows)
-        fold, gold = self.f[rows], self.g[rows]
-        self.x[at], self.f[at], self.g[at] = self.xt[at], ft, gt
+        at, fold = self._at(rows), self.f[rows]
+        y = gt - self.g[at]
+        if isinstance(at, slice):  # every fit: take the arrays over rather than copy them
+            self.x, self.xt, self.g = self.xt, self.x, gt
+        else:
+            self.x[at], self.g[at] = self.xt[at], gt
+        self.f[at] = ft
         self.iters[at] += 1
         ddum = np.maximum(np.maximum(np.abs(fold), np.abs(ft)), 1.0)
         stop = ((self.iters[rows] >= self.max_iter) | (self.nfev[rows] > MAXFUN)
                 | (np.abs(gt).max(axis=1) <= self.pgtol) | (fold - ft <= FACTR * EPSMCH * ddum))
         if stop.any():
             self._finish(rows[stop])
-            rows, gt, gold, gdn = rows[~stop], gt[~stop], gold[~stop], gdn[~stop]
+            rows, gt, y, gdn = rows[~stop], gt[~stop], y[~stop], gdn[~stop]
         stp, g0, d = self.stp[rows], self.gd0[rows], self.d[self._at(rows)]
         unit = stp == 1.0  # scipy scales d (and s'y, g'd) only for a step other than 1
         dr = np.where(unit, gdn - g0, (gdn - g0) * stp)  # s'y
         s = d if unit.all() else np.where(unit[:, None], d, d * stp[:, None])
-        y = gt - gold
         # one pass over the memory: (u, 2m, s) @ (u, s, 3) -> (u, 2m, 3), [S Y]ᵀ times g, s, y
-        prod = _rows_matmul(self.W, rows, np.stack([gt, s, y], axis=2))
+        prod = _rows_matmul(self.W, rows, np.stack([gt, s, y], axis=1).transpose(0, 2, 1))
         ab = prod[:, :, 0].copy()  # the next direction's [S Y]ᵀg
         keep = dr > EPSMCH * np.where(unit, -g0, -g0 * stp)  # else scipy skips the update
         if keep.any():
@@ -379,7 +406,9 @@ def logreg_fits(est: Any, Xtr: np.ndarray, ytr: np.ndarray) -> tuple[np.ndarray,
     n, dim = Xtr.shape
     K = 1 if len(classes) == 2 else len(classes)
     codes = np.searchsorted(classes, ytr)  # (P, n) class codes; binary: 1 = the positive class
-    fg = _objective(np.asarray(Xtr, dtype=np.float64), codes, 1.0 / (params["C"] * n), K)
+    # scikit-learn fits float32 features in float32, anything else in float64
+    X = Xtr if Xtr.dtype in (np.float32, np.float64) else Xtr.astype(np.float64)
+    fg = _objective(X, codes, 1.0 / (params["C"] * n), K)
     fits = _Fits(fg, len(ytr), K * (dim + 1), pgtol=params["tol"], max_iter=params["max_iter"])
     x, n_iter, _ = fits.run()
     W = x.reshape(len(ytr), K, dim + 1).astype(Xtr.dtype)  # (P, K·(d+1)) -> (P, K, d+1)
