@@ -3,14 +3,14 @@
 A permutation test refits the same model on the same training features ``N`` times; only the
 labels change. For two model families the ``N`` fits share most of their work:
 
-* **logistic regression** (:func:`logreg_many`): scikit-learn fits it with scipy's L-BFGS-B.
-  The ``N`` fits here run that same optimiser (scipy's own ``setulb`` step, with scikit-learn's
-  settings, on scikit-learn's objective: the mean multinomial or binomial log loss plus
-  ``||W||² / (2·C·n)``, intercepts unpenalised), stepped together: whenever the fits ask for
-  their function values they get them from one matrix product ``(n, d) @ (d, N·K)`` instead of
-  ``N`` small ones, each with its Python overhead. Each fit takes the path it takes alone (the
-  products differ from scikit-learn's only in rounding, ~1e-16), and its coefficients predict
-  through the same product as ``LogisticRegression.predict``.
+* **logistic regression** (:func:`logreg_fits`, :func:`logreg_many`): scikit-learn fits it with
+  scipy's L-BFGS-B (no bounds, its settings) on its objective, the mean multinomial or binomial
+  log loss plus ``||W||² / (2·C·n)``, intercepts unpenalised. The ``N`` fits here run that
+  algorithm batched (:class:`_Fits`): one matrix product ``(N·K, d) @ (d, n)`` gives every fit's
+  decision values, the quasi-Newton algebra runs on ``(N, 2m, size)`` arrays, and each fit keeps
+  its own line search and stopping tests, so each takes scipy's path (its iterations and
+  function evaluations; the iterates differ in rounding, ~1e-15 where the path is stable). The
+  objective is computed as scikit-learn computes it, in the features' dtype.
 * **ridge** (:func:`ridge_many`): the prediction is linear in the labels, ``Xte W = A Y`` with
   ``A = Xc_te (XcᵀXc + αI)⁻¹ Xcᵀ`` (centred for the intercept): one solve per training part, then
   one product with all ``N`` label matrices (the "hat matrix" closed form).
@@ -53,9 +53,9 @@ def supports(est: Any) -> str | None:
     return None
 
 
-def _multinomial(Z: np.ndarray, y: np.ndarray) -> np.ndarray:
+def _multinomial(Z: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The per-item multinomial loss of decision values ``Z`` ``(P, K, n)`` and labels ``y``
-    ``(P, n)``; ``Z`` is overwritten by the residual, softmax minus one-hot.
+    ``(P, n)``, and the residual, softmax minus one-hot (``Z``'s dtype; ``Z`` may be reused).
 
     Step for step as scikit-learn's ``HalfMultinomialLoss.loss_gradient`` (``_loss.pyx.tp``) in
     the features' dtype: the exponentials of ``z - max`` in double stored in that dtype, summed
@@ -63,23 +63,19 @@ def _multinomial(Z: np.ndarray, y: np.ndarray) -> np.ndarray:
     value, the probabilities divided in the dtype.
     """
     P, K, n = Z.shape
-    top = Z[:, 0].copy()
-    for k in range(1, K):
-        np.maximum(top, Z[:, k], out=top)
+    top = Z.max(axis=1)  # (P, n)
     # flat index of (problem, true class, item) in Z: gather the true class, no one-hot
     true = (np.arange(P)[:, None] * K + y) * n + np.arange(n)  # (P, n)
-    flat = Z.reshape(-1)  # (P, K, n) -> (P·K·n,), a view
-    zt = flat[true]
-    top64, total = top.astype(np.float64), np.zeros((P, n))
-    for k in range(K):
-        Z[:, k] = np.exp(Z[:, k].astype(np.float64, copy=False) - top64)
-        total += Z[:, k]
-    total = total.astype(Z.dtype, copy=False)
-    loss = (np.log(total.astype(np.float64, copy=False)) + top64).astype(Z.dtype, copy=False)
+    zt = Z.reshape(-1)[true]  # (P, K, n) -> (P·K·n,): the true class's values
+    R = np.subtract(Z, top[:, None, :], dtype=np.float64)
+    np.exp(R, out=R)
+    R = R.astype(Z.dtype, copy=False)
+    total = R.sum(axis=1, dtype=np.float64).astype(Z.dtype, copy=False)  # class after class
+    loss = (np.log(total.astype(np.float64, copy=False)) + top).astype(Z.dtype, copy=False)
     loss -= zt
-    Z /= total[:, None, :]
-    flat[true] -= 1
-    return loss
+    R /= total[:, None, :]
+    R.reshape(-1)[true] -= 1
+    return loss, R
 
 
 def _binomial(z: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -100,7 +96,7 @@ def _objective(X: np.ndarray, codes: np.ndarray, l2: float, K: int):
     binomial or multinomial log loss plus ``l2·||W||²/2``, intercepts unpenalised) and its gradient
     for the problems ``ids`` at once, in float64 from the features' dtype as scikit-learn computes
     it (coefficients cast to that dtype for the decision values, per-item losses and residuals in
-    it, their sums in its order: pairwise for the loss, item after item for a class's intercept).
+    it, the loss summed pairwise in it).
 
     ``x`` is ``(len(ids), K·(d+1))``, each row one problem's ``(K, d+1)`` coefficients (scikit-learn's
     ``(n_classes, n_dof)`` matrix, the intercept last); ``codes`` ``(P, n)`` each problem's class
@@ -117,13 +113,13 @@ def _objective(X: np.ndarray, codes: np.ndarray, l2: float, K: int):
         # (P·K, d) @ (d, n) -> (P, K, n): every problem's decision values in one product
         Z = (coef.reshape(P * K, dim).astype(X.dtype, copy=False) @ XT).reshape(P, K, n)
         Z += W[:, :, dim:].astype(X.dtype)
-        loss = _binomial(Z[:, 0], codes[ids]) if K == 1 else _multinomial(Z, codes[ids])
+        loss, R = (_binomial(Z[:, 0], codes[ids]), Z) if K == 1 else _multinomial(Z, codes[ids])
         f = (loss.sum(axis=1) / n).astype(np.float64) + 0.5 * l2 * np.einsum("pkd,pkd->p", coef, coef)
-        Z /= n
+        R /= n
         g = np.empty((P, K, dim + 1))
         # (P·K, n) @ (n, d) -> (P, K, d)
-        g[:, :, :dim] = (Z.reshape(P * K, n) @ X).reshape(P, K, dim) + l2 * coef
-        g[:, :, dim] = Z[:, 0].sum(axis=1)[:, None] if K == 1 else np.cumsum(Z, axis=2)[:, :, -1]
+        g[:, :, :dim] = (R.reshape(P * K, n) @ X).reshape(P, K, dim) + l2 * coef
+        g[:, :, dim] = R.sum(axis=2)
         return f, g.reshape(P, -1)  # (P, K, d+1) -> (P, K·(d+1))
 
     return fg
