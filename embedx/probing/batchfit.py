@@ -3,14 +3,14 @@
 A permutation test refits the same model on the same training features ``N`` times; only the
 labels change. For two model families the ``N`` fits share most of their work:
 
-* **logistic regression** (:func:`logreg_many`): scikit-learn fits it with scipy's L-BFGS-B.
-  The ``N`` fits here run that same optimiser (scipy's own ``setulb`` step, with scikit-learn's
-  settings, on scikit-learn's objective: the mean multinomial or binomial log loss plus
-  ``||W||² / (2·C·n)``, intercepts unpenalised), stepped together: whenever the fits ask for
-  their function values they get them from one matrix product ``(n, d) @ (d, N·K)`` instead of
-  ``N`` small ones, each with its Python overhead. Each fit takes the path it takes alone (the
-  products differ from scikit-learn's only in rounding, ~1e-16), and its coefficients predict
-  through the same product as ``LogisticRegression.predict``.
+* **logistic regression** (:func:`logreg_fits`, :func:`logreg_many`): scikit-learn fits it with
+  scipy's L-BFGS-B (no bounds, its settings) on its objective, the mean multinomial or binomial
+  log loss plus ``||W||² / (2·C·n)``, intercepts unpenalised. The ``N`` fits here run that
+  algorithm batched (:class:`_Fits`): one matrix product ``(N·K, d) @ (d, n)`` gives every fit's
+  decision values, the quasi-Newton algebra runs on ``(N, 2m, size)`` arrays, and each fit keeps
+  its own line search and stopping tests, so each takes scipy's path (its iterations and
+  function evaluations; the iterates differ in rounding, ~1e-15 where the path is stable). The
+  objective is computed as scikit-learn computes it, in the features' dtype.
 * **ridge** (:func:`ridge_many`): the prediction is linear in the labels, ``Xte W = A Y`` with
   ``A = Xc_te (XcᵀXc + αI)⁻¹ Xcᵀ`` (centred for the intercept): one solve per training part, then
   one product with all ``N`` label matrices (the "hat matrix" closed form).
@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["logreg_many", "ridge_many", "supports"]
+__all__ = ["logreg_fits", "logreg_many", "ridge_many", "supports"]
 
 
 def supports(est: Any) -> str | None:
@@ -53,111 +53,371 @@ def supports(est: Any) -> str | None:
     return None
 
 
-def _objective(X: np.ndarray, targets: np.ndarray, l2: float, binary: bool, K: int):
-    """``fg(x, rows) -> (f, g)`` of scikit-learn's loss (``LinearModelLoss.loss_gradient``) for
-    the problems ``rows`` at once; ``x`` ``(len(rows), (d+1)·K)`` in scipy's layout of the
-    coefficients (class fastest, the intercept last); ``targets`` ``(n, K, P)``.
+def _multinomial(Z: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The per-item multinomial loss of decision values ``Z`` ``(P, K, n)`` and labels ``y``
+    ``(P, n)``, and the residual, softmax minus one-hot (``Z``'s dtype; ``Z`` may be reused).
 
-    The work arrays are ``(n, K, P)``: the problems vary fastest, so every reduction over the
-    classes or the items runs over contiguous rows.
+    Step for step as scikit-learn's ``HalfMultinomialLoss.loss_gradient`` (``_loss.pyx.tp``) in
+    the features' dtype: the exponentials of ``z - max`` in double stored in that dtype, summed
+    in double by class, the loss ``log(sum) + max`` stored in the dtype, minus the true class's
+    value, the probabilities divided in the dtype.
+    """
+    P, K, n = Z.shape
+    top = Z.max(axis=1)  # (P, n)
+    # flat index of (problem, true class, item) in Z: gather the true class, no one-hot
+    true = (np.arange(P)[:, None] * K + y) * n + np.arange(n)  # (P, n)
+    zt = Z.reshape(-1)[true]  # (P, K, n) -> (P·K·n,): the true class's values
+    R = np.subtract(Z, top[:, None, :], dtype=np.float64)
+    np.exp(R, out=R)
+    R = R.astype(Z.dtype, copy=False)
+    total = R.sum(axis=1, dtype=np.float64).astype(Z.dtype, copy=False)  # class after class
+    loss = (np.log(total.astype(np.float64, copy=False)) + top).astype(Z.dtype, copy=False)
+    loss -= zt
+    R /= total[:, None, :]
+    R.reshape(-1)[true] -= 1
+    return loss, R
+
+
+def _binomial(z: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The per-item binomial loss of decision values ``z`` ``(P, n)`` and 0/1 labels ``y``; ``z``
+    is overwritten by the residual. As scikit-learn's ``closs_grad_half_binomial``: in double,
+    the same four branches, stored in the features' dtype."""
+    r, t = z.astype(np.float64), y.astype(np.float64)
+    low = r <= -2
+    e = np.exp(np.where(low, r, -r))
+    loss = np.where(r <= -37, e - t * r, np.where(low, np.log1p(e) - t * r, np.where(
+        r <= 18, np.log1p(e) + (1 - t) * r, e + (1 - t) * r)))
+    z[:] = np.where(r <= -37, e - t, np.where(low, ((1 - t) * e - t) / (1 + e), ((1 - t) - t * e) / (1 + e)))
+    return loss.astype(z.dtype)
+
+
+def _objective(X: np.ndarray, codes: np.ndarray, l2: float, K: int):
+    """``fg(x, ids) -> (f, g)``: scikit-learn's loss (``LinearModelLoss.loss_gradient``: the mean
+    binomial or multinomial log loss plus ``l2·||W||²/2``, intercepts unpenalised) and its gradient
+    for the problems ``ids`` at once, in float64 from the features' dtype as scikit-learn computes
+    it (coefficients cast to that dtype for the decision values, per-item losses and residuals in
+    it, the loss summed pairwise in it).
+
+    ``x`` is ``(len(ids), K·(d+1))``, each row one problem's ``(K, d+1)`` coefficients (scikit-learn's
+    ``(n_classes, n_dof)`` matrix, the intercept last); ``codes`` ``(P, n)`` each problem's class
+    codes (binary: 1 for the positive class). The work arrays are ``(problems, K, n)``: one matrix
+    product gives every problem's decision values, and the softmax runs over ``K`` slices.
     """
     n, dim = X.shape
+    XT = X.T  # (d, n), a view: BLAS reads it transposed
 
-    def fg(x: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        P = len(rows)
-        W = x.reshape(P, dim + 1, K).transpose(1, 2, 0)  # (P, (d+1)·K) -> (d+1, K, P)
-        coef = W[:-1]  # (d, K, P); the intercept W[-1] is not penalised
-        # (n, d) @ (d, K·P): one product for every problem -> (n, K, P)
-        Z = (X @ coef.reshape(dim, K * P)).reshape(n, K, P) + W[-1]
-        t = targets[:, :, rows]  # (n, K, P): 0/1 labels (binary) or one-hot classes
-        if binary:
-            loss = np.logaddexp(0.0, Z) - t * Z
-            resid = 1.0 / (1.0 + np.exp(-Z)) - t
-        else:
-            top = Z.max(axis=1, keepdims=True)
-            E = np.exp(Z - top)
-            total = E.sum(axis=1, keepdims=True)
-            loss = top + np.log(total) - (Z * t).sum(axis=1, keepdims=True)  # (n, 1, P)
-            resid = E / total - t  # softmax minus one-hot
-        f = loss.sum(axis=(0, 1)) / n + 0.5 * l2 * (coef * coef).sum(axis=(0, 1))
-        resid /= n
-        g = np.empty((dim + 1, K, P))
-        g[:-1] = (X.T @ resid.reshape(n, K * P)).reshape(dim, K, P) + l2 * coef  # (d, n) @ (n, K·P)
-        g[-1] = resid.sum(axis=0)
-        return f, g.transpose(2, 0, 1).reshape(P, -1)  # (d+1, K, P) -> (P, (d+1)·K)
+    def fg(x: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        P = len(ids)
+        W = x.reshape(P, K, dim + 1)  # (P, K·(d+1)) -> (P, K, d+1)
+        coef = W[:, :, :dim]
+        # (P·K, d) @ (d, n) -> (P, K, n): every problem's decision values in one product
+        Z = (coef.reshape(P * K, dim).astype(X.dtype, copy=False) @ XT).reshape(P, K, n)
+        Z += W[:, :, dim:].astype(X.dtype)
+        loss, R = (_binomial(Z[:, 0], codes[ids]), Z) if K == 1 else _multinomial(Z, codes[ids])
+        f = (loss.sum(axis=1) / n).astype(np.float64) + 0.5 * l2 * np.einsum("pkd,pkd->p", coef, coef)
+        R /= n
+        g = np.empty((P, K, dim + 1))
+        # (P·K, n) @ (n, d) -> (P, K, d)
+        g[:, :, :dim] = (R.reshape(P * K, n) @ X).reshape(P, K, dim) + l2 * coef
+        g[:, :, dim] = R.sum(axis=2)
+        return f, g.reshape(P, -1)  # (P, K, d+1) -> (P, K·(d+1))
 
     return fg
 
 
-def _setulb():
-    """scipy's L-BFGS-B step (reverse communication), when it has the interface this drives."""
-    try:
-        from scipy.optimize import _lbfgsb
-    except ImportError:  # pragma: no cover - scipy moved its internals
-        return None
-    doc = (getattr(_lbfgsb.setulb, "__doc__", "") or "").split("\n")[0]
-    return _lbfgsb.setulb if doc.replace(" ", "") == SETULB else None
+#: scipy's L-BFGS-B as scikit-learn's lbfgs solver calls it: ``maxcor`` (scipy's default memory),
+#: ``maxls`` (scikit-learn's 50), ``factr = ftol / eps`` for scikit-learn's ``ftol = 64·eps``,
+#: and scipy's ``maxfun``
+MEMORY, MAXLS, FACTR, MAXFUN = 10, 50, 64.0, 15000
+#: the line search's constants, as scipy's ``lnsrlb`` hands them to ``dcsrch`` (no bounds: the
+#: largest step is ``1e10``)
+LS_FTOL, LS_GTOL, LS_XTOL, STPMAX = 1e-3, 0.9, 0.1, 1e10
+EPSMCH = np.finfo(np.float64).eps
 
 
-#: the signature of scipy's (>= 1.15) ``setulb`` that :func:`_lockstep` drives
-SETULB = "setulb(m,x,l,u,nbd,f,g,factr,pgtol,wa,iwa,task,lsave,isave,dsave,maxls,ln_task)"
+def _rows_matmul(A: np.ndarray, rows: np.ndarray, B: np.ndarray, left: bool = False) -> np.ndarray:
+    """``A[rows] @ B`` (or ``B @ A[rows]`` with ``left``), batched over the first axis, without
+    copying ``A[rows]`` when the rows are most of ``A`` (``A`` is the fits' ``(L, 2m, size)``
+    memory: a copy would cost more than the product)."""
+    if len(rows) == len(A):  # rows come sorted from flatnonzero: all of A
+        return B @ A if left else A @ B
+    if 4 * len(rows) < 3 * len(A):
+        return B @ A[rows] if left else A[rows] @ B
+    full = np.zeros((len(A), *B.shape[1:]))
+    full[rows] = B
+    return (full @ A)[rows] if left else (A @ full)[rows]
 
 
-def _lockstep(setulb, fg, P: int, size: int, *, pgtol: float, max_iter: int) -> np.ndarray:
-    """``P`` runs of scipy's L-BFGS-B from zero, as ``scipy.optimize.minimize`` runs them for
-    scikit-learn, stepped together so every round's function values come from one ``fg`` call.
+#: the per-fit state that :meth:`_Fits._compress` cuts to the running fits
+_ROW_STATE = ("ids", "x", "f", "g", "nfev", "iters", "W", "SY", "YY", "col", "head", "theta",
+              "z", "d", "xt", "stp", "gd0", "ifun", "need_dir", "pending", "done")
+
+
+class _Fits:
+    """``P`` runs of scipy's L-BFGS-B without bounds from zero, as ``scipy.optimize.minimize``
+    runs them for scikit-learn, stepped together: every round's function values come from one
+    ``fg`` call, and the quasi-Newton algebra is batched over the fits.
+
+    It follows scipy's ``mainlb`` (``scipy/optimize/__lbfgsb.c``, scipy 1.17) where no variable
+    has a bound, the case scikit-learn runs:
+
+    * the first step (and the step after a reset of the memory, where ``theta = 1``) is the
+      Cauchy point ``x - g``; later steps are the subspace minimisation over all (free)
+      variables from ``x``, i.e. the quasi-Newton point ``x - H g``, ``H`` the inverse of the
+      compact L-BFGS matrix (``B0 = theta·I``, ``theta = y'y / s'y`` of the newest pair, the
+      last :data:`MEMORY` pairs kept); computed here in the compact inverse form (Byrd, Nocedal
+      & Schnabel 1994), equal in exact arithmetic;
+    * ``lnsrlb``'s line search: Moré-Thuente ``dcsrch`` (scipy's translation,
+      ``scipy.optimize._dcsrch.DCSRCH``, one per fit whose first trial is not accepted; the first
+      verdict is computed for all fits at once, as ``dcsrch`` computes it) with ftol 1e-3, gtol
+      0.9, xtol 0.1, steps in ``[0, 1e10]``; the first trial ``min(1/||d||, 1e10)`` in the first
+      iteration, else 1; at most :data:`MAXLS` evaluations, then ``x`` is restored and the run
+      stops (no memory) or forgets its memory and starts over; the same for an ascent direction;
+    * the stopping tests in scipy's order: the driver's ``maxiter`` and ``maxfun``, then
+      ``max|g| <= pgtol``, then ``(f_old - f) / max(|f_old|, |f|, 1) <= factr·eps``;
+    * the update ``s = stp·d``, ``y = g - g_old``, skipped when ``s'y <= eps·(-g_old'd)·stp``.
+
+    The iterates differ from scipy's in rounding only (its products and norms add in another
+    order); a discrete decision (a line-search branch, a stopping test) can differ only where
+    a quantity lies within that rounding of its threshold.
+    """
+
+    def __init__(self, fg, P: int, size: int, *, pgtol: float, max_iter: int) -> None:
+        m = MEMORY
+        self.fg, self.pgtol, self.max_iter = fg, pgtol, max_iter
+        self.ids = np.arange(P)
+        self.x = np.zeros((P, size))
+        self.f, self.g = fg(self.x, self.ids)
+        self.nfev, self.iters = np.ones(P, int), np.zeros(P, int)  # scipy counts x0's evaluation
+        # the memory by slot: S in W[:, :m], Y in W[:, m:]; s_i'y_j and y_i'y_j
+        self.W = np.zeros((P, 2 * m, size))
+        self.SY, self.YY = np.zeros((P, m, m)), np.zeros((P, m, m))
+        self.col, self.head, self.theta = np.zeros(P, int), np.zeros(P, int), np.ones(P)
+        # the line search: the quasi-Newton point z, d = z - x, the trial point, step, g'd at 0
+        self.z, self.d, self.xt = np.zeros((P, size)), np.zeros((P, size)), np.zeros((P, size))
+        self.stp, self.gd0, self.ifun = np.zeros(P), np.zeros(P), np.zeros(P, int)
+        self.search: dict[int, Any] = {}  # dcsrch's state, by fit, past a first trial
+        self.need_dir, self.pending, self.done = np.zeros(P, bool), np.zeros(P, bool), np.zeros(P, bool)
+        self.out_x, self.out_iter, self.out_nfev = np.zeros((P, size)), np.zeros(P, int), np.zeros(P, int)
+        self._finish(np.flatnonzero(np.abs(self.g).max(axis=1) <= pgtol))
+        self.need_dir = ~self.done
+
+    def run(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Step every fit to its stop. Returns ``(P, size)`` the minimisers, and ``(P,)`` the
+        iterations and function evaluations scipy reports (``nit``, ``nfev``)."""
+        while not self.done.all():
+            if 8 * self.done.sum() >= len(self.done):
+                self._compress()
+            self._begin(np.flatnonzero(self.need_dir))  # the start, and restarts without memory
+            rows = np.flatnonzero(self.pending)
+            if len(rows):
+                ft, gt = self.fg(self.xt[rows], self.ids[rows])
+                self.nfev[rows] += 1
+                self._judge(rows, ft, gt)
+        return self.out_x, self.out_iter, self.out_nfev
+
+    def _compress(self) -> None:
+        keep = np.flatnonzero(~self.done)
+        for name in _ROW_STATE:
+            setattr(self, name, getattr(self, name)[keep])
+
+    def _finish(self, rows: np.ndarray) -> None:
+        self.out_x[self.ids[rows]] = self.x[rows]
+        self.out_iter[self.ids[rows]] = self.iters[rows]
+        self.out_nfev[self.ids[rows]] = self.nfev[rows]
+        self.done[rows], self.need_dir[rows], self.pending[rows] = True, False, False
+
+    def _at(self, rows: np.ndarray) -> np.ndarray | slice:
+        """``rows`` as an index that reads the per-fit arrays without a copy when it is all of
+        them (``rows`` come sorted from ``flatnonzero``)."""
+        return slice(None) if len(rows) == len(self.done) else rows
+
+    def _begin(self, rows: np.ndarray, ab: np.ndarray | None = None) -> None:
+        """Directions and first trial points for ``rows`` (``mainlb`` from the loop's start to
+        ``lnsrlb``'s first request for ``f`` and ``g``); ``ab`` ``(len(rows), 2m)`` the rows'
+        ``[S Y]ᵀg`` by slot, where they have a memory."""
+        while len(rows):
+            at, mem = self._at(rows), self.col[rows] > 0
+            x, g = self.x[at], self.g[at]
+            if mem.all():  # no bounds: the Cauchy point is x, the subspace step -H g
+                z = x - self._hess_times(rows, g, ab)
+            else:  # no memory (theta 1): the Cauchy point x - g/theta, no subspace step
+                z = x - g
+                if mem.any():
+                    z[mem] = x[mem] - self._hess_times(rows[mem], g[mem], ab[mem])
+            d = z - x
+            gd = np.einsum("ps,ps->p", g, d)
+            ok = gd < 0.0  # else not a descent direction (scipy's info -4): as a failed search
+            if not ok.all():
+                self._fail(rows[~ok])
+                rows, x, z, d, gd = rows[ok], x[ok], z[ok], d[ok], gd[ok]
+                at = rows
+            dnorm = np.sqrt(np.einsum("ps,ps->p", d, d))
+            stp = np.where(self.iters[rows] == 0, np.minimum(1.0 / dnorm, STPMAX), 1.0)
+            self.z[at], self.d[at], self.stp[at], self.gd0[at], self.ifun[at] = z, d, stp, gd, 1
+            # lnsrlb: x = z at a unit step, else x + stp·d
+            unit = stp == 1.0
+            self.xt[at] = z if unit.all() else np.where(unit[:, None], z, stp[:, None] * d + x)
+            self.need_dir[at], self.pending[at] = False, True
+            for key in self.ids[rows]:
+                self.search.pop(key, None)
+            rows, ab = np.flatnonzero(self.need_dir), None  # those _fail sent back, memory reset
+
+    def _hess_times(self, rows: np.ndarray, g: np.ndarray, ab: np.ndarray) -> np.ndarray:
+        """``H g`` for each row's L-BFGS matrix: ``H = γI + [S γY] M [S γY]ᵀ``, ``γ = 1/theta``,
+        ``M = [[R⁻ᵀ(D + γYᵀY)R⁻¹, -R⁻ᵀ], [-R⁻¹, 0]]``, ``R`` the upper triangle of ``SᵀY`` and
+        ``D`` its diagonal, pairs oldest first (Byrd, Nocedal & Schnabel 1994, Theorem 2.2), from
+        ``ab = [S Y]ᵀg`` by slot; unused slots are padded with an identity block so all rows
+        solve ``m × m`` systems."""
+        m, k = MEMORY, np.arange(MEMORY)
+        order = (self.head[rows, None] + k) % m  # (b, m): the slots, oldest pair first
+        valid = k < self.col[rows, None]  # (b, m)
+        a = np.where(valid, np.take_along_axis(ab[:, :m], order, 1), 0.0)[..., None]  # Sᵀg (b, m, 1)
+        b = np.where(valid, np.take_along_axis(ab[:, m:], order, 1), 0.0)[..., None]  # Yᵀg
+        pair = valid[:, :, None] & valid[:, None, :]
+        at = (rows[:, None, None], order[:, :, None], order[:, None, :])  # (b, m, m) by age
+        sy, yy = np.where(pair, self.SY[at], 0.0), np.where(pair, self.YY[at], 0.0)
+        R = np.triu(sy) + np.eye(m) * ~valid[:, None, :]
+        gamma = (1.0 / self.theta[rows])[:, None, None]
+        u = np.linalg.solve(R, a)  # R⁻¹Sᵀg
+        v = np.diagonal(sy, axis1=1, axis2=2)[..., None] * u + gamma * (yy @ u) - gamma * b
+        c = np.zeros((len(rows), 2 * m))
+        np.put_along_axis(c[:, :m], order, np.linalg.solve(R.transpose(0, 2, 1), v)[..., 0], 1)
+        np.put_along_axis(c[:, m:], order, -(gamma * u)[..., 0], 1)
+        # (b, 1, 2m) @ (b, 2m, s) -> (b, s)
+        return gamma[:, :, 0] * g + _rows_matmul(self.W, rows, c[:, None, :], left=True)[:, 0]
+
+    def _judge(self, rows: np.ndarray, ft: np.ndarray, gt: np.ndarray) -> None:
+        """``dcsrch``'s verdict on each evaluated trial: accept, try another step, or fail."""
+        from scipy.optimize._dcsrch import DCSRCH
+
+        gdn = np.einsum("ps,ps->p", gt, self.d[self._at(rows)])
+        f0, g0, stp = self.f[rows], self.gd0[rows], self.stp[rows]
+        fresh = self.ifun[rows] == 1
+        # dcsrch's verdict on a first trial: sufficient decrease and curvature (its warnings
+        # need a bracket or a step at a bound; such trials go through DCSRCH below)
+        accept = fresh & (ft <= f0 + stp * (LS_FTOL * g0)) & (np.abs(gdn) <= LS_GTOL * -g0)
+        fail = np.zeros(len(rows), bool)
+        for i in np.flatnonzero(~accept):
+            row, key = rows[i], self.ids[rows[i]]
+            if fresh[i]:  # replay dcsrch's start, which only stores f(0), g(0) and the step
+                self.search[key] = DCSRCH(None, None, LS_FTOL, LS_GTOL, LS_XTOL, 0.0, STPMAX)
+                self.search[key]._iterate(stp[i], f0[i], g0[i], b"START")
+            step, _, _, task = self.search[key]._iterate(stp[i], ft[i], gdn[i], b"FG")
+            if task[:4] in (b"CONV", b"WARN"):  # lnsrlb takes a warning's step as well
+                accept[i] = True
+            elif self.ifun[row] >= MAXLS:  # lnsrlb: iback = ifun - 1 >= maxls
+                fail[i] = True
+            else:
+                self.ifun[row] += 1
+                self.stp[row] = step
+                self.xt[row] = self.z[row] if step == 1.0 else step * self.d[row] + self.x[row]
+        self.pending[rows[accept | fail]] = False
+        self._fail(rows[fail])  # x is still the search's start, as scipy restores it
+        if accept.all():
+            self._accept(rows, ft, gt, gdn)
+        elif accept.any():
+            self._accept(rows[accept], ft[accept], gt[accept], gdn[accept])
+
+    def _fail(self, rows: np.ndarray) -> None:
+        """No step found (or an ascent direction): with no memory scipy stops, else it forgets
+        its memory and starts over from the same point."""
+        self._finish(rows[self.col[rows] == 0])
+        rows = rows[self.col[rows] > 0]
+        self.col[rows], self.head[rows], self.theta[rows] = 0, 0, 1.0
+        self.need_dir[rows] = True
+
+    def _accept(self, rows: np.ndarray, ft: np.ndarray, gt: np.ndarray, gdn: np.ndarray) -> None:
+        """A new iterate: the stopping tests, the memory's update and the next direction
+        (``mainlb`` after ``NEW_X``, with scipy's driver counting the iteration first)."""
+        at, fold = self._at(rows), self.f[rows]
+        y = gt - self.g[at]
+        if isinstance(at, slice):  # every fit: take the arrays over rather than copy them
+            self.x, self.xt, self.g = self.xt, self.x, gt
+        else:
+            self.x[at], self.g[at] = self.xt[at], gt
+        self.f[at] = ft
+        self.iters[at] += 1
+        ddum = np.maximum(np.maximum(np.abs(fold), np.abs(ft)), 1.0)
+        stop = ((self.iters[rows] >= self.max_iter) | (self.nfev[rows] > MAXFUN)
+                | (np.abs(gt).max(axis=1) <= self.pgtol) | (fold - ft <= FACTR * EPSMCH * ddum))
+        if stop.any():
+            self._finish(rows[stop])
+            rows, gt, y, gdn = rows[~stop], gt[~stop], y[~stop], gdn[~stop]
+        stp, g0, d = self.stp[rows], self.gd0[rows], self.d[self._at(rows)]
+        unit = stp == 1.0  # scipy scales d (and s'y, g'd) only for a step other than 1
+        dr = np.where(unit, gdn - g0, (gdn - g0) * stp)  # s'y
+        s = d if unit.all() else np.where(unit[:, None], d, d * stp[:, None])
+        # one pass over the memory: (u, 2m, s) @ (u, s, 3) -> (u, 2m, 3), [S Y]ᵀ times g, s, y
+        prod = _rows_matmul(self.W, rows, np.stack([gt, s, y], axis=1).transpose(0, 2, 1))
+        ab = prod[:, :, 0].copy()  # the next direction's [S Y]ᵀg
+        keep = dr > EPSMCH * np.where(unit, -g0, -g0 * stp)  # else scipy skips the update
+        if keep.any():
+            ab[keep] = self._store(rows[keep], s[keep], y[keep], gt[keep], dr[keep], prod[keep], ab[keep])
+        self._begin(rows, ab)
+
+    def _store(self, rows: np.ndarray, s: np.ndarray, y: np.ndarray, g: np.ndarray, dr: np.ndarray,
+               prod: np.ndarray, ab: np.ndarray) -> np.ndarray:
+        """Add the pair ``(s, y)`` to each row's memory, dropping the oldest past :data:`MEMORY`
+        (scipy's ``matupd``; ``theta = y'y / s'y``), from ``prod`` the old memory's products
+        with ``g, s, y``. Returns ``ab``, ``[S Y]ᵀg`` with the new pair's entries."""
+        m, u = MEMORY, np.arange(len(rows))
+        full = self.col[rows] == m
+        slot = np.where(full, self.head[rows], (self.head[rows] + self.col[rows]) % m)
+        self.head[rows] = np.where(full, (self.head[rows] + 1) % m, self.head[rows])
+        self.col[rows] = np.minimum(self.col[rows] + 1, m)
+        self.W[rows, slot], self.W[rows, m + slot] = s, y
+        rr = np.einsum("ps,ps->p", y, y)
+        self.SY[rows, slot, :], self.SY[rows, :, slot] = prod[:, m:, 1], prod[:, :m, 2]
+        self.YY[rows, slot, :], self.YY[rows, :, slot] = prod[:, m:, 2], prod[:, m:, 2]
+        self.SY[rows, slot, slot], self.YY[rows, slot, slot] = dr, rr
+        self.theta[rows] = rr / dr
+        ab[u, slot], ab[u, m + slot] = np.einsum("ps,ps->p", s, g), np.einsum("ps,ps->p", y, g)
+        return ab
+
+
+def logreg_fits(est: Any, Xtr: np.ndarray, ytr: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """``est`` (a :class:`~sklearn.linear_model.LogisticRegression` that :func:`supports`)
+    fitted on ``Xtr`` with every label vector of ``ytr``: scikit-learn's objective, its L-BFGS-B
+    settings, the ``P`` runs stepped together (:class:`_Fits`).
+
+    Args:
+        est: the unfitted estimator (its ``C``, ``tol`` and ``max_iter`` are read).
+        Xtr: ``(n, d)`` training features.
+        ytr: ``(P, n)`` labels, the same classes in every row.
 
     Returns:
-        ``(P, size)`` the minimisers.
+        ``(coef, intercept, n_iter)``: ``(P, K, d)``, ``(P, K)`` in the features' dtype (as
+        ``coef_`` and ``intercept_``; ``K = 1`` for two classes) and ``(P,)`` as ``n_iter_``;
+        ``None`` when the rows' classes differ or scipy lacks its line search's translation.
     """
-    mem, maxls, maxfun = 10, 50, 15000  # scipy's maxcor and maxfun defaults, scikit-learn's maxls
-    factr = 64.0  # scikit-learn's ftol = 64 * eps, as scipy turns it into factr
-    x = np.zeros((P, size))
-    g = np.zeros((P, size))
-    f = np.zeros(P)
-    zeros, nbd = np.zeros(size), np.zeros(size, np.int32)
-    wa = np.zeros((P, 2 * mem * size + 5 * size + 11 * mem * mem + 8 * mem))
-    iwa = np.zeros((P, 3 * size), np.int32)
-    task, ln_task, lsave = (np.zeros((P, k), np.int32) for k in (2, 2, 4))
-    isave, dsave = np.zeros((P, 44), np.int32), np.zeros((P, 29))
-    iters, nfev = np.zeros(P, int), np.ones(P, int)  # scipy evaluates x0 once up front
-    f[:], g[:] = fg(x, np.arange(P))
-    active, first = list(range(P)), True
-    while active:
-        need = []
-        for p in active:
-            while True:  # step problem p until it asks for f and g, or stops
-                setulb(mem, x[p], zeros, zeros, nbd, f[p], g[p], factr, pgtol, wa[p], iwa[p], task[p],
-                       lsave[p], isave[p], dsave[p], maxls, ln_task[p])
-                if task[p, 0] == 3:
-                    need.append(p)
-                    break
-                if task[p, 0] != 1:
-                    break
-                iters[p] += 1
-                if iters[p] >= max_iter:
-                    task[p] = (5, 504)
-                elif nfev[p] > maxfun:
-                    task[p] = (5, 502)
-        if need and not first:  # the first request is for x0, evaluated above (as scipy caches it)
-            rows = np.array(need)
-            f[rows], g[rows] = fg(x[rows], rows)
-            nfev[rows] += 1
-        active, first = need, False
-    return x
+    try:
+        from scipy.optimize._dcsrch import DCSRCH  # noqa: F401  (used by _Fits._judge)
+    except ImportError:  # pragma: no cover - scipy moved its internals
+        return None
+    classes = np.unique(ytr[0])
+    if any(not np.array_equal(np.unique(row), classes) for row in ytr[1:]):
+        return None
+    params = est.get_params()
+    n, dim = Xtr.shape
+    K = 1 if len(classes) == 2 else len(classes)
+    codes = np.searchsorted(classes, ytr)  # (P, n) class codes; binary: 1 = the positive class
+    # scikit-learn fits float32 features in float32, anything else in float64
+    X = Xtr if Xtr.dtype in (np.float32, np.float64) else Xtr.astype(np.float64)
+    fg = _objective(X, codes, 1.0 / (params["C"] * n), K)
+    fits = _Fits(fg, len(ytr), K * (dim + 1), pgtol=params["tol"], max_iter=params["max_iter"])
+    x, n_iter, _ = fits.run()
+    W = x.reshape(len(ytr), K, dim + 1).astype(Xtr.dtype)  # (P, K·(d+1)) -> (P, K, d+1)
+    return W[:, :, :dim], W[:, :, dim], np.minimum(n_iter, params["max_iter"])
 
 
 def logreg_many(est: Any, Xtr: np.ndarray, ytr: np.ndarray, Xte: np.ndarray) -> tuple[list, np.ndarray] | None:
     """Predictions of ``est`` (a :class:`~sklearn.linear_model.LogisticRegression`, without
-    class weights) fitted on ``Xtr`` with every label vector of ``ytr``.
-
-    The ``P`` fits run scikit-learn's own optimiser, scipy's L-BFGS-B with scikit-learn's
-    settings, on scikit-learn's objective, stepped in lockstep so that each round of function
-    evaluations is one matrix product for every fit. Each fit's coefficients, cast to the dtype
-    scikit-learn keeps, predict through the product ``LogisticRegression.predict`` computes.
+    class weights) fitted on ``Xtr`` with every label vector of ``ytr`` (:func:`logreg_fits`);
+    each fit's coefficients predict through the product ``LogisticRegression.predict`` computes.
 
     Args:
-        est: the unfitted estimator (its ``C``, ``tol`` and ``max_iter`` are read).
+        est: the unfitted estimator.
         Xtr: ``(n, d)`` training features (already scaled as the pipeline scales them).
         ytr: ``(P, n)`` labels, the same classes in every row.
         Xte: ``(n_test, d)`` test features.
@@ -165,27 +425,18 @@ def logreg_many(est: Any, Xtr: np.ndarray, ytr: np.ndarray, Xte: np.ndarray) -> 
     Returns:
         ``(preds, margins)``: ``P`` prediction arrays, and ``(P,)`` each fit's smallest gap
         between a test item's two best classes (the caller refits where rounding could swap
-        them); ``None`` when scipy lacks the interface or the rows' classes differ.
+        them); ``None`` where :func:`logreg_fits` gives none.
     """
-    setulb = _setulb()
-    classes = np.unique(ytr[0])
-    if setulb is None or any(not np.array_equal(np.unique(row), classes) for row in ytr[1:]):
+    fitted = logreg_fits(est, Xtr, ytr)
+    if fitted is None:
         return None
-    params = est.get_params()
-    n, dim = Xtr.shape
-    binary = len(classes) == 2
-    K = 1 if binary else len(classes)
-    codes = np.searchsorted(classes, ytr)  # (P, n) class codes
-    # (P, n) -> (n, K, P): the positive class's 0/1 (binary) or one-hot classes
-    targets = (codes.T[:, None, :] == (np.array([1]) if binary else np.arange(K))[:, None]).astype(np.float64)
-    fg = _objective(np.asarray(Xtr, dtype=np.float64), targets, 1.0 / (params["C"] * n), binary, K)
-    x = _lockstep(setulb, fg, len(ytr), (dim + 1) * K, pgtol=params["tol"], max_iter=params["max_iter"])
-    W = x.reshape(len(ytr), dim + 1, K).astype(Xtr.dtype)  # scikit-learn keeps the features' dtype
+    coef, intercept, _ = fitted
+    classes = np.unique(ytr[0])
     preds, margins = [], np.empty(len(ytr))
     for p in range(len(ytr)):
-        # LinearClassifierMixin.predict: the same product, so the same rounding
-        scores = Xte @ np.ascontiguousarray(W[p, :-1].T).T + W[p, -1]  # (n_test, K)
-        if binary:
+        # LinearClassifierMixin.predict: the same product on a C-ordered coef_, the same rounding
+        scores = Xte @ np.ascontiguousarray(coef[p]).T + intercept[p]  # (n_test, K)
+        if len(classes) == 2:
             preds.append(classes[(scores[:, 0] > 0).astype(int)])
             margins[p] = np.abs(scores).min()
         else:
