@@ -368,12 +368,7 @@ def family_study(family: str, speakers: int, per: int, strengths: np.ndarray, se
     """
     from threadpoolctl import threadpool_limits
 
-    from embedx.probing.compare import (
-        best_set,
-        compare_configurations,
-        null_inflation,
-        signflip_test,
-    )
+    from embedx.probing.compare import compare_configurations, null_inflation
     from embedx.probing.cv import make_folds
     from embedx.probing.metrics import get_metric
 
@@ -385,7 +380,17 @@ def family_study(family: str, speakers: int, per: int, strengths: np.ndarray, se
     inflation = null_inflation(family)
     comp, _ = compare_configurations(y, preds, get_metric("uar"), groups=spk, num_classes=NUM_CLASSES,
                                      alpha=ALPHA, n_perm=n_perm, seed=seed, inflation=inflation)
-    scores = comp.scores
+    out = {"worse": ~comp.in_set, "p_sel": comp.paired_p(0, 1), "pooled": comp.pooled}
+    if critical_values:
+        out.update(critical_inflations(comp.scores, n_perm, seed))
+    return out
+
+
+def critical_inflations(scores, n_perm: int, seed: int) -> dict[str, float]:
+    """A null study's critical inflations (see :func:`critical`): ``c_set``, above which the
+    confidence set for the best holds every configuration, and ``c_sel``, above which the paired
+    sign-flip test of configuration 0 against 1 is no longer significant."""
+    from embedx.probing.compare import best_set, signflip_test
 
     def set_flags(c: float) -> bool:
         return bool(not best_set(scores, greater_is_better=True, alpha=ALPHA, n_perm=n_perm, seed=seed,
@@ -394,10 +399,7 @@ def family_study(family: str, speakers: int, per: int, strengths: np.ndarray, se
     def sel_flags(c: float) -> bool:
         return signflip_test(scores, 0, 1, greater_is_better=True, n_perm=n_perm, seed=seed, inflation=c) < ALPHA
 
-    out = {"worse": ~comp.in_set, "p_sel": comp.paired_p(0, 1), "pooled": comp.pooled}
-    if critical_values:
-        out.update(c_set=critical(set_flags), c_sel=critical(sel_flags))
-    return out
+    return {"c_set": critical(set_flags), "c_sel": critical(sel_flags)}
 
 
 def chance_study(family: str, speakers: int, per: int, strength: float, seed: int, n_labels: int) -> float:

@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from stats_calibration import ALPHA, DESIGNS, DIM, FAMILY_CONFIGS, _rate, critical  # noqa: E402
+from stats_calibration import ALPHA, DESIGNS, DIM, FAMILY_CONFIGS, _rate, critical_inflations  # noqa: E402
 
 #: studies per null cell, by cost (rf: 300 trees per fit; lgbm, mlp: boosting and early stopping)
 STUDIES = {"rf": 16, "lgbm": 24, "mlp": 24}
@@ -79,12 +79,7 @@ def null_study(family: str, speakers: int, per: int, strength: float, seed: int,
     """One null study: which configurations are flagged, the paired p and the critical inflations."""
     from threadpoolctl import threadpool_limits
 
-    from embedx.probing.compare import (
-        best_set,
-        compare_configurations,
-        null_inflation,
-        signflip_test,
-    )
+    from embedx.probing.compare import compare_configurations, null_inflation
     from embedx.probing.cv import make_folds
     from embedx.probing.metrics import get_metric
 
@@ -95,17 +90,8 @@ def null_study(family: str, speakers: int, per: int, strength: float, seed: int,
         preds = [oof_predictions(family, X[c], y, folds, seed) for c in range(len(X))]
     comp, _ = compare_configurations(y, preds, get_metric("ccc"), groups=spk, num_classes=None, alpha=ALPHA,
                                      n_perm=n_perm, seed=seed, inflation=null_inflation(family, "regression"))
-    scores = comp.scores
-
-    def set_flags(c: float) -> bool:
-        return bool(not best_set(scores, greater_is_better=True, alpha=ALPHA, n_perm=n_perm, seed=seed,
-                                 inflation=c)[1].all())
-
-    def sel_flags(c: float) -> bool:
-        return signflip_test(scores, 0, 1, greater_is_better=True, n_perm=n_perm, seed=seed, inflation=c) < ALPHA
-
     return {"worse": ~comp.in_set, "p_sel": comp.paired_p(0, 1), "pooled": comp.pooled,
-            "c_set": critical(set_flags), "c_sel": critical(sel_flags)}
+            **critical_inflations(comp.scores, n_perm, seed)}
 
 
 def family_row(family: str, design: str, args) -> dict[str, object]:

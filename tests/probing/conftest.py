@@ -86,3 +86,22 @@ def toy_store(tmp_path):
                            poolings=poolings)
 
     return make
+
+
+def regression_dataset(blocks: list[tuple[str, int, float]], seed: int, speakers: int = 10, per: int = 12):
+    """An in-memory regression :class:`~embedx.probing.data.Dataset`: a Gaussian target, and per
+    ``(set, layer, strength)`` block 4 features carrying ``strength`` times the target plus noise."""
+    from embedx.probing.data import Block, Dataset, FeatureConfig
+
+    rng = np.random.default_rng(seed)
+    n = speakers * per
+    spk = np.repeat(np.arange(speakers), per)
+    y = rng.normal(size=n)
+    configs, X = [], {}
+    for name, layer, strength in blocks:
+        config = FeatureConfig((Block(name, layer, "mean"),))
+        X[config.name] = (rng.normal(size=(n, 4)) + strength * y[:, None] * np.array([1.0, 0.5, 0, 0])).astype(np.float32)
+        configs.append(config)
+    return Dataset(configs=configs, X=X, y=y, task="regression", classes=None,
+                   groups=np.array([f"s{s:02d}" for s in spk]), split=None, ids=np.arange(n).astype(str),
+                   paths=np.arange(n).astype(str), rows=np.arange(n), label="label", group="speaker")

@@ -25,6 +25,8 @@ from embedx.probing.compare import (
 from embedx.probing.data import Block, Dataset, FeatureConfig
 from embedx.probing.study import StudySettings, run_study
 
+from .conftest import regression_dataset
+
 UAR = M.get_metric("uar")
 
 
@@ -142,19 +144,7 @@ def test_every_regression_factor_names_a_regressor():
 
 
 def test_a_regression_study_uses_the_regression_inflation(monkeypatch):
-    rng = np.random.default_rng(3)
-    speakers, per = 10, 12
-    n = speakers * per
-    spk = np.repeat(np.arange(speakers), per)
-    y = rng.normal(size=n)
-    configs, X = [], {}
-    for layer, strength in enumerate((0.6, 0.8, 1.0)):
-        config = FeatureConfig((Block("set", layer, "mean"),))
-        X[config.name] = (rng.normal(size=(n, 4)) + strength * y[:, None] * np.array([1.0, 0.5, 0, 0])).astype(np.float32)
-        configs.append(config)
-    ds = Dataset(configs=configs, X=X, y=y, task="regression", classes=None,
-                 groups=np.array([f"s{s:02d}" for s in spk]), split=None, ids=np.arange(n).astype(str),
-                 paths=np.arange(n).astype(str), rows=np.arange(n), label="label", group="speaker")
+    ds = regression_dataset([("set", layer, strength) for layer, strength in enumerate((0.6, 0.8, 1.0))], seed=3)
     monkeypatch.setattr(compare, "FAMILY_INFLATION", {"ridge": 1.0})
     monkeypatch.setattr(compare, "REGRESSION_INFLATION", {"ridge": 1.9})
     result = run_study(ds, StudySettings(models=["ridge"], n_boot=300, threads=1, refit=False, seed=2))

@@ -17,7 +17,7 @@ from embedx.probing.report import write_report
 from embedx.probing.selectivity import random_twins, selectivity_table
 from embedx.probing.study import StudySettings, run_study
 
-from .conftest import LAYERS, planted, write_store
+from .conftest import LAYERS, planted, regression_dataset, write_store
 
 
 @pytest.fixture
@@ -81,22 +81,9 @@ def test_no_twin_no_table():
 def test_regression_selectivity_uses_the_regression_inflation(monkeypatch):
     from embedx.probing import metrics as M
     from embedx.probing.compare import ClusterScores, signflip_test
-    from embedx.probing.data import Block, Dataset, FeatureConfig
 
-    rng = np.random.default_rng(5)
-    speakers, per = 10, 12
-    n = speakers * per
-    spk = np.repeat(np.arange(speakers), per)
-    y = rng.normal(size=n)
-    configs, X = [], {}
-    for name, strength in (("toy", 0.8), ("toy-random", 0.5)):
-        config = FeatureConfig((Block(name, 0, "mean"),))
-        X[config.name] = (rng.normal(size=(n, 4)) + strength * y[:, None] * np.array([1.0, 0.5, 0, 0])).astype(np.float32)
-        configs.append(config)
-    groups = np.array([f"s{s:02d}" for s in spk])
-    ds = Dataset(configs=configs, X=X, y=y, task="regression", classes=None, groups=groups, split=None,
-                 ids=np.arange(n).astype(str), paths=np.arange(n).astype(str), rows=np.arange(n),
-                 label="label", group="speaker")
+    ds = regression_dataset([("toy", 0, 0.8), ("toy-random", 0, 0.5)], seed=5)
+    configs, y, groups = ds.configs, ds.y, ds.groups
     monkeypatch.setattr(compare, "FAMILY_INFLATION", {"ridge": 1.0})
     monkeypatch.setattr(compare, "REGRESSION_INFLATION", {"ridge": 1.9})
     result = run_study(ds, StudySettings(models=["ridge"], n_boot=300, threads=1, refit=False, seed=2))
