@@ -80,18 +80,30 @@ def check_local_model(model: str | os.PathLike[str]) -> None:
     if os.path.exists(path):
         raise ModelError(Param("model", model), ": is a file, not a model folder (the folder that "
                          "holds its config.json)")
+    close = _close_folders(model)
+    hint = ("did you mean " + " or ".join(close) + "?"
+            if close else "give a folder that holds the model's config.json, or a hub id (owner/name)")
+    raise ModelError(Param("model", model), f": no such model folder; {hint}")
+
+
+def _close_folders(model: str) -> list[str]:
+    """Folders beside where ``model`` would be whose names are close to its name, spelt as the
+    user spelt the parent (``./tiny-hubert`` for ``tiny-hubrt``: a bare name is looked for here)."""
     import difflib
 
-    parent, name = os.path.split(os.path.normpath(path))
+    parent, name = os.path.split(os.path.normpath(os.path.expanduser(model)))
     try:
         folders = [e.name for e in os.scandir(parent or ".") if e.is_dir()]
     except OSError:
-        folders = []
-    close = difflib.get_close_matches(name, folders, n=3, cutoff=0.6)
-    shown = os.path.dirname(model.rstrip("/\\"))
-    hint = ("did you mean " + " or ".join(os.path.join(shown, c) if shown else c for c in close) + "?"
-            if close else "give a folder that holds the model's config.json, or a hub id (owner/name)")
-    raise ModelError(Param("model", model), f": no such model folder; {hint}")
+        return []
+    shown = os.path.dirname(model.rstrip("/\\")) or "."
+    return [os.path.join(shown, c) for c in difflib.get_close_matches(name, folders, n=3, cutoff=0.6)]
+
+
+def _near_hint(model: str) -> str:
+    """For a hub failure: the local folders of a close name, which the user may have meant."""
+    close = _close_folders(model)
+    return f" (a local folder of a close name is here: {', '.join(close)})" if close else ""
 
 
 def _offline() -> bool:
@@ -152,7 +164,7 @@ def locate(model: str, revision: str | None = None) -> Checkpoint:
         if cached is None:
             raise ModelError(f"{model!r}" + (f" at revision {revision!r}" if revision else "")
                              + " is not in the Hugging Face cache and HF_HUB_OFFLINE=1 is set; "
-                             + OFFLINE_HINT)
+                             + OFFLINE_HINT + _near_hint(model))
         return cached
 
     from huggingface_hub import model_info, snapshot_download
@@ -172,15 +184,16 @@ def locate(model: str, revision: str | None = None) -> Checkpoint:
         raise ModelError(f"{model!r} has no revision {revision!r} on the hub") from None
     except RepositoryNotFoundError:
         raise ModelError(f"{model!r} is neither a local directory nor a model on the hub (a private "
-                         "model needs `hf auth login`)") from None
+                         "model needs `hf auth login`)" + _near_hint(model)) from None
     except HFValidationError:
         raise ModelError(f"{model!r} is neither a local directory nor a valid hub id "
-                         "(owner/name)") from None
+                         "(owner/name)" + _near_hint(model)) from None
     except Exception as exc:  # the hub is unreachable (DNS, refused, timeout, proxy, 5xx)
         cached = _from_cache(model, revision)
         if cached is None:
             raise ModelError(f"cannot reach the Hugging Face hub for {model!r} "
-                             f"({one_line(exc, first_line=True)}) and it is not cached; {OFFLINE_HINT}") from None
+                             f"({one_line(exc, first_line=True)}) and it is not cached; {OFFLINE_HINT}"
+                             + _near_hint(model)) from None
         return cached
 
     commit = str(info.sha or "")

@@ -104,6 +104,11 @@ def _data_section(result: Any) -> list[str]:
     lines.append(f"- store: `{ds.store}`")
     lines.append(f"- items used: {ds.num_items}" + (
         " (" + ", ".join(f"{v} {k}" for k, v in ds.skipped.items()) + " skipped)" if ds.skipped else ""))
+    scored = result.folds.scored(ds.num_items)
+    if scored < ds.num_items:  # two-way or predefined folds: every score rests on fewer items
+        train = [len(tr) for tr, _ in result.folds.splits]
+        lines.append(f"- items scored (in a test part): {scored} of {ds.num_items}; training parts of "
+                     f"{min(train)}–{max(train)} items")
     lines.append(f"- task: {ds.task}, label column `{ds.label}`")
     if ds.classes:
         lines.append("- classes: " + ", ".join(f"{c} ({n})" for c, n in ds.counts().items()))

@@ -64,3 +64,15 @@ def test_looks_local_reads_a_first_component_that_is_a_folder_here(here, monkeyp
         check_local_model(here / "demo" / "tiny-hubrt")
     with pytest.raises(ModelError, match="is a file, not a model folder"):
         check_local_model("demo/wavs/a.wav")
+
+
+def test_a_bare_misspelt_name_still_asks_the_hub_but_names_the_close_local_folder(here, monkeypatch):
+    # a bare name may be a hub id, so it is asked of the hub; the failure names what is close here
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    done = run_embedx("extract", "--model", "tiny-hubrt", "wavs/", cwd=here / "demo")
+    assert done.returncode == 2
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("embedx: cannot load model: 'tiny-hubrt' is not in the Hugging Face cache")
+    assert last.endswith("(a local folder of a close name is here: ./tiny-hubert)"), done.stderr
+    done = run_embedx("extract", "--model", "zzz-qqq", "wavs/", cwd=here / "demo")  # nothing close: no hint
+    assert "close name" not in done.stderr and done.returncode == 2

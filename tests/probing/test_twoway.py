@@ -147,6 +147,8 @@ def test_fit_cross_group_through_the_cli(read_sentences, tmp_path):
     report = (out / "report.md").read_text()
     assert ("neither a `speaker` nor a `sentence` value is on both sides of a fold; items left out of each "
             "fold (a held-out one with a training other): " + ", ".join(map(str, folds["left_out"]))) in report
+    # the report's data section says how few of the items are scored and trained on
+    assert "- items used: 72\n- items scored (in a test part): 24 of 72; training parts of 32–32 items" in report
     assert pd.read_csv(out / "summary.csv").iloc[0]["config"] == "toy@3/mean"  # the planted layer wins
 
 
