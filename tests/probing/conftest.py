@@ -105,3 +105,14 @@ def regression_dataset(blocks: list[tuple[str, int, float]], seed: int, speakers
     return Dataset(configs=configs, X=X, y=y, task="regression", classes=None,
                    groups=np.array([f"s{s:02d}" for s in spk]), split=None, ids=np.arange(n).astype(str),
                    paths=np.arange(n).astype(str), rows=np.arange(n), label="label", group="speaker")
+
+
+def noisy_corpus(accuracies, speakers: int = 8, per: int = 12, k: int = 3, seed: int = 0):
+    """Labels ``(n,)``, speakers ``(n,)`` and one prediction array per accuracy: each item right
+    with that probability, else a wrong class at random (``n = speakers × per``, ``k`` classes)."""
+    rng = np.random.default_rng(seed)
+    n = speakers * per
+    y = np.arange(n) % k
+    spk = np.repeat(np.arange(speakers), per)
+    preds = [np.where(rng.random(n) < acc, y, (y + 1 + rng.integers(0, k - 1, n)) % k) for acc in accuracies]
+    return y, spk, preds

@@ -27,16 +27,13 @@ from embedx.probing.compare import (
     signflip_test,
 )
 
+from .conftest import noisy_corpus
+
 UAR = M.get_metric("uar")
 
 
 def _corpus(accuracies, speakers=8, per=12, k=3, seed=0):
-    rng = np.random.default_rng(seed)
-    n = speakers * per
-    y = np.arange(n) % k
-    spk = np.repeat(np.arange(speakers), per)
-    preds = [np.where(rng.random(n) < acc, y, (y + 1 + rng.integers(0, k - 1, n)) % k) for acc in accuracies]
-    return y, spk, preds
+    return noisy_corpus(accuracies, speakers, per, k, seed)
 
 
 def _regression(speakers, per=8, gain=0.25, seed=0):

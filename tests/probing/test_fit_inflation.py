@@ -25,7 +25,7 @@ from embedx.probing.compare import (
 from embedx.probing.data import Block, Dataset, FeatureConfig
 from embedx.probing.study import StudySettings, run_study
 
-from .conftest import regression_dataset
+from .conftest import noisy_corpus, regression_dataset
 
 UAR = M.get_metric("uar")
 
@@ -49,12 +49,7 @@ def test_every_listed_family_is_a_registry_name():
 
 
 def _two(speakers=8, per=12, k=3, seed=4, acc=(0.62, 0.5)):
-    rng = np.random.default_rng(seed)
-    n = speakers * per
-    y = np.arange(n) % k
-    spk = np.repeat(np.arange(speakers), per)
-    preds = [np.where(rng.random(n) < a, y, (y + 1 + rng.integers(0, k - 1, n)) % k) for a in acc]
-    return y, spk, preds
+    return noisy_corpus(acc, speakers, per, k, seed)
 
 
 def _swap_differences(y, spk, a, b):
