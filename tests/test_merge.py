@@ -18,7 +18,7 @@ from embedx.extraction.config import ExtractConfig
 from embedx.extraction.extract import extract
 from embedx.extraction.shard import items_digest, select
 from embedx.store import FeatureSetSpec, StoreReader, StoreWriter, merge
-from embedx.testing.synth import EMOTIONS, chirp, noise, utterance
+from embedx.testing.synth import mixed_item
 
 # root attrs and feature-set attrs that record when/how a file was made, not what it holds
 VOLATILE_ROOT = {"created", "command", "merged_from"}
@@ -298,12 +298,7 @@ SPECS = [  # (name, seconds, sample rate)
 def corpus(write_audio, tmp_path):
     rng = np.random.default_rng(1)
     for k, (rel, seconds, rate) in enumerate(SPECS):
-        if k % 3 == 0:
-            wave = utterance(list(EMOTIONS)[k % 4], 120 + 20 * k, 1.0, seconds, rate, rng)
-        elif k % 3 == 1:
-            wave = chirp(150, 2500, seconds, rate) + noise(seconds, rate, 0.02, seed=k)
-        else:
-            wave = 0.5 * noise(seconds, rate, seed=k)
+        wave = mixed_item(k, seconds, rate, rng)
         write_audio(f"wavs/{rel}", wave, rate)
     (tmp_path / "wavs/c/broken.wav").write_bytes(b"RIFF not really a wav file")
     rows = [(rel, ["angry", "happy", None][k % 3], f"spk{k % 2}") for k, (rel, _, _) in enumerate(SPECS)]

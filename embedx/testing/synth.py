@@ -63,6 +63,17 @@ def noise(seconds: float, sample_rate: int = 16000, amplitude: float = 0.1, seed
     return (amplitude * rng.standard_normal(int(round(seconds * sample_rate)))).astype(np.float32)
 
 
+def mixed_item(k: int, seconds: float, sample_rate: int, rng: np.random.Generator, *, f0: float = 120.0,
+               f0_step: float = 20.0, chirp_top: float = 2500.0, noise_amplitude: float = 0.5) -> np.ndarray:
+    """Item ``k`` of a mixed test corpus, by ``k % 3``: a speech-like utterance (emotion ``k % 4``,
+    pitch ``f0 + f0_step·k``), a chirp in light noise, or plain noise; float32."""
+    if k % 3 == 0:
+        return utterance(list(EMOTIONS)[k % 4], f0 + f0_step * k, 1.0, seconds, sample_rate, rng)
+    if k % 3 == 1:
+        return chirp(150, chirp_top, seconds, sample_rate) + noise(seconds, sample_rate, 0.02, seed=k)
+    return noise_amplitude * noise(seconds, sample_rate, seed=k)
+
+
 def vowel(f0: np.ndarray | float, formants: tuple[float, ...], seconds: float, sample_rate: int = 16000,
           tilt: float = 1.0) -> np.ndarray:
     """A vowel-like harmonic signal: harmonics of ``f0`` shaped by formant resonances.

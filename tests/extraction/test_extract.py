@@ -14,7 +14,7 @@ from embedx.extraction.audio import load
 from embedx.extraction.config import ExtractConfig
 from embedx.extraction.extract import extract
 from embedx.store import StoreReader
-from embedx.testing.synth import EMOTIONS, chirp, noise, utterance
+from embedx.testing.synth import chirp, mixed_item, utterance
 
 # lengths chosen so batches mix long and short items (and one item is shorter than 25 ms)
 SPECS = [  # (name, seconds, sample rate, channels)
@@ -31,12 +31,7 @@ SPECS = [  # (name, seconds, sample rate, channels)
 def corpus(write_audio, tmp_path):
     rng = np.random.default_rng(1)
     for k, (rel, seconds, rate, channels) in enumerate(SPECS):
-        if k % 3 == 0:
-            wave = utterance(list(EMOTIONS)[k % 4], 120 + 20 * k, 1.0, seconds, rate, rng)
-        elif k % 3 == 1:
-            wave = chirp(150, 2500, seconds, rate) + noise(seconds, rate, 0.02, seed=k)
-        else:
-            wave = 0.5 * noise(seconds, rate, seed=k)
+        wave = mixed_item(k, seconds, rate, rng)
         data = np.stack([wave, -0.5 * wave], axis=1) if channels == 2 else wave
         write_audio(f"wavs/{rel}", data, rate)
     return tmp_path / "wavs"

@@ -20,6 +20,7 @@ from embedx.extraction.writes import StoreQueue
 from embedx.store import StoreReader, StoreWriter
 from embedx.testing.synth import noise
 from tests.clirun import run_embedx
+from tests.storecheck import assert_same_features
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -138,20 +139,6 @@ def test_default_workers_use_every_core_of_the_affinity_mask_but_one(tiny_model,
         assert _run_workers(out) == len(mask) - 1, mask
 
 
-def _assert_same_features(a_path: Path, b_path: Path) -> None:
-    with StoreReader(a_path) as a, StoreReader(b_path) as b:
-        assert a.items["id"].tolist() == b.items["id"].tolist()
-        assert a.feature_sets() == b.feature_sets()
-        for name in a.feature_sets():
-            assert a.done(name).all() and b.done(name).all()
-            for pooling in a.spec(name).poolings:
-                for layer in a.spec(name).layers:
-                    np.testing.assert_array_equal(a.pooled(name, pooling, layer), b.pooled(name, pooling, layer))
-            np.testing.assert_array_equal(a.frame_offsets(name), b.frame_offsets(name))
-            for i in range(a.num_items):
-                np.testing.assert_array_equal(a.frames(name, i), b.frames(name, i))
-
-
 def test_features_decoded_through_the_worker_slots_equal_a_workers_0_run(tiny_model, write_audio, tmp_path):
     # 14 items of 0.3-1.2 s (half at 22.05 kHz, resampled in the workers) and 2 of 4.5 s, in 3-s
     # batches: short items share a batch (several waves packed into one slot, and a worker
@@ -176,7 +163,7 @@ def test_features_decoded_through_the_worker_slots_equal_a_workers_0_run(tiny_mo
             assert _run_workers(out) == 2
         else:  # the default decodes in workers wherever there is more than one core
             assert _run_workers(out) >= min(1, len(os.sched_getaffinity(0)) - 1)
-        _assert_same_features(tmp_path / "w0.h5", out)
+        assert_same_features(tmp_path / "w0.h5", out)
 
 
 @pytest.mark.parametrize("workers", [0, 1])

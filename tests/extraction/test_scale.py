@@ -17,7 +17,7 @@ from embedx.extraction.config import ExtractConfig
 from embedx.extraction.extract import available_cores
 from embedx.extraction.scale import check_scale, parse_devices, shard_paths
 from embedx.store import StoreReader
-from embedx.testing.synth import EMOTIONS, chirp, noise, utterance
+from embedx.testing.synth import chirp, mixed_item, noise
 from tests.test_merge import assert_identical
 
 #: (file, seconds, rate): mixed lengths and rates, one file per speaker folder
@@ -32,12 +32,7 @@ def corpus(write_audio, tmp_path):
     rng = np.random.default_rng(3)
     rows = []
     for k, (rel, seconds, rate) in enumerate(FILES):
-        if k % 3 == 0:
-            wave = utterance(list(EMOTIONS)[k % 4], 110 + 15 * k, 1.0, seconds, rate, rng)
-        elif k % 3 == 1:
-            wave = chirp(150, 2000, seconds, rate) + noise(seconds, rate, 0.02, seed=k)
-        else:
-            wave = 0.4 * noise(seconds, rate, seed=k)
+        wave = mixed_item(k, seconds, rate, rng, f0=110, f0_step=15, chirp_top=2000, noise_amplitude=0.4)
         write_audio(f"wavs/{rel}", wave, rate)
         rows.append((rel, ["calm", "angry"][k % 2], rel[0]))
     (tmp_path / "wavs/c/broken.wav").write_bytes(b"RIFF no wav")
