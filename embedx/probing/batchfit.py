@@ -135,21 +135,27 @@ LS_FTOL, LS_GTOL, LS_XTOL, STPMAX = 1e-3, 0.9, 0.1, 1e10
 EPSMCH = np.finfo(np.float64).eps
 
 
-def _rows_matmul(A: np.ndarray, rows: np.ndarray, B: np.ndarray, left: bool = False) -> np.ndarray:
-    """``A[rows] @ B`` (or ``B @ A[rows]`` with ``left``), batched over the first axis, without
-    copying ``A[rows]`` when the rows are most of ``A`` (``A`` is the fits' ``(L, 2m, size)``
-    memory: a copy would cost more than the product)."""
+def _rows_matmul(A: np.ndarray, rows: np.ndarray, B: np.ndarray, left: bool = False,
+                 trans: bool = False) -> np.ndarray:
+    """``A[rows] @ B`` (or ``B @ A[rows]`` with ``left``; ``A[rows]`` transposed in its last two
+    axes with ``trans``), batched over the first axis, without copying ``A[rows]`` when the rows
+    are most of ``A`` (``A`` is the fits' ``(L, 2m, size)`` memory: a copy would cost more than
+    the product)."""
     if len(rows) == len(A):  # rows come sorted from flatnonzero: all of A
-        return B @ A if left else A @ B
-    if 4 * len(rows) < 3 * len(A):
-        return B @ A[rows] if left else A[rows] @ B
-    full = np.zeros((len(A), *B.shape[1:]))
-    full[rows] = B
-    return (full @ A)[rows] if left else (A @ full)[rows]
+        part = A
+    elif 4 * len(rows) < 3 * len(A):
+        part = A[rows]
+    else:
+        full = np.zeros((len(A), *B.shape[1:]))
+        full[rows] = B
+        return _rows_matmul(A, np.arange(len(A)), full, left, trans)[rows]
+    if trans:
+        part = part.transpose(0, 2, 1)
+    return B @ part if left else part @ B
 
 
 #: the per-fit state that :meth:`_Fits._compress` cuts to the running fits
-_ROW_STATE = ("ids", "x", "f", "g", "nfev", "iters", "W", "SY", "YY", "col", "head", "theta",
+_ROW_STATE = ("ids", "x", "f", "g", "nfev", "iters", "W", "SY", "YY", "col", "head", "theta", "ab", "yd",
               "z", "d", "xt", "stp", "gd0", "ifun", "need_dir", "pending", "done")
 
 
@@ -193,6 +199,8 @@ class _Fits:
         self.W = np.zeros((P, 2 * m, size))
         self.SY, self.YY = np.zeros((P, m, m)), np.zeros((P, m, m))
         self.col, self.head, self.theta = np.zeros(P, int), np.zeros(P, int), np.ones(P)
+        # by slot, for the direction d of the running line search: [S Y]ᵀg at its start, and Yᵀd
+        self.ab, self.yd = np.zeros((P, 2 * m)), np.zeros((P, m))
         # the line search: the quasi-Newton point z, d = z - x, the trial point, step, g'd at 0
         self.z, self.d, self.xt = np.zeros((P, size)), np.zeros((P, size)), np.zeros((P, size))
         self.stp, self.gd0, self.ifun = np.zeros(P), np.zeros(P), np.zeros(P, int)
@@ -254,7 +262,11 @@ class _Fits:
                 at = rows
             dnorm = np.sqrt(np.einsum("ps,ps->p", d, d))
             stp = np.where(self.iters[rows] == 0, np.minimum(1.0 / dnorm, STPMAX), 1.0)
-            self.z[at], self.d[at], self.stp[at], self.gd0[at], self.ifun[at] = z, d, stp, gd, 1
+            if isinstance(at, slice):  # every fit: take the new arrays over rather than copy them
+                self.z, self.d = z, d
+            else:
+                self.z[at], self.d[at] = z, d
+            self.stp[at], self.gd0[at], self.ifun[at] = stp, gd, 1
             # lnsrlb: x = z at a unit step, else x + stp·d
             unit = stp == 1.0
             self.xt[at] = z if unit.all() else np.where(unit[:, None], z, stp[:, None] * d + x)
@@ -270,20 +282,39 @@ class _Fits:
         ``ab = [S Y]ᵀg`` by slot; unused slots are padded with an identity block so all rows
         solve ``m × m`` systems."""
         m, k = MEMORY, np.arange(MEMORY)
-        order = (self.head[rows, None] + k) % m  # (b, m): the slots, oldest pair first
-        valid = k < self.col[rows, None]  # (b, m)
-        a = np.where(valid, np.take_along_axis(ab[:, :m], order, 1), 0.0)[..., None]  # Sᵀg (b, m, 1)
-        b = np.where(valid, np.take_along_axis(ab[:, m:], order, 1), 0.0)[..., None]  # Yᵀg
-        pair = valid[:, :, None] & valid[:, None, :]
-        at = (rows[:, None, None], order[:, :, None], order[:, None, :])  # (b, m, m) by age
-        sy, yy = np.where(pair, self.SY[at], 0.0), np.where(pair, self.YY[at], 0.0)
+        head, col = self.head[rows], self.col[rows]
+        if (head == head[0]).all() and (col == col[0]).all():  # in step: one slot order for all
+            order = (head[0] + k) % m  # (m,): the slots, oldest pair first
+            valid = np.broadcast_to(k < col[0], (len(rows), m))
+            a, b = ab[:, order], ab[:, m + order]  # Sᵀg, Yᵀg (b, m)
+            sy, yy = self.SY[rows][:, order][:, :, order], self.YY[rows][:, order][:, :, order]
+        else:
+            order = (head[:, None] + k) % m  # (b, m): each row's slots, oldest pair first
+            valid = k < col[:, None]  # (b, m)
+            a, b = np.take_along_axis(ab[:, :m], order, 1), np.take_along_axis(ab[:, m:], order, 1)
+            at = (rows[:, None, None], order[:, :, None], order[:, None, :])  # (b, m, m) by age
+            sy, yy = self.SY[at], self.YY[at]
+        if not valid.all():  # unused slots: zero products, an identity block in R
+            pair = valid[:, :, None] & valid[:, None, :]
+            a, b = np.where(valid, a, 0.0), np.where(valid, b, 0.0)
+            sy, yy = np.where(pair, sy, 0.0), np.where(pair, yy, 0.0)
+        a, b = a[..., None], b[..., None]  # (b, m) -> (b, m, 1)
         R = np.triu(sy) + np.eye(m) * ~valid[:, None, :]
         gamma = (1.0 / self.theta[rows])[:, None, None]
         u = np.linalg.solve(R, a)  # R⁻¹Sᵀg
         v = np.diagonal(sy, axis1=1, axis2=2)[..., None] * u + gamma * (yy @ u) - gamma * b
         c = np.zeros((len(rows), 2 * m))
-        np.put_along_axis(c[:, :m], order, np.linalg.solve(R.transpose(0, 2, 1), v)[..., 0], 1)
-        np.put_along_axis(c[:, m:], order, -(gamma * u)[..., 0], 1)
+        w, t = np.linalg.solve(R.transpose(0, 2, 1), v)[..., 0], -(gamma * u)[..., 0]
+        if order.ndim == 1:
+            c[:, order], c[:, m + order] = w, t
+        else:
+            np.put_along_axis(c[:, :m], order, w, 1)
+            np.put_along_axis(c[:, m:], order, t, 1)
+        # Yᵀd for d = -H g by slot, from the memory's products (no pass over the memory):
+        # -(γ Yᵀg + YᵀS c_S + YᵀY c_Y), YᵀS the transpose of SY (SY[i, j] = s_i'y_j)
+        self.ab[rows] = ab
+        self.yd[rows] = -(gamma[:, :, 0] * ab[:, m:] + np.einsum("pji,pj->pi", self.SY[rows], c[:, :m])
+                          + np.einsum("pij,pj->pi", self.YY[rows], c[:, m:]))
         # (b, 1, 2m) @ (b, 2m, s) -> (b, s)
         return gamma[:, :, 0] * g + _rows_matmul(self.W, rows, c[:, None, :], left=True)[:, 0]
 
@@ -348,19 +379,23 @@ class _Fits:
         unit = stp == 1.0  # scipy scales d (and s'y, g'd) only for a step other than 1
         dr = np.where(unit, gdn - g0, (gdn - g0) * stp)  # s'y
         s = d if unit.all() else np.where(unit[:, None], d, d * stp[:, None])
-        # one pass over the memory: (u, 2m, s) @ (u, s, 3) -> (u, 2m, 3), [S Y]ᵀ times g, s, y
-        prod = _rows_matmul(self.W, rows, np.stack([gt, s, y], axis=1).transpose(0, 2, 1))
-        ab = prod[:, :, 0].copy()  # the next direction's [S Y]ᵀg
+        # one pass over the memory: (u, 1, s) @ (u, s, 2m) -> (u, 2m), [S Y]ᵀg, the next direction's;
+        # the memory's products with y and s follow from it without another pass: [S Y]ᵀy is
+        # [S Y]ᵀg less the line search's [S Y]ᵀg_old, Yᵀs is stp·Yᵀd
+        ab = _rows_matmul(self.W, rows, gt[:, None, :], left=True, trans=True)[:, 0]
         keep = dr > EPSMCH * np.where(unit, -g0, -g0 * stp)  # else scipy skips the update
         if keep.any():
-            ab[keep] = self._store(rows[keep], s[keep], y[keep], gt[keep], dr[keep], prod[keep], ab[keep])
+            k = rows[keep]
+            ys = np.where(unit[keep, None], self.yd[k], self.yd[k] * stp[keep, None])
+            ab[keep] = self._store(k, s[keep], y[keep], gt[keep], dr[keep], ys, ab[keep] - self.ab[k], ab[keep])
         self._begin(rows, ab)
 
     def _store(self, rows: np.ndarray, s: np.ndarray, y: np.ndarray, g: np.ndarray, dr: np.ndarray,
-               prod: np.ndarray, ab: np.ndarray) -> np.ndarray:
+               ys: np.ndarray, wy: np.ndarray, ab: np.ndarray) -> np.ndarray:
         """Add the pair ``(s, y)`` to each row's memory, dropping the oldest past :data:`MEMORY`
-        (scipy's ``matupd``; ``theta = y'y / s'y``), from ``prod`` the old memory's products
-        with ``g, s, y``. Returns ``ab``, ``[S Y]ᵀg`` with the new pair's entries."""
+        (scipy's ``matupd``; ``theta = y'y / s'y``), from the old memory's products ``ys``
+        (``Yᵀs``), ``wy`` (``[S Y]ᵀy``) and ``ab`` (``[S Y]ᵀg``), by slot. Returns ``ab`` with the
+        new pair's entries."""
         m, u = MEMORY, np.arange(len(rows))
         full = self.col[rows] == m
         slot = np.where(full, self.head[rows], (self.head[rows] + self.col[rows]) % m)
@@ -368,8 +403,8 @@ class _Fits:
         self.col[rows] = np.minimum(self.col[rows] + 1, m)
         self.W[rows, slot], self.W[rows, m + slot] = s, y
         rr = np.einsum("ps,ps->p", y, y)
-        self.SY[rows, slot, :], self.SY[rows, :, slot] = prod[:, m:, 1], prod[:, :m, 2]
-        self.YY[rows, slot, :], self.YY[rows, :, slot] = prod[:, m:, 2], prod[:, m:, 2]
+        self.SY[rows, slot, :], self.SY[rows, :, slot] = ys, wy[:, :m]
+        self.YY[rows, slot, :], self.YY[rows, :, slot] = wy[:, m:], wy[:, m:]
         self.SY[rows, slot, slot], self.YY[rows, slot, slot] = dr, rr
         self.theta[rows] = rr / dr
         ab[u, slot], ab[u, m + slot] = np.einsum("ps,ps->p", s, g), np.einsum("ps,ps->p", y, g)
