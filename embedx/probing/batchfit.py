@@ -117,8 +117,9 @@ def _objective(X: np.ndarray, codes: np.ndarray, l2: float, K: int):
         f = (loss.sum(axis=1) / n).astype(np.float64) + 0.5 * l2 * np.einsum("pkd,pkd->p", coef, coef)
         R /= n
         g = np.empty((P, K, dim + 1))
-        # (P·K, n) @ (n, d) -> (P, K, d)
-        g[:, :, :dim] = (R.reshape(P * K, n) @ X).reshape(P, K, dim) + l2 * coef
+        np.multiply(coef, l2, out=g[:, :, :dim])
+        # (P·K, n) @ (n, d) -> (P, K, d), added in float64 as scikit-learn adds it
+        g[:, :, :dim] += (R.reshape(P * K, n) @ X).reshape(P, K, dim)
         g[:, :, dim] = R.sum(axis=2)
         return f, g.reshape(P, -1)  # (P, K, d+1) -> (P, K·(d+1))
 
@@ -260,8 +261,10 @@ class _Fits:
                 self._fail(rows[~ok])
                 rows, x, z, d, gd = rows[ok], x[ok], z[ok], d[ok], gd[ok]
                 at = rows
-            dnorm = np.sqrt(np.einsum("ps,ps->p", d, d))
-            stp = np.where(self.iters[rows] == 0, np.minimum(1.0 / dnorm, STPMAX), 1.0)
+            stp = np.ones(len(rows))
+            first = self.iters[rows] == 0
+            if first.any():  # scipy's first trial step: 1/||d||
+                stp[first] = np.minimum(1.0 / np.sqrt(np.einsum("ps,ps->p", d[first], d[first])), STPMAX)
             if isinstance(at, slice):  # every fit: take the new arrays over rather than copy them
                 self.z, self.d = z, d
             else:
@@ -371,7 +374,8 @@ class _Fits:
         self.iters[at] += 1
         ddum = np.maximum(np.maximum(np.abs(fold), np.abs(ft)), 1.0)
         stop = ((self.iters[rows] >= self.max_iter) | (self.nfev[rows] > MAXFUN)
-                | (np.abs(gt).max(axis=1) <= self.pgtol) | (fold - ft <= FACTR * EPSMCH * ddum))
+                | (np.maximum(gt.max(axis=1), -gt.min(axis=1)) <= self.pgtol)
+                | (fold - ft <= FACTR * EPSMCH * ddum))
         if stop.any():
             self._finish(rows[stop])
             rows, gt, y, gdn = rows[~stop], gt[~stop], y[~stop], gdn[~stop]

@@ -8,6 +8,7 @@ normalisation standardises each part with its own speakers' statistics.
 
 from __future__ import annotations
 
+import sys
 import time
 import warnings
 from collections.abc import Mapping
@@ -21,7 +22,33 @@ from embedx.probing.models import build_model
 from embedx.probing.speaker_norm import group_standardize
 from embedx.serial import plain
 
-__all__ = ["best_params", "fit_estimator", "layer_weights_of", "main_scorer", "make_estimator", "run_task"]
+__all__ = ["best_params", "fit_estimator", "layer_weights_of", "limit_threads", "main_scorer", "make_estimator",
+           "run_task"]
+
+#: this process's thread-pool controller and the number of modules loaded when it was made
+_CONTROLLER: tuple[int, Any] | None = None
+
+
+def limit_threads(threads: int):
+    """A context that limits the BLAS and OpenMP pools of this process to ``threads``.
+
+    ``threadpoolctl.threadpool_limits`` scans the loaded libraries on every call (2 ms, as long
+    as a small fit); a worker runs hundreds of tasks, so the scan is kept and redone only when
+    modules were imported since (a new import may load a library with a pool, e.g. LightGBM's
+    OpenMP).
+
+    Args:
+        threads: threads per pool.
+
+    Returns:
+        The context manager (``with limit_threads(1): ...``).
+    """
+    from threadpoolctl import ThreadpoolController
+
+    global _CONTROLLER
+    if _CONTROLLER is None or _CONTROLLER[0] != len(sys.modules):
+        _CONTROLLER = (len(sys.modules), ThreadpoolController())
+    return _CONTROLLER[1].limit(limits=threads)
 
 
 def main_scorer(metric_name: str, task: str):
@@ -106,10 +133,8 @@ def run_task(
     metric: str,
 ) -> dict[str, Any]:
     """Fit on ``train``, predict ``test``; returns scores and predictions (runs in a worker)."""
-    from threadpoolctl import threadpool_limits
-
     start = time.perf_counter()
-    with threadpool_limits(limits=threads), warnings.catch_warnings(record=True) as caught:
+    with limit_threads(threads), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         Xtr, Xte = X[train], X[test]  # (n_train, dim), (n_test, dim)
         if speaker_norm:

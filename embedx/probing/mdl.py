@@ -215,15 +215,14 @@ def _code_one(X: np.ndarray, y: np.ndarray, groups: np.ndarray | None, blocks: S
     """One configuration and model's online code and its first fit warning (runs in a joblib worker)."""
     import warnings
 
-    from threadpoolctl import threadpool_limits
-
     from embedx.errors import one_line
+    from embedx.probing.fitting import limit_threads
     from embedx.probing.models import build_model
 
     threads = settings.get("threads") or 1
     estimator = build_model(model, CLASSIFICATION, seed=settings["seed"], class_weight=settings["class_weight"],
                             n_jobs=threads)
-    with threadpool_limits(limits=threads), warnings.catch_warnings(record=True) as caught:
+    with limit_threads(threads), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")  # kept for mdl.csv, as the study keeps its fits' warnings
         code = online_code(estimator, X, y, blocks, num_classes, groups=groups,
                            speaker_norm=bool(settings.get("speaker_norm")))

@@ -28,7 +28,7 @@ import numpy as np
 
 from embedx.probing import metrics as M
 from embedx.probing.batchfit import logreg_many, ridge_many, supports
-from embedx.probing.fitting import fit_estimator, make_estimator
+from embedx.probing.fitting import fit_estimator, limit_threads, make_estimator
 from embedx.probing.speaker_norm import group_standardize
 
 __all__ = ["CHUNK", "MARGIN", "run_permuted"]
@@ -153,9 +153,7 @@ def run_permuted(
         One output per permutation: ``key`` ``(p, config, model, fold)`` and ``pred`` (the test
         part's predictions), the two fields the chance control reads.
     """
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=threads), warnings.catch_warnings():
+    with limit_threads(threads), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the refits' warnings are the study's, reported once there
         Xtr, Xte = _parts(X, groups, train, test, speaker_norm)
         ytr = labels[:, train]  # (P, n_train)

@@ -12,7 +12,7 @@ import numpy as np
 from embedx.probing import metrics as M
 from embedx.probing.compare import MIN_CLUSTERS, ClusterScores, clusters_of, jackknife_ci
 from embedx.probing.cv import UNGROUPED, inner_cv
-from embedx.probing.fitting import best_params, fit_estimator, make_estimator
+from embedx.probing.fitting import best_params, fit_estimator, limit_threads, make_estimator
 from embedx.probing.speaker_norm import group_standardize
 
 if TYPE_CHECKING:  # the study imports this module to refit; a type only, no import cycle
@@ -57,8 +57,6 @@ def fit_final(result: Study, *, threads: int = 1) -> tuple[dict[str, Any], dict[
     Returns:
         ``(bundle, holdout_scores)``; ``holdout_scores`` is ``None`` without a held-out part.
     """
-    from threadpoolctl import threadpool_limits
-
     dataset, settings = result.dataset, result.settings
     config_name, model = result.best
     config = next(c for c in dataset.configs if c.name == config_name)
@@ -76,7 +74,7 @@ def fit_final(result: Study, *, threads: int = 1) -> tuple[dict[str, Any], dict[
     )
     grouped_inner = groups is not None and result.folds.scheme not in UNGROUPED
     holdout = None
-    with threadpool_limits(limits=threads), warnings.catch_warnings():
+    with limit_threads(threads), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         Xtr = X[train]
         if settings["speaker_norm"]:

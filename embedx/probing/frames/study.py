@@ -101,12 +101,12 @@ def _one_fit(X16: np.ndarray, table: FrameTable, train: np.ndarray, test: np.nda
 
     ``X16`` is one layer of every stored frame; ``train``/``test`` are positions into ``table``.
     """
-    from threadpoolctl import threadpool_limits
+    from embedx.probing.fitting import limit_threads
 
     k = len(table.classes)
     start = time.perf_counter()
     sample = cap_training(train, table.y, cap, seed + key[2])
-    with threadpool_limits(limits=threads), warnings.catch_warnings(record=True) as caught:
+    with limit_threads(threads), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         Xtr = X16[table.rows[sample]].astype(np.float32)  # (n_sample, dim)
         pipe = fit_probe(model, Xtr, table.y[sample], np.arange(k),
