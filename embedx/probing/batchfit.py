@@ -92,7 +92,7 @@ def _binomial(z: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def _objective(X: np.ndarray, codes: np.ndarray, l2: float, K: int):
-    """``fg(x, ids) -> (f, g)``: scikit-learn's loss (``LinearModelLoss.loss_gradient``: the mean
+    """``fg(x, ids, zero=False) -> (f, g)``: scikit-learn's loss (``LinearModelLoss.loss_gradient``: the mean
     binomial or multinomial log loss plus ``l2·||W||²/2``, intercepts unpenalised) and its gradient
     for the problems ``ids`` at once, in float64 from the features' dtype as scikit-learn computes
     it (coefficients cast to that dtype for the decision values, per-item losses and residuals in
@@ -102,17 +102,20 @@ def _objective(X: np.ndarray, codes: np.ndarray, l2: float, K: int):
     ``(n_classes, n_dof)`` matrix, the intercept last); ``codes`` ``(P, n)`` each problem's class
     codes (binary: 1 for the positive class). The work arrays are ``(problems, K, n)``: one matrix
     product gives every problem's decision values, and the softmax runs over ``K`` slices.
+    ``zero`` says that ``x`` is all zeros (the fits' start), where that product is skipped.
     """
     n, dim = X.shape
-    XT = X.T  # (d, n), a view: BLAS reads it transposed
+    XT = np.ascontiguousarray(X.T)  # (d, n): the product below reads it 8 % faster than a view
 
-    def fg(x: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def fg(x: np.ndarray, ids: np.ndarray, zero: bool = False) -> tuple[np.ndarray, np.ndarray]:
         P = len(ids)
         W = x.reshape(P, K, dim + 1)  # (P, K·(d+1)) -> (P, K, d+1)
         coef = W[:, :, :dim]
-        # (P·K, d) @ (d, n) -> (P, K, n): every problem's decision values in one product
-        Z = (coef.reshape(P * K, dim).astype(X.dtype, copy=False) @ XT).reshape(P, K, n)
-        Z += W[:, :, dim:].astype(X.dtype)
+        if zero:  # x = 0 (the start): every decision value is 0
+            Z = np.zeros((P, K, n), X.dtype)
+        else:  # (P·K, d) @ (d, n) -> (P, K, n): every problem's decision values in one product
+            Z = (coef.reshape(P * K, dim).astype(X.dtype, copy=False) @ XT).reshape(P, K, n)
+            Z += W[:, :, dim:].astype(X.dtype)
         loss, R = (_binomial(Z[:, 0], codes[ids]), Z) if K == 1 else _multinomial(Z, codes[ids])
         f = (loss.sum(axis=1) / n).astype(np.float64) + 0.5 * l2 * np.einsum("pkd,pkd->p", coef, coef)
         R /= n
@@ -194,7 +197,7 @@ class _Fits:
         self.fg, self.pgtol, self.max_iter = fg, pgtol, max_iter
         self.ids = np.arange(P)
         self.x = np.zeros((P, size))
-        self.f, self.g = fg(self.x, self.ids)
+        self.f, self.g = fg(self.x, self.ids, zero=True)
         self.nfev, self.iters = np.ones(P, int), np.zeros(P, int)  # scipy counts x0's evaluation
         # the memory by slot: S in W[:, :m], Y in W[:, m:]; s_i'y_j and y_i'y_j
         self.W = np.zeros((P, 2 * m, size))
@@ -220,7 +223,7 @@ class _Fits:
             self._begin(np.flatnonzero(self.need_dir))  # the start, and restarts without memory
             rows = np.flatnonzero(self.pending)
             if len(rows):
-                ft, gt = self.fg(self.xt[rows], self.ids[rows])
+                ft, gt = self.fg(self.xt[self._at(rows)], self.ids[rows])
                 self.nfev[rows] += 1
                 self._judge(rows, ft, gt)
         return self.out_x, self.out_iter, self.out_nfev
@@ -274,8 +277,9 @@ class _Fits:
             unit = stp == 1.0
             self.xt[at] = z if unit.all() else np.where(unit[:, None], z, stp[:, None] * d + x)
             self.need_dir[at], self.pending[at] = False, True
-            for key in self.ids[rows]:
-                self.search.pop(key, None)
+            if self.search:  # the line searches these fits ran before
+                for key in self.search.keys() & set(self.ids[rows].tolist()):
+                    del self.search[key]
             rows, ab = np.flatnonzero(self.need_dir), None  # those _fail sent back, memory reset
 
     def _hess_times(self, rows: np.ndarray, g: np.ndarray, ab: np.ndarray) -> np.ndarray:

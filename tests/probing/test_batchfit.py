@@ -127,3 +127,10 @@ def test_objective_is_scikit_learn_s_loss_and_gradient(dtype):
             assert f[p] == pytest.approx(ref_f, rel=rel)
             ref_g = ref_g if K == 2 else ref_g.reshape(K, 8, order="F").ravel()
             np.testing.assert_allclose(g[p], ref_g, rtol=rel * 10, atol=rel / 10)
+        # the start (x = 0) skips the decision values' product: the same loss and gradient
+        f0, g0 = fg(np.zeros_like(x), np.arange(3), zero=True)
+        ref0 = fg(np.zeros_like(x), np.arange(3))
+        np.testing.assert_array_equal(f0, ref0[0])
+        np.testing.assert_array_equal(g0, ref0[1])
+        w0 = np.zeros(k * 8)
+        assert f0[0] == pytest.approx(loss.loss_gradient(w0, X, codes[0].astype(dtype), None, 0.3)[0], rel=rel)
