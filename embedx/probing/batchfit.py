@@ -106,7 +106,7 @@ def _objective(X: np.ndarray, codes: np.ndarray, l2: float, K: int):
     ``zero`` says that ``x`` is all zeros (the fits' start), where that product is skipped.
     """
     n, dim = X.shape
-    XT = np.ascontiguousarray(X.T)  # (d, n): the product below reads it 8 % faster than a view
+    XT = X.T  # (d, n), a view: BLAS reads it transposed (a contiguous copy sums in another order)
 
     def fg(x: np.ndarray, ids: np.ndarray, zero: bool = False) -> tuple[np.ndarray, np.ndarray]:
         P = len(ids)
