@@ -188,6 +188,13 @@ class _Fits:
       ``max|g| <= pgtol``, then ``(f_old - f) / max(|f_old|, |f|, 1) <= factr·eps``;
     * the update ``s = stp·d``, ``y = g - g_old``, skipped when ``s'y <= eps·(-g_old'd)·stp``.
 
+    Each iteration reads the memory twice, for ``[S Y]ᵀg`` and for ``H g`` (one matrix-vector
+    product per fit each); the products the update needs besides, ``[S Y]ᵀy`` and ``Yᵀs``, follow
+    from those without another pass: ``[S Y]ᵀg`` less the search's ``[S Y]ᵀg_old``, and
+    ``stp·Yᵀd`` with ``Yᵀd = -(γ Yᵀg_old + YᵀS c_S + YᵀY c_Y)`` from the memory's ``SᵀY`` and
+    ``YᵀY`` (``d = -H g_old = -(γ g_old + [S Y] c)``). They equal scipy's dot products up to
+    rounding.
+
     The iterates differ from scipy's in rounding only (its products and norms add in another
     order); a discrete decision (a line-search branch, a stopping test) can differ only where
     a quantity lies within that rounding of its threshold.
