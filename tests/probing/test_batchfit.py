@@ -134,3 +134,32 @@ def test_objective_is_scikit_learn_s_loss_and_gradient(dtype):
         np.testing.assert_array_equal(g0, ref0[1])
         w0 = np.zeros(k * 8)
         assert f0[0] == pytest.approx(loss.loss_gradient(w0, X, codes[0].astype(dtype), None, 0.3)[0], rel=rel)
+
+
+def test_the_fits_leave_the_garbage_collector_as_they_found_it():
+    import gc
+
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(40, 5))
+    y = np.array([rng.permutation(np.arange(40) % 3) for _ in range(4)])
+    est = LogisticRegression()
+    assert gc.isenabled()
+    coef, _, _ = batchfit.logreg_fits(est, X, y)
+    assert gc.isenabled()
+    np.testing.assert_allclose(coef[0], LogisticRegression().fit(X, y[0]).coef_, atol=1e-5)
+    gc.disable()
+    try:  # a caller that paused it keeps it paused
+        batchfit.logreg_fits(est, X, y)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+    def failing(x, ids, zero=False):
+        if not zero:
+            raise FloatingPointError("bad features")
+        return np.zeros(len(ids)), np.ones((len(ids), x.shape[1]))
+
+    fits = batchfit._Fits(failing, 2, 6, pgtol=1e-4, max_iter=10)
+    with pytest.raises(FloatingPointError):
+        fits.run()
+    assert gc.isenabled()  # restored on the way out of a failure too
