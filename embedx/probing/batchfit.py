@@ -305,34 +305,20 @@ class _Fits:
         ``ab = [S Y]ᵀg`` by slot; unused slots are padded with an identity block so all rows
         solve ``m × m`` systems."""
         m, k = MEMORY, np.arange(MEMORY)
-        head, col = self.head[rows], self.col[rows]
-        if (head == head[0]).all() and (col == col[0]).all():  # in step: one slot order for all
-            order = (head[0] + k) % m  # (m,): the slots, oldest pair first
-            valid = np.broadcast_to(k < col[0], (len(rows), m))
-            a, b = ab[:, order], ab[:, m + order]  # Sᵀg, Yᵀg (b, m)
-            sy, yy = self.SY[rows][:, order][:, :, order], self.YY[rows][:, order][:, :, order]
-        else:
-            order = (head[:, None] + k) % m  # (b, m): each row's slots, oldest pair first
-            valid = k < col[:, None]  # (b, m)
-            a, b = np.take_along_axis(ab[:, :m], order, 1), np.take_along_axis(ab[:, m:], order, 1)
-            at = (rows[:, None, None], order[:, :, None], order[:, None, :])  # (b, m, m) by age
-            sy, yy = self.SY[at], self.YY[at]
-        if not valid.all():  # unused slots: zero products, an identity block in R
-            pair = valid[:, :, None] & valid[:, None, :]
-            a, b = np.where(valid, a, 0.0), np.where(valid, b, 0.0)
-            sy, yy = np.where(pair, sy, 0.0), np.where(pair, yy, 0.0)
-        a, b = a[..., None], b[..., None]  # (b, m) -> (b, m, 1)
+        order = (self.head[rows, None] + k) % m  # (b, m): the slots, oldest pair first
+        valid = k < self.col[rows, None]  # (b, m)
+        a = np.where(valid, np.take_along_axis(ab[:, :m], order, 1), 0.0)[..., None]  # Sᵀg (b, m, 1)
+        b = np.where(valid, np.take_along_axis(ab[:, m:], order, 1), 0.0)[..., None]  # Yᵀg
+        pair = valid[:, :, None] & valid[:, None, :]
+        at = (rows[:, None, None], order[:, :, None], order[:, None, :])  # (b, m, m) by age
+        sy, yy = np.where(pair, self.SY[at], 0.0), np.where(pair, self.YY[at], 0.0)
         R = np.triu(sy) + np.eye(m) * ~valid[:, None, :]
         gamma = (1.0 / self.theta[rows])[:, None, None]
         u = np.linalg.solve(R, a)  # R⁻¹Sᵀg
         v = np.diagonal(sy, axis1=1, axis2=2)[..., None] * u + gamma * (yy @ u) - gamma * b
         c = np.zeros((len(rows), 2 * m))
-        w, t = np.linalg.solve(R.transpose(0, 2, 1), v)[..., 0], -(gamma * u)[..., 0]
-        if order.ndim == 1:
-            c[:, order], c[:, m + order] = w, t
-        else:
-            np.put_along_axis(c[:, :m], order, w, 1)
-            np.put_along_axis(c[:, m:], order, t, 1)
+        np.put_along_axis(c[:, :m], order, np.linalg.solve(R.transpose(0, 2, 1), v)[..., 0], 1)
+        np.put_along_axis(c[:, m:], order, -(gamma * u)[..., 0], 1)
         # Yᵀd for d = -H g by slot, from the memory's products (no pass over the memory):
         # -(γ Yᵀg + YᵀS c_S + YᵀY c_Y), YᵀS the transpose of SY (SY[i, j] = s_i'y_j)
         self.ab[rows] = ab
